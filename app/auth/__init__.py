@@ -1,0 +1,1 @@
+"""Tokens and principals: who is talking to the broker."""

@@ -1,0 +1,24 @@
+"""API tokens: the key is shown once; only its sha256 hash is stored."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Token(models.Model):
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters of the key, so an admin can tell tokens apart without the secret.
+    prefix = models.CharField(max_length=8, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="switchyard_tokens"
+    )
+    enabled = models.BooleanField(default=True)
+    comment = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

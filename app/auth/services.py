@@ -1,0 +1,58 @@
+"""Token issue and lookup, and the principal a connection acts as."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from app.auth.models import Token
+
+ANONYMOUS_PRINCIPAL = "anonymous"
+
+UserLike = AbstractBaseUser | AnonymousUser
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_token(user: Any, comment: str = "") -> tuple[Token, str]:
+    """Create a token for ``user``; returns the row and the clear key, which is not stored."""
+    key = secrets.token_urlsafe(32)
+    token = Token.objects.create(key_hash=hash_key(key), prefix=key[:8], user=user, comment=comment)
+    return token, key
+
+
+def user_for_key(key: str) -> Any | None:
+    """The active user owning an enabled token with this key, or None."""
+    token = (
+        Token.objects.select_related("user")
+        .filter(key_hash=hash_key(key), enabled=True, user__is_active=True)
+        .first()
+    )
+    return token.user if token is not None else None
+
+
+def principal_of(user: Any) -> str:
+    """Delivery state is kept per principal: the authenticated user, or one anonymous principal."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return ANONYMOUS_PRINCIPAL
+    from guardian.conf import settings as guardian_settings
+
+    # guardian keeps anonymous grants on a real user row; it is the anonymous principal too.
+    if user.get_username() == guardian_settings.ANONYMOUS_USER_NAME:
+        return ANONYMOUS_PRINCIPAL
+    return f"user:{user.pk}"
+
+
+def ensure_user(username: str, *, create: bool = False, superuser: bool = False) -> Any:
+    model = get_user_model()
+    user = model.objects.get_or_create(username=username)[0] if create else model.objects.get(username=username)
+    if superuser and not (user.is_superuser and user.is_staff):
+        user.is_superuser = user.is_staff = True
+        user.save(update_fields=["is_superuser", "is_staff"])
+    return user

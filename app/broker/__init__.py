@@ -1,0 +1,1 @@
+"""The message broker: topics, messages, delivery state, publish / acknowledge / replay."""

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class BrokerConfig(AppConfig):
+    name = "app.broker"
+    label = "broker"
+    verbose_name = "Broker"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,134 @@
+"""``manage.py dasf_topic``: create, change, inspect or remove a topic.
+
+The arguments are dasf-broker-django's, so admins' existing scripts keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from guardian.shortcuts import get_users_with_perms
+from guardian.utils import get_anonymous_user
+
+from app.broker.models import Topic
+from app.broker.permissions import grant
+from app.broker.policy import StorePolicy
+
+
+class Command(BaseCommand):
+    help = "Create or modify a broker topic and who may use it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="the topic name")
+        parser.add_argument("-n", "--new", action="store_true", help="create the topic if it does not exist")
+        parser.add_argument("--public", action=_Bool, dest="public", default=None,
+                            help="everyone may publish (--no-public: only permitted users)")
+        parser.add_argument("--no-public", action=_Bool, dest="public", help="only permitted users may publish")
+        parser.add_argument("--dasf", action=_Bool, dest="dasf", default=None,
+                            help="consumers answer DASF ping / api_info (default for new topics)")
+        parser.add_argument("--no-dasf", action=_Bool, dest="dasf", help="exclude the topic from pings")
+        parser.add_argument("--anonymous", action="store_true",
+                            help="make it public and let anonymous clients consume")
+        parser.add_argument("-c", "--consumer", action="append", default=[], metavar="USER",
+                            help="user who may consume (repeatable)")
+        parser.add_argument("-p", "--producer", action="append", default=[], metavar="USER",
+                            help="user who may publish (repeatable)")
+        parser.add_argument("-vs", "--view-status", action="append", default=[], metavar="USER",
+                            help="user who may see the availability (repeatable)")
+        parser.add_argument("--create-consumer", action="store_true", help="create missing consumer users")
+        parser.add_argument("--create-producer", action="store_true", help="create missing producer users")
+        parser.add_argument("--create-view-status", action="store_true", help="create missing status users")
+        parser.add_argument("--store-messages", choices=["default", *[p.value for p in StorePolicy]],
+                            help="store policy; 'default' uses the server setting")
+        parser.add_argument("-rm", "--remove", action="store_true", help="delete the topic")
+        parser.add_argument("-i", "--show-info", action="store_true", help="print the topic as JSON")
+        parser.add_argument("-db", "--database", default="default", help="database alias")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        db = options["database"]
+        slug = options["slug"]
+        with transaction.atomic(using=db):
+            topic = Topic.objects.using(db).filter(slug=slug).first()
+            if options["remove"]:
+                if topic is None:
+                    raise CommandError(f"topic {slug} does not exist")
+                topic.delete()
+                self.stdout.write(f"removed topic {slug}")
+                return
+            if topic is None:
+                if not options["new"]:
+                    raise CommandError(f"topic {slug} does not exist (use -n / --new to create it)")
+                topic = Topic(slug=slug)
+                topic.full_clean(exclude=["last_sequence"])
+            self._configure(topic, options)
+            topic.save(using=db)
+            self._grant(topic, options)
+        if options["show_info"]:
+            self.stdout.write(json.dumps(_info(topic), indent=2, default=str))
+
+    def _configure(self, topic: Topic, options: dict[str, Any]) -> None:
+        if options["public"] is not None:
+            topic.is_public = options["public"]
+        if options["anonymous"]:
+            topic.is_public = True
+        if options["dasf"] is not None:
+            topic.supports_dasf = options["dasf"]
+        if options["store_messages"]:
+            topic.store_messages = None if options["store_messages"] == "default" else options["store_messages"]
+
+    def _grant(self, topic: Topic, options: dict[str, Any]) -> None:
+        if options["anonymous"]:
+            grant(get_anonymous_user(), topic, "can_consume")
+        for key, perm, create in (
+            ("consumer", "can_consume", options["create_consumer"]),
+            ("producer", "can_produce", options["create_producer"]),
+            ("view_status", "can_view_status", options["create_view_status"]),
+        ):
+            for username in options[key]:
+                grant(_user(username, create), topic, perm)
+
+
+class _Bool:
+    """``--flag`` / ``--no-flag`` sharing one destination (argparse's BooleanOptionalAction
+    cannot keep dasf-broker-django's exact spelling of both)."""
+
+    def __new__(cls, option_strings: list[str], dest: str, **kwargs: Any) -> Any:
+        import argparse
+
+        value = not option_strings[0].startswith("--no-")
+        return argparse._StoreConstAction(option_strings, dest, const=value, **kwargs)
+
+
+def _user(username: str, create: bool) -> Any:
+    model = get_user_model()
+    if create:
+        return model.objects.get_or_create(username=username)[0]
+    try:
+        return model.objects.get(username=username)
+    except model.DoesNotExist as exc:
+        raise CommandError(f"user {username!r} does not exist (use the matching --create-* flag)") from exc
+
+
+def _info(topic: Topic) -> dict[str, Any]:
+    def users(perm: str) -> list[str]:
+        found = get_users_with_perms(topic, only_with_perms_in=[perm], with_group_users=True)
+        return sorted(u.get_username() for u in found)
+
+    return {
+        "slug": topic.slug,
+        "is_public": topic.is_public,
+        "supports_dasf": topic.supports_dasf,
+        "store_messages": topic.store_messages or f"default ({topic.policy.value})",
+        "is_response_topic": topic.is_response_topic,
+        "consumers": users("can_consume"),
+        "producers": users("can_produce"),
+        "status_viewers": users("can_view_status"),
+        "last_ping": topic.last_ping,
+        "last_pong": topic.last_pong,
+        "messages": topic.messages.count(),
+        "api_info": topic.api_info,
+    }

@@ -1,0 +1,123 @@
+"""Topics, messages and per-principal delivery state."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import RegexValidator
+from django.db import models
+
+from app.broker.policy import StorePolicy, effective_policy
+
+TOPIC_PATTERN = r"[-_A-Za-z0-9]+"
+SUBSCRIPTION_PATTERN = r"[-.:_A-Za-z0-9]+"
+# Producers send availability answers here; it can never be a topic of its own.
+STATUS_PING_TOPIC = "status-ping"
+
+POLICY_CHOICES = [(p.value, p.value) for p in StorePolicy]
+
+
+class TopicQuerySet(models.QuerySet["Topic"]):
+    def source_topics(self) -> TopicQuerySet:
+        return self.filter(response_for__isnull=True)
+
+    def response_topics(self) -> TopicQuerySet:
+        return self.filter(response_for__isnull=False)
+
+
+class Topic(models.Model):
+    slug = models.CharField(
+        max_length=200,
+        unique=True,
+        validators=[RegexValidator(rf"^{TOPIC_PATTERN}$", "letters, digits, '-' and '_' only")],
+    )
+    is_public = models.BooleanField(default=False, help_text="Everyone may publish.")
+    store_messages = models.CharField(
+        max_length=16, choices=POLICY_CHOICES, null=True, blank=True, help_text="Empty = server default."
+    )
+    supports_dasf = models.BooleanField(default=True, help_text="Consumers answer DASF ping / api_info.")
+    response_for = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="response_topics"
+    )
+    last_ping = models.DateTimeField(null=True, blank=True)
+    last_pong = models.DateTimeField(null=True, blank=True)
+    garbage_collect_on = models.DateTimeField(null=True, blank=True)
+    api_info = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # Highest sequence handed out; rows lock it while allocating so processes never collide.
+    last_sequence = models.BigIntegerField(default=0, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = TopicQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [
+            ("can_produce", "Can publish messages to the topic"),
+            ("can_consume", "Can consume messages of the topic"),
+            ("can_view_status", "Can view the availability of the topic"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_response_topic(self) -> bool:
+        return self.response_for_id is not None
+
+    @property
+    def policy(self) -> StorePolicy:
+        return effective_policy(self.store_messages, is_response_topic=self.is_response_topic)
+
+
+class Message(models.Model):
+    message_id = models.UUIDField(default=uuid.uuid4)
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="messages")
+    sequence = models.BigIntegerField()
+    producer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    producer_principal = models.CharField(max_length=64)
+    properties = models.JSONField(default=dict, blank=True)
+    payload = models.TextField(null=True, blank=True)
+    context = models.JSONField(null=True, blank=True)
+    publish_time = models.DateTimeField()
+    # The delivery frame exactly as live consumers got it; replay adds only redeliveryCount.
+    frame = models.TextField()
+    response_topic = models.ForeignKey(
+        Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_messages"
+    )
+
+    class Meta:
+        ordering = ["topic", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "sequence"], name="message_topic_sequence"),
+            models.UniqueConstraint(fields=["topic", "message_id"], name="message_topic_message_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic_id}#{self.sequence} {self.message_id}"
+
+    @property
+    def message_type(self) -> Any:
+        return self.properties.get("messageType") if isinstance(self.properties, dict) else None
+
+
+class Delivery(models.Model):
+    """What one consuming principal did with one stored message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    principal = models.CharField(max_length=64)
+    redelivery_count = models.PositiveIntegerField(default=0)
+    acked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "principal"], name="delivery_message_principal")
+        ]
+        indexes = [models.Index(fields=["principal", "acked_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} -> {self.principal}"

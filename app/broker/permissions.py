@@ -1,0 +1,66 @@
+"""Who may produce, consume and see the status of a topic (django-guardian object permissions).
+
+These run once per connection (and again when told permissions changed), never per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from guardian.shortcuts import assign_perm, get_users_with_perms
+
+from app.auth.services import ANONYMOUS_PRINCIPAL, principal_of
+from app.broker.models import Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Rights:
+    produce: bool
+    consume: bool
+    view_status: bool
+
+    @classmethod
+    def none(cls) -> Rights:
+        return cls(False, False, False)
+
+
+def rights_on(user: Any, topic: Topic) -> Rights:
+    """A user's rights on a topic, in one guardian lookup per right."""
+    consume = bool(user.has_perm("broker.can_consume", topic))
+    produce = topic.is_public or bool(user.has_perm("broker.can_produce", topic))
+    if not produce and topic.response_for_id is not None:
+        # Whoever may consume the source topic may answer on its response topics, also when the
+        # backend module (re)started after the response topic was created.
+        produce = bool(user.has_perm("broker.can_consume", topic.response_for))
+    view = topic.is_public or consume or produce or bool(user.has_perm("broker.can_view_status", topic))
+    return Rights(produce=produce, consume=consume, view_status=view)
+
+
+def may_add_topics(user: Any) -> bool:
+    return bool(settings.CREATE_TOPIC_ON_MESSAGE and user.has_perm("broker.add_topic"))
+
+
+def guardian_user(user: Any) -> Any:
+    """guardian stores anonymous grants on a real user row; map Django's AnonymousUser to it."""
+    if getattr(user, "is_authenticated", False):
+        return user
+    from guardian.utils import get_anonymous_user
+
+    return get_anonymous_user()
+
+
+def grant(user: Any, topic: Topic, *perms: str) -> None:
+    target = guardian_user(user)
+    for perm in perms:
+        assign_perm(f"broker.{perm}", target, topic)
+
+
+def consumer_principals(topic: Topic) -> set[str]:
+    """Principals with explicit consume rights: the set cacheall waits for."""
+    users = get_users_with_perms(
+        topic, only_with_perms_in=["can_consume"], with_group_users=True, with_superusers=False
+    )
+    principals = {principal_of(u) for u in users}
+    return principals or {ANONYMOUS_PRINCIPAL}

@@ -1,0 +1,253 @@
+"""Broker services: plain synchronous functions on the ORM, called through ``database_sync_to_async``.
+
+Nothing here knows about sockets or frames; consumers translate frames into these calls.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from app.auth.services import principal_of
+from app.broker.models import STATUS_PING_TOPIC, TOPIC_PATTERN, Delivery, Message, Topic
+from app.broker.permissions import consumer_principals, grant
+from app.broker.policy import StorePolicy, removed_after_ack
+
+
+_TOPIC_NAME = re.compile(TOPIC_PATTERN)
+
+
+class TopicError(Exception):
+    """A topic cannot be used as asked; the message is the reason given to the client."""
+
+
+@dataclass(slots=True)
+class NewMessage:
+    topic_id: int
+    message_id: uuid.UUID
+    producer_id: int | None
+    producer_principal: str
+    properties: Any
+    payload: str | None
+    context: Any
+    publish_time: datetime
+    frame: str
+    response_topic_id: int | None = None
+
+
+@dataclass(slots=True)
+class Ack:
+    topic_id: int
+    policy: StorePolicy
+    message_id: uuid.UUID
+    principal: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    sequence: int
+    message_id: str
+    frame: str
+    redelivery_count: int
+
+
+Op = NewMessage | Ack
+# Per op: the sequence given to a stored message, None for an applied ack, or the failure.
+OpResult = int | None | Exception
+
+
+# --- topics --------------------------------------------------------------------------------
+
+
+def get_topic(slug: str) -> Topic | None:
+    return Topic.objects.select_related("response_for").filter(slug=slug).first()
+
+
+def create_topic(slug: str, owner: Any) -> Topic:
+    """Auto-create a topic on its first message; its creator may produce to and consume it."""
+    if slug == STATUS_PING_TOPIC:
+        raise TopicError(f"{slug} is reserved")
+    with transaction.atomic():
+        topic, created = Topic.objects.get_or_create(slug=slug)
+        if created:
+            grant(owner, topic, "can_produce", "can_consume")
+    return topic
+
+
+def ensure_response_topic(source_id: int, slug: str, requester: Any) -> tuple[int, bool]:
+    """The response topic named by a request, created before the request is acknowledged.
+
+    Only the requester may consume it; consumers of the source topic may produce to it.
+    Returns its id and whether it was created now.
+    """
+    if slug == STATUS_PING_TOPIC or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
+        raise TopicError(f"invalid response topic name {slug!r}")
+    with transaction.atomic():
+        topic, created = Topic.objects.get_or_create(
+            slug=slug, defaults={"response_for_id": source_id, "is_public": False, "supports_dasf": True}
+        )
+        if created:
+            grant(requester, topic, "can_consume")
+    if topic.response_for_id != source_id:
+        raise TopicError(f"response topic {slug} belongs to another topic")
+    return topic.pk, created
+
+
+def record_pong(topic_id: int) -> None:
+    Topic.objects.filter(pk=topic_id).update(last_pong=timezone.now())
+
+
+def record_api_info(topic_id: int, api_info: Any) -> None:
+    Topic.objects.filter(pk=topic_id).update(api_info=api_info, last_pong=timezone.now())
+
+
+# --- group commit --------------------------------------------------------------------------
+
+
+def write_batch(ops: Sequence[Op]) -> list[OpResult]:
+    """Apply inserts and acks in one transaction; if that fails, each op alone.
+
+    One bad op (say, a producer reusing a messageId) must not fail its neighbours.
+    """
+    try:
+        with transaction.atomic():
+            return _apply(ops)
+    except IntegrityError:
+        if len(ops) == 1:
+            return [IntegrityError("duplicate message")]
+    results: list[OpResult] = []
+    for op in ops:
+        try:
+            with transaction.atomic():
+                results.extend(_apply([op]))
+        except Exception as exc:  # noqa: BLE001 - reported to that op's caller
+            results.append(exc)
+    return results
+
+
+def _apply(ops: Sequence[Op]) -> list[OpResult]:
+    results: list[OpResult] = [None] * len(ops)
+    inserts: dict[int, list[int]] = defaultdict(list)
+    acks: list[Ack] = []
+    for index, op in enumerate(ops):
+        if isinstance(op, NewMessage):
+            inserts[op.topic_id].append(index)
+        else:
+            acks.append(op)
+    rows: list[Message] = []
+    for topic_id, indexes in inserts.items():
+        first = _allocate_sequences(topic_id, len(indexes))
+        for offset, index in enumerate(indexes):
+            op = ops[index]
+            assert isinstance(op, NewMessage)
+            results[index] = first + offset
+            rows.append(
+                Message(
+                    message_id=op.message_id,
+                    topic_id=op.topic_id,
+                    sequence=first + offset,
+                    producer_id=op.producer_id,
+                    producer_principal=op.producer_principal,
+                    properties=op.properties,
+                    payload=op.payload,
+                    context=op.context,
+                    publish_time=op.publish_time,
+                    frame=op.frame,
+                    response_topic_id=op.response_topic_id,
+                )
+            )
+    if rows:
+        Message.objects.bulk_create(rows)
+    if acks:
+        _apply_acks(acks)
+    return results
+
+
+def _allocate_sequences(topic_id: int, count: int) -> int:
+    """Reserve ``count`` sequences; the row update serialises writers of one topic across processes."""
+    Topic.objects.filter(pk=topic_id).update(last_sequence=F("last_sequence") + count)
+    last: int = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).get()
+    return last - count + 1
+
+
+def _apply_acks(acks: Sequence[Ack]) -> None:
+    by_topic: dict[tuple[int, StorePolicy], list[Ack]] = defaultdict(list)
+    for ack in acks:
+        by_topic[(ack.topic_id, ack.policy)].append(ack)
+    now = timezone.now()
+    for (topic_id, policy), group in by_topic.items():
+        ids = {a.message_id for a in group}
+        if policy is StorePolicy.CACHE:
+            Message.objects.filter(topic_id=topic_id, message_id__in=ids).delete()
+            continue
+        pks = dict(
+            Message.objects.filter(topic_id=topic_id, message_id__in=ids).values_list("message_id", "pk")
+        )
+        Delivery.objects.bulk_create(
+            [Delivery(message_id=pks[a.message_id], principal=a.principal, acked_at=now)
+             for a in group if a.message_id in pks],
+            update_conflicts=True,
+            unique_fields=["message", "principal"],
+            update_fields=["acked_at"],
+        )
+        if policy is StorePolicy.CACHEALL and pks:
+            _remove_fully_acked(topic_id, list(pks.values()))
+
+
+def _remove_fully_acked(topic_id: int, message_pks: list[int]) -> None:
+    consumers = consumer_principals(Topic.objects.get(pk=topic_id))
+    acked: dict[int, set[str]] = defaultdict(set)
+    for message_pk, principal in Delivery.objects.filter(
+        message_id__in=message_pks, acked_at__isnull=False
+    ).values_list("message_id", "principal"):
+        acked[message_pk].add(principal)
+    done = [pk for pk, who in acked.items() if removed_after_ack(StorePolicy.CACHEALL, who, consumers)]
+    if done:
+        Message.objects.filter(pk__in=done).delete()
+
+
+# --- replay --------------------------------------------------------------------------------
+
+
+def outstanding(
+    topic_id: int, policy: StorePolicy, principal: str, *, after: int = 0, limit: int = 500
+) -> list[Replay]:
+    """The next page of messages ``principal`` has not acked, in publish order, counted as redelivered."""
+    if not policy.stores:
+        return []
+    messages = Message.objects.filter(topic_id=topic_id, sequence__gt=after)
+    if policy is not StorePolicy.CACHE:
+        acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
+        messages = messages.filter(~Exists(acked))
+    with transaction.atomic():
+        page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
+        counts = _count_redelivery([pk for pk, *_ in page], principal)
+    return [Replay(seq, str(mid), frame, counts[pk]) for pk, seq, mid, frame in page]
+
+
+def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:
+    existing = {d.message_id: d for d in Delivery.objects.filter(message_id__in=message_pks, principal=principal)}
+    for delivery in existing.values():
+        delivery.redelivery_count += 1
+    Delivery.objects.bulk_update(existing.values(), ["redelivery_count"])
+    fresh = [Delivery(message_id=pk, principal=principal, redelivery_count=1)
+             for pk in message_pks if pk not in existing]
+    Delivery.objects.bulk_create(fresh)
+    counts = {pk: d.redelivery_count for pk, d in existing.items()}
+    counts.update({d.message_id: 1 for d in fresh})
+    return counts
+
+
+def producer_identity(user: Any) -> tuple[int | None, str]:
+    """The producer columns of a message: user id (None when anonymous) and principal."""
+    principal = principal_of(user)
+    return (user.pk if principal != "anonymous" else None), principal

@@ -1,0 +1,1 @@
+"""The process: ASGI application, lifespan, HTTP routes and the ``serve`` command."""

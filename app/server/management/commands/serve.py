@@ -1,0 +1,60 @@
+"""``manage.py serve [--host H] [--port P]``: run Switchyard under uvicorn.
+
+Port 0 picks a free port; the line ``SWITCHYARD_READY port=N`` is printed once the server
+accepts connections (tests read it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+class Command(BaseCommand):
+    help = "Serve Switchyard (HTTP + websockets) with uvicorn."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--log-level", default="warning")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in options["host"] else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((options["host"], options["port"]))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        config = uvicorn.Config(
+            "settings.asgi:application",
+            lifespan="on",
+            ws_max_size=settings.WS_HARD_LIMIT_BYTES,
+            log_level=options["log_level"],
+            timeout_graceful_shutdown=10,
+        )
+        server = uvicorn.Server(config)
+        asyncio.run(self._serve(server, sock))
+
+    async def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        async with asyncio.timeout(STARTUP_TIMEOUT_S):
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+        if server.started:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            self.stdout.write(
+                f"Switchyard is serving\n"
+                f"  websockets: ws://{shown}:{port}/ws/<topic>  (consumers: ws://{shown}:{port}/ws/<topic>/<subscription>)\n"
+                f"  admin:      http://{shown}:{port}/admin/\n"
+                f"SWITCHYARD_READY port={port}"
+            )
+            sys.stdout.flush()
+        await task

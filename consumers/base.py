@@ -1,0 +1,154 @@
+"""The frame-level consumer every Switchyard socket builds on.
+
+It accepts, parses each text frame once (one codec), and hands a dict to ``on_frame``. Bad frames
+get an error frame and the connection stays open. Outgoing frames go through a bounded queue
+drained by one task per connection, so delivery never waits on a slow peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.exceptions import StopConsumer
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from pydantic import BaseModel, ValidationError
+
+from app import codec
+from app.auth.services import principal_of
+from consumers.outbound import Outbound
+
+logger = logging.getLogger(__name__)
+
+# Close codes (also in README): the first three are ours, 1009 is uvicorn's for huge frames.
+CLOSE_FORBIDDEN = 4403  # may not consume this topic
+CLOSE_NOT_FOUND = 4404  # no such websocket endpoint / reserved name
+CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come back on reconnect
+
+
+def describe(exc: ValidationError) -> str:
+    """A short, client-facing summary of what was wrong with a frame."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "frame"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
+    # The hub delivers to local connections directly, so a connection needs no channel-layer
+    # channel of its own (that would put the layer on every frame's path).
+    channel_layer_alias = "switchyard.no-layer"
+
+    def __init__(self) -> None:
+        self.outbound: Outbound | None = None
+        self.user: Any = AnonymousUser()
+        self.principal = "anonymous"
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # channels' stock dispatch closes stale DB connections through a thread hop on every
+        # frame; our ORM calls go through database_sync_to_async, which does that itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    # --- ASGI websocket events ------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.user = self.scope.get("user") or AnonymousUser()
+        self.principal = principal_of(self.user)
+        await self.base_send({"type": "websocket.accept"})
+        self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES)
+        self.outbound.start()
+        await self.on_connect()
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if text is None:
+            self.refuse("binary frames are not supported; send JSON text", None)
+            return
+        raw: Any
+        try:
+            raw = codec.loads(text)
+        except codec.DecodeError:
+            self.refuse("frame is not valid JSON", None)
+            return
+        if not isinstance(raw, dict):
+            self.refuse("frame must be a JSON object", None)
+            return
+        if len(text) > settings.MAX_FRAME_BYTES // 4 and len(text.encode()) > settings.MAX_FRAME_BYTES:
+            self.refuse(f"frame is larger than {settings.MAX_FRAME_BYTES} bytes", raw)
+            return
+        await self.on_frame(raw)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self.closing = True
+        try:
+            await self.on_disconnect()
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            for task in list(self.tasks):
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    logger.exception("connection task failed")
+            if self.outbound is not None:
+                await self.outbound.abort()
+        raise StopConsumer()
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    async def on_connect(self) -> None:
+        """Called after accept."""
+
+    async def on_frame(self, raw: dict[str, Any]) -> None:
+        """Called with every parsed JSON object."""
+
+    async def on_disconnect(self) -> None:
+        """Called once the peer is gone."""
+
+    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
+        """Answer a frame that cannot be taken; the connection stays open."""
+        raise NotImplementedError
+
+    # --- sending --------------------------------------------------------------------------
+
+    def push(self, text: str) -> None:
+        assert self.outbound is not None
+        if not self.outbound.push(text) and not self.closing:
+            logger.warning("closing %s: send queue full (%d frames)", self.principal, settings.SEND_QUEUE_FRAMES)
+            self.close(CLOSE_TOO_SLOW)
+
+    def push_model(self, frame: BaseModel) -> None:
+        self.push(codec.dump_model(frame))
+
+    def close(self, code: int) -> None:
+        """Close after what is queued (or at once when the queue overflowed)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.spawn(self._close(code))
+
+    async def _close(self, code: int) -> None:
+        assert self.outbound is not None
+        await self.outbound.close(code)
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task this connection owns (cancelled and awaited on disconnect)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("connection task failed", exc_info=task.exception())

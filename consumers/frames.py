@@ -1,0 +1,62 @@
+"""The wire frames of the DASF / Pulsar websocket protocol (PROTOCOL.md sections 2-4)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Context = int | str
+
+
+class ProducerFrame(BaseModel):
+    """producer -> broker. Unknown keys are kept and relayed exactly as received."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    payload: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: Context | None = None
+    messageId: str | None = None
+
+    @field_validator("messageId")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is not None:
+            uuid.UUID(value)
+        return value
+
+
+class ProducerAck(BaseModel):
+    """broker -> producer. ``result`` is "ok" or contains "error" (the DASF client waits otherwise)."""
+
+    messageId: str
+    context: Context | None = None
+    result: str
+    errorMsg: str | None = None
+
+
+class ConsumerAck(BaseModel):
+    """consumer -> broker: acknowledges one delivered message; never answered on success."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    messageId: str
+
+
+class DeliveryFrame(BaseModel):
+    """broker -> consumer: the producer's object plus messageId and publishTime."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messageId: str
+    publishTime: str
+    redeliveryCount: int | None = None
+
+
+class ErrorFrame(BaseModel):
+    """broker -> consumer, for a frame it could not take. ``result`` always contains "error"."""
+
+    result: str
+    errorMsg: str

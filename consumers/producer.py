@@ -1,0 +1,135 @@
+"""Producer sockets: ``/ws/<topic>`` and ``/ws/v2/producer/<persistence>/<tenant>/<ns>/<topic>``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+from pydantic import ValidationError
+
+from app import codec
+from app.broker import services
+from app.broker.hub import Delivered
+from app.broker.permissions import Rights, may_add_topics
+from app.broker.runtime import get_runtime
+from app.broker.services import NewMessage, OpResult, TopicError
+from app.broker.topics import TopicView, view_topic
+from consumers.base import FrameConsumer, describe
+from consumers.frames import DeliveryFrame, ProducerAck, ProducerFrame
+
+
+class TopicProducer(FrameConsumer):
+    topic: TopicView | None = None
+
+    async def on_connect(self) -> None:
+        self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
+        self.runtime = get_runtime()
+        self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+
+    def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
+        ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
+        if raw is not None and isinstance(raw.get("context"), int | str):
+            ack.context = raw["context"]
+        self.push_model(ack)
+
+    def acknowledge(self, message_id: str, raw: dict[str, Any]) -> None:
+        ack = ProducerAck(messageId=message_id, result="ok")
+        if "context" in raw:
+            ack.context = raw["context"]
+        self.push_model(ack)
+
+    async def on_frame(self, raw: dict[str, Any]) -> None:
+        try:
+            frame = ProducerFrame.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid frame: {describe(exc)}", raw)
+            return
+        topic = self.topic if self.topic is not None else await self._topic_on_first_message(raw)
+        if topic is None:
+            return
+        if not topic.rights.produce:
+            self.refuse(self._denied("not allowed to publish to this topic"), raw)
+            return
+        response_topic_id: int | None = None
+        response_slug = frame.properties.get("response_topic")
+        if isinstance(response_slug, str) and response_slug:
+            try:
+                response_topic_id = await self._response_topic(topic, response_slug)
+            except TopicError as exc:
+                self.refuse(str(exc), raw)
+                return
+        message_id = frame.messageId or str(uuid.uuid4())
+        now = timezone.now()
+        text = codec.dump_model(DeliveryFrame.model_construct(**{**raw, "messageId": message_id,
+                                                                  "publishTime": now.isoformat()}))
+        if not topic.policy.stores:
+            self.runtime.hub.publish(topic.slug, Delivered(text, message_id, None))
+            self.acknowledge(message_id, raw)
+            return
+        producer_id, principal = services.producer_identity(self.user)
+        op = NewMessage(
+            topic_id=topic.id,
+            message_id=uuid.UUID(message_id),
+            producer_id=producer_id,
+            producer_principal=principal,
+            properties=frame.properties,
+            payload=frame.payload,
+            context=frame.context,
+            publish_time=now,
+            frame=text,
+            response_topic_id=response_topic_id,
+        )
+
+        def committed(result: OpResult) -> None:
+            if isinstance(result, int):
+                self.runtime.hub.publish(topic.slug, Delivered(text, message_id, result))
+                if not self.closing:
+                    self.acknowledge(message_id, raw)
+            elif not self.closing:
+                reason = "duplicate messageId" if isinstance(result, IntegrityError) else "message not stored"
+                self.refuse(reason, raw, message_id)
+
+        self.runtime.writer.submit(op, committed)
+
+    def _denied(self, reason: str) -> str:
+        auth_error = self.scope.get("auth_error")
+        return f"{reason} ({auth_error})" if auth_error else reason
+
+    async def _topic_on_first_message(self, raw: dict[str, Any]) -> TopicView | None:
+        """The topic did not exist at connect: look again, or create it when allowed."""
+        self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        if self.topic is not None:
+            return self.topic
+        if not await database_sync_to_async(may_add_topics)(self.user):
+            reason = (
+                "not allowed to create topics" if settings.CREATE_TOPIC_ON_MESSAGE
+                else f"topic {self.slug} does not exist"
+            )
+            self.refuse(self._denied(reason), raw)
+            return None
+        try:
+            created = await database_sync_to_async(services.create_topic)(self.slug, self.user)
+        except TopicError as exc:
+            self.refuse(str(exc), raw)
+            return None
+        self.topic = TopicView.of(created, Rights(produce=True, consume=True, view_status=True))
+        self.runtime.hub.grant(self.slug, self.principal)
+        return self.topic
+
+    async def _response_topic(self, source: TopicView, slug: str) -> int:
+        """Make sure the response topic exists (before the request is acked); its id."""
+        known = self.runtime.response_topics.get(slug)
+        if known is None:
+            topic_id, created = await database_sync_to_async(services.ensure_response_topic)(
+                source.id, slug, self.user
+            )
+            known = self.runtime.response_topics[slug] = (topic_id, source.id)
+            if created:
+                self.runtime.hub.grant(slug, self.principal)
+        if known[1] != source.id:
+            raise TopicError(f"response topic {slug} belongs to another topic")
+        return known[0]

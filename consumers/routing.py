@@ -1,0 +1,27 @@
+"""Websocket routes: the DASF shape and the Pulsar shape reach the same topics."""
+
+from __future__ import annotations
+
+from django.urls import re_path
+
+from app.broker.models import STATUS_PING_TOPIC, SUBSCRIPTION_PATTERN, TOPIC_PATTERN
+from consumers.not_found import NotFoundConsumer
+from consumers.producer import TopicProducer
+from consumers.status_ping import StatusPingConsumer
+from consumers.subscriber import TopicConsumer
+
+TOPIC = rf"(?P<topic>{TOPIC_PATTERN})"
+SUBSCRIPTION = rf"(?P<subscription>{SUBSCRIPTION_PATTERN})"
+# persistence / tenant / namespace: accepted and ignored, topics are one namespace.
+PULSAR_PRODUCER = r"ws/v2/producer/[^/]+/[^/]+/[^/]+"
+PULSAR_CONSUMER = r"ws/v2/consumer/[^/]+/[^/]+/[^/]+"
+
+websocket_urlpatterns = [
+    re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
+    re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
+    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi()),
+    re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$", TopicConsumer.as_asgi()),
+    re_path(rf"^ws/{TOPIC}/?$", TopicProducer.as_asgi()),
+    re_path(rf"^ws/{TOPIC}/{SUBSCRIPTION}/?$", TopicConsumer.as_asgi()),
+    re_path(r"", NotFoundConsumer.as_asgi()),
+]

@@ -1,0 +1,65 @@
+"""``/ws/status-ping``: where consumers answer the broker's ping and api_info probes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from pydantic import ValidationError
+
+from app import codec
+from app.broker import services
+from app.broker.topics import TopicView, view_topic
+from consumers.base import FrameConsumer, describe
+from consumers.frames import ProducerAck, ProducerFrame
+
+
+class StatusPingConsumer(FrameConsumer):
+    async def on_connect(self) -> None:
+        # Source topics this connection answered for, with its rights on them.
+        self.topics: dict[str, TopicView | None] = {}
+
+    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
+        ack = ProducerAck(messageId=str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
+        if raw is not None and isinstance(raw.get("context"), int | str):
+            ack.context = raw["context"]
+        self.push_model(ack)
+
+    async def on_frame(self, raw: dict[str, Any]) -> None:
+        try:
+            frame = ProducerFrame.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid frame: {describe(exc)}", raw)
+            return
+        source = frame.properties.get("source_topic")
+        if not isinstance(source, str) or not source:
+            self.refuse("no source_topic in properties", raw)
+            return
+        if source not in self.topics:
+            self.topics[source] = await database_sync_to_async(view_topic)(source, self.user)
+        topic = self.topics[source]
+        if topic is None:
+            self.refuse(f"topic {source} does not exist", raw)
+            return
+        if not topic.rights.consume:
+            self.refuse(f"not allowed to answer for topic {source}", raw)
+            return
+        kind = frame.properties.get("messageType")
+        api_info = frame.properties.get("api_info")
+        if kind == "pong":
+            await database_sync_to_async(services.record_pong)(topic.id)
+        elif isinstance(api_info, str):
+            try:
+                info = codec.loads(api_info)
+            except codec.DecodeError:
+                self.refuse("api_info is not valid JSON", raw)
+                return
+            await database_sync_to_async(services.record_api_info)(topic.id, info)
+        else:
+            self.refuse(f"expected a pong or an api_info response, got messageType {kind!r}", raw)
+            return
+        ack = ProducerAck(messageId=frame.messageId or str(uuid.uuid4()), result="ok")
+        if "context" in raw:
+            ack.context = frame.context
+        self.push_model(ack)

@@ -1,0 +1,168 @@
+"""Consumer sockets: ``/ws/<topic>/<subscription>`` and ``/ws/v2/consumer/.../<topic>/<subscription>``.
+
+On attach: replay what this principal has not acked (publish order, ``redeliveryCount``), then
+live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. A socket may
+open before its topic exists (the DASF requester does this for its response topic): it waits and
+is attached when the topic is created for its principal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+from pydantic import ValidationError
+
+from app import codec
+from app.broker import services
+from app.broker.hub import Delivered
+from app.broker.models import STATUS_PING_TOPIC
+from app.broker.runtime import get_runtime
+from app.broker.services import Ack
+from app.broker.topics import TopicView, view_topic
+from consumers.base import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, FrameConsumer, describe
+from consumers.frames import ConsumerAck, DeliveryFrame, ErrorFrame
+
+REPLAY_PAGE = 500
+
+
+class TopicConsumer(FrameConsumer):
+    topic: TopicView | None = None
+
+    async def on_connect(self) -> None:
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.slug: str = kwargs["topic"]
+        self.subscription: str = kwargs["subscription"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.shared = query.get("subscriptionType", [""])[0].lower() == "shared"
+        self.runtime = get_runtime()
+        # messageId -> whether it is stored (an ack must reach the database).
+        self.unacked: dict[str, bool] = {}
+        self.last_sequence = 0
+        self.buffer: list[Delivered] | None = None
+        if self.slug == STATUS_PING_TOPIC:
+            self.refuse(f"{STATUS_PING_TOPIC} is reserved for answers to the broker", None)
+            self.close(CLOSE_NOT_FOUND)
+            return
+        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        if topic is None:
+            self.runtime.hub.wait(self.slug, self)
+        elif not topic.rights.consume:
+            reason = "not allowed to consume this topic"
+            if self.scope.get("auth_error"):
+                reason += f" ({self.scope['auth_error']})"
+            self.refuse(reason, None)
+            self.close(CLOSE_FORBIDDEN)
+        else:
+            self._join()
+            await self._catch_up(topic)
+
+    async def on_disconnect(self) -> None:
+        if hasattr(self, "runtime"):
+            self.runtime.hub.unsubscribe(self.slug, self)
+
+    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
+        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
+
+    # --- attaching ------------------------------------------------------------------------
+
+    def grant_consume(self) -> None:
+        """Called by the hub when this principal may now consume the (new) topic."""
+        self._join()
+        self.spawn(self._catch_up_after_grant())
+
+    async def _catch_up_after_grant(self) -> None:
+        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        if topic is not None:
+            await self._catch_up(topic)
+
+    def _join(self) -> None:
+        """Take live messages from now on, held back until the replay is sent."""
+        self.buffer = []
+        self.runtime.hub.subscribe(self.slug, self)
+
+    async def _catch_up(self, topic: TopicView) -> None:
+        self.topic = topic
+        replayed = 0
+        if not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self)):
+            replayed = await self._replay(topic)
+        held, self.buffer = self.buffer or [], None
+        for item in held:
+            self._deliver(item)
+        if not replayed and topic.supports_dasf and not topic.is_response_topic:
+            self._probe_api_info()
+
+    async def _replay(self, topic: TopicView) -> int:
+        count = 0
+        while not self.closing:
+            page = await database_sync_to_async(services.outstanding)(
+                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=REPLAY_PAGE
+            )
+            for replay in page:
+                frame = DeliveryFrame.model_validate(codec.loads(replay.frame))
+                frame.redeliveryCount = replay.redelivery_count
+                self._remember(replay.message_id, stored=True)
+                self.last_sequence = replay.sequence
+                self.push_model(frame)
+            count += len(page)
+            if len(page) < REPLAY_PAGE:
+                break
+        return count
+
+    def _probe_api_info(self) -> None:
+        message_id = str(uuid.uuid4())
+        probe = DeliveryFrame.model_construct(
+            properties={"requestContext": 1, "messageType": "api_info", "response_topic": STATUS_PING_TOPIC},
+            payload="",
+            messageId=message_id,
+            publishTime=timezone.now().isoformat(),
+        )
+        self._remember(message_id, stored=False)
+        self.push_model(probe)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def offer(self, item: Delivered) -> None:
+        if self.buffer is not None:
+            self.buffer.append(item)
+        else:
+            self._deliver(item)
+
+    def _deliver(self, item: Delivered) -> None:
+        if item.sequence is not None:
+            if item.sequence <= self.last_sequence:
+                return  # already sent by the replay
+            self.last_sequence = item.sequence
+        self._remember(item.message_id, stored=item.sequence is not None)
+        self.push(item.text)
+
+    def _remember(self, message_id: str, *, stored: bool) -> None:
+        unacked = self.unacked
+        unacked[message_id] = stored
+        if len(unacked) > self.runtime.unacked_limit:
+            # Forget the oldest: a consumer that never acks must not grow without bound. Its
+            # late ack is then refused, and the message is redelivered on reconnect.
+            del unacked[next(iter(unacked))]
+
+    # --- acks -----------------------------------------------------------------------------
+
+    async def on_frame(self, raw: dict[str, Any]) -> None:
+        try:
+            ack = ConsumerAck.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid ack: {describe(exc)}", raw)
+            return
+        stored = self.unacked.pop(ack.messageId, None)
+        if stored is None:
+            self.refuse(f"unknown messageId {ack.messageId[:64]}", raw)
+            return
+        if stored and self.topic is not None:
+            self.runtime.writer.submit(
+                Ack(self.topic.id, self.topic.policy, uuid.UUID(ack.messageId), self.principal)
+            )
+
+
+

@@ -1,0 +1,130 @@
+"""Switchyard settings: environment first, units in the names (see DESIGN.md section 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+import django_stubs_ext
+
+from settings.env import env_bool, env_choice, env_float, env_int, env_opt, env_str
+
+# Lets model admins and querysets be subscripted for the type checker at run time too.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+STORE_POLICIES = ("disabled", "cache", "cacheall", "store")
+
+SECRET_KEY = env_str("SWITCHYARD_SECRET_KEY", "switchyard-insecure-development-key-change-me")
+DEBUG = env_bool("SWITCHYARD_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in env_str("SWITCHYARD_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "guardian",
+    "channels",
+    "app.auth",
+    "app.broker",
+    "app.server",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "app.server.urls"
+ASGI_APPLICATION = "settings.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = dj_database_url.parse(url, conn_max_age=0)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL lets readers run beside the single writer; synchronous=NORMAL keeps a commit
+        # durable against a process kill (the WAL is in the OS cache), which is the bar we set.
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{Path.cwd() / 'switchyard.sqlite3'}")
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_opt("REDIS_URL")
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+GUARDIAN_RAISE_403 = False
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("SWITCHYARD_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- broker -------------------------------------------------------------------------------
+STORE_MESSAGES = env_choice("STORE_MESSAGES", "cache", STORE_POLICIES)
+STORE_SOURCE_MESSAGES = env_choice("STORE_SOURCE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
+STORE_RESPONSE_MESSAGES = env_choice("STORE_RESPONSE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
+CREATE_TOPIC_ON_MESSAGE = env_bool("CREATE_TOPIC_ON_MESSAGE", True)
+# A frame above MAX_FRAME_BYTES gets an error ack; above WS_HARD_LIMIT_BYTES uvicorn closes with 1009.
+MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 1024 * 1024)
+WS_HARD_LIMIT_BYTES = max(MAX_FRAME_BYTES * 4, env_int("WS_HARD_LIMIT_BYTES", 0))
+# Per-connection outbound queue: a consumer this far behind is closed with 4008 and is
+# redelivered what it had not acked when it reconnects.
+SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
+# Message ids a consumer connection remembers as delivered-but-unacked (for ack validation).
+UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
+# Group commit: at most this many rows per transaction.
+WRITE_BATCH_ROWS = env_int("WRITE_BATCH_ROWS", 500)
+
+# --- availability ------------------------------------------------------------------------
+PING_INTERVAL_S = env_float("PING_INTERVAL_S", 60.0)
+AVAILABILITY_WINDOW_S = env_float("AVAILABILITY_WINDOW_S", 120.0)
+PONG_GRACE_S = env_float("PONG_GRACE_S", 10.0)

@@ -21,11 +21,11 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
         if name == b"authorization":
             parts = value.decode("latin-1").split()
             if len(parts) == 2 and parts[0].lower() in SCHEMES:
-                return parts[1]
+                return str(parts[1])
             return ""  # present but malformed: authenticates nobody
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "token" in query:
-        return query["token"][0]
+        return str(query["token"][0])
     return None
 
 

@@ -86,13 +86,13 @@ class TopicConsumer(FrameConsumer):
 
     async def _catch_up(self, topic: TopicView) -> None:
         self.topic = topic
-        replayed = 0
-        if not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self)):
-            replayed = await self._replay(topic)
+        # A shared subscription's backlog and probe go to its first connection only.
+        first = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
+        replayed = await self._replay(topic) if first else 0
         held, self.buffer = self.buffer or [], None
         for item in held:
             self._deliver(item)
-        if not replayed and topic.supports_dasf and not topic.is_response_topic:
+        if first and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._probe_api_info()
 
     async def _replay(self, topic: TopicView) -> int:

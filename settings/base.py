@@ -65,7 +65,7 @@ TEMPLATES = [
 
 
 def _database(url: str) -> dict[str, Any]:
-    config: dict[str, Any] = dj_database_url.parse(url, conn_max_age=0)
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; synchronous=NORMAL keeps a commit
         # durable against a process kill (the WAL is in the OS cache), which is the bar we set.

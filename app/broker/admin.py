@@ -5,7 +5,7 @@ from app.broker.models import Delivery, Message, Topic
 
 
 @admin.register(Topic)
-class TopicAdmin(GuardedModelAdmin):  # type: ignore[misc]
+class TopicAdmin(GuardedModelAdmin):
     list_display = ("slug", "is_public", "store_messages", "supports_dasf", "response_for", "last_ping",
                     "last_pong", "created")
     list_filter = ("is_public", "supports_dasf", "store_messages")

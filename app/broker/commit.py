@@ -52,7 +52,12 @@ class GroupCommitWriter:
     async def write(self, op: Op) -> OpResult:
         """Submit and wait for the commit."""
         future: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
-        self.submit(op, lambda result: future.done() or future.set_result(result))
+
+        def done(result: OpResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.submit(op, done)
         return await future
 
     async def stop(self) -> None:
@@ -87,7 +92,8 @@ class GroupCommitWriter:
 
     async def _commit(self, ops: list[Op]) -> list[OpResult]:
         try:
-            return await self._apply(ops)
+            results: list[OpResult] = await self._apply(ops)
+            return results
         except asyncio.CancelledError:
             raise
         except Exception as exc:

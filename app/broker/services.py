@@ -22,7 +22,6 @@ from app.broker.models import STATUS_PING_TOPIC, TOPIC_PATTERN, Delivery, Messag
 from app.broker.permissions import consumer_principals, grant
 from app.broker.policy import StorePolicy, removed_after_ack
 
-
 _TOPIC_NAME = re.compile(TOPIC_PATTERN)
 
 
@@ -129,7 +128,7 @@ def write_batch(ops: Sequence[Op]) -> list[OpResult]:
         try:
             with transaction.atomic():
                 results.extend(_apply([op]))
-        except Exception as exc:  # noqa: BLE001 - reported to that op's caller
+        except Exception as exc:
             results.append(exc)
     return results
 

@@ -25,12 +25,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="the topic name")
         parser.add_argument("-n", "--new", action="store_true", help="create the topic if it does not exist")
-        parser.add_argument("--public", action=_Bool, dest="public", default=None,
-                            help="everyone may publish (--no-public: only permitted users)")
-        parser.add_argument("--no-public", action=_Bool, dest="public", help="only permitted users may publish")
-        parser.add_argument("--dasf", action=_Bool, dest="dasf", default=None,
+        parser.add_argument("--public", action="store_const", const=True, dest="public", default=None,
+                            help="everyone may publish")
+        parser.add_argument("--no-public", action="store_const", const=False, dest="public",
+                            help="only permitted users may publish")
+        parser.add_argument("--dasf", action="store_const", const=True, dest="dasf", default=None,
                             help="consumers answer DASF ping / api_info (default for new topics)")
-        parser.add_argument("--no-dasf", action=_Bool, dest="dasf", help="exclude the topic from pings")
+        parser.add_argument("--no-dasf", action="store_const", const=False, dest="dasf",
+                            help="exclude the topic from pings")
         parser.add_argument("--anonymous", action="store_true",
                             help="make it public and let anonymous clients consume")
         parser.add_argument("-c", "--consumer", action="append", default=[], metavar="USER",
@@ -92,17 +94,6 @@ class Command(BaseCommand):
                 grant(_user(username, create), topic, perm)
 
 
-class _Bool:
-    """``--flag`` / ``--no-flag`` sharing one destination (argparse's BooleanOptionalAction
-    cannot keep dasf-broker-django's exact spelling of both)."""
-
-    def __new__(cls, option_strings: list[str], dest: str, **kwargs: Any) -> Any:
-        import argparse
-
-        value = not option_strings[0].startswith("--no-")
-        return argparse._StoreConstAction(option_strings, dest, const=value, **kwargs)
-
-
 def _user(username: str, create: bool) -> Any:
     model = get_user_model()
     if create:
@@ -115,8 +106,8 @@ def _user(username: str, create: bool) -> Any:
 
 def _info(topic: Topic) -> dict[str, Any]:
     def users(perm: str) -> list[str]:
-        found = get_users_with_perms(topic, only_with_perms_in=[perm], with_group_users=True)
-        return sorted(u.get_username() for u in found)
+        found: Any = get_users_with_perms(topic, only_with_perms_in=[perm], with_group_users=True)
+        return sorted(user.get_username() for user in found)
 
     return {
         "slug": topic.slug,

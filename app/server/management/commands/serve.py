@@ -18,6 +18,19 @@ from django.core.management.base import BaseCommand, CommandParser
 STARTUP_TIMEOUT_S = 60.0
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
 class Command(BaseCommand):
     help = "Serve Switchyard (HTTP + websockets) with uvicorn."
 
@@ -39,14 +52,13 @@ class Command(BaseCommand):
             log_level=options["log_level"],
             timeout_graceful_shutdown=10,
         )
-        server = uvicorn.Server(config)
-        asyncio.run(self._serve(server, sock))
+        asyncio.run(self._serve(_Server(config), sock))
 
-    async def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+    async def _serve(self, server: _Server, sock: socket.socket) -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            while not server.started and not task.done():
-                await asyncio.sleep(0.01)
+        ready = asyncio.create_task(server.ready.wait())
+        await asyncio.wait([task, ready], timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         if server.started:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host

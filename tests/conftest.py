@@ -1,0 +1,63 @@
+"""Test fixtures: one SQLite file per session shared by this process and real server processes.
+
+Servers are real: ``manage.py serve --port 0`` in a subprocess, port read back from its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import helpers
+from tests.servers import ServerProcess, migrate, start_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        call_command("migrate", verbosity=0)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _db_access(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test may use the session database (no per-test rollback: names are unique)."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        yield
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> Any:
+    """Close the client sockets a test left open."""
+    yield
+    while helpers.OPEN:
+        ws = helpers.OPEN.pop()
+        try:
+            await asyncio.wait_for(ws.close(), 5)
+        except (TimeoutError, OSError):
+            ws.transport.abort()
+
+
+@pytest.fixture(scope="session")
+def server(_migrated: None) -> Iterator[ServerProcess]:
+    """One server for the session, on the session database."""
+    proc = start_server(os.environ["DATABASE_URL"])
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of its own on a database of its own (for kills and restarts)."""
+    url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+    migrate(url)
+    proc = start_server(url)
+    yield proc
+    proc.stop()

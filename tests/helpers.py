@@ -1,0 +1,112 @@
+"""Small helpers for protocol tests: topics, tokens, and JSON over websockets under timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+TIMEOUT_S = 10.0
+# Client sockets opened by a test; the conftest closes them after it.
+OPEN: list[ClientConnection] = []
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def make_topic(
+    slug: str | None = None,
+    *,
+    public: bool = True,
+    anonymous: bool = True,
+    policy: str | None = None,
+    dasf: bool = True,
+    consumers: tuple[Any, ...] = (),
+    producers: tuple[Any, ...] = (),
+) -> str:
+    """Create a topic the way ``dasf_topic`` does; returns its slug."""
+    from guardian.utils import get_anonymous_user
+
+    from app.broker.models import Topic
+    from app.broker.permissions import grant
+
+    topic = Topic.objects.create(
+        slug=slug or unique(), is_public=public, store_messages=policy, supports_dasf=dasf
+    )
+    if anonymous:
+        grant(get_anonymous_user(), topic, "can_consume")
+    for user in consumers:
+        grant(user, topic, "can_consume")
+    for user in producers:
+        grant(user, topic, "can_produce")
+    return topic.slug
+
+
+def make_user(name: str | None = None, **fields: Any) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create(username=name or unique("user"), **fields)
+
+
+def make_token(user: Any) -> str:
+    from app.auth.services import create_token
+
+    return create_token(user)[1]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Token {key}"}
+
+
+def b64(value: Any) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+async def connect(url: str, headers: dict[str, str] | None = None) -> ClientConnection:
+    ws = await asyncio.wait_for(websockets.connect(url, additional_headers=headers, max_size=None), TIMEOUT_S)
+    OPEN.append(ws)
+    return ws
+
+
+async def recv_json(ws: ClientConnection, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(frame, dict), frame
+    return frame
+
+
+async def send_json(ws: ClientConnection, value: Any) -> None:
+    await ws.send(json.dumps(value))
+
+
+async def publish(ws: ClientConnection, context: int | str = 0, **fields: Any) -> dict[str, Any]:
+    """Send one message and return its ack."""
+    frame: dict[str, Any] = {"payload": b64({"n": context}), "properties": {}, "context": context}
+    frame.update(fields)
+    await send_json(ws, frame)
+    return await recv_json(ws)
+
+
+async def subscribe(base: str, slug: str, sub: str = "sub", headers: dict[str, str] | None = None,
+                    query: str = "", probe: bool = True) -> ClientConnection:
+    """Open a consumer socket; with ``probe``, wait for (and ack) the api_info probe of a fresh topic."""
+    ws = await connect(f"{base}{slug}/{sub}{query}", headers)
+    if probe:
+        frame = await recv_json(ws)
+        assert frame["properties"]["messageType"] == "api_info", frame
+        await send_json(ws, {"messageId": frame["messageId"]})
+    return ws
+
+
+async def eventually(check: Any, timeout: float = TIMEOUT_S, message: str = "condition") -> None:
+    """Wait until ``check()`` is true (a database state the server reaches asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        await asyncio.sleep(0.02)  # bounded-poll

@@ -1,0 +1,99 @@
+"""Start and stop real Switchyard server processes for tests."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "SWITCHYARD_READY port="
+START_TIMEOUT_S = 60.0
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT, env=server_env(database_url), check=True, timeout=120,
+    )
+
+
+@dataclass
+class ServerProcess:
+    database_url: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=server_env(self.database_url, **self.env_extra),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=START_TIMEOUT_S)
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError("server did not start:\n" + "".join(self.output)) from None
+            if line is None:
+                raise RuntimeError("server exited:\n" + "".join(self.output))
+            if line.startswith(READY):
+                self.port = int(line[len(READY):])
+                return
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start again on the same port and database."""
+        self.start(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_server(database_url: str, **env_extra: str) -> ServerProcess:
+    server = ServerProcess(database_url, env_extra)
+    server.start()
+    return server

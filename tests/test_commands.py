@@ -1,0 +1,94 @@
+"""Management commands: dasf_topic (dasf-broker-django's arguments) and createtoken."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from guardian.utils import get_anonymous_user
+
+from app.auth.models import Token
+from app.auth.services import hash_key, user_for_key
+from app.broker.models import Topic
+from tests.helpers import make_user, unique
+from tests.servers import ROOT
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_new_anonymous_topic():
+    """--new --anonymous makes a public topic anonymous clients may consume."""
+    slug = unique()
+    run("dasf_topic", slug, "--new", "--anonymous")
+    topic = Topic.objects.get(slug=slug)
+    assert topic.is_public and get_anonymous_user().has_perm("broker.can_consume", topic)
+
+
+def test_rights_and_policy():
+    """-c / -p / -vs grant rights, --store-messages sets the policy, --no-dasf excludes pings."""
+    consumer, producer, viewer = make_user(), make_user(), make_user()
+    slug = unique()
+    run("dasf_topic", slug, "-n", "--no-public", "--no-dasf", "-c", consumer.username, "-p", producer.username,
+        "-vs", viewer.username, "--store-messages", "cacheall")
+    topic = Topic.objects.get(slug=slug)
+    assert (topic.is_public, topic.supports_dasf, topic.store_messages) == (False, False, "cacheall")
+    assert consumer.has_perm("broker.can_consume", topic)
+    assert producer.has_perm("broker.can_produce", topic)
+    assert viewer.has_perm("broker.can_view_status", topic)
+
+
+def test_create_users_flag():
+    """--create-consumer creates a missing consumer user."""
+    slug, name = unique(), unique("newuser")
+    run("dasf_topic", slug, "-n", "-c", name, "--create-consumer")
+    assert Topic.objects.filter(slug=slug).exists()
+    from django.contrib.auth import get_user_model
+
+    assert get_user_model().objects.filter(username=name).exists()
+
+
+def test_missing_topic_without_new():
+    """Changing a topic that does not exist fails unless --new is given."""
+    with pytest.raises(CommandError, match="does not exist"):
+        run("dasf_topic", unique())
+
+
+def test_remove_and_info():
+    """-i prints the topic as JSON; -rm deletes it."""
+    slug = unique()
+    info = json.loads(run("dasf_topic", slug, "-n", "--store-messages", "store", "-i"))
+    assert info["slug"] == slug and info["store_messages"] == "store"
+    run("dasf_topic", slug, "-rm")
+    assert not Topic.objects.filter(slug=slug).exists()
+
+
+def test_createtoken_prints_only_the_key():
+    """createtoken prints just the key, stores only its sha256, and the key authenticates."""
+    name = unique("tok")
+    out = subprocess.run(
+        [sys.executable, "manage.py", "createtoken", name, "--create-user"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    key = out.strip()
+    assert "\n" not in key and len(key) > 30
+    token = Token.objects.get(user__username=name)
+    assert token.key_hash == hash_key(key) and key not in (token.key_hash, token.prefix)
+    assert user_for_key(key).username == name
+
+
+def test_disabled_token_authenticates_nobody():
+    """A disabled token is treated as no token."""
+    from app.auth.services import create_token
+
+    token, key = create_token(make_user())
+    token.enabled = False
+    token.save()
+    assert user_for_key(key) is None

@@ -49,6 +49,7 @@ class Command(BaseCommand):
             "settings.asgi:application",
             lifespan="on",
             ws_max_size=settings.WS_HARD_LIMIT_BYTES,
+            ws_per_message_deflate=settings.WS_PER_MESSAGE_DEFLATE,
             log_level=options["log_level"],
             timeout_graceful_shutdown=10,
         )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.availability.rules import Availability
+from app.availability.services import TopicStatus
 
 Context = int | str
 
@@ -60,3 +64,17 @@ class ErrorFrame(BaseModel):
 
     result: str
     errorMsg: str
+
+
+class StatusFrame(BaseModel):
+    """broker -> status viewer: a topic's availability (sent on connect and on every change)."""
+
+    type: Literal["status"] = "status"
+    topic: str
+    status: Availability
+    lastPing: datetime | None
+    lastPong: datetime | None
+
+    @classmethod
+    def of(cls, status: TopicStatus) -> StatusFrame:
+        return cls(topic=status.slug, status=status.status, lastPing=status.last_ping, lastPong=status.last_pong)

@@ -8,6 +8,7 @@ from app.broker.models import STATUS_PING_TOPIC, SUBSCRIPTION_PATTERN, TOPIC_PAT
 from consumers.not_found import NotFoundConsumer
 from consumers.producer import TopicProducer
 from consumers.status_ping import StatusPingConsumer
+from consumers.status_viewer import StatusViewerConsumer
 from consumers.subscriber import TopicConsumer
 
 TOPIC = rf"(?P<topic>{TOPIC_PATTERN})"
@@ -17,6 +18,7 @@ PULSAR_PRODUCER = r"ws/v2/producer/[^/]+/[^/]+/[^/]+"
 PULSAR_CONSUMER = r"ws/v2/consumer/[^/]+/[^/]+/[^/]+"
 
 websocket_urlpatterns = [
+    re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi()),

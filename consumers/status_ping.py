@@ -9,7 +9,9 @@ from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
 from app import codec
+from app.availability.services import status_of
 from app.broker import services
+from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView, view_topic
 from consumers.base import FrameConsumer, describe
 from consumers.frames import ProducerAck, ProducerFrame
@@ -19,6 +21,7 @@ class StatusPingConsumer(FrameConsumer):
     async def on_connect(self) -> None:
         # Source topics this connection answered for, with its rights on them.
         self.topics: dict[str, TopicView | None] = {}
+        self.runtime = get_runtime()
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         ack = ProducerAck(messageId=str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
@@ -49,6 +52,7 @@ class StatusPingConsumer(FrameConsumer):
         api_info = frame.properties.get("api_info")
         if kind == "pong":
             await database_sync_to_async(services.record_pong)(topic.id)
+            self.runtime.board.update(await database_sync_to_async(status_of)(topic.id))
         elif isinstance(api_info, str):
             try:
                 info = codec.loads(api_info)

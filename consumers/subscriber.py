@@ -13,18 +13,18 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from django.utils import timezone
 from pydantic import ValidationError
 
 from app import codec
 from app.broker import services
 from app.broker.hub import Delivered
-from app.broker.models import STATUS_PING_TOPIC
+from app.broker.models import RESERVED_TOPICS
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
 from app.broker.topics import TopicView, view_topic
 from consumers.base import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, FrameConsumer, describe
 from consumers.frames import ConsumerAck, DeliveryFrame, ErrorFrame
+from consumers.probes import probe
 
 REPLAY_PAGE = 500
 
@@ -43,8 +43,8 @@ class TopicConsumer(FrameConsumer):
         self.unacked: dict[str, bool] = {}
         self.last_sequence = 0
         self.buffer: list[Delivered] | None = None
-        if self.slug == STATUS_PING_TOPIC:
-            self.refuse(f"{STATUS_PING_TOPIC} is reserved for answers to the broker", None)
+        if self.slug in RESERVED_TOPICS:
+            self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)
             return
         topic = await database_sync_to_async(view_topic)(self.slug, self.user)
@@ -61,8 +61,12 @@ class TopicConsumer(FrameConsumer):
             await self._catch_up(topic)
 
     async def on_disconnect(self) -> None:
-        if hasattr(self, "runtime"):
-            self.runtime.hub.unsubscribe(self.slug, self)
+        if not hasattr(self, "runtime"):
+            return
+        self.runtime.hub.unsubscribe(self.slug, self)
+        topic = self.topic
+        if topic is not None and topic.is_response_topic and not self.runtime.hub.connection_count(self.slug):
+            await database_sync_to_async(services.schedule_collection)(topic.id, self.principal, topic.policy)
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
@@ -86,6 +90,8 @@ class TopicConsumer(FrameConsumer):
 
     async def _catch_up(self, topic: TopicView) -> None:
         self.topic = topic
+        if topic.is_response_topic:
+            await database_sync_to_async(services.cancel_collection)(topic.id)
         # A shared subscription's backlog and probe go to its first connection only.
         first = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
         replayed = await self._replay(topic) if first else 0
@@ -93,7 +99,7 @@ class TopicConsumer(FrameConsumer):
         for item in held:
             self._deliver(item)
         if first and not replayed and topic.supports_dasf and not topic.is_response_topic:
-            self._probe_api_info()
+            self._deliver(probe("api_info"))
 
     async def _replay(self, topic: TopicView) -> int:
         count = 0
@@ -112,16 +118,6 @@ class TopicConsumer(FrameConsumer):
                 break
         return count
 
-    def _probe_api_info(self) -> None:
-        message_id = str(uuid.uuid4())
-        probe = DeliveryFrame.model_construct(
-            properties={"requestContext": 1, "messageType": "api_info", "response_topic": STATUS_PING_TOPIC},
-            payload="",
-            messageId=message_id,
-            publishTime=timezone.now().isoformat(),
-        )
-        self._remember(message_id, stored=False)
-        self.push_model(probe)
 
     # --- delivery -------------------------------------------------------------------------
 

@@ -31,7 +31,9 @@ INSTALLED_APPS = [
     "guardian",
     "channels",
     "app.auth",
+    "app.availability",
     "app.broker",
+    "app.leases",
     "app.server",
 ]
 
@@ -130,6 +132,13 @@ WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
 WRITE_BATCH_ROWS = env_int("WRITE_BATCH_ROWS", 500)
 
 # --- availability ------------------------------------------------------------------------
+# 0 turns the ping relay off in this process.
 PING_INTERVAL_S = env_float("PING_INTERVAL_S", 60.0)
 AVAILABILITY_WINDOW_S = env_float("AVAILABILITY_WINDOW_S", 120.0)
 PONG_GRACE_S = env_float("PONG_GRACE_S", 10.0)
+# How often status viewers' topics are re-read (time alone turns online into offline).
+STATUS_REFRESH_S = env_float("STATUS_REFRESH_S", 1.0)
+# A response topic with no consumer and nothing outstanding is deleted this long after.
+RESPONSE_TOPIC_TTL_S = env_float("RESPONSE_TOPIC_TTL_S", 600.0)
+# How often the garbage collection loop runs; 0 turns it off in this process.
+GC_INTERVAL_S = env_float("GC_INTERVAL_S", 60.0)

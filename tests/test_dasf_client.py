@@ -177,13 +177,17 @@ def test_request_waits_for_module_to_start(server: ServerProcess, modules: Modul
             request.communicate(timeout=10)
 
 
-def test_private_topic_refuses_requester_without_token(server: ServerProcess, modules: Modules) -> None:
-    """On a private topic a requester without a token fails fast; one with a token is answered."""
+def private_topic() -> tuple[str, str]:
+    """A topic only one user may produce to and consume; its slug and that user's token."""
     user = make_user()
     key = make_token(user)
-    slug = make_topic(public=False, anonymous=False, consumers=(user,), producers=(user,))
-    modules.start_connected(slug, [*ws_args(server), *header_args(key)])
+    return make_topic(public=False, anonymous=False, consumers=(user,), producers=(user,)), key
 
+
+def test_private_topic_refuses_requester_without_token(server: ServerProcess, modules: Modules) -> None:
+    """On a private topic a requester without a token fails fast instead of hanging."""
+    slug, key = private_topic()
+    modules.start_connected(slug, [*ws_args(server), *header_args(key)])
     started = time.monotonic()
     try:
         refused = send_request(slug, ws_args(server), {"func_name": "hello_world"})
@@ -193,7 +197,13 @@ def test_private_topic_refuses_requester_without_token(server: ServerProcess, mo
     assert refused.returncode != 0
     assert "not allowed to publish" in refused.stdout + refused.stderr
 
-    assert answer(slug, [*ws_args(server), *header_args(key)], {"func_name": "add", "a": 2, "b": 3}) == 5
+
+def test_private_topic_serves_requester_with_token(server: ServerProcess, modules: Modules) -> None:
+    """On a private topic a module and a requester that send the authorization header work."""
+    slug, key = private_topic()
+    with_token = [*ws_args(server), *header_args(key)]
+    modules.start_connected(slug, with_token)
+    assert answer(slug, with_token, {"func_name": "add", "a": 2, "b": 3}) == 5
 
 
 def test_api_info_probe_fills_topic(server: ServerProcess, modules: Modules) -> None:

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
+from app.availability.rules import Availability, answered_q, availability, unknown_q
 from app.broker.policy import StorePolicy, effective_policy
 
 TOPIC_PATTERN = r"[-_A-Za-z0-9]+"
 SUBSCRIPTION_PATTERN = r"[-.:_A-Za-z0-9]+"
 # Producers send availability answers here; it can never be a topic of its own.
 STATUS_PING_TOPIC = "status-ping"
+# Names with websocket endpoints of their own (/ws/status-ping, /ws/status/).
+RESERVED_TOPICS = frozenset({STATUS_PING_TOPIC, "status"})
+
+
+def validate_not_reserved(slug: str) -> None:
+    if slug in RESERVED_TOPICS:
+        raise ValidationError(f"{slug!r} is reserved")
 
 POLICY_CHOICES = [(p.value, p.value) for p in StorePolicy]
 
@@ -27,12 +38,41 @@ class TopicQuerySet(models.QuerySet["Topic"]):
     def response_topics(self) -> TopicQuerySet:
         return self.filter(response_for__isnull=False)
 
+    # Availability filters: the rule of app.availability.rules, in SQL. Defaults from settings.
+
+    def online(self, now: datetime | None = None, *, window_s: float | None = None,
+               grace_s: float | None = None) -> TopicQuerySet:
+        now, window_s, grace_s = _availability_args(now, window_s, grace_s)
+        return self.exclude(unknown_q(now, window_s=window_s)).filter(answered_q(now, grace_s=grace_s))
+
+    def offline(self, now: datetime | None = None, *, window_s: float | None = None,
+                grace_s: float | None = None) -> TopicQuerySet:
+        now, window_s, grace_s = _availability_args(now, window_s, grace_s)
+        return self.exclude(unknown_q(now, window_s=window_s)).exclude(answered_q(now, grace_s=grace_s))
+
+    def unknown(self, now: datetime | None = None, *, window_s: float | None = None) -> TopicQuerySet:
+        now, window_s, _ = _availability_args(now, window_s, None)
+        return self.filter(unknown_q(now, window_s=window_s))
+
+
+def _availability_args(
+    now: datetime | None, window_s: float | None, grace_s: float | None
+) -> tuple[datetime, float, float]:
+    return (
+        now or timezone.now(),
+        settings.AVAILABILITY_WINDOW_S if window_s is None else window_s,
+        settings.PONG_GRACE_S if grace_s is None else grace_s,
+    )
+
 
 class Topic(models.Model):
     slug = models.CharField(
         max_length=200,
         unique=True,
-        validators=[RegexValidator(rf"^{TOPIC_PATTERN}$", "letters, digits, '-' and '_' only")],
+        validators=[
+            RegexValidator(rf"^{TOPIC_PATTERN}$", "letters, digits, '-' and '_' only"),
+            validate_not_reserved,
+        ],
     )
     is_public = models.BooleanField(default=False, help_text="Everyone may publish.")
     store_messages = models.CharField(
@@ -70,6 +110,14 @@ class Topic(models.Model):
     @property
     def policy(self) -> StorePolicy:
         return effective_policy(self.store_messages, is_response_topic=self.is_response_topic)
+
+    def availability(self, now: datetime | None = None) -> Availability:
+        if not self.supports_dasf:
+            return Availability.UNKNOWN
+        return availability(
+            now or timezone.now(), self.last_ping, self.last_pong,
+            window_s=settings.AVAILABILITY_WINDOW_S, grace_s=settings.PONG_GRACE_S,
+        )
 
 
 class Message(models.Model):

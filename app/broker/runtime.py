@@ -6,18 +6,24 @@ import asyncio
 
 from django.conf import settings
 
+from app.availability.board import StatusBoard
 from app.broker.commit import GroupCommitWriter
-from app.broker.hub import Hub
+from app.broker.hub import Delivered, Hub
 
 
 class BrokerRuntime:
     def __init__(self) -> None:
         self.hub = Hub()
+        self.board = StatusBoard()
         self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS)
         # Response topics this process already made sure of: slug -> (topic id, source topic id).
         self.response_topics: dict[str, tuple[int, int]] = {}
         self.unacked_limit = settings.UNACKED_PER_CONNECTION
         self.loop = asyncio.get_running_loop()
+
+    def deliver(self, slug: str, item: Delivered) -> int:
+        """Hand a message to the consumers of ``slug``; the number of connections reached."""
+        return self.hub.publish(slug, item)
 
     async def stop(self) -> None:
         await self.writer.stop()

@@ -10,15 +10,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from app.auth.services import principal_of
-from app.broker.models import STATUS_PING_TOPIC, TOPIC_PATTERN, Delivery, Message, Topic
+from app.broker.models import RESERVED_TOPICS, TOPIC_PATTERN, Delivery, Message, Topic
 from app.broker.permissions import consumer_principals, grant
 from app.broker.policy import StorePolicy, removed_after_ack
 
@@ -73,7 +74,7 @@ def get_topic(slug: str) -> Topic | None:
 
 def create_topic(slug: str, owner: Any) -> Topic:
     """Auto-create a topic on its first message; its creator may produce to and consume it."""
-    if slug == STATUS_PING_TOPIC:
+    if slug in RESERVED_TOPICS:
         raise TopicError(f"{slug} is reserved")
     with transaction.atomic():
         topic, created = Topic.objects.get_or_create(slug=slug)
@@ -88,7 +89,7 @@ def ensure_response_topic(source_id: int, slug: str, requester: Any) -> tuple[in
     Only the requester may consume it; consumers of the source topic may produce to it.
     Returns its id and whether it was created now.
     """
-    if slug == STATUS_PING_TOPIC or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
+    if slug in RESERVED_TOPICS or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
         raise TopicError(f"invalid response topic name {slug!r}")
     with transaction.atomic():
         topic, created = Topic.objects.get_or_create(
@@ -223,10 +224,7 @@ def outstanding(
     """The next page of messages ``principal`` has not acked, in publish order, counted as redelivered."""
     if not policy.stores:
         return []
-    messages = Message.objects.filter(topic_id=topic_id, sequence__gt=after)
-    if policy is not StorePolicy.CACHE:
-        acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
-        messages = messages.filter(~Exists(acked))
+    messages = _unacked(topic_id, policy, principal).filter(sequence__gt=after)
     with transaction.atomic():
         page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
         counts = _count_redelivery([pk for pk, *_ in page], principal)
@@ -250,3 +248,39 @@ def producer_identity(user: Any) -> tuple[int | None, str]:
     """The producer columns of a message: user id (None when anonymous) and principal."""
     principal = principal_of(user)
     return (user.pk if principal != "anonymous" else None), principal
+
+
+# --- response topic garbage collection -----------------------------------------------------
+
+
+def schedule_collection(topic_id: int, principal: str, policy: StorePolicy, now: datetime | None = None) -> bool:
+    """The last consumer left a response topic: collect it later unless something is outstanding."""
+    now = now or timezone.now()
+    if outstanding_exists(topic_id, policy, principal):
+        return False
+    ttl = timedelta(seconds=settings.RESPONSE_TOPIC_TTL_S)
+    Topic.objects.filter(pk=topic_id, response_for__isnull=False).update(garbage_collect_on=now + ttl)
+    return True
+
+
+def cancel_collection(topic_id: int) -> None:
+    Topic.objects.filter(pk=topic_id, garbage_collect_on__isnull=False).update(garbage_collect_on=None)
+
+
+def collect_response_topics(now: datetime | None = None) -> int:
+    """Delete response topics whose collection time has passed; how many."""
+    due = Topic.objects.response_topics().filter(garbage_collect_on__lte=now or timezone.now())
+    return int(due.delete()[1].get("broker.Topic", 0))
+
+
+def outstanding_exists(topic_id: int, policy: StorePolicy, principal: str) -> bool:
+    return policy.stores and _unacked(topic_id, policy, principal).exists()
+
+
+def _unacked(topic_id: int, policy: StorePolicy, principal: str) -> QuerySet[Message]:
+    """Stored messages of the topic that ``principal`` has not acked (under cache: all of them)."""
+    messages = Message.objects.filter(topic_id=topic_id)
+    if policy is not StorePolicy.CACHE:
+        acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
+        messages = messages.filter(~Exists(acked))
+    return messages

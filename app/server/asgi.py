@@ -3,15 +3,21 @@ that flushes the group-commit writer on shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
-from app.broker.runtime import get_runtime, stop_runtime
+from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
+from relays.garbage_collection import garbage_collection_loop
+from relays.ping import ping_loop
+from relays.status import status_refresh_loop
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +25,12 @@ ASGIApp = Any
 
 
 class Lifespan:
-    """Owns the process-wide runtime: created at startup, stopped (writes flushed) at shutdown."""
+    """Owns the process-wide runtime and the relay loops: started at startup; at shutdown the
+    loops are cancelled and awaited, then the group-commit writer flushes."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.tasks: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
@@ -31,17 +39,38 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                get_runtime()
+                self.start(get_runtime())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
-                    await stop_runtime()
+                    await self.stop()
                 except Exception:
                     logger.exception("shutdown failed")
                     await send({"type": "lifespan.shutdown.failed", "message": "see log"})
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def start(self, runtime: BrokerRuntime) -> None:
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [("status-refresh", status_refresh_loop(runtime))]
+        if settings.PING_INTERVAL_S > 0:
+            loops.append(("ping", ping_loop(runtime)))
+        if settings.GC_INTERVAL_S > 0:
+            loops.append(("garbage-collection", garbage_collection_loop()))
+        self.tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                logger.exception("relay %s failed", task.get_name())
+        self.tasks = []
+        await stop_runtime()
 
 
 def build_application() -> ASGIApp:

@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.urls import path
 
+from app.api.urls import api
+from app.availability.views import status_page
 from app.server.views import healthz
 
 urlpatterns = [
+    path("", status_page, name="status-page"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
     path("healthz", healthz),
 ]

@@ -1,0 +1,91 @@
+"""Topic availability over HTTP: status (200 online, 503 otherwise) and ping (PROTOCOL.md 5.8)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Router, Schema
+from ninja.errors import HttpError
+
+from app.api.auth import request_user
+from app.availability.rules import Availability
+from app.availability.services import TopicStatus, ping_topic, status_of
+from app.broker.models import Topic
+from app.broker.permissions import Rights, rights_on
+from app.broker.runtime import get_runtime
+from consumers.probes import probe
+
+router = Router(tags=["topics"])
+
+
+class ApiInfoSummary(Schema):
+    functions: list[str]
+    classes: list[str]
+
+
+class StatusOut(Schema):
+    topic: str
+    status: Availability
+    last_ping: datetime | None
+    last_pong: datetime | None
+    api_info: ApiInfoSummary | None
+
+
+class PingOut(Schema):
+    topic: str
+    pinged_at: datetime
+    consumers_reached: int
+    status_url: str
+
+
+def summarize(api_info: Any) -> ApiInfoSummary | None:
+    """Names of the functions and classes a backend module announced."""
+    if not isinstance(api_info, dict) or not api_info:
+        return None
+
+    def names(key: str) -> list[str]:
+        items = api_info.get(key) or []
+        return [str(i.get("name", "?")) if isinstance(i, dict) else str(i) for i in items]
+
+    return ApiInfoSummary(functions=names("functions"), classes=names("classes"))
+
+
+def _topic_and_rights(slug: str, user: Any) -> tuple[Topic, Rights]:
+    topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
+    if topic is None:
+        raise HttpError(404, f"topic {slug} does not exist")
+    return topic, rights_on(user, topic)
+
+
+@router.get("/topics/{slug}/status", response={200: StatusOut, 503: StatusOut},
+            summary="Availability of a topic's consumers")
+async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]:
+    user = await request_user(request)
+    topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
+    if not rights.view_status:
+        raise HttpError(403, "not allowed to view the status of this topic")
+    if not topic.supports_dasf:
+        raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
+    status: TopicStatus = await sync_to_async(status_of)(topic.pk)
+    body = StatusOut(topic=slug, status=status.status, last_ping=status.last_ping, last_pong=status.last_pong,
+                     api_info=summarize(status.api_info))
+    return (200 if status.status is Availability.ONLINE else 503), body
+
+
+@router.post("/topics/{slug}/ping", response={202: PingOut}, summary="Ping a topic's consumers now")
+async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
+    user = await request_user(request)
+    topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
+    if not rights.produce:
+        raise HttpError(403, "not allowed to ping this topic")
+    if not topic.supports_dasf:
+        raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
+    now = timezone.now()
+    await sync_to_async(ping_topic)(topic.pk, now)
+    reached = get_runtime().deliver(slug, probe("ping"))
+    return 202, PingOut(topic=slug, pinged_at=now, consumers_reached=reached,
+                        status_url=f"/api/v1/topics/{slug}/status")

@@ -1,0 +1,6 @@
+from ninja import NinjaAPI
+
+from app.api.topics import router as topics_router
+
+api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1")
+api.add_router("/", topics_router)

@@ -1,0 +1,54 @@
+"""The availability rule, as a pure function and as the matching queryset filters.
+
+- **online**: the consumer answered the latest ping (a pong no older than ``grace`` before it),
+  or the answer is still due (the ping is younger than ``grace``) and it answered recently;
+- **offline**: pinged, not answered in time, but heard from within the window (it went away);
+- **unknown**: never pinged or pinged too long ago (no relay), or not heard from within the window.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q
+
+
+class Availability(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
+def availability(
+    now: datetime,
+    last_ping: datetime | None,
+    last_pong: datetime | None,
+    *,
+    window_s: float,
+    grace_s: float,
+) -> Availability:
+    window, grace = timedelta(seconds=window_s), timedelta(seconds=grace_s)
+    if last_ping is None or now - last_ping > window:
+        return Availability.UNKNOWN
+    if last_pong is None or now - last_pong > window:
+        return Availability.UNKNOWN
+    if last_pong >= last_ping - grace or now - last_ping <= grace:
+        return Availability.ONLINE
+    return Availability.OFFLINE
+
+
+def unknown_q(now: datetime, *, window_s: float) -> Q:
+    cutoff = now - timedelta(seconds=window_s)
+    return (
+        Q(supports_dasf=False)
+        | Q(last_ping__isnull=True)
+        | Q(last_ping__lt=cutoff)
+        | Q(last_pong__isnull=True)
+        | Q(last_pong__lt=cutoff)
+    )
+
+
+def answered_q(now: datetime, *, grace_s: float) -> Q:
+    grace = timedelta(seconds=grace_s)
+    return Q(last_pong__gte=F("last_ping") - grace) | Q(last_ping__gte=now - grace)

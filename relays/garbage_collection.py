@@ -1,0 +1,22 @@
+"""Deletes response topics whose ``garbage_collect_on`` has passed (one process at a time)."""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from app.broker.services import collect_response_topics
+from relays.leader import run_as_leader
+
+logger = logging.getLogger(__name__)
+
+
+async def garbage_collection_loop() -> None:
+    async def job() -> None:
+        removed = await database_sync_to_async(collect_response_topics)()
+        if removed:
+            logger.info("removed %d response topics", removed)
+
+    await run_as_leader("garbage-collection", settings.GC_INTERVAL_S, job)

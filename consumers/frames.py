@@ -27,16 +27,16 @@ class ProducerFrame(BaseModel):
     @field_validator("messageId")
     @classmethod
     def _uuid(cls, value: str | None) -> str | None:
-        if value is not None:
-            uuid.UUID(value)
-        return value
+        # Canonical form, so the id a consumer acks matches the stored one however it was spelled.
+        return None if value is None else str(uuid.UUID(value))
 
 
 class ProducerAck(BaseModel):
     """broker -> producer. ``result`` is "ok" or contains "error" (the DASF client waits otherwise)."""
 
     messageId: str
-    context: Context | None = None
+    # Echoed as received, whatever JSON it was: a client matches acks to requests by it.
+    context: Any = None
     result: str
     errorMsg: str | None = None
 
@@ -47,6 +47,10 @@ class ConsumerAck(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     messageId: str
+
+
+# Fields the broker sets on deliveries; a producer's own values for them are not relayed.
+BROKER_FIELDS = ("messageId", "publishTime", "redeliveryCount")
 
 
 class DeliveryFrame(BaseModel):
@@ -77,4 +81,6 @@ class StatusFrame(BaseModel):
 
     @classmethod
     def of(cls, status: TopicStatus) -> StatusFrame:
-        return cls(topic=status.slug, status=status.status, lastPing=status.last_ping, lastPong=status.last_pong)
+        # type is passed explicitly: frames are dumped with exclude_unset.
+        return cls(type="status", topic=status.slug, status=status.status, lastPing=status.last_ping,
+                   lastPong=status.last_pong)

@@ -19,7 +19,7 @@ from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView, view_topic
 from consumers.base import FrameConsumer, describe
-from consumers.frames import DeliveryFrame, ProducerAck, ProducerFrame
+from consumers.frames import BROKER_FIELDS, DeliveryFrame, ProducerAck, ProducerFrame
 
 
 class TopicProducer(FrameConsumer):
@@ -32,7 +32,7 @@ class TopicProducer(FrameConsumer):
 
     def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
         ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
-        if raw is not None and isinstance(raw.get("context"), int | str):
+        if raw is not None and "context" in raw:
             ack.context = raw["context"]
         self.push_model(ack)
 
@@ -64,8 +64,9 @@ class TopicProducer(FrameConsumer):
                 return
         message_id = frame.messageId or str(uuid.uuid4())
         now = timezone.now()
-        text = codec.dump_model(DeliveryFrame.model_construct(**{**raw, "messageId": message_id,
-                                                                  "publishTime": now.isoformat()}))
+        fields = {k: v for k, v in raw.items() if k not in BROKER_FIELDS}
+        text = codec.dump_model(DeliveryFrame.model_construct(**fields, messageId=message_id,
+                                                              publishTime=now.isoformat()))
         if not topic.policy.stores:
             self.runtime.hub.publish(topic.slug, Delivered(text, message_id, None))
             self.acknowledge(message_id, raw)

@@ -20,12 +20,12 @@ from consumers.frames import ProducerAck, ProducerFrame
 class StatusPingConsumer(FrameConsumer):
     async def on_connect(self) -> None:
         # Source topics this connection answered for, with its rights on them.
-        self.topics: dict[str, TopicView | None] = {}
+        self.topics: dict[str, TopicView] = {}
         self.runtime = get_runtime()
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         ack = ProducerAck(messageId=str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
-        if raw is not None and isinstance(raw.get("context"), int | str):
+        if raw is not None and "context" in raw:
             ack.context = raw["context"]
         self.push_model(ack)
 
@@ -39,12 +39,13 @@ class StatusPingConsumer(FrameConsumer):
         if not isinstance(source, str) or not source:
             self.refuse("no source_topic in properties", raw)
             return
-        if source not in self.topics:
-            self.topics[source] = await database_sync_to_async(view_topic)(source, self.user)
-        topic = self.topics[source]
+        topic = self.topics.get(source)
         if topic is None:
-            self.refuse(f"topic {source} does not exist", raw)
-            return
+            topic = await database_sync_to_async(view_topic)(source, self.user)
+            if topic is None:
+                self.refuse(f"topic {source} does not exist", raw)
+                return
+            self.topics[source] = topic
         if not topic.rights.consume:
             self.refuse(f"not allowed to answer for topic {source}", raw)
             return

@@ -108,11 +108,12 @@ class TopicConsumer(FrameConsumer):
                 topic.id, topic.policy, self.principal, after=self.last_sequence, limit=REPLAY_PAGE
             )
             for replay in page:
-                frame = DeliveryFrame.model_validate(codec.loads(replay.frame))
-                frame.redeliveryCount = replay.redelivery_count
-                self._remember(replay.message_id, stored=True)
+                # The stored frame was built by the broker; only the count changes.
+                fields = codec.loads(replay.frame)
+                fields["redeliveryCount"] = replay.redelivery_count
+                self._remember(fields["messageId"], stored=True)
                 self.last_sequence = replay.sequence
-                self.push_model(frame)
+                self.push_model(DeliveryFrame.model_construct(**fields))
             count += len(page)
             if len(page) < REPLAY_PAGE:
                 break

@@ -22,7 +22,7 @@ def acquire(name: str, holder: str, ttl_s: float, now: datetime | None = None) -
             pass  # another process created it first; the UPDATE below decides
     taken = (
         Lease.objects.filter(name=name)
-        .filter(Q(holder=holder) | Q(expires_at__lt=now))
+        .filter(Q(holder=holder) | Q(expires_at__lte=now))
         .update(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
     )
     return taken == 1

@@ -1,0 +1,138 @@
+"""HTTP status and ping of topics (PROTOCOL.md 5.8 permissions), and status viewer sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+from django.utils import timezone
+
+from app.broker.models import Topic
+from tests.helpers import (
+    auth,
+    connect,
+    make_token,
+    make_topic,
+    make_user,
+    recv_json,
+    send_json,
+    subscribe,
+)
+
+
+def call(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def http(*args, **kwargs) -> tuple[int, dict]:
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+def set_seen(slug: str, ping_s_ago: float, pong_s_ago: float | None, api_info=None) -> None:
+    now = timezone.now()
+    Topic.objects.filter(slug=slug).update(
+        last_ping=now - timedelta(seconds=ping_s_ago),
+        last_pong=None if pong_s_ago is None else now - timedelta(seconds=pong_s_ago),
+        api_info=api_info or {},
+    )
+
+
+async def test_online_is_200(server):
+    """An answering topic reports 200 with its status and the names its module announced."""
+    slug = make_topic()
+    set_seen(slug, 5, 4, {"functions": [{"name": "add"}], "classes": []})
+    status, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert status == 200
+    assert body["status"] == "online" and body["api_info"] == {"functions": ["add"], "classes": []}
+
+
+async def test_offline_is_503(server):
+    """A topic that did not answer its last ping reports 503 offline."""
+    slug = make_topic()
+    set_seen(slug, 30, 60)
+    status, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert (status, body["status"]) == (503, "offline")
+
+
+async def test_never_pinged_is_503_unknown(server):
+    """A topic never pinged reports 503 unknown."""
+    status, body = await http(f"{server.http}/api/v1/topics/{make_topic()}/status")
+    assert (status, body["status"]) == (503, "unknown")
+
+
+async def test_missing_topic_is_404(server):
+    """Asking for a topic that does not exist is a 404 with a JSON reason."""
+    status, body = await http(f"{server.http}/api/v1/topics/no-such-topic-at-all/status")
+    assert status == 404 and "does not exist" in body["detail"]
+
+
+async def test_private_status_needs_a_right(server):
+    """A private topic's status needs view-status, produce or consume rights."""
+    viewer = make_user()
+    slug = make_topic(public=False, anonymous=False)
+    from app.broker.permissions import grant
+
+    grant(viewer, Topic.objects.get(slug=slug), "can_view_status")
+    assert (await http(f"{server.http}/api/v1/topics/{slug}/status"))[0] == 403
+    status, _ = await http(f"{server.http}/api/v1/topics/{slug}/status", headers=auth(make_token(viewer)))
+    assert status == 503
+
+
+async def test_non_dasf_topic_is_400(server):
+    """A topic excluded from pings has no status (400)."""
+    status, _ = await http(f"{server.http}/api/v1/topics/{make_topic(dasf=False)}/status")
+    assert status == 400
+
+
+async def test_ping_reaches_consumers(server):
+    """POST ping marks the topic pinged and sends a DASF ping to its consumers."""
+    slug = make_topic()
+    consumer = await subscribe(server.ws, slug)
+    status, body = await http(f"{server.http}/api/v1/topics/{slug}/ping", method="POST")
+    assert status == 202 and body["consumers_reached"] == 1
+    ping = await recv_json(consumer)
+    assert ping["properties"] == {"requestContext": 1, "messageType": "ping", "response_topic": "status-ping"}
+    assert Topic.objects.get(slug=slug).last_ping is not None
+
+
+async def test_ping_needs_produce_right(server):
+    """Pinging a private topic needs the produce right."""
+    slug = make_topic(public=False, anonymous=False)
+    assert (await http(f"{server.http}/api/v1/topics/{slug}/ping", method="POST"))[0] == 403
+
+
+async def test_viewer_gets_snapshot_then_change(server):
+    """A status viewer gets the current status, then a frame when a pong makes the topic online."""
+    slug = make_topic()
+    set_seen(slug, 1, None)
+    viewer = await connect(f"{server.ws}status/?topics={slug}")
+    first = await recv_json(viewer)
+    assert (first["type"], first["topic"], first["status"]) == ("status", slug, "unknown")
+    answer = await connect(server.ws + "status-ping")
+    await send_json(answer, {"properties": {"messageType": "pong", "source_topic": slug, "requestContext": "1"},
+                             "context": "1", "payload": ""})
+    assert (await recv_json(answer))["result"] == "ok"
+    change = await recv_json(viewer)
+    assert (change["topic"], change["status"]) == (slug, "online") and change["lastPong"]
+
+
+async def test_viewer_sees_only_visible_topics(server):
+    """Anonymous viewers get public topics' status, never a private one's."""
+    public, private = make_topic(), make_topic(public=False, anonymous=False)
+    viewer = await connect(f"{server.ws}status/?topics={private},{public}")
+    frame = await recv_json(viewer)
+    assert frame["topic"] == public
+    owner = make_user()
+    from app.broker.permissions import grant
+
+    grant(owner, Topic.objects.get(slug=private), "can_consume")
+    mine = await connect(f"{server.ws}status/?topics={private}", auth(make_token(owner)))
+    assert (await recv_json(mine))["topic"] == private

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests import helpers
+from tests.databases import new_database_url
 from tests.servers import ServerProcess, migrate, start_server
 
 
@@ -56,7 +57,7 @@ def server(_migrated: None) -> Iterator[ServerProcess]:
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of its own on a database of its own (for kills and restarts)."""
-    url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+    url = new_database_url(tmp_path, "own")
     migrate(url)
     proc = start_server(url)
     yield proc

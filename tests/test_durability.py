@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
+from tests.databases import query
 from tests.helpers import connect, publish, recv_json, send_json, subscribe, unique
 from tests.servers import ROOT, ServerProcess, server_env
 
@@ -35,14 +35,13 @@ def create_cache_topic(server: ServerProcess) -> str:
 
 
 def stored_ids(server: ServerProcess, slug: str) -> set[str]:
-    """messageIds stored for ``slug``, read straight from the server's SQLite file."""
-    path = server.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        rows = db.execute(
-            "SELECT m.message_id FROM broker_message m JOIN broker_topic t ON m.topic_id = t.id "
-            "WHERE t.slug = ?", (slug,),
-        ).fetchall()
-    return {str(uuid.UUID(hex=str(row[0]))) for row in rows}
+    """messageIds stored for ``slug``, read straight from the server's database."""
+    rows = query(
+        server.database_url,
+        "SELECT m.message_id FROM broker_message m JOIN broker_topic t ON m.topic_id = t.id WHERE t.slug = %s",
+        (slug,),
+    )
+    return {str(row[0]) if isinstance(row[0], uuid.UUID) else str(uuid.UUID(hex=str(row[0]))) for row in rows}
 
 
 async def wait_stored(server: ServerProcess, slug: str, expected: set[str]) -> None:

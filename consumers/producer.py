@@ -28,7 +28,16 @@ class TopicProducer(FrameConsumer):
     async def on_connect(self) -> None:
         self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
         self.runtime = get_runtime()
+        self.runtime.hub.watch(self.slug, self)
         self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+
+    async def on_disconnect(self) -> None:
+        if hasattr(self, "runtime"):
+            self.runtime.hub.unwatch(self.slug, self)
+
+    def recheck_rights(self) -> None:
+        """Permissions on the topic changed somewhere: read them again before the next frame."""
+        self.topic = None
 
     def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
         ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
@@ -68,7 +77,7 @@ class TopicProducer(FrameConsumer):
         text = codec.dump_model(DeliveryFrame.model_construct(**fields, messageId=message_id,
                                                               publishTime=now.isoformat()))
         if not topic.policy.stores:
-            self.runtime.hub.publish(topic.slug, Delivered(text, message_id, None))
+            self.runtime.deliver(topic.slug, Delivered(text, message_id, None))
             self.acknowledge(message_id, raw)
             return
         producer_id, principal = services.producer_identity(self.user)
@@ -87,7 +96,7 @@ class TopicProducer(FrameConsumer):
 
         def committed(result: OpResult) -> None:
             if isinstance(result, int):
-                self.runtime.hub.publish(topic.slug, Delivered(text, message_id, result))
+                self.runtime.deliver(topic.slug, Delivered(text, message_id, result))
                 if not self.closing:
                     self.acknowledge(message_id, raw)
             elif not self.closing:
@@ -118,7 +127,7 @@ class TopicProducer(FrameConsumer):
             self.refuse(str(exc), raw)
             return None
         self.topic = TopicView.of(created, Rights(produce=True, consume=True, view_status=True))
-        self.runtime.hub.grant(self.slug, self.principal)
+        self.runtime.grant(self.slug, self.principal)
         return self.topic
 
     async def _response_topic(self, source: TopicView, slug: str) -> int:
@@ -130,7 +139,7 @@ class TopicProducer(FrameConsumer):
             )
             known = self.runtime.response_topics[slug] = (topic_id, source.id)
             if created:
-                self.runtime.hub.grant(slug, self.principal)
+                self.runtime.grant(slug, self.principal)
         if known[1] != source.id:
             raise TopicError(f"response topic {slug} belongs to another topic")
         return known[0]

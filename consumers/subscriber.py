@@ -3,7 +3,8 @@
 On attach: replay what this principal has not acked (publish order, ``redeliveryCount``), then
 live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. A socket may
 open before its topic exists (the DASF requester does this for its response topic): it waits and
-is attached when the topic is created for its principal.
+is attached when the topic is created for its principal. Stored messages lost on the fast path
+(a gap in the sequence, or a topic whose database sequence ran ahead) are fetched from the database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from app import codec
 from app.broker import services
+from app.broker.delivery import has_gap, is_duplicate, needs_resync
 from app.broker.hub import Delivered
 from app.broker.models import RESERVED_TOPICS
 from app.broker.runtime import get_runtime
@@ -43,6 +45,7 @@ class TopicConsumer(FrameConsumer):
         self.unacked: dict[str, bool] = {}
         self.last_sequence = 0
         self.buffer: list[Delivered] | None = None
+        self.behind: int | None = None
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)
@@ -51,14 +54,10 @@ class TopicConsumer(FrameConsumer):
         if topic is None:
             self.runtime.hub.wait(self.slug, self)
         elif not topic.rights.consume:
-            reason = "not allowed to consume this topic"
-            if self.scope.get("auth_error"):
-                reason += f" ({self.scope['auth_error']})"
-            self.refuse(reason, None)
-            self.close(CLOSE_FORBIDDEN)
+            self._forbid()
         else:
             self._join()
-            await self._catch_up(topic)
+            await self._catch_up(topic, first_time=True)
 
     async def on_disconnect(self) -> None:
         if not hasattr(self, "runtime"):
@@ -71,6 +70,13 @@ class TopicConsumer(FrameConsumer):
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
 
+    def _forbid(self) -> None:
+        reason = "not allowed to consume this topic"
+        if self.scope.get("auth_error"):
+            reason += f" ({self.scope['auth_error']})"
+        self.refuse(reason, None)
+        self.close(CLOSE_FORBIDDEN)
+
     # --- attaching ------------------------------------------------------------------------
 
     def grant_consume(self) -> None:
@@ -81,57 +87,71 @@ class TopicConsumer(FrameConsumer):
     async def _catch_up_after_grant(self) -> None:
         topic = await database_sync_to_async(view_topic)(self.slug, self.user)
         if topic is not None:
-            await self._catch_up(topic)
+            await self._catch_up(topic, first_time=True)
 
     def _join(self) -> None:
         """Take live messages from now on, held back until the replay is sent."""
         self.buffer = []
         self.runtime.hub.subscribe(self.slug, self)
 
-    async def _catch_up(self, topic: TopicView) -> None:
+    async def _catch_up(self, topic: TopicView, *, first_time: bool) -> None:
+        """Send what the database has beyond ``last_sequence``, then what arrived meanwhile."""
         self.topic = topic
-        if topic.is_response_topic:
+        if first_time and topic.is_response_topic:
             await database_sync_to_async(services.cancel_collection)(topic.id)
         # A shared subscription's backlog and probe go to its first connection only.
-        first = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
-        replayed = await self._replay(topic) if first else 0
+        lead = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
+        replayed = await self._replay(topic, redelivery=first_time) if lead else 0
         held, self.buffer = self.buffer or [], None
         for item in held:
             self._deliver(item)
-        if first and not replayed and topic.supports_dasf and not topic.is_response_topic:
+        if first_time and lead and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._deliver(probe("api_info"))
 
-    async def _replay(self, topic: TopicView) -> int:
+    async def _replay(self, topic: TopicView, *, redelivery: bool) -> int:
         count = 0
         while not self.closing:
             page = await database_sync_to_async(services.outstanding)(
-                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=REPLAY_PAGE
+                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=REPLAY_PAGE,
+                redelivery=redelivery,
             )
-            for replay in page:
-                # The stored frame was built by the broker; only the count changes.
+            for replay in page.replays:
+                # The stored frame was built by the broker; a reconnect adds only the count.
                 fields = codec.loads(replay.frame)
-                fields["redeliveryCount"] = replay.redelivery_count
+                if redelivery:
+                    fields["redeliveryCount"] = replay.redelivery_count
                 self._remember(fields["messageId"], stored=True)
                 self.last_sequence = replay.sequence
                 self.push_model(DeliveryFrame.model_construct(**fields))
-            count += len(page)
-            if len(page) < REPLAY_PAGE:
+            count += len(page.replays)
+            if len(page.replays) < REPLAY_PAGE:
+                self.last_sequence = max(self.last_sequence, page.last_sequence)
                 break
         return count
 
+    def _repair(self, item: Delivered | None = None) -> None:
+        """Fetch what the fast path lost from the database; hold live messages until then."""
+        if self.buffer is not None or self.topic is None or self.closing:
+            if item is not None and self.buffer is not None:
+                self.buffer.append(item)
+            return
+        self.buffer = [] if item is None else [item]
+        self.spawn(self._catch_up(self.topic, first_time=False))
 
     # --- delivery -------------------------------------------------------------------------
 
     def offer(self, item: Delivered) -> None:
         if self.buffer is not None:
             self.buffer.append(item)
+        elif not self.shared and has_gap(self.last_sequence, item.sequence):
+            self._repair(item)
         else:
             self._deliver(item)
 
     def _deliver(self, item: Delivered) -> None:
+        if is_duplicate(self.last_sequence, item.sequence):
+            return  # already sent by a replay or a repair
         if item.sequence is not None:
-            if item.sequence <= self.last_sequence:
-                return  # already sent by the replay
             self.last_sequence = item.sequence
         self._remember(item.message_id, stored=item.sequence is not None)
         self.push(item.text)
@@ -143,6 +163,38 @@ class TopicConsumer(FrameConsumer):
             # Forget the oldest: a consumer that never acks must not grow without bound. Its
             # late ack is then refused, and the message is redelivered on reconnect.
             del unacked[next(iter(unacked))]
+
+    def resync(self, database_last: int) -> None:
+        """Called every resync interval with the topic's last sequence in the database."""
+        if self.shared or self.topic is None or not self.topic.policy.stores:
+            return
+        if database_last <= self.last_sequence:
+            self.behind = None
+        elif needs_resync(self.last_sequence, database_last, self.behind):
+            self.behind = None
+            self._repair()
+        else:
+            self.behind = database_last
+
+    # --- rights ---------------------------------------------------------------------------
+
+    def recheck_rights(self) -> None:
+        self.spawn(self._recheck_rights())
+
+    async def _recheck_rights(self) -> None:
+        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        attached = self.topic is not None or self.buffer is not None
+        if topic is None or not topic.rights.consume:
+            if attached:
+                self.runtime.hub.unsubscribe(self.slug, self)
+                self._forbid()
+            return
+        if attached:
+            self.topic = topic
+        else:
+            self.runtime.hub.unwait(self.slug, self)
+            self._join()
+            await self._catch_up(topic, first_time=True)
 
     # --- acks -----------------------------------------------------------------------------
 
@@ -160,6 +212,3 @@ class TopicConsumer(FrameConsumer):
             self.runtime.writer.submit(
                 Ack(self.topic.id, self.topic.policy, uuid.UUID(ack.messageId), self.principal)
             )
-
-
-

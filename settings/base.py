@@ -87,8 +87,23 @@ DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_opt("REDIS_URL")
+# The layer only carries the backplane (one channel per process, a group per topic), so Redis
+# pub/sub fits: one PUBLISH per message whatever the number of processes, nothing to expire.
+# Lost messages are repaired from the database. See benchmarks/RESULTS.md for the measurement.
+CHANNEL_LAYER_KIND = env_choice("CHANNEL_LAYER_KIND", "pubsub", ("pubsub", "core"))
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
-    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    "default": (
+        {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        if REDIS_URL is None
+        else {
+            "BACKEND": (
+                "channels_redis.pubsub.RedisPubSubChannelLayer"
+                if CHANNEL_LAYER_KIND == "pubsub"
+                else "channels_redis.core.RedisChannelLayer"
+            ),
+            "CONFIG": {"hosts": [REDIS_URL], **({} if CHANNEL_LAYER_KIND == "pubsub" else {"capacity": 10_000})},
+        }
+    ),
 }
 
 AUTHENTICATION_BACKENDS = [
@@ -128,6 +143,8 @@ SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
 UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
 # permessage-deflate costs CPU on every frame; DASF clients do not ask for it anyway.
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
+# How often consumers are checked against the database for messages the fast path lost.
+RESYNC_INTERVAL_S = env_float("RESYNC_INTERVAL_S", 2.0)
 # Group commit: at most this many rows per transaction.
 WRITE_BATCH_ROWS = env_int("WRITE_BATCH_ROWS", 500)
 

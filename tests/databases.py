@@ -13,12 +13,12 @@ BACKEND = os.environ.get("SWITCHYARD_TEST_DB", "sqlite")
 _created: list[str] = []
 
 
-def new_database_url(directory: Path, name: str) -> str:
+def new_database_url(directory: Path, name: str, backend: str = BACKEND) -> str:
     """A new, empty database for a server (not yet migrated)."""
-    if BACKEND == "sqlite":
+    if backend == "sqlite":
         return f"sqlite:///{directory / f'{name}.sqlite3'}"
-    if BACKEND != "postgres":
-        raise RuntimeError(f"SWITCHYARD_TEST_DB={BACKEND!r}: use sqlite or postgres")
+    if backend != "postgres":
+        raise RuntimeError(f"SWITCHYARD_TEST_DB={backend!r}: use sqlite or postgres")
     import psycopg
 
     db = f"switchyard_{name}_{uuid.uuid4().hex[:10]}"

@@ -6,3 +6,8 @@ class BrokerConfig(AppConfig):
     label = "broker"
     verbose_name = "Broker"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from app.broker import signals
+
+        signals.connect()

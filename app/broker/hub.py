@@ -7,7 +7,7 @@ every connection of a topic gets every message. Connections of one subscription 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,14 +22,23 @@ class Delivered:
     sequence: int | None
 
 
-class Subscriber(Protocol):
+class Watcher(Protocol):
+    """Any connection that caches rights on a topic."""
+
     principal: str
+
+    def recheck_rights(self) -> None: ...
+
+
+class Subscriber(Watcher, Protocol):
     subscription: str
     shared: bool
 
     def offer(self, item: Delivered) -> None: ...
 
     def grant_consume(self) -> None: ...
+
+    def resync(self, database_last: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -57,11 +66,55 @@ class _TopicSubscribers:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, on_presence: Callable[[str, bool], None] | None = None) -> None:
         self._topics: dict[str, _TopicSubscribers] = {}
         # Connections to topics they may not consume (yet), e.g. a requester's socket on a
         # response topic that exists only once its request is published.
         self._waiting: dict[str, set[Subscriber]] = {}
+        # Producers, told when rights on their topic change.
+        self._watchers: dict[str, set[Watcher]] = {}
+        # Called with (slug, True) when this process gets its first consumer of a topic and
+        # (slug, False) when the last one leaves: the backplane joins / leaves the topic's group.
+        self._on_presence = on_presence
+        self._present: set[str] = set()
+
+    def _presence_changed(self, slug: str) -> None:
+        present = slug in self._topics or slug in self._waiting
+        if present == (slug in self._present):
+            return
+        if present:
+            self._present.add(slug)
+        else:
+            self._present.discard(slug)
+        if self._on_presence is not None:
+            self._on_presence(slug, present)
+
+    def watch(self, slug: str, watcher: Watcher) -> None:
+        self._watchers.setdefault(slug, set()).add(watcher)
+
+    def unwatch(self, slug: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(slug)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[slug]
+
+    def connections(self, slug: str) -> list[Watcher]:
+        """Every local connection that holds rights on ``slug``."""
+        found: list[Watcher] = list(self._watchers.get(slug, ()))
+        found.extend(self._waiting.get(slug, ()))
+        found.extend(self.subscribers(slug))
+        return found
+
+    def subscribers(self, slug: str) -> list[Subscriber]:
+        subs = self._topics.get(slug)
+        if not subs:
+            return []
+        return [*subs.exclusive, *(m for g in subs.shared.values() for m in g.members)]
+
+    def topics(self) -> list[str]:
+        """Topics with attached consumers in this process."""
+        return list(self._topics)
 
     def subscribe(self, slug: str, sub: Subscriber) -> None:
         subs = self._topics.setdefault(slug, _TopicSubscribers())
@@ -69,6 +122,7 @@ class Hub:
             subs.shared.setdefault(sub.subscription, _SharedGroup()).members.append(sub)
         else:
             subs.exclusive.append(sub)
+        self._presence_changed(slug)
 
     def unsubscribe(self, slug: str, sub: Subscriber) -> None:
         self._waiting.get(slug, set()).discard(sub)
@@ -76,6 +130,7 @@ class Hub:
             del self._waiting[slug]
         subs = self._topics.get(slug)
         if subs is None:
+            self._presence_changed(slug)
             return
         if sub.shared:
             group = subs.shared.get(sub.subscription)
@@ -87,9 +142,19 @@ class Hub:
             subs.exclusive.remove(sub)
         if not subs:
             del self._topics[slug]
+        self._presence_changed(slug)
 
     def wait(self, slug: str, sub: Subscriber) -> None:
         self._waiting.setdefault(slug, set()).add(sub)
+        self._presence_changed(slug)
+
+    def unwait(self, slug: str, sub: Subscriber) -> None:
+        waiting = self._waiting.get(slug)
+        if waiting is not None:
+            waiting.discard(sub)
+            if not waiting:
+                del self._waiting[slug]
+        self._presence_changed(slug)
 
     def grant(self, slug: str, principal: str) -> None:
         """``principal`` may now consume ``slug``: attach its waiting connections."""
@@ -98,6 +163,7 @@ class Hub:
             sub.grant_consume()
         if not self._waiting.get(slug, True):
             del self._waiting[slug]
+        self._presence_changed(slug)
 
     def has_shared_peer(self, slug: str, sub: Subscriber) -> bool:
         """Another connection of the same shared subscription is already attached."""
@@ -116,7 +182,4 @@ class Hub:
         return count
 
     def connection_count(self, slug: str) -> int:
-        subs = self._topics.get(slug)
-        if not subs:
-            return 0
-        return len(subs.exclusive) + sum(len(g.members) for g in subs.shared.values())
+        return len(self.subscribers(slug))

@@ -1,32 +1,77 @@
-"""The per-process broker state: the hub of local connections and the group-commit writer."""
+"""The per-process broker state: local connections (hub), the group-commit writer, the status board,
+and the backplane to the other processes."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from django.conf import settings
 
 from app.availability.board import StatusBoard
+from app.broker.backplane import LocalBackplane, Receiver, make_backplane
 from app.broker.commit import GroupCommitWriter
 from app.broker.hub import Delivered, Hub
 
+logger = logging.getLogger(__name__)
 
-class BrokerRuntime:
+
+class BrokerRuntime(Receiver):
     def __init__(self) -> None:
-        self.hub = Hub()
+        self.backplane: LocalBackplane = make_backplane()
+        self.hub = Hub(on_presence=self._presence)
         self.board = StatusBoard()
         self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS)
         # Response topics this process already made sure of: slug -> (topic id, source topic id).
         self.response_topics: dict[str, tuple[int, int]] = {}
         self.unacked_limit = settings.UNACKED_PER_CONNECTION
         self.loop = asyncio.get_running_loop()
+        self._started = False
 
-    def deliver(self, slug: str, item: Delivered) -> int:
-        """Hand a message to the consumers of ``slug``; the number of connections reached."""
-        return self.hub.publish(slug, item)
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.backplane.start(self)
 
     async def stop(self) -> None:
         await self.writer.stop()
+        await self.backplane.stop()
+
+    def _presence(self, slug: str, present: bool) -> None:
+        if present:
+            self.backplane.join(slug)
+        else:
+            self.backplane.leave(slug)
+
+    # --- what this process does, told to the others too ----------------------------------
+
+    def deliver(self, slug: str, item: Delivered) -> int:
+        """Hand a message to the consumers of ``slug`` everywhere; the local connections reached."""
+        self.backplane.deliver(slug, item)
+        return self.hub.publish(slug, item)
+
+    def grant(self, slug: str, principal: str) -> None:
+        """``principal`` may now consume ``slug``: attach its waiting connections everywhere."""
+        self.backplane.grant(slug, principal)
+        self.hub.grant(slug, principal)
+
+    def rights_changed(self, slug: str) -> None:
+        """Permissions on ``slug`` changed: every connection re-reads its rights."""
+        self.backplane.rights_changed(slug)
+        self.remote_rights_changed(slug)
+
+    # --- what other processes tell us ----------------------------------------------------
+
+    def remote_delivery(self, slug: str, item: Delivered) -> None:
+        self.hub.publish(slug, item)
+
+    def remote_grant(self, slug: str, principal: str) -> None:
+        self.hub.grant(slug, principal)
+
+    def remote_rights_changed(self, slug: str) -> None:
+        self.response_topics.pop(slug, None)
+        for connection in self.hub.connections(slug):
+            connection.recheck_rights()
 
 
 _runtime: BrokerRuntime | None = None
@@ -37,6 +82,11 @@ def get_runtime() -> BrokerRuntime:
     global _runtime
     if _runtime is None or _runtime.loop is not asyncio.get_running_loop():
         _runtime = BrokerRuntime()
+    return _runtime
+
+
+def running_runtime() -> BrokerRuntime | None:
+    """The runtime of this process, if it serves (for signal handlers in other threads)."""
     return _runtime
 
 

@@ -218,17 +218,28 @@ def _remove_fully_acked(topic_id: int, message_pks: list[int]) -> None:
 # --- replay --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayPage:
+    replays: list[Replay]
+    # The topic's last sequence, read before the page: every stored message up to it was either
+    # in this (or an earlier) page or is not outstanding for this principal.
+    last_sequence: int
+
+
 def outstanding(
-    topic_id: int, policy: StorePolicy, principal: str, *, after: int = 0, limit: int = 500
-) -> list[Replay]:
-    """The next page of messages ``principal`` has not acked, in publish order, counted as redelivered."""
+    topic_id: int, policy: StorePolicy, principal: str, *, after: int = 0, limit: int = 500,
+    redelivery: bool = True,
+) -> ReplayPage:
+    """The next page of messages ``principal`` has not acked, in publish order. With
+    ``redelivery`` they are counted as redelivered (a reconnect), else not (a gap repair)."""
     if not policy.stores:
-        return []
-    messages = _unacked(topic_id, policy, principal).filter(sequence__gt=after)
+        return ReplayPage([], 0)
     with transaction.atomic():
+        last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0
+        messages = _unacked(topic_id, policy, principal).filter(sequence__gt=after, sequence__lte=last)
         page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
-        counts = _count_redelivery([pk for pk, *_ in page], principal)
-    return [Replay(seq, str(mid), frame, counts[pk]) for pk, seq, mid, frame in page]
+        counts = _count_redelivery([pk for pk, *_ in page], principal) if redelivery else {}
+    return ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page], last)
 
 
 def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:
@@ -284,3 +295,8 @@ def _unacked(topic_id: int, policy: StorePolicy, principal: str) -> QuerySet[Mes
         acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
         messages = messages.filter(~Exists(acked))
     return messages
+
+
+def last_sequences(slugs: list[str]) -> dict[str, int]:
+    """The highest sequence handed out per topic (committed messages only)."""
+    return dict(Topic.objects.filter(slug__in=slugs).values_list("slug", "last_sequence"))

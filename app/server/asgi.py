@@ -17,6 +17,7 @@ from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
 from relays.garbage_collection import garbage_collection_loop
 from relays.ping import ping_loop
+from relays.resync import resync_loop
 from relays.status import status_refresh_loop
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,14 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.start(get_runtime())
+                try:
+                    runtime = get_runtime()
+                    await runtime.start()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.start(runtime)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
@@ -52,7 +60,10 @@ class Lifespan:
                 return
 
     def start(self, runtime: BrokerRuntime) -> None:
-        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [("status-refresh", status_refresh_loop(runtime))]
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            ("status-refresh", status_refresh_loop(runtime)),
+            ("resync", resync_loop(runtime)),
+        ]
         if settings.PING_INTERVAL_S > 0:
             loops.append(("ping", ping_loop(runtime)))
         if settings.GC_INTERVAL_S > 0:

@@ -1,0 +1,200 @@
+"""The backplane: carries deliveries and control messages to the other server processes.
+
+Each process has one channel-layer channel and joins the group ``topic.<slug>`` while it has local
+connections on that topic, plus the ``broker.control`` group. One sender task publishes in
+submission order. The layer may drop messages (channels_redis drops on a full channel, pub/sub
+loses what is sent while Redis is away), so it is never the only record of a stored message: each
+connection repairs gaps in the per-topic sequence from the database, and the resync loop catches
+up topics whose database sequence ran ahead of what this process saw.
+
+With the in-memory layer (one process) there is nobody to tell, and ``LocalBackplane`` does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from app.broker.hub import Delivered
+
+logger = logging.getLogger(__name__)
+
+CONTROL_GROUP = "broker.control"
+
+
+def topic_group(slug: str) -> str:
+    return f"topic.{slug}"
+
+
+class Receiver:
+    """What the backplane hands incoming messages to (the runtime)."""
+
+    def remote_delivery(self, slug: str, item: Delivered) -> None: ...
+
+    def remote_grant(self, slug: str, principal: str) -> None: ...
+
+    def remote_rights_changed(self, slug: str) -> None: ...
+
+
+class LocalBackplane:
+    """One process: nothing to carry."""
+
+    origin = "local"
+
+    async def start(self, receiver: Receiver) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def join(self, slug: str) -> None:
+        return None
+
+    def leave(self, slug: str) -> None:
+        return None
+
+    def deliver(self, slug: str, item: Delivered) -> None:
+        return None
+
+    def grant(self, slug: str, principal: str) -> None:
+        return None
+
+    def rights_changed(self, slug: str) -> None:
+        return None
+
+
+class LayerBackplane(LocalBackplane):
+    """Several processes behind one channel layer (Redis)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.origin = uuid.uuid4().hex
+        self.channel = ""
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._groups_wanted: set[str] = {CONTROL_GROUP}
+        self._groups_joined: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.sent = 0
+        self.received = 0
+
+    async def start(self, receiver: Receiver) -> None:
+        self.channel = await self.layer.new_channel("switchyard.")
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="backplane-send"),
+            asyncio.create_task(self._receive_loop(receiver), name="backplane-receive"),
+        ]
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+
+    # --- membership and outgoing messages (all synchronous; the sender task does the I/O) ---
+
+    def join(self, slug: str) -> None:
+        self._groups_wanted.add(topic_group(slug))
+        self._wakeup.set()
+
+    def leave(self, slug: str) -> None:
+        self._groups_wanted.discard(topic_group(slug))
+        self._wakeup.set()
+
+    def deliver(self, slug: str, item: Delivered) -> None:
+        self._send(topic_group(slug), {"type": "broker.deliver", "slug": slug, "text": item.text,
+                                       "message_id": item.message_id, "sequence": item.sequence})
+
+    def grant(self, slug: str, principal: str) -> None:
+        self._send(CONTROL_GROUP, {"type": "broker.grant", "slug": slug, "principal": principal})
+
+    def rights_changed(self, slug: str) -> None:
+        self._send(CONTROL_GROUP, {"type": "broker.rights", "slug": slug})
+
+    def _send(self, group: str, message: dict[str, Any]) -> None:
+        message["origin"] = self.origin
+        self._outbox.append((group, message))
+        self._wakeup.set()
+
+    async def _send_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._sync_groups()
+                while self._outbox:
+                    group, message = self._outbox[0]
+                    await self.layer.group_send(group, message)
+                    self._outbox.popleft()
+                    self.sent += 1
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis is away: keep what is unsent (bounded) and retry; stored messages are
+                # also repaired from the database, so dropping the oldest is safe.
+                failures += 1
+                logger.exception("backplane send failed (%d in a row)", failures)
+                while len(self._outbox) > 10_000:
+                    self._outbox.popleft()
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                self._wakeup.set()
+
+    async def _sync_groups(self) -> None:
+        for group in self._groups_wanted - self._groups_joined:
+            await self.layer.group_add(group, self.channel)
+            self._groups_joined.add(group)
+        for group in self._groups_joined - self._groups_wanted:
+            await self.layer.group_discard(group, self.channel)
+            self._groups_joined.discard(group)
+
+    async def _receive_loop(self, receiver: Receiver) -> None:
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "broker.deliver": lambda m: receiver.remote_delivery(
+                m["slug"], Delivered(m["text"], m["message_id"], m["sequence"])
+            ),
+            "broker.grant": lambda m: receiver.remote_grant(m["slug"], m["principal"]),
+            "broker.rights": lambda m: receiver.remote_rights_changed(m["slug"]),
+        }
+        failures = 0
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                logger.exception("backplane receive failed (%d in a row)", failures)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if message.get("origin") == self.origin:
+                continue
+            self.received += 1
+            handler = handlers.get(message.get("type", ""))
+            if handler is None:
+                logger.warning("unknown backplane message %r", message.get("type"))
+                continue
+            try:
+                handler(message)
+            except Exception:
+                logger.exception("backplane message %s failed", message.get("type"))
+
+
+def make_backplane() -> LocalBackplane:
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return LocalBackplane()
+    return LayerBackplane(layer)

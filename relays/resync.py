@@ -1,0 +1,39 @@
+"""Catch up consumers whose topic's database sequence ran ahead of what reached them.
+
+The fast path (hub, backplane) may lose messages: a full channel, a Redis restart. Every
+``RESYNC_INTERVAL_S`` this process reads the last sequence of each topic it has consumers for, and
+each connection that stayed behind for a whole interval replays the missing messages from the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from app.broker.runtime import BrokerRuntime
+from app.broker.services import last_sequences
+
+logger = logging.getLogger(__name__)
+
+
+async def resync_loop(runtime: BrokerRuntime) -> None:
+    failures = 0
+    while True:
+        try:
+            await asyncio.sleep(settings.RESYNC_INTERVAL_S)
+            slugs = runtime.hub.topics()
+            if slugs:
+                for slug, last in (await database_sync_to_async(last_sequences)(slugs)).items():
+                    for subscriber in runtime.hub.subscribers(slug):
+                        subscriber.resync(last)
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            logger.exception("resync failed (%d in a row)", failures)
+            await asyncio.sleep(min(30.0, settings.RESYNC_INTERVAL_S * 2**failures))

@@ -1,0 +1,62 @@
+"""Two (or more) real server processes behind one Redis and one PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.databases import new_database_url
+from tests.helpers import unique
+from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
+
+
+@dataclass
+class Cluster:
+    database_url: str
+    redis_url: str
+    env: dict[str, str]
+    servers: list[ServerProcess] = field(default_factory=list)
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the cluster's database; its stdout."""
+        env = server_env(self.database_url, REDIS_URL=self.redis_url)
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                              capture_output=True, text=True, timeout=120)
+        return done.stdout
+
+    def topic(self, *args: str) -> str:
+        slug = unique()
+        self.manage("dasf_topic", slug, "--new", *args)
+        return slug
+
+    def token(self, username: str, *extra: str) -> str:
+        return self.manage("createtoken", username, "--create-user", *extra).strip()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_cluster(tmp: Path, redis_url: str, size: int = 2, **env: str) -> Cluster:
+    database_url = new_database_url(tmp, "cluster", backend="postgres")
+    migrate(database_url)
+    cluster = Cluster(database_url, redis_url, {"REDIS_URL": redis_url, **env})
+    cluster.servers = [start_server(database_url, **cluster.env) for _ in range(size)]
+    return cluster
+
+
+def http_json(url: str, method: str = "GET", body: object | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -1,0 +1,38 @@
+"""Real services for integration tests: skipped with a reason when absent, failed under CI=true."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+REDIS_URL = os.environ.get("SWITCHYARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("SWITCHYARD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require(name: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    reason = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}, and CI=true requires it (.ci/run starts it)")
+    pytest.skip(reason)
+
+
+def require_redis() -> str:
+    require("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+def require_postgres() -> str:
+    require("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL

@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make serve` and `make test` (only python3 needed).
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -26,8 +27,14 @@ serve: install
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
+# The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
+# PostgreSQL + Redis servers run once). Services that are down are started first when possible.
 test: install-dev
+	-@bash .ci/services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ "$$CI" = true ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest -m "not pinned_backend" $(PYTEST_ARGS); \
+	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; fi
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -99,6 +99,8 @@ class TopicConsumer(FrameConsumer):
         self.topic = topic
         if first_time and topic.is_response_topic:
             await database_sync_to_async(services.cancel_collection)(topic.id)
+        if first_time:
+            await self.runtime.backplane.joined(self.slug)
         # A shared subscription's backlog and probe go to its first connection only.
         lead = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
         replayed = await self._replay(topic, redelivery=first_time) if lead else 0

@@ -26,6 +26,7 @@ from app.broker.hub import Delivered
 logger = logging.getLogger(__name__)
 
 CONTROL_GROUP = "broker.control"
+JOIN_TIMEOUT_S = 2.0
 
 
 def topic_group(slug: str) -> str:
@@ -59,6 +60,10 @@ class LocalBackplane:
     def leave(self, slug: str) -> None:
         return None
 
+    async def joined(self, slug: str) -> None:
+        """Return once messages for ``slug`` from other processes reach this one."""
+        return None
+
     def deliver(self, slug: str, item: Delivered) -> None:
         return None
 
@@ -80,6 +85,7 @@ class LayerBackplane(LocalBackplane):
         self._groups_wanted: set[str] = {CONTROL_GROUP}
         self._groups_joined: set[str] = set()
         self._wakeup = asyncio.Event()
+        self._membership = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self.sent = 0
         self.received = 0
@@ -111,6 +117,16 @@ class LayerBackplane(LocalBackplane):
     def leave(self, slug: str) -> None:
         self._groups_wanted.discard(topic_group(slug))
         self._wakeup.set()
+
+    async def joined(self, slug: str) -> None:
+        # A consumer replays from the database only after joining, so nothing published in
+        # between is missed; if Redis is away, the resync loop covers the wait we give up on.
+        group = topic_group(slug)
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_S), self._membership:
+                await self._membership.wait_for(lambda: group in self._groups_joined)
+        except TimeoutError:
+            logger.warning("joining %s took over %.0f s; relying on resync", group, JOIN_TIMEOUT_S)
 
     def deliver(self, slug: str, item: Delivered) -> None:
         self._send(topic_group(slug), {"type": "broker.deliver", "slug": slug, "text": item.text,
@@ -153,12 +169,17 @@ class LayerBackplane(LocalBackplane):
                 self._wakeup.set()
 
     async def _sync_groups(self) -> None:
+        added = False
         for group in self._groups_wanted - self._groups_joined:
             await self.layer.group_add(group, self.channel)
             self._groups_joined.add(group)
+            added = True
         for group in self._groups_joined - self._groups_wanted:
             await self.layer.group_discard(group, self.channel)
             self._groups_joined.discard(group)
+        if added:
+            async with self._membership:
+                self._membership.notify_all()
 
     async def _receive_loop(self, receiver: Receiver) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {

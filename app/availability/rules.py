@@ -1,7 +1,9 @@
 """The availability rule, as a pure function and as the matching queryset filters.
 
 - **online**: the consumer answered the latest ping (a pong no older than ``grace`` before it),
-  or the answer is still due (the ping is younger than ``grace``) and it answered recently;
+  or the answer is still due (the ping is younger than ``grace``) and it answered the round before
+  (a pong no older than one ``interval`` plus ``grace`` before the ping): a dead consumer does not
+  flicker back to online with every new ping;
 - **offline**: pinged, not answered in time, but heard from within the window (it went away);
 - **unknown**: never pinged or pinged too long ago (no relay), or not heard from within the window.
 """
@@ -27,13 +29,16 @@ def availability(
     *,
     window_s: float,
     grace_s: float,
+    interval_s: float,
 ) -> Availability:
     window, grace = timedelta(seconds=window_s), timedelta(seconds=grace_s)
     if last_ping is None or now - last_ping > window:
         return Availability.UNKNOWN
     if last_pong is None or now - last_pong > window:
         return Availability.UNKNOWN
-    if last_pong >= last_ping - grace or now - last_ping <= grace:
+    if last_pong >= last_ping - grace:
+        return Availability.ONLINE
+    if now - last_ping <= grace and last_pong >= last_ping - timedelta(seconds=interval_s) - grace:
         return Availability.ONLINE
     return Availability.OFFLINE
 
@@ -49,6 +54,9 @@ def unknown_q(now: datetime, *, window_s: float) -> Q:
     )
 
 
-def answered_q(now: datetime, *, grace_s: float) -> Q:
+def answered_q(now: datetime, *, grace_s: float, interval_s: float) -> Q:
     grace = timedelta(seconds=grace_s)
-    return Q(last_pong__gte=F("last_ping") - grace) | Q(last_ping__gte=now - grace)
+    previous_round = timedelta(seconds=interval_s) + grace
+    return Q(last_pong__gte=F("last_ping") - grace) | (
+        Q(last_ping__gte=now - grace) & Q(last_pong__gte=F("last_ping") - previous_round)
+    )

@@ -40,28 +40,30 @@ class TopicQuerySet(models.QuerySet["Topic"]):
 
     # Availability filters: the rule of app.availability.rules, in SQL. Defaults from settings.
 
-    def online(self, now: datetime | None = None, *, window_s: float | None = None,
-               grace_s: float | None = None) -> TopicQuerySet:
-        now, window_s, grace_s = _availability_args(now, window_s, grace_s)
-        return self.exclude(unknown_q(now, window_s=window_s)).filter(answered_q(now, grace_s=grace_s))
+    def online(self, now: datetime | None = None, **rule: float) -> TopicQuerySet:
+        at, window, grace, interval = _availability_args(now, rule)
+        return self.exclude(unknown_q(at, window_s=window)).filter(
+            answered_q(at, grace_s=grace, interval_s=interval)
+        )
 
-    def offline(self, now: datetime | None = None, *, window_s: float | None = None,
-                grace_s: float | None = None) -> TopicQuerySet:
-        now, window_s, grace_s = _availability_args(now, window_s, grace_s)
-        return self.exclude(unknown_q(now, window_s=window_s)).exclude(answered_q(now, grace_s=grace_s))
+    def offline(self, now: datetime | None = None, **rule: float) -> TopicQuerySet:
+        at, window, grace, interval = _availability_args(now, rule)
+        return self.exclude(unknown_q(at, window_s=window)).exclude(
+            answered_q(at, grace_s=grace, interval_s=interval)
+        )
 
-    def unknown(self, now: datetime | None = None, *, window_s: float | None = None) -> TopicQuerySet:
-        now, window_s, _ = _availability_args(now, window_s, None)
-        return self.filter(unknown_q(now, window_s=window_s))
+    def unknown(self, now: datetime | None = None, **rule: float) -> TopicQuerySet:
+        at, window, _, _ = _availability_args(now, rule)
+        return self.filter(unknown_q(at, window_s=window))
 
 
-def _availability_args(
-    now: datetime | None, window_s: float | None, grace_s: float | None
-) -> tuple[datetime, float, float]:
+def _availability_args(now: datetime | None, rule: dict[str, float]) -> tuple[datetime, float, float, float]:
+    """``now`` and the rule's settings (window_s, grace_s, interval_s), defaults from settings."""
     return (
         now or timezone.now(),
-        settings.AVAILABILITY_WINDOW_S if window_s is None else window_s,
-        settings.PONG_GRACE_S if grace_s is None else grace_s,
+        rule.get("window_s", settings.AVAILABILITY_WINDOW_S),
+        rule.get("grace_s", settings.PONG_GRACE_S),
+        rule.get("interval_s", settings.PING_INTERVAL_S),
     )
 
 
@@ -117,6 +119,7 @@ class Topic(models.Model):
         return availability(
             now or timezone.now(), self.last_ping, self.last_pong,
             window_s=settings.AVAILABILITY_WINDOW_S, grace_s=settings.PONG_GRACE_S,
+            interval_s=settings.PING_INTERVAL_S,
         )
 
 

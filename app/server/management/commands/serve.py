@@ -7,6 +7,7 @@ accepts connections (tests read it).
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import sys
 from typing import Any
@@ -16,6 +17,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 STARTUP_TIMEOUT_S = 60.0
+
+
+def _raise_open_file_limit() -> None:
+    """Each websocket is a file descriptor; the usual soft limit of 1024 would cap connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class _Server(uvicorn.Server):
@@ -40,6 +48,7 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default="warning")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        _raise_open_file_limit()
         sock = socket.socket(socket.AF_INET6 if ":" in options["host"] else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((options["host"], options["port"]))

@@ -49,6 +49,19 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.principal = "anonymous"
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.max_frame_bytes: int = settings.MAX_FRAME_BYTES
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # channels' AsyncConsumer races the socket against a layer channel with asyncio.wait on
+        # every frame; with no layer channel a plain loop does the same for less.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' stock dispatch closes stale DB connections through a thread hop on every
@@ -82,8 +95,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         if not isinstance(raw, dict):
             self.refuse("frame must be a JSON object", None)
             return
-        if len(text) > settings.MAX_FRAME_BYTES // 4 and len(text.encode()) > settings.MAX_FRAME_BYTES:
-            self.refuse(f"frame is larger than {settings.MAX_FRAME_BYTES} bytes", raw)
+        limit = self.max_frame_bytes
+        if len(text) > limit // 4 and len(text.encode()) > limit:
+            self.refuse(f"frame is larger than {limit} bytes", raw)
             return
         await self.on_frame(raw)
 

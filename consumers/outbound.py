@@ -22,7 +22,14 @@ class Outbound:
         self._send = send
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=limit)
         self._task: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
         self.overflowed = False
+
+    async def wait_room(self, frames: int) -> None:
+        """Wait until ``frames`` more fit in the queue (back-pressure for replays)."""
+        while self._queue.maxsize - self._queue.qsize() < frames and self._task is not None and not self.overflowed:
+            self._room.clear()
+            await self._room.wait()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="ws-outbound")
@@ -69,6 +76,7 @@ class Outbound:
         queue, send = self._queue, self._send
         while True:
             text = await queue.get()
+            self._room.set()
             if text is None:
                 return
             try:

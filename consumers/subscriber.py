@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from pydantic import ValidationError
 
 from app import codec
@@ -24,7 +25,7 @@ from app.broker.models import RESERVED_TOPICS
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
 from app.broker.topics import TopicView, view_topic
-from consumers.base import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, FrameConsumer, describe
+from consumers.base import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_SLOW, FrameConsumer, describe
 from consumers.frames import ConsumerAck, DeliveryFrame, ErrorFrame
 from consumers.probes import probe
 
@@ -56,8 +57,9 @@ class TopicConsumer(FrameConsumer):
         elif not topic.rights.consume:
             self._forbid()
         else:
+            # As a task: the receive loop keeps reading acks while a long backlog is replayed.
             self._join()
-            await self._catch_up(topic, first_time=True)
+            self.spawn(self._catch_up(topic, first_time=True))
 
     async def on_disconnect(self) -> None:
         if not hasattr(self, "runtime"):
@@ -112,9 +114,16 @@ class TopicConsumer(FrameConsumer):
 
     async def _replay(self, topic: TopicView, *, redelivery: bool) -> int:
         count = 0
+        assert self.outbound is not None
+        # Pages no larger than half the send queue, fetched only when they fit: a replay must not
+        # overflow the queue of a consumer that is reading.
+        limit = max(1, min(REPLAY_PAGE, settings.SEND_QUEUE_FRAMES // 2))
         while not self.closing:
+            await self.outbound.wait_room(limit)
+            if self.closing:
+                break
             page = await database_sync_to_async(services.outstanding)(
-                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=REPLAY_PAGE,
+                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=limit,
                 redelivery=redelivery,
             )
             for replay in page.replays:
@@ -126,7 +135,7 @@ class TopicConsumer(FrameConsumer):
                 self.last_sequence = replay.sequence
                 self.push_model(DeliveryFrame.model_construct(**fields))
             count += len(page.replays)
-            if len(page.replays) < REPLAY_PAGE:
+            if len(page.replays) < limit:
                 self.last_sequence = max(self.last_sequence, page.last_sequence)
                 break
         return count
@@ -144,6 +153,9 @@ class TopicConsumer(FrameConsumer):
 
     def offer(self, item: Delivered) -> None:
         if self.buffer is not None:
+            if len(self.buffer) >= settings.SEND_QUEUE_FRAMES:
+                self.close(CLOSE_TOO_SLOW)  # held back during a replay, and still too many
+                return
             self.buffer.append(item)
         elif not self.shared and has_gap(self.last_sequence, item.sequence):
             self._repair(item)

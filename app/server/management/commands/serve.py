@@ -62,7 +62,9 @@ class Command(BaseCommand):
             log_level=options["log_level"],
             timeout_graceful_shutdown=10,
         )
-        asyncio.run(self._serve(_Server(config), sock))
+        # uvloop (and httptools) when installed: uvicorn.run would pick them, and so do we.
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(self._serve(_Server(config), sock))
 
     async def _serve(self, server: _Server, sock: socket.socket) -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))

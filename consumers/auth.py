@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.auth import AuthMiddleware
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 
 from app.auth.services import user_for_key
 
@@ -29,21 +31,37 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
     return None
 
 
-class TokenAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
-    """Sets ``scope["user"]``; a bad token is anonymous (permissions decide) and is noted in
-    ``scope["auth_error"]`` so refusals can say why."""
+class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
+    """Sets ``scope["user"]`` once per connection: from a token when one is given, else from the
+    session cookie of a logged-in user, else anonymous. A bad token is anonymous (permissions
+    decide) and is noted in ``scope["auth_error"]`` so refusals can say why.
+
+    channels' session middleware would wrap ``send`` for every outgoing frame; reading the session
+    once at connect costs nothing per frame.
+    """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         key = token_from_scope(scope)
-        if key is None:
-            return await self.inner(scope, receive, send)
-        user = await database_sync_to_async(user_for_key)(key) if key else None
-        scope = dict(scope, user=user or AnonymousUser())
-        if user is None:
-            scope["auth_error"] = "invalid or disabled token"
-        return await self.inner(scope, receive, send)
+        user: Any = None
+        extra: dict[str, Any] = {}
+        if key is not None:
+            user = await database_sync_to_async(user_for_key)(key) if key else None
+            if user is None:
+                extra["auth_error"] = "invalid or disabled token"
+        else:
+            session_key = session_key_from_scope(scope)
+            if session_key:
+                store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+                user = await get_user({"session": store})
+        return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
+
+
+def session_key_from_scope(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin-1")).get(settings.SESSION_COOKIE_NAME)
+    return None
 
 
 def token_auth_stack(inner: Any) -> Any:
-    """Session auth for logged-in admin users, overridden by a token when one is given."""
-    return CookieMiddleware(SessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
+    return ConnectionAuthMiddleware(inner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
@@ -13,18 +13,13 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from app.auth.services import user_for_key
-
-SCHEMES = {"token", "bearer"}
+from app.auth.services import key_from_authorization, user_for_key
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            parts = value.decode("latin-1").split()
-            if len(parts) == 2 and parts[0].lower() in SCHEMES:
-                return str(parts[1])
-            return ""  # present but malformed: authenticates nobody
+            return key_from_authorization(value.decode("latin-1"))
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "token" in query:
         return str(query["token"][0])
@@ -50,7 +45,7 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
                 extra["auth_error"] = "invalid or disabled token"
         else:
             session_key = session_key_from_scope(scope)
-            if session_key:
+            if session_key and same_origin(scope):
                 store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
                 user = await get_user({"session": store})
         return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
@@ -61,6 +56,16 @@ def session_key_from_scope(scope: dict[str, Any]) -> str | None:
         if name == b"cookie":
             return parse_cookie(value.decode("latin-1")).get(settings.SESSION_COOKIE_NAME)
     return None
+
+
+def same_origin(scope: dict[str, Any]) -> bool:
+    """A browser sends its session cookie to any page's websocket; only a page served by this host
+    may use it (no Origin header: not a browser, nothing to forge)."""
+    headers: dict[bytes, bytes] = dict(scope.get("headers", ()))
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    return urlsplit(origin.decode("latin-1")).netloc == headers.get(b"host", b"").decode("latin-1")
 
 
 def token_auth_stack(inner: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import codec
 from app.auth.services import principal_of
+from consumers.frames import ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 CLOSE_FORBIDDEN = 4403  # may not consume this topic
 CLOSE_NOT_FOUND = 4404  # no such websocket endpoint / reserved name
 CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come back on reconnect
+CLOSE_INTERNAL_ERROR = 1011  # the server failed on this connection; reconnect
 
 
 def describe(exc: ValidationError) -> str:
@@ -49,6 +52,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.principal = "anonymous"
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.cleaned = False
         self.max_frame_bytes: int = settings.MAX_FRAME_BYTES
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -62,6 +66,15 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        except Exception:
+            # A bug or an unreachable database while connecting: close this connection with 1011
+            # (the client reconnects), unregister it everywhere, and keep serving the others.
+            logger.exception("connection failed")
+            await self._cleanup()
+            try:
+                await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
+            except Exception:
+                logger.debug("could not send the close frame", exc_info=True)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' stock dispatch closes stale DB connections through a thread hop on every
@@ -99,12 +112,25 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         if len(text) > limit // 4 and len(text.encode()) > limit:
             self.refuse(f"frame is larger than {limit} bytes", raw)
             return
-        await self.on_frame(raw)
+        try:
+            await self.on_frame(raw)
+        except Exception:
+            logger.exception("handling a frame failed")
+            self.refuse("internal error (for example the database is unreachable); try again", raw)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        self.closing = True
+        await self._cleanup()
+        raise StopConsumer()
+
+    async def _cleanup(self) -> None:
+        """Unregister and stop everything this connection owns; runs once."""
+        if self.cleaned:
+            return
+        self.cleaned = self.closing = True
         try:
             await self.on_disconnect()
+        except Exception:
+            logger.exception("disconnect handling failed")
         finally:
             for task in list(self.tasks):
                 task.cancel()
@@ -117,7 +143,6 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
                     logger.exception("connection task failed")
             if self.outbound is not None:
                 await self.outbound.abort()
-        raise StopConsumer()
 
     # --- hooks ----------------------------------------------------------------------------
 
@@ -132,7 +157,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         """Answer a frame that cannot be taken; the connection stays open."""
-        raise NotImplementedError
+        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
 
     # --- sending --------------------------------------------------------------------------
 
@@ -166,3 +191,13 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("connection task failed", exc_info=task.exception())
+
+
+class AckingConsumer(FrameConsumer):
+    """Sockets that answer every frame with a producer ack: refusals are acks with ``send-error``."""
+
+    def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
+        ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
+        if raw is not None and "context" in raw:
+            ack.context = raw["context"]
+        self.push_model(ack)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from consumers.base import CLOSE_NOT_FOUND, FrameConsumer
-from consumers.frames import ErrorFrame
 
 
 class NotFoundConsumer(FrameConsumer):
@@ -14,5 +11,3 @@ class NotFoundConsumer(FrameConsumer):
         self.refuse(f"no websocket endpoint at {path}; use /ws/<topic> or /ws/<topic>/<subscription>", None)
         self.close(CLOSE_NOT_FOUND)
 
-    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
-        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))

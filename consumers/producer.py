@@ -18,11 +18,11 @@ from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView, view_topic
-from consumers.base import FrameConsumer, describe
-from consumers.frames import BROKER_FIELDS, DeliveryFrame, ProducerAck, ProducerFrame
+from consumers.base import AckingConsumer, describe
+from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
 
-class TopicProducer(FrameConsumer):
+class TopicProducer(AckingConsumer):
     topic: TopicView | None = None
 
     async def on_connect(self) -> None:
@@ -38,12 +38,6 @@ class TopicProducer(FrameConsumer):
     def recheck_rights(self) -> None:
         """Permissions on the topic changed somewhere: read them again before the next frame."""
         self.topic = None
-
-    def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
-        ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
-        if raw is not None and "context" in raw:
-            ack.context = raw["context"]
-        self.push_model(ack)
 
     def acknowledge(self, message_id: str, raw: dict[str, Any]) -> None:
         ack = ProducerAck(messageId=message_id, result="ok")
@@ -73,9 +67,11 @@ class TopicProducer(FrameConsumer):
                 return
         message_id = frame.messageId or str(uuid.uuid4())
         now = timezone.now()
+        # The delivery is the producer's object as received plus the broker's fields (the shape of
+        # DeliveryFrame). It is serialised from a dict: any key a producer sends is relayed, even
+        # one that a pydantic model would take for its own (``cls``, ``model_config``).
         fields = {k: v for k, v in raw.items() if k not in BROKER_FIELDS}
-        text = codec.dump_model(DeliveryFrame.model_construct(**fields, messageId=message_id,
-                                                              publishTime=now.isoformat()))
+        text = codec.dumps({**fields, "messageId": message_id, "publishTime": now.isoformat()})
         if not topic.policy.stores:
             self.runtime.deliver(topic.slug, Delivered(text, message_id, None))
             self.acknowledge(message_id, raw)
@@ -122,11 +118,14 @@ class TopicProducer(FrameConsumer):
             self.refuse(self._denied(reason), raw)
             return None
         try:
-            created = await database_sync_to_async(services.create_topic)(self.slug, self.user)
+            topic, created = await database_sync_to_async(services.create_topic)(self.slug, self.user)
         except TopicError as exc:
             self.refuse(str(exc), raw)
             return None
-        self.topic = TopicView.of(created, Rights(produce=True, consume=True, view_status=True))
+        if not created:  # someone else created it meanwhile: its rights, not ours, apply
+            self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+            return self.topic
+        self.topic = TopicView.of(topic, Rights(produce=True, consume=True, view_status=True))
         self.runtime.grant(self.slug, self.principal)
         return self.topic
 

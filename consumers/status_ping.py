@@ -13,21 +13,26 @@ from app.availability.services import status_of
 from app.broker import services
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView, view_topic
-from consumers.base import FrameConsumer, describe
+from consumers.base import AckingConsumer, describe
 from consumers.frames import ProducerAck, ProducerFrame
 
 
-class StatusPingConsumer(FrameConsumer):
+class StatusPingConsumer(AckingConsumer):
     async def on_connect(self) -> None:
         # Source topics this connection answered for, with its rights on them.
         self.topics: dict[str, TopicView] = {}
         self.runtime = get_runtime()
 
-    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
-        ack = ProducerAck(messageId=str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
-        if raw is not None and "context" in raw:
-            ack.context = raw["context"]
-        self.push_model(ack)
+    async def on_disconnect(self) -> None:
+        if hasattr(self, "runtime"):
+            for slug in self.topics:
+                self.runtime.hub.unwatch(slug, self)
+
+    def recheck_rights(self) -> None:
+        """Rights changed on a topic this socket answered for: look them up again."""
+        for slug in self.topics:
+            self.runtime.hub.unwatch(slug, self)
+        self.topics.clear()
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         try:
@@ -46,6 +51,7 @@ class StatusPingConsumer(FrameConsumer):
                 self.refuse(f"topic {source} does not exist", raw)
                 return
             self.topics[source] = topic
+            self.runtime.hub.watch(source, self)
         if not topic.rights.consume:
             self.refuse(f"not allowed to answer for topic {source}", raw)
             return

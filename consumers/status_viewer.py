@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from app.availability.services import TopicStatus, statuses, visible_topics
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
-from consumers.frames import ErrorFrame, StatusFrame
+from consumers.frames import StatusFrame
 
 
 class StatusViewerConsumer(FrameConsumer):
@@ -31,8 +31,6 @@ class StatusViewerConsumer(FrameConsumer):
     async def on_frame(self, raw: dict[str, Any]) -> None:
         self.refuse("status sockets only send; nothing is read from them", raw)
 
-    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
-        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
 
     def wants(self, slug: str) -> bool:
         return slug in self.visible

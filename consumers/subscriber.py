@@ -9,6 +9,8 @@ is attached when the topic is created for its principal. Stored messages lost on
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,11 +27,22 @@ from app.broker.models import RESERVED_TOPICS
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
 from app.broker.topics import TopicView, view_topic
-from consumers.base import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_SLOW, FrameConsumer, describe
-from consumers.frames import ConsumerAck, DeliveryFrame, ErrorFrame
+from consumers.base import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_SLOW,
+    FrameConsumer,
+    describe,
+)
+from consumers.frames import ConsumerAck
 from consumers.probes import probe
 
 REPLAY_PAGE = 500
+# Replays in one catch-up before held messages are sent regardless (the resync loop goes on).
+CATCH_UP_ROUNDS = 3
+
+logger = logging.getLogger(__name__)
 
 
 class TopicConsumer(FrameConsumer):
@@ -69,9 +82,6 @@ class TopicConsumer(FrameConsumer):
         if topic is not None and topic.is_response_topic and not self.runtime.hub.connection_count(self.slug):
             await database_sync_to_async(services.schedule_collection)(topic.id, self.principal, topic.policy)
 
-    def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
-        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
-
     def _forbid(self) -> None:
         reason = "not allowed to consume this topic"
         if self.scope.get("auth_error"):
@@ -88,8 +98,11 @@ class TopicConsumer(FrameConsumer):
 
     async def _catch_up_after_grant(self) -> None:
         topic = await database_sync_to_async(view_topic)(self.slug, self.user)
-        if topic is not None:
-            await self._catch_up(topic, first_time=True)
+        if topic is None or not topic.rights.consume:
+            self.runtime.hub.unsubscribe(self.slug, self)
+            self._forbid()
+            return
+        await self._catch_up(topic, first_time=True)
 
     def _join(self) -> None:
         """Take live messages from now on, held back until the replay is sent."""
@@ -98,6 +111,18 @@ class TopicConsumer(FrameConsumer):
 
     async def _catch_up(self, topic: TopicView, *, first_time: bool) -> None:
         """Send what the database has beyond ``last_sequence``, then what arrived meanwhile."""
+        try:
+            await self._catch_up_rounds(topic, first_time=first_time)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left as it is, the connection would hold live messages back for ever: close it,
+            # and the client's reconnect replays from the database.
+            logger.exception("catch-up on %s failed; closing the connection", self.slug)
+            self.runtime.hub.unsubscribe(self.slug, self)
+            self.close(CLOSE_INTERNAL_ERROR)
+
+    async def _catch_up_rounds(self, topic: TopicView, *, first_time: bool) -> None:
         self.topic = topic
         if first_time and topic.is_response_topic:
             await database_sync_to_async(services.cancel_collection)(topic.id)
@@ -105,10 +130,25 @@ class TopicConsumer(FrameConsumer):
             await self.runtime.backplane.joined(self.slug)
         # A shared subscription's backlog and probe go to its first connection only.
         lead = not (self.shared and self.runtime.hub.has_shared_peer(self.slug, self))
-        replayed = await self._replay(topic, redelivery=first_time) if lead else 0
-        held, self.buffer = self.buffer or [], None
-        for item in held:
-            self._deliver(item)
+        replayed = 0
+        for round_ in range(CATCH_UP_ROUNDS):
+            if lead:
+                replayed += await self._replay(topic, redelivery=first_time and round_ == 0)
+            # What arrived meanwhile, in sequence order (processes publish concurrently); stop at
+            # a gap and fetch again, or a message still on its way would later count as sent.
+            held = sorted(self.buffer or [], key=lambda item: item.sequence or 0)
+            self.buffer = None
+            for index, item in enumerate(held):
+                if lead and not self.shared and has_gap(self.last_sequence, item.sequence):
+                    self.buffer = held[index:]
+                    break
+                self._deliver(item)
+            if self.buffer is None:
+                break
+        else:
+            held, self.buffer = self.buffer or [], None
+            for item in held:  # the resync loop looks for what is still missing
+                self._deliver(item)
         if first_time and lead and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._deliver(probe("api_info"))
 
@@ -127,13 +167,13 @@ class TopicConsumer(FrameConsumer):
                 redelivery=redelivery,
             )
             for replay in page.replays:
-                # The stored frame was built by the broker; a reconnect adds only the count.
-                fields = codec.loads(replay.frame)
+                # The stored frame is what live consumers got; a reconnect adds only the count.
+                text = replay.frame
                 if redelivery:
-                    fields["redeliveryCount"] = replay.redelivery_count
-                self._remember(fields["messageId"], stored=True)
+                    text = codec.dumps({**codec.loads(text), "redeliveryCount": replay.redelivery_count})
+                self._remember(replay.message_id, stored=True)
                 self.last_sequence = replay.sequence
-                self.push_model(DeliveryFrame.model_construct(**fields))
+                self.push(text)
             count += len(page.replays)
             if len(page.replays) < limit:
                 self.last_sequence = max(self.last_sequence, page.last_sequence)

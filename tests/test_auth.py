@@ -54,3 +54,14 @@ async def test_unknown_session_is_anonymous(server):
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await ws.recv()
     assert closed.value.rcvd.code == 4403
+
+
+async def test_session_from_another_origin_is_ignored(server):
+    """A page on another origin cannot use a logged-in user's session cookie."""
+    user = make_user()
+    slug = private_topic_for(user)
+    client = Client()
+    client.force_login(user)
+    headers = {"Cookie": f"sessionid={client.cookies['sessionid'].value}", "Origin": "http://evil.example"}
+    ws = await connect(f"{server.ws}{slug}/s", headers)
+    assert "error" in (await recv_json(ws))["result"]

@@ -83,3 +83,14 @@ async def test_fragments_relayed_in_order(server):
     assert [(await recv_json(producer))["result"] for _ in range(3)] == ["ok"] * 3
     frames = [await recv_json(consumer) for _ in range(3)]
     assert [(f["payload"], f["properties"]["fragment"]) for f in frames] == [(f"chunk{i}", i) for i in range(3)]
+
+
+async def test_keys_pydantic_would_claim_are_relayed(server):
+    """Producer keys such as ``cls`` or ``model_config`` are relayed like any other."""
+    slug = make_topic()
+    consumer = await subscribe(server.ws, slug)
+    producer = await connect(server.ws + slug)
+    ack = await publish(producer, cls=1, model_config={"x": 1}, _fields_set=[2])
+    assert ack["result"] == "ok"
+    frame = await recv_json(consumer)
+    assert (frame["cls"], frame["model_config"], frame["_fields_set"]) == (1, {"x": 1}, [2])

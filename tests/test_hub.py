@@ -69,3 +69,12 @@ def test_grant_attaches_only_that_principal():
     assert (mine.granted, theirs.granted) == (1, 0)
     hub.grant("t", "user:1")
     assert mine.granted == 1
+
+
+def test_shared_groups_are_per_principal():
+    """Two principals using the same shared subscription name each get every message."""
+    hub, a, b = Hub(), Sub(principal="user:1", shared=True), Sub(principal="user:2", shared=True)
+    hub.subscribe("t", a)
+    hub.subscribe("t", b)
+    hub.publish("t", item(1))
+    assert a.got == b.got == ["1"]

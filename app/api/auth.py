@@ -8,18 +8,13 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 
-from app.auth.services import user_for_key
-
-SCHEMES = {"token", "bearer"}
+from app.auth.services import key_from_authorization, user_for_key
 
 
 async def request_user(request: HttpRequest) -> Any:
     header = request.headers.get("Authorization", "")
     if header:
-        parts = header.split()
-        if len(parts) == 2 and parts[0].lower() in SCHEMES:
-            user = await sync_to_async(user_for_key)(parts[1])
-            if user is not None:
-                return user
-        return AnonymousUser()
+        key = key_from_authorization(header)
+        user = await sync_to_async(user_for_key)(key) if key else None
+        return user or AnonymousUser()
     return await request.auser()

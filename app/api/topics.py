@@ -82,6 +82,8 @@ async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
     topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
     if not rights.produce:
         raise HttpError(403, "not allowed to ping this topic")
+    if topic.is_response_topic:
+        raise HttpError(400, "response topics are never pinged (their consumer is a requester)")
     if not topic.supports_dasf:
         raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
     now = timezone.now()

@@ -16,6 +16,15 @@ ANONYMOUS_PRINCIPAL = "anonymous"
 UserLike = AbstractBaseUser | AnonymousUser
 
 
+AUTH_SCHEMES = frozenset({"token", "bearer"})
+
+
+def key_from_authorization(header: str) -> str:
+    """The key of ``Token <key>`` or ``Bearer <key>``; "" for anything else (authenticates nobody)."""
+    parts = header.split()
+    return parts[1] if len(parts) == 2 and parts[0].lower() in AUTH_SCHEMES else ""
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

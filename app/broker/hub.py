@@ -41,6 +41,12 @@ class Subscriber(Watcher, Protocol):
     def resync(self, database_last: int) -> None: ...
 
 
+def _shared_key(sub: Subscriber) -> tuple[str, str]:
+    # Per principal: two users picking the same subscription name must not share messages
+    # (one's ack would remove the other's message).
+    return (sub.principal, sub.subscription)
+
+
 @dataclass(slots=True)
 class _SharedGroup:
     members: list[Subscriber] = field(default_factory=list)
@@ -54,7 +60,7 @@ class _SharedGroup:
 @dataclass(slots=True)
 class _TopicSubscribers:
     exclusive: list[Subscriber] = field(default_factory=list)
-    shared: dict[str, _SharedGroup] = field(default_factory=dict)
+    shared: dict[tuple[str, str], _SharedGroup] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.exclusive or self.shared)
@@ -119,7 +125,7 @@ class Hub:
     def subscribe(self, slug: str, sub: Subscriber) -> None:
         subs = self._topics.setdefault(slug, _TopicSubscribers())
         if sub.shared:
-            subs.shared.setdefault(sub.subscription, _SharedGroup()).members.append(sub)
+            subs.shared.setdefault(_shared_key(sub), _SharedGroup()).members.append(sub)
         else:
             subs.exclusive.append(sub)
         self._presence_changed(slug)
@@ -133,11 +139,11 @@ class Hub:
             self._presence_changed(slug)
             return
         if sub.shared:
-            group = subs.shared.get(sub.subscription)
+            group = subs.shared.get(_shared_key(sub))
             if group is not None and sub in group.members:
                 group.members.remove(sub)
                 if not group.members:
-                    del subs.shared[sub.subscription]
+                    del subs.shared[_shared_key(sub)]
         elif sub in subs.exclusive:
             subs.exclusive.remove(sub)
         if not subs:
@@ -168,7 +174,7 @@ class Hub:
     def has_shared_peer(self, slug: str, sub: Subscriber) -> bool:
         """Another connection of the same shared subscription is already attached."""
         subs = self._topics.get(slug)
-        group = subs.shared.get(sub.subscription) if subs else None
+        group = subs.shared.get(_shared_key(sub)) if subs else None
         return group is not None and any(m is not sub for m in group.members)
 
     def publish(self, slug: str, item: Delivered) -> int:

@@ -21,10 +21,6 @@ class Rights:
     consume: bool
     view_status: bool
 
-    @classmethod
-    def none(cls) -> Rights:
-        return cls(False, False, False)
-
 
 def rights_on(user: Any, topic: Topic) -> Rights:
     """A user's rights on a topic, in one guardian lookup per right."""

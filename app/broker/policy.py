@@ -34,7 +34,3 @@ def removed_after_ack(policy: StorePolicy, acked_by: set[str], consumers: set[st
         return bool(acked_by) and consumers <= acked_by
     return False
 
-
-def tracks_acks_per_principal(policy: StorePolicy) -> bool:
-    """cacheall and store remember who acked; cache simply deletes."""
-    return policy in (StorePolicy.CACHEALL, StorePolicy.STORE)

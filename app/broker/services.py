@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import Exists, F, Field, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -72,15 +72,16 @@ def get_topic(slug: str) -> Topic | None:
     return Topic.objects.select_related("response_for").filter(slug=slug).first()
 
 
-def create_topic(slug: str, owner: Any) -> Topic:
-    """Auto-create a topic on its first message; its creator may produce to and consume it."""
+def create_topic(slug: str, owner: Any) -> tuple[Topic, bool]:
+    """Auto-create a topic on its first message; its creator may produce to and consume it.
+    Returns the topic and whether this call created it (a racing creator may have won)."""
     if slug in RESERVED_TOPICS:
         raise TopicError(f"{slug} is reserved")
     with transaction.atomic():
         topic, created = Topic.objects.get_or_create(slug=slug)
         if created:
             grant(owner, topic, "can_produce", "can_consume")
-    return topic
+    return topic, created
 
 
 def ensure_response_topic(source_id: int, slug: str, requester: Any) -> tuple[int, bool]:
@@ -124,6 +125,11 @@ def write_batch(ops: Sequence[Op]) -> list[OpResult]:
     except IntegrityError:
         if len(ops) == 1:
             return [IntegrityError("duplicate message")]
+    except (DataError, ProgrammingError):
+        # Something in one op the database refused; an unreachable database (OperationalError)
+        # is not retried op by op, it fails the whole batch at once.
+        if len(ops) == 1:
+            raise
     results: list[OpResult] = []
     for op in ops:
         try:
@@ -190,7 +196,10 @@ def _apply_acks(acks: Sequence[Ack]) -> None:
     for ack in acks:
         by_topic[(ack.topic_id, ack.policy)].append(ack)
     now = timezone.now()
-    for (topic_id, policy), group in by_topic.items():
+    for (topic_id, policy), acks_of_topic in by_topic.items():
+        # One principal acking the same message twice in a batch (two of its connections got
+        # it) is one ack: PostgreSQL refuses an upsert touching a row twice.
+        group = list({(a.message_id, a.principal): a for a in acks_of_topic}.values())
         ids = {a.message_id for a in group}
         if policy is StorePolicy.CACHE:
             _delete_messages(Message.objects.filter(topic_id=topic_id, message_id__in=ids))
@@ -266,7 +275,8 @@ def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:
     Delivery.objects.bulk_update(existing.values(), ["redelivery_count"])
     fresh = [Delivery(message_id=pk, principal=principal, redelivery_count=1)
              for pk in message_pks if pk not in existing]
-    Delivery.objects.bulk_create(fresh)
+    # A connection of the same principal in another process may replay the same message now.
+    Delivery.objects.bulk_create(fresh, ignore_conflicts=True)
     counts = {pk: d.redelivery_count for pk, d in existing.items()}
     counts.update({d.message_id: 1 for d in fresh})
     return counts

@@ -45,6 +45,14 @@ class Outbound:
             return False
         return True
 
+    def discard(self) -> int:
+        """Drop the frames not yet sent (rights were revoked: they must not go out)."""
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            dropped += 1
+        return dropped
+
     async def close(self, code: int | None = None) -> None:
         """Send what is queued, then a close frame when ``code`` is given, and end the task."""
         if self._task is None:

@@ -240,7 +240,11 @@ class TopicConsumer(FrameConsumer):
         attached = self.topic is not None or self.buffer is not None
         if topic is None or not topic.rights.consume:
             if attached:
+                # Revoked: nothing more goes out, not even what was queued, and acks stop counting.
                 self.runtime.hub.unsubscribe(self.slug, self)
+                self.topic, self.buffer = None, None
+                if self.outbound is not None:
+                    self.outbound.discard()
                 self._forbid()
             return
         if attached:

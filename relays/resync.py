@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.broker.runtime import BrokerRuntime
-from app.broker.services import last_sequences
+from app.broker.services import keep_response_topics, last_sequences
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ async def resync_loop(runtime: BrokerRuntime) -> None:
                 for slug, last in (await database_sync_to_async(last_sequences)(slugs)).items():
                     for subscriber in runtime.hub.subscribers(slug):
                         subscriber.resync(last)
+                # A requester may have moved here from another process, whose disconnect then
+                # scheduled its response topic for collection.
+                await database_sync_to_async(keep_response_topics)(slugs)
             failures = 0
         except asyncio.CancelledError:
             raise

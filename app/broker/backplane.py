@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 CONTROL_GROUP = "broker.control"
 JOIN_TIMEOUT_S = 2.0
+# Messages waiting for Redis; beyond this the oldest are dropped (and repaired from the database).
+OUTBOX_LIMIT = 10_000
 
 
 def topic_group(slug: str) -> str:
@@ -89,6 +91,7 @@ class LayerBackplane(LocalBackplane):
         self._tasks: list[asyncio.Task[None]] = []
         self.sent = 0
         self.received = 0
+        self.dropped = 0
 
     async def start(self, receiver: Receiver) -> None:
         self.channel = await self.layer.new_channel("switchyard.")
@@ -140,6 +143,13 @@ class LayerBackplane(LocalBackplane):
 
     def _send(self, group: str, message: dict[str, Any]) -> None:
         message["origin"] = self.origin
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            # Redis is slower than we publish: drop the oldest. Stored messages are repaired from
+            # the database; a dropped control message is repeated by the next change.
+            self._outbox.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                logger.warning("backplane backlog full: %d messages dropped so far", self.dropped)
         self._outbox.append((group, message))
         self._wakeup.set()
 
@@ -163,8 +173,6 @@ class LayerBackplane(LocalBackplane):
                 # also repaired from the database, so dropping the oldest is safe.
                 failures += 1
                 logger.exception("backplane send failed (%d in a row)", failures)
-                while len(self._outbox) > 10_000:
-                    self._outbox.popleft()
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 self._wakeup.set()
 

@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import Exists, F, Field, OuterRef, QuerySet
 from django.utils import timezone
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from app.auth.services import principal_of
 from app.broker.models import RESERVED_TOPICS, TOPIC_PATTERN, Delivery, Message, Topic
@@ -306,9 +308,23 @@ def cancel_collection(topic_id: int) -> None:
 
 
 def collect_response_topics(now: datetime | None = None) -> int:
-    """Delete response topics whose collection time has passed; how many."""
-    due = Topic.objects.response_topics().filter(garbage_collect_on__lte=now or timezone.now())
-    return int(due.delete()[1].get("broker.Topic", 0))
+    """Delete response topics whose collection time has passed, with their object permissions."""
+    with transaction.atomic():
+        due = Topic.objects.response_topics().filter(garbage_collect_on__lte=now or timezone.now())
+        ids = [str(pk) for pk in due.values_list("pk", flat=True)]
+        if not ids:
+            return 0
+        topic_type = ContentType.objects.get_for_model(Topic)
+        for permissions in (UserObjectPermission, GroupObjectPermission):
+            permissions.objects.filter(content_type=topic_type, object_pk__in=ids).delete()
+        return int(Topic.objects.filter(pk__in=ids).delete()[1].get("broker.Topic", 0))
+
+
+def keep_response_topics(slugs: list[str]) -> None:
+    """Response topics with consumers in this process are in use, whatever another process decided."""
+    Topic.objects.response_topics().filter(slug__in=slugs, garbage_collect_on__isnull=False).update(
+        garbage_collect_on=None
+    )
 
 
 def outstanding_exists(topic_id: int, policy: StorePolicy, principal: str) -> bool:

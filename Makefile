@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser clean
+.PHONY: serve test lint install install-dev browser clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy app consumers relays settings
+
+# Switchyard against a raw websockets relay, same run (benchmarks/run.py; --quick, --only W1,W3).
+# Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.
+bench: install-dev
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Debian's Chromium for the status page's browser test (playwright drives it; it cannot download one).
 browser:

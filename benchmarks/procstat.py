@@ -62,10 +62,12 @@ class CpuMeter:
         return sum(cpu_s(pid) for pid in self.pids)
 
 
-async def wait_until_idle(pid: int, deadline: float, busy_fraction: float = 0.05, step_s: float = 0.25) -> float:
+async def wait_until_idle(pid: int, deadline: float, busy_fraction: float = 0.15, step_s: float = 0.1) -> float:
     """Wait until ``pid`` uses under ``busy_fraction`` of a core over one step (or the deadline
-    passes: ``time.monotonic()`` based); returns when it went idle. A server keeps working after a
-    handshake completes (Switchyard attaches the consumer after accepting it)."""
+    passes: ``time.monotonic()`` based); returns when it went idle, i.e. the start of the first
+    quiet step. A server keeps working after a handshake completes (Switchyard attaches the
+    consumer after accepting it). CPU time comes in 10 ms ticks: one tick per 100 ms step is
+    still idle (housekeeping loops), two are not."""
     last_cpu, last = cpu_s(pid), time.monotonic()
     while time.monotonic() < deadline:
         await asyncio.sleep(step_s)

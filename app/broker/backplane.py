@@ -29,6 +29,7 @@ CONTROL_GROUP = "broker.control"
 JOIN_TIMEOUT_S = 2.0
 # Messages waiting for Redis; beyond this the oldest are dropped (and repaired from the database).
 OUTBOX_LIMIT = 10_000
+BATCH_MESSAGES = 256
 
 
 def topic_group(slug: str) -> str:
@@ -161,10 +162,12 @@ class LayerBackplane(LocalBackplane):
             try:
                 await self._sync_groups()
                 while self._outbox:
-                    group, message = self._outbox[0]
+                    group, message = self._next_send()
                     await self.layer.group_send(group, message)
-                    self._outbox.popleft()
-                    self.sent += 1
+                    count = len(message["messages"]) if message["type"] == "broker.batch" else 1
+                    for _ in range(count):
+                        self._outbox.popleft()
+                    self.sent += count
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -175,6 +178,19 @@ class LayerBackplane(LocalBackplane):
                 logger.exception("backplane send failed (%d in a row)", failures)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 self._wakeup.set()
+
+    def _next_send(self) -> tuple[str, dict[str, Any]]:
+        """The oldest queued message, or a batch of the consecutive ones for the same group: one
+        PUBLISH per batch, or Redis round trips would cap what crosses processes."""
+        group = self._outbox[0][0]
+        run: list[dict[str, Any]] = []
+        for queued_group, message in self._outbox:
+            if queued_group != group or len(run) == BATCH_MESSAGES:
+                break
+            run.append(message)
+        if len(run) == 1:
+            return group, run[0]
+        return group, {"type": "broker.batch", "messages": run, "origin": self.origin}
 
     async def _sync_groups(self) -> None:
         added = False
@@ -211,15 +227,17 @@ class LayerBackplane(LocalBackplane):
                 continue
             if message.get("origin") == self.origin:
                 continue
-            self.received += 1
-            handler = handlers.get(message.get("type", ""))
-            if handler is None:
-                logger.warning("unknown backplane message %r", message.get("type"))
-                continue
-            try:
-                handler(message)
-            except Exception:
-                logger.exception("backplane message %s failed", message.get("type"))
+            batch = message["messages"] if message.get("type") == "broker.batch" else [message]
+            for item in batch:
+                self.received += 1
+                handler = handlers.get(item.get("type", ""))
+                if handler is None:
+                    logger.warning("unknown backplane message %r", item.get("type"))
+                    continue
+                try:
+                    handler(item)
+                except Exception:
+                    logger.exception("backplane message %s failed", item.get("type"))
 
 
 def make_backplane() -> LocalBackplane:

@@ -5,11 +5,14 @@ These run once per connection (and again when told permissions changed), never p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import assign_perm, get_users_with_perms
+from guardian.utils import get_anonymous_user
 
 from app.auth.services import ANONYMOUS_PRINCIPAL, principal_of
 from app.broker.models import Topic
@@ -23,14 +26,21 @@ class Rights:
 
 
 def rights_on(user: Any, topic: Topic) -> Rights:
-    """A user's rights on a topic, in one guardian lookup per right."""
-    consume = bool(user.has_perm("broker.can_consume", topic))
-    produce = topic.is_public or bool(user.has_perm("broker.can_produce", topic))
-    if not produce and topic.response_for_id is not None:
+    """A user's rights on a topic (and, for a response topic, on its source), in one prefetch."""
+    holder = guardian_user(user)
+    if not getattr(holder, "is_active", False):
+        return Rights(produce=topic.is_public, consume=False, view_status=topic.is_public)
+    checker = ObjectPermissionChecker(holder)
+    source = topic.response_for
+    topics: Any = [topic] if source is None else [topic, source]  # guardian accepts any list of objects
+    checker.prefetch_perms(topics)
+    consume = checker.has_perm("can_consume", topic)
+    produce = topic.is_public or checker.has_perm("can_produce", topic)
+    if not produce and source is not None:
         # Whoever may consume the source topic may answer on its response topics, also when the
         # backend module (re)started after the response topic was created.
-        produce = bool(user.has_perm("broker.can_consume", topic.response_for))
-    view = topic.is_public or consume or produce or bool(user.has_perm("broker.can_view_status", topic))
+        produce = checker.has_perm("can_consume", source)
+    view = topic.is_public or consume or produce or checker.has_perm("can_view_status", topic)
     return Rights(produce=produce, consume=consume, view_status=view)
 
 
@@ -42,8 +52,12 @@ def guardian_user(user: Any) -> Any:
     """guardian stores anonymous grants on a real user row; map Django's AnonymousUser to it."""
     if getattr(user, "is_authenticated", False):
         return user
-    from guardian.utils import get_anonymous_user
+    return _anonymous_user()
 
+
+@functools.cache
+def _anonymous_user() -> Any:
+    # guardian's get_anonymous_user() queries on every call; the row never changes.
     return get_anonymous_user()
 
 

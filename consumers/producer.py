@@ -17,7 +17,7 @@ from app.broker.hub import Delivered
 from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
-from app.broker.topics import TopicView, view_topic
+from app.broker.topics import TopicView
 from consumers.base import AckingConsumer, describe
 from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
@@ -29,7 +29,7 @@ class TopicProducer(AckingConsumer):
         self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
         self.runtime = get_runtime()
         self.runtime.hub.watch(self.slug, self)
-        self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
 
     async def on_disconnect(self) -> None:
         if hasattr(self, "runtime"):
@@ -107,7 +107,7 @@ class TopicProducer(AckingConsumer):
 
     async def _topic_on_first_message(self, raw: dict[str, Any]) -> TopicView | None:
         """The topic did not exist at connect: look again, or create it when allowed."""
-        self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
         if self.topic is not None:
             return self.topic
         if not await database_sync_to_async(may_add_topics)(self.user):
@@ -123,7 +123,7 @@ class TopicProducer(AckingConsumer):
             self.refuse(str(exc), raw)
             return None
         if not created:  # someone else created it meanwhile: its rights, not ours, apply
-            self.topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+            self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
             return self.topic
         self.topic = TopicView.of(topic, Rights(produce=True, consume=True, view_status=True))
         self.runtime.grant(self.slug, self.principal)

@@ -12,7 +12,7 @@ from app import codec
 from app.availability.services import status_of
 from app.broker import services
 from app.broker.runtime import get_runtime
-from app.broker.topics import TopicView, view_topic
+from app.broker.topics import TopicView
 from consumers.base import AckingConsumer, describe
 from consumers.frames import ProducerAck, ProducerFrame
 
@@ -46,7 +46,7 @@ class StatusPingConsumer(AckingConsumer):
             return
         topic = self.topics.get(source)
         if topic is None:
-            topic = await database_sync_to_async(view_topic)(source, self.user)
+            topic = await self.runtime.topic_view(source, self.user, self.principal)
             if topic is None:
                 self.refuse(f"topic {source} does not exist", raw)
                 return

@@ -26,7 +26,7 @@ from app.broker.hub import Delivered
 from app.broker.models import RESERVED_TOPICS
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
-from app.broker.topics import TopicView, view_topic
+from app.broker.topics import TopicView
 from consumers.base import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
@@ -64,7 +64,7 @@ class TopicConsumer(FrameConsumer):
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)
             return
-        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
         if topic is None:
             self.runtime.hub.wait(self.slug, self)
         elif not topic.rights.consume:
@@ -97,7 +97,7 @@ class TopicConsumer(FrameConsumer):
         self.spawn(self._catch_up_after_grant())
 
     async def _catch_up_after_grant(self) -> None:
-        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
         if topic is None or not topic.rights.consume:
             self.runtime.hub.unsubscribe(self.slug, self)
             self._forbid()
@@ -158,6 +158,8 @@ class TopicConsumer(FrameConsumer):
         # Pages no larger than half the send queue, fetched only when they fit: a replay must not
         # overflow the queue of a consumer that is reading.
         limit = max(1, min(REPLAY_PAGE, settings.SEND_QUEUE_FRAMES // 2))
+        if redelivery:
+            await self.runtime.writer.flush()  # acks this principal just sent on another connection
         while not self.closing:
             await self.outbound.wait_room(limit)
             if self.closing:
@@ -236,7 +238,7 @@ class TopicConsumer(FrameConsumer):
         self.spawn(self._recheck_rights())
 
     async def _recheck_rights(self) -> None:
-        topic = await database_sync_to_async(view_topic)(self.slug, self.user)
+        topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
         attached = self.topic is not None or self.buffer is not None
         if topic is None or not topic.rights.consume:
             if attached:

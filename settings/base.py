@@ -143,6 +143,8 @@ SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
 UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
 # permessage-deflate costs CPU on every frame; DASF clients do not ask for it anyway.
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
+# How long a process trusts a cached topic + rights lookup (changes also invalidate it at once).
+TOPIC_VIEW_TTL_S = env_float("TOPIC_VIEW_TTL_S", 10.0)
 # How often consumers are checked against the database for messages the fast path lost.
 RESYNC_INTERVAL_S = env_float("RESYNC_INTERVAL_S", 2.0)
 # Group commit: at most this many rows per transaction.

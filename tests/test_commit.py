@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from app.broker.commit import GroupCommitWriter, WriterClosed
 
 
@@ -44,3 +46,14 @@ async def test_stop_flushes_then_refuses():
     await writer.stop()
     assert written == [1]
     assert isinstance(await writer.write(2), WriterClosed)
+
+
+async def test_flush_waits_for_lingering_acks():
+    """flush() returns only once fire-and-forget ops (which may linger) are written."""
+    written: list[int] = []
+    writer = GroupCommitWriter(apply=lambda ops: [written.append(op) for op in ops])
+    writer.submit(1)
+    writer.submit(2)
+    await asyncio.wait_for(writer.flush(), 5)
+    assert written == [1, 2]
+    await writer.stop()

@@ -1,9 +1,17 @@
 """Group commit: one writer task turns a backlog of inserts and acks into one transaction.
 
 The receive loops never wait for a commit. Whatever queued up while the previous transaction
-ran goes into the next one, so there is no fixed linger: a lone request commits at once, a burst
-commits in batches. Each op's callback runs after its transaction committed (or failed), in
-submission order, which keeps delivery and producer acks in publish order.
+ran goes into the next one, so there is no fixed linger for messages: a lone request commits at
+once, a burst commits in batches. Each op's callback runs after its transaction committed (or
+failed), in submission order, which keeps delivery and producer acks in publish order.
+
+Consumer acks have no one waiting for them. A batch of acks alone lingers up to
+``ACK_LINGER_S`` for a message to travel with, so an ack's commit does not sit in front of the
+next request's (request/reply would pay for every ack on its critical path otherwise).
+
+The writer runs its transactions on a thread of its own with its own database connection: the
+shared sync_to_async thread would add its hand-over cost to every commit, and other ORM work
+(connects, pongs) would queue in front of messages.
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-from channels.db import database_sync_to_async
+from django.db import InterfaceError, OperationalError, connection
 
 from app.broker.services import Op, OpResult, write_batch
 
@@ -22,6 +31,13 @@ logger = logging.getLogger(__name__)
 Done = Callable[[OpResult], None]
 Apply = Callable[[Sequence[Op]], list[OpResult]]
 
+ACK_LINGER_S = 0.005
+
+
+def _close_connection() -> None:
+    # A function, not ``connection.close``: the proxy must be resolved on the writer's thread.
+    connection.close()
+
 
 class WriterClosed(RuntimeError):
     """The writer was stopped; the op was not written."""
@@ -29,12 +45,18 @@ class WriterClosed(RuntimeError):
 
 class GroupCommitWriter:
     def __init__(self, apply: Apply = write_batch, max_rows: int = 500) -> None:
-        self._apply = database_sync_to_async(apply)
+        self._apply_sync = apply
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self._max_rows = max_rows
         self._pending: deque[tuple[Op, Done | None]] = deque()
+        self._waited_for = 0  # pending ops somebody waits for (messages, not acks)
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._submitted = 0
+        self._written = 0
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self.batches = 0
         self.rows = 0
 
@@ -45,7 +67,13 @@ class GroupCommitWriter:
                 done(WriterClosed("server is shutting down"))
             return
         self._pending.append((op, done))
+        self._submitted += 1
         self._wakeup.set()
+        if done is not None:
+            self._waited_for += 1
+            self._urgent.set()
+        elif len(self._pending) >= self._max_rows:
+            self._urgent.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit-writer")
 
@@ -60,13 +88,26 @@ class GroupCommitWriter:
         self.submit(op, done)
         return await future
 
+    async def flush(self) -> None:
+        """Return once everything submitted so far is committed (or failed): a consumer that
+        reconnects must not be replayed what it acked a moment ago on its old connection."""
+        if self._written >= self._submitted:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append((self._submitted, future))
+        self._urgent.set()
+        await future
+
     async def stop(self) -> None:
         """Write what is queued, then end the writer task."""
         self._closing = True
         self._wakeup.set()
+        self._urgent.set()
         if self._task is not None:
             await self._task
             self._task = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
         while True:
@@ -76,10 +117,19 @@ class GroupCommitWriter:
                     return
                 self._wakeup.clear()
                 continue
+            if not self._waited_for and not self._flushes and not self._closing:
+                self._urgent.clear()
+                try:
+                    async with asyncio.timeout(ACK_LINGER_S):
+                        await self._urgent.wait()
+                except TimeoutError:
+                    pass
             batch = [self._pending.popleft() for _ in range(min(self._max_rows, len(self._pending)))]
+            self._waited_for -= sum(1 for _, done in batch if done is not None)
             results = await self._commit([op for op, _ in batch])
             self.batches += 1
             self.rows += len(batch)
+            self._written += len(batch)
             for (_, done), result in zip(batch, results, strict=True):
                 if done is None:
                     if isinstance(result, Exception):
@@ -89,11 +139,27 @@ class GroupCommitWriter:
                     done(result)
                 except Exception:
                     logger.exception("commit callback failed")
+            if self._flushes:
+                waiting = []
+                for target, future in self._flushes:
+                    if target <= self._written:
+                        if not future.done():
+                            future.set_result(None)
+                    else:
+                        waiting.append((target, future))
+                self._flushes = waiting
+
+    def _apply(self, ops: list[Op]) -> list[OpResult]:
+        """On the writer's thread."""
+        try:
+            return self._apply_sync(ops)
+        except (OperationalError, InterfaceError):
+            connection.close()  # reconnect on the next batch (e.g. after a PostgreSQL restart)
+            raise
 
     async def _commit(self, ops: list[Op]) -> list[OpResult]:
         try:
-            results: list[OpResult] = await self._apply(ops)
-            return results
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, ops)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

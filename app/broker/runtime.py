@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.availability.board import StatusBoard
 from app.broker.backplane import LocalBackplane, Receiver, make_backplane
 from app.broker.commit import GroupCommitWriter
 from app.broker.hub import Delivered, Hub
+from app.broker.topics import TopicView, view_topic
 
 logger = logging.getLogger(__name__)
+
+VIEW_CACHE_SIZE = 100_000
 
 
 class BrokerRuntime(Receiver):
@@ -25,6 +30,9 @@ class BrokerRuntime(Receiver):
         # Response topics this process already made sure of: slug -> (topic id, source topic id).
         self.response_topics: dict[str, tuple[int, int]] = {}
         self.unacked_limit = settings.UNACKED_PER_CONNECTION
+        # (slug, principal) -> (what a connection caches about its topic, monotonic expiry). Many
+        # connections of one principal (a reconnect storm, a fleet of modules) need one lookup.
+        self._views: dict[tuple[str, str], tuple[TopicView, float]] = {}
         self.loop = asyncio.get_running_loop()
         self._started = False
 
@@ -36,6 +44,23 @@ class BrokerRuntime(Receiver):
     async def stop(self) -> None:
         await self.writer.stop()
         await self.backplane.stop()
+
+    async def topic_view(self, slug: str, user: Any, principal: str, *, fresh: bool = False) -> TopicView | None:
+        """The topic and the principal's rights on it: cached for ``TOPIC_VIEW_TTL_S`` and dropped
+        when rights on the topic change anywhere; ``fresh`` reads the database. A missing topic is
+        not cached (it may be created any moment)."""
+        key = (slug, principal)
+        cached = self._views.get(key)
+        if cached is not None and not fresh and cached[1] > self.loop.time():
+            return cached[0]
+        view: TopicView | None = await database_sync_to_async(view_topic)(slug, user)
+        if view is None:
+            self._views.pop(key, None)
+        else:
+            if len(self._views) >= VIEW_CACHE_SIZE:
+                self._views.clear()
+            self._views[key] = (view, self.loop.time() + settings.TOPIC_VIEW_TTL_S)
+        return view
 
     def _presence(self, slug: str, present: bool) -> None:
         if present:
@@ -70,6 +95,8 @@ class BrokerRuntime(Receiver):
 
     def remote_rights_changed(self, slug: str) -> None:
         self.response_topics.pop(slug, None)
+        for key in [k for k in self._views if k[0] == slug]:
+            del self._views[key]
         for connection in self.hub.connections(slug):
             connection.recheck_rights()
 

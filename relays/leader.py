@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
 
 from app.leases.services import acquire, release
+from relays.periodic import every
 
 logger = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 30.0
 
 
 def process_identity() -> str:
@@ -31,25 +29,18 @@ async def run_as_leader(
 ) -> None:
     """Call ``job`` every ``interval_s`` while this process holds lease ``name``; never returns."""
     holder = holder or process_identity()
-    tick = interval_s / 5
     loop = asyncio.get_running_loop()
     due = 0.0
-    failures = 0
+
+    async def tick() -> None:
+        nonlocal due
+        leading = await database_sync_to_async(acquire)(name, holder, interval_s * 0.6)
+        if leading and loop.time() >= due:
+            due = loop.time() + interval_s
+            await job()
+
     try:
-        while True:
-            try:
-                leading = await database_sync_to_async(acquire)(name, holder, interval_s * 0.6)
-                if leading and loop.time() >= due:
-                    due = loop.time() + interval_s
-                    await job()
-                failures = 0
-                await asyncio.sleep(tick)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                logger.exception("%s loop failed (%d in a row)", name, failures)
-                await asyncio.sleep(min(MAX_BACKOFF_S, tick * 2**failures) * random.uniform(0.5, 1.0))
+        await every(interval_s / 5, tick, f"{name} loop")
     finally:
         try:
             await asyncio.shield(database_sync_to_async(release)(name, holder))

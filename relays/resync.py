@@ -8,35 +8,24 @@ database.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.broker.runtime import BrokerRuntime
 from app.broker.services import keep_response_topics, last_sequences
-
-logger = logging.getLogger(__name__)
+from relays.periodic import every
 
 
 async def resync_loop(runtime: BrokerRuntime) -> None:
-    failures = 0
-    while True:
-        try:
-            await asyncio.sleep(settings.RESYNC_INTERVAL_S)
-            slugs = runtime.hub.topics()
-            if slugs:
-                for slug, last in (await database_sync_to_async(last_sequences)(slugs)).items():
-                    for subscriber in runtime.hub.subscribers(slug):
-                        subscriber.resync(last)
-                # A requester may have moved here from another process, whose disconnect then
-                # scheduled its response topic for collection.
-                await database_sync_to_async(keep_response_topics)(slugs)
-            failures = 0
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures += 1
-            logger.exception("resync failed (%d in a row)", failures)
-            await asyncio.sleep(min(30.0, settings.RESYNC_INTERVAL_S * 2**failures))
+    async def resync() -> None:
+        slugs = runtime.hub.topics()
+        if not slugs:
+            return
+        for slug, last in (await database_sync_to_async(last_sequences)(slugs)).items():
+            for subscriber in runtime.hub.subscribers(slug):
+                subscriber.resync(last)
+        # A requester may have moved here from another process, whose disconnect then scheduled
+        # its response topic for collection.
+        await database_sync_to_async(keep_response_topics)(slugs)
+
+    await every(settings.RESYNC_INTERVAL_S, resync, "resync", first_wait=True)

@@ -30,10 +30,3 @@ def test_needs_resync(last, db, before, resync):
     """Only a lag that outlives one check interval triggers a repair from the database."""
     assert needs_resync(last, db, before) is resync
 
-
-def test_backoff_grows_and_is_capped():
-    """Relay back-off doubles per failure, never exceeds the cap, and is jittered below it."""
-    from relays.periodic import MAX_BACKOFF_S, backoff_s
-
-    assert 0.5 <= backoff_s(1.0, 1) <= 2.0
-    assert backoff_s(1.0, 20) <= MAX_BACKOFF_S

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from app.auth.services import key_from_authorization, user_for_key
+from app.auth.services import key_from_authorization, token_for_key
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -40,9 +40,11 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
         user: Any = None
         extra: dict[str, Any] = {}
         if key is not None:
-            user = await database_sync_to_async(user_for_key)(key) if key else None
-            if user is None:
+            token = await database_sync_to_async(token_for_key)(key) if key else None
+            if token is None:
                 extra["auth_error"] = "invalid or disabled token"
+            else:
+                user, extra["token_id"] = token.user, token.pk
         else:
             session_key = session_key_from_scope(scope)
             if session_key and same_origin(scope):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import codec
 from app.auth.services import principal_of
+from app.broker.runtime import get_runtime
 from consumers.frames import ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
 
@@ -30,6 +31,7 @@ CLOSE_FORBIDDEN = 4403  # may not consume this topic
 CLOSE_NOT_FOUND = 4404  # no such websocket endpoint / reserved name
 CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come back on reconnect
 CLOSE_INTERNAL_ERROR = 1011  # the server failed on this connection; reconnect
+CLOSE_REVOKED = 4401  # the token was disabled or deleted, or the user deactivated
 
 
 def describe(exc: ValidationError) -> str:
@@ -89,6 +91,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
         self.principal = principal_of(self.user)
+        self.token_id: int | None = self.scope.get("token_id")
+        get_runtime().sockets.add(self)
         await self.base_send({"type": "websocket.accept"})
         self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES)
         self.outbound.start()
@@ -127,6 +131,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.cleaned:
             return
         self.cleaned = self.closing = True
+        get_runtime().sockets.discard(self)
         try:
             await self.on_disconnect()
         except Exception:
@@ -160,6 +165,16 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
 
     # --- sending --------------------------------------------------------------------------
+
+    def revoke(self, reason: str) -> None:
+        """The credentials this connection was opened with are no longer valid: say so and close;
+        nothing still queued goes out."""
+        if self.closing:
+            return
+        if self.outbound is not None:
+            self.outbound.discard()
+        self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
+        self.close(CLOSE_REVOKED)
 
     def push(self, text: str) -> None:
         assert self.outbound is not None

@@ -92,3 +92,15 @@ def test_disabled_token_authenticates_nobody():
     token.enabled = False
     token.save()
     assert user_for_key(key) is None
+
+
+def test_disabletoken():
+    """disabletoken turns a key off; an unknown key is an error."""
+    from app.auth.services import create_token
+
+    token, key = create_token(make_user())
+    run("disabletoken", key)
+    token.refresh_from_db()
+    assert not token.enabled and user_for_key(key) is None
+    with pytest.raises(CommandError):
+        run("disabletoken", "not-a-key")

@@ -129,3 +129,19 @@ async def test_grant_on_a_lets_producer_on_b_publish(cluster):
     while (await publish(producer, context=2))["result"] != "ok":
         assert asyncio.get_running_loop().time() < deadline, "the grant never reached B"
         await asyncio.sleep(0.05)  # bounded-poll
+
+
+async def test_disabled_token_closes_its_sockets_everywhere(cluster):
+    """Disabling a token closes the sockets opened with it, in every process, with 4401."""
+    a, b = cluster.servers
+    user = unique("user")
+    key = cluster.token(user)
+    slug = cluster.topic("--no-public", "-c", user)
+    on_a = await subscribe(a.ws, slug, headers=auth(key))
+    on_b = await subscribe(b.ws, slug, headers=auth(key))
+    cluster.manage("disabletoken", key)
+    for ws in (on_a, on_b):
+        assert "error" in (await recv_json(ws))["result"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd.code == 4401

@@ -36,13 +36,18 @@ def create_token(user: Any, comment: str = "") -> tuple[Token, str]:
     return token, key
 
 
-def user_for_key(key: str) -> Any | None:
-    """The active user owning an enabled token with this key, or None."""
-    token = (
+def token_for_key(key: str) -> Token | None:
+    """The enabled token with this key whose user is active, or None."""
+    return (
         Token.objects.select_related("user")
         .filter(key_hash=hash_key(key), enabled=True, user__is_active=True)
         .first()
     )
+
+
+def user_for_key(key: str) -> Any | None:
+    """The active user owning an enabled token with this key, or None."""
+    token = token_for_key(key)
     return token.user if token is not None else None
 
 

@@ -45,6 +45,8 @@ class Receiver:
 
     def remote_rights_changed(self, slug: str) -> None: ...
 
+    def remote_credentials_revoked(self, token_id: int | None, principal: str | None) -> None: ...
+
 
 class LocalBackplane:
     """One process: nothing to carry."""
@@ -74,6 +76,9 @@ class LocalBackplane:
         return None
 
     def rights_changed(self, slug: str) -> None:
+        return None
+
+    def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
         return None
 
 
@@ -141,6 +146,9 @@ class LayerBackplane(LocalBackplane):
 
     def rights_changed(self, slug: str) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.rights", "slug": slug})
+
+    def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
+        self._send(CONTROL_GROUP, {"type": "broker.revoked", "token_id": token_id, "principal": principal})
 
     def _send(self, group: str, message: dict[str, Any]) -> None:
         message["origin"] = self.origin
@@ -212,6 +220,7 @@ class LayerBackplane(LocalBackplane):
             ),
             "broker.grant": lambda m: receiver.remote_grant(m["slug"], m["principal"]),
             "broker.rights": lambda m: receiver.remote_rights_changed(m["slug"]),
+            "broker.revoked": lambda m: receiver.remote_credentials_revoked(m["token_id"], m["principal"]),
         }
         failures = 0
         while True:

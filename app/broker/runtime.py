@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -18,6 +19,14 @@ from app.broker.topics import TopicView, view_topic
 
 logger = logging.getLogger(__name__)
 
+
+class Revocable(Protocol):
+    token_id: int | None
+    principal: str
+
+    def revoke(self, reason: str) -> None: ...
+
+
 VIEW_CACHE_SIZE = 100_000
 
 
@@ -25,6 +34,8 @@ class BrokerRuntime(Receiver):
     def __init__(self) -> None:
         self.backplane: LocalBackplane = make_backplane()
         self.hub = Hub(on_presence=self._presence)
+        # Every open socket of this process, for revoking credentials.
+        self.sockets: weakref.WeakSet[Revocable] = weakref.WeakSet()
         self.board = StatusBoard()
         self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS)
         # Response topics this process already made sure of: slug -> (topic id, source topic id).
@@ -80,6 +91,11 @@ class BrokerRuntime(Receiver):
         self.backplane.grant(slug, principal)
         self.hub.grant(slug, principal)
 
+    def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
+        """A token was disabled or deleted, or a user deactivated: close their sockets everywhere."""
+        self.backplane.credentials_revoked(token_id, principal)
+        self.remote_credentials_revoked(token_id, principal)
+
     def rights_changed(self, slug: str) -> None:
         """Permissions on ``slug`` changed: every connection re-reads its rights."""
         self.backplane.rights_changed(slug)
@@ -92,6 +108,13 @@ class BrokerRuntime(Receiver):
 
     def remote_grant(self, slug: str, principal: str) -> None:
         self.hub.grant(slug, principal)
+
+    def remote_credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
+        for socket in list(self.sockets):
+            if (token_id is not None and socket.token_id == token_id) or (
+                principal is not None and socket.principal == principal
+            ):
+                socket.revoke("credentials revoked (token disabled or user deactivated)")
 
     def remote_rights_changed(self, slug: str) -> None:
         self.response_topics.pop(slug, None)

@@ -29,14 +29,27 @@ class TopicProducer(AckingConsumer):
         self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
         self.runtime = get_runtime()
         self.runtime.hub.watch(self.slug, self)
-        self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
+        self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal))
+
+    def _adopt(self, topic: TopicView | None) -> TopicView | None:
+        """Cache the topic; a response topic's source is watched too (the right to answer on a
+        response topic comes from consuming its source)."""
+        self.topic = topic
+        if topic is not None and topic.source_slug is not None:
+            self.runtime.hub.watch(topic.source_slug, self)
+        return topic
 
     async def on_disconnect(self) -> None:
         if hasattr(self, "runtime"):
             self.runtime.hub.unwatch(self.slug, self)
+            if self.topic is not None and self.topic.source_slug is not None:
+                self.runtime.hub.unwatch(self.topic.source_slug, self)
 
     def recheck_rights(self) -> None:
-        """Permissions on the topic changed somewhere: read them again before the next frame."""
+        """Permissions on the topic (or its source) changed somewhere: read them again before the
+        next frame."""
+        if self.topic is not None and self.topic.source_slug is not None:
+            self.runtime.hub.unwatch(self.topic.source_slug, self)
         self.topic = None
 
     def acknowledge(self, message_id: str, raw: dict[str, Any]) -> None:
@@ -107,8 +120,7 @@ class TopicProducer(AckingConsumer):
 
     async def _topic_on_first_message(self, raw: dict[str, Any]) -> TopicView | None:
         """The topic did not exist at connect: look again, or create it when allowed."""
-        self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
-        if self.topic is not None:
+        if self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)):
             return self.topic
         if not await database_sync_to_async(may_add_topics)(self.user):
             reason = (
@@ -123,8 +135,7 @@ class TopicProducer(AckingConsumer):
             self.refuse(str(exc), raw)
             return None
         if not created:  # someone else created it meanwhile: its rights, not ours, apply
-            self.topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
-            return self.topic
+            return self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True))
         self.topic = TopicView.of(topic, Rights(produce=True, consume=True, view_status=True))
         self.runtime.grant(self.slug, self.principal)
         return self.topic

@@ -16,17 +16,32 @@ from consumers.frames import StatusFrame
 class StatusViewerConsumer(FrameConsumer):
     async def on_connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        only = {s for s in query.get("topics", [""])[0].split(",") if s} or None
-        self.visible = set(await database_sync_to_async(visible_topics)(self.user, only))
+        self.only = {s for s in query.get("topics", [""])[0].split(",") if s} or None
         self.runtime = get_runtime()
-        current = await database_sync_to_async(statuses)(self.visible)
+        self.visible: set[str] = set()
+        await self._look()
+
+    async def _look(self) -> None:
+        """(Re)read which topics this viewer may see; send the status of newly visible ones."""
+        visible = set(await database_sync_to_async(visible_topics)(self.user, self.only))
+        for slug in self.visible - visible:
+            self.runtime.hub.unwatch(slug, self)
+        new, self.visible = visible - self.visible, visible
+        for slug in new:
+            self.runtime.hub.watch(slug, self)  # rights on it may change
+        current = await database_sync_to_async(statuses)(new)
         for status in current:
             self.show(status)
         self.runtime.board.watch(self, current)
 
+    def recheck_rights(self) -> None:
+        self.spawn(self._look())
+
     async def on_disconnect(self) -> None:
         if hasattr(self, "runtime"):
             self.runtime.board.unwatch(self)
+            for slug in self.visible:
+                self.runtime.hub.unwatch(slug, self)
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         self.refuse("status sockets only send; nothing is read from them", raw)

@@ -145,3 +145,26 @@ async def test_disabled_token_closes_its_sockets_everywhere(cluster):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd.code == 4401
+
+
+async def test_revoking_the_source_stops_answers(cluster):
+    """A backend whose consume right on the source is revoked may no longer answer on its response topics."""
+    a, b = cluster.servers
+    admin_key = cluster.token(unique("admin"), "--superuser")
+    backend = unique("backend")
+    backend_key = cluster.token(backend)
+    slug = cluster.topic("--public", "-c", backend)
+    response = f"{slug}_{unique('r')}"
+    requester = await connect(a.ws + slug)
+    await send_json(requester, {"properties": {"response_topic": response, "messageType": "request",
+                                               "requestContext": 0}, "payload": "", "context": 0})
+    assert (await recv_json(requester))["result"] == "ok"
+    answer = await connect(b.ws + response, auth(backend_key))
+    assert (await publish(answer, context="1"))["result"] == "ok"
+    status, _ = http_json(f"{a.http}/api/v1/topics/{slug}/grants/{backend}", "PUT", {"can_consume": False},
+                          auth(admin_key))
+    assert status == 200
+    deadline = asyncio.get_running_loop().time() + 10
+    while "error" not in (await publish(answer, context="2"))["result"]:
+        assert asyncio.get_running_loop().time() < deadline, "the revocation never reached the answering socket"
+        await asyncio.sleep(0.05)  # bounded-poll

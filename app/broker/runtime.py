@@ -118,8 +118,11 @@ class BrokerRuntime(Receiver):
 
     def remote_rights_changed(self, slug: str) -> None:
         self.response_topics.pop(slug, None)
-        for key in [k for k in self._views if k[0] == slug]:
-            del self._views[key]
+        # Cached views of the topic, and of response topics answering it (their produce right
+        # comes from consuming it).
+        for key, (view, _) in list(self._views.items()):
+            if slug in (key[0], view.source_slug):
+                del self._views[key]
         for connection in self.hub.connections(slug):
             connection.recheck_rights()
 

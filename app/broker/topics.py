@@ -17,6 +17,8 @@ class TopicView:
     slug: str
     policy: StorePolicy
     is_response_topic: bool
+    # For a response topic: its source, whose consumers may answer on it.
+    source_slug: str | None
     supports_dasf: bool
     rights: Rights
 
@@ -27,6 +29,7 @@ class TopicView:
             slug=topic.slug,
             policy=topic.policy,
             is_response_topic=topic.is_response_topic,
+            source_slug=topic.response_for.slug if topic.response_for is not None else None,
             supports_dasf=topic.supports_dasf,
             rights=rights,
         )

@@ -14,7 +14,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.helpers import (
+from tests.protocol import (
     TIMEOUT_S,
     b64,
     connect,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.databases import new_database_url
-from tests.helpers import unique
+from tests.protocol import unique
 from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests import helpers
+from tests import protocol
 from tests.databases import new_database_url
 from tests.servers import ServerProcess, migrate, start_server
 
@@ -38,8 +38,8 @@ def _db_access(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
 async def _close_clients() -> Any:
     """Close the client sockets a test left open."""
     yield
-    while helpers.OPEN:
-        ws = helpers.OPEN.pop()
+    while protocol.OPEN:
+        ws = protocol.OPEN.pop()
         try:
             await asyncio.wait_for(ws.close(), 5)
         except (TimeoutError, OSError):

@@ -8,7 +8,7 @@ from django.test import Client
 
 from app.broker.models import Topic
 from app.broker.permissions import grant
-from tests.helpers import connect, make_token, make_topic, make_user, recv_json
+from tests.protocol import connect, make_token, make_topic, make_user, recv_json
 
 
 def private_topic_for(user) -> str:

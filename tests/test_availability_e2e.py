@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import connect, make_topic, recv_json
+from tests.protocol import connect, make_topic, recv_json
 from tests.servers import ServerProcess, start_server
 from tests.test_dasf_client import Modules, ws_args
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.availability.rules import Availability, availability
 from app.broker.models import Topic
-from tests.helpers import make_topic
+from tests.protocol import make_topic
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 WINDOW, GRACE, INTERVAL = 120.0, 10.0, 60.0

@@ -18,7 +18,7 @@ from tests.bad_input import (
     send_raw,
     stored,
 )
-from tests.helpers import (
+from tests.protocol import (
     TIMEOUT_S,
     b64,
     make_topic,

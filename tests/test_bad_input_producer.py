@@ -22,7 +22,7 @@ from tests.bad_input import (
     send_raw,
     stored,
 )
-from tests.helpers import (
+from tests.protocol import (
     auth,
     b64,
     make_token,

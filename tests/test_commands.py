@@ -14,7 +14,7 @@ from guardian.utils import get_anonymous_user
 from app.auth.models import Token
 from app.auth.services import hash_key, user_for_key
 from app.broker.models import Topic
-from tests.helpers import make_user, unique
+from tests.protocol import make_user, unique
 from tests.servers import ROOT
 
 

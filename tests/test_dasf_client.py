@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_token, make_topic, make_user
+from tests.protocol import make_token, make_topic, make_user
 from tests.servers import ROOT, ServerProcess
 
 MODULE = ROOT / "tests" / "dasf_modules" / "hello_world.py"

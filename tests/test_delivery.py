@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import b64, connect, make_topic, publish, recv_json, send_json, subscribe
+from tests.protocol import b64, connect, make_topic, publish, recv_json, send_json, subscribe
 
 
 async def test_every_consumer_gets_every_message(server):

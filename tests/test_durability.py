@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 
 from tests.databases import query
-from tests.helpers import connect, publish, recv_json, send_json, subscribe, unique
+from tests.protocol import connect, publish, recv_json, send_json, subscribe, unique
 from tests.servers import ROOT, ServerProcess, server_env
 
 N = 200

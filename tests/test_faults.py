@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 
 from tests.cluster import Cluster, start_cluster
 from tests.databases import query
-from tests.helpers import b64, connect, publish, recv_json, send_json, subscribe
+from tests.protocol import b64, connect, drain_until, publish, recv_json, send_json, subscribe
 from tests.services import require_postgres, require_redis
 
 pytestmark = pytest.mark.pinned_backend
@@ -165,20 +164,6 @@ def stored_ids(database_url: str, slug: str) -> set[str]:
 
 def frame(n: int | str) -> dict[str, Any]:
     return {"payload": b64({"n": n}), "properties": {}, "context": n}
-
-
-async def drain_until(consumer: ClientConnection, marker: str, timeout: float = 30.0,
-                      ack: bool = True) -> list[str]:
-    """messageIds received (acked when ``ack``) up to and including ``marker``."""
-    seen: list[str] = []
-    async with asyncio.timeout(timeout):
-        while not seen or seen[-1] != marker:
-            got = await recv_json(consumer)
-            assert "messageId" in got, got
-            seen.append(got["messageId"])
-            if ack:
-                await send_json(consumer, {"messageId": got["messageId"]})
-    return seen
 
 
 # --- 1. SIGKILL of one process mid-stream ------------------------------------------------------

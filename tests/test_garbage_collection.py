@@ -7,7 +7,7 @@ import os
 import pytest
 
 from app.broker.models import Topic
-from tests.helpers import connect, eventually, make_topic, publish, recv_json, send_json, unique
+from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, unique
 from tests.servers import start_server
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from app.broker.models import Delivery, Message, Topic
 from app.broker.policy import StorePolicy
 from app.broker.services import Ack, NewMessage, write_batch
-from tests.helpers import make_topic
+from tests.protocol import make_topic
 
 
 def new_message(topic: Topic, message_id: uuid.UUID | None = None) -> NewMessage:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from app.leases.services import acquire, holder_of, release
-from tests.helpers import unique
+from tests.protocol import unique
 
 
 def test_first_comer_holds():

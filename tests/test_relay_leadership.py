@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from app.broker.models import Topic
 from app.leases.models import Lease
-from tests.helpers import eventually, make_topic
+from tests.protocol import eventually, make_topic
 from tests.servers import start_server
 
 INTERVAL_S = 1.0

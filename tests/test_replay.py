@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.broker.models import Topic
-from tests.helpers import connect, make_topic, publish, recv_json, send_json, subscribe
+from tests.protocol import connect, make_topic, publish, recv_json, send_json, subscribe
 
 
 async def publish_many(server, slug: str, count: int) -> list[str]:

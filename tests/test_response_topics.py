@@ -6,7 +6,7 @@ import pytest
 import websockets
 
 from app.broker.models import Topic
-from tests.helpers import (
+from tests.protocol import (
     auth,
     connect,
     make_token,

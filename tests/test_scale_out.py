@@ -8,7 +8,7 @@ import pytest
 import websockets
 
 from tests.cluster import http_json, start_cluster
-from tests.helpers import auth, connect, eventually, publish, recv_json, send_json, subscribe, unique
+from tests.protocol import auth, connect, eventually, publish, recv_json, send_json, subscribe, unique
 from tests.services import require_postgres, require_redis
 
 pytestmark = pytest.mark.pinned_backend

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.helpers import b64, connect, make_topic, publish, recv_json, send_json, subscribe, unique
+from tests.protocol import b64, connect, drain_until, make_topic, publish, recv_json, send_json, subscribe, unique
 from tests.servers import ServerProcess, start_server
 
 TEST_BUDGET_S = 60.0
@@ -24,20 +24,6 @@ def small_queue_server() -> Iterator[ServerProcess]:
     yield server
     server.stop()
 
-
-
-async def drain_until(consumer: ClientConnection, marker: str, timeout: float = 30.0,
-                      ack: bool = True) -> list[str]:
-    """messageIds received (acked when ``ack``) up to and including ``marker``."""
-    seen: list[str] = []
-    async with asyncio.timeout(timeout):
-        while not seen or seen[-1] != marker:
-            got = await recv_json(consumer)
-            assert "messageId" in got, got
-            seen.append(got["messageId"])
-            if ack:
-                await send_json(consumer, {"messageId": got["messageId"]})
-    return seen
 
 
 def rss_kib(server: ServerProcess) -> int:

@@ -1,6 +1,6 @@
 """The basic produce -> consume round trip on a real server."""
 
-from tests.helpers import connect, make_topic, publish, recv_json, send_json, subscribe
+from tests.protocol import connect, make_topic, publish, recv_json, send_json, subscribe
 
 
 async def test_message_reaches_consumer(server):

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from app.broker.models import Topic
-from tests.helpers import (
+from tests.protocol import (
     auth,
     connect,
     make_token,

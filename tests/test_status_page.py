@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_topic
+from tests.protocol import make_topic
 from tests.servers import ServerProcess, start_server
 from tests.test_dasf_client import Modules, ws_args
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from app.broker.models import Delivery, Message
-from tests.helpers import (
+from tests.protocol import (
     auth,
     connect,
     eventually,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Permission
 
 from app.broker.models import Topic
-from tests.helpers import auth, connect, make_token, make_user, publish, recv_json, send_json, unique
+from tests.protocol import auth, connect, make_token, make_user, publish, recv_json, send_json, unique
 
 
 def topic_adder():

@@ -110,3 +110,17 @@ async def eventually(check: Any, timeout: float = TIMEOUT_S, message: str = "con
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {message}")
         await asyncio.sleep(0.02)  # bounded-poll
+
+
+async def drain_until(consumer: ClientConnection, marker: str, timeout: float = 30.0,
+                      ack: bool = True) -> list[str]:
+    """messageIds received (acked when ``ack``) up to and including ``marker``."""
+    seen: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not seen or seen[-1] != marker:
+            got = await recv_json(consumer)
+            assert "messageId" in got, got
+            seen.append(got["messageId"])
+            if ack:
+                await send_json(consumer, {"messageId": got["messageId"]})
+    return seen

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests import protocol
+from tests.dasf_client import Modules
 from tests.databases import new_database_url
 from tests.servers import ServerProcess, migrate, start_server
 
@@ -62,3 +63,13 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = start_server(url)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def modules(tmp_path: Path) -> Iterator[Modules]:
+    """Real demessaging backend modules, all stopped at teardown."""
+    running = Modules(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()

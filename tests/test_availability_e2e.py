@@ -11,14 +11,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.dasf_client import Modules, ws_args
 from tests.protocol import connect, make_topic, recv_json
 from tests.servers import ServerProcess, start_server
-from tests.test_dasf_client import Modules, ws_args
 
 PING_INTERVAL_S = 1.0
 PONG_GRACE_S = 0.5
@@ -46,15 +45,6 @@ def relay_server(_migrated: None) -> Iterator[ServerProcess]:
     proc = start_server(os.environ["DATABASE_URL"], **RELAYS)
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def modules(tmp_path: Path) -> Iterator[Modules]:
-    running = Modules(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def get_status(server: ServerProcess, slug: str) -> tuple[int, dict[str, Any]]:

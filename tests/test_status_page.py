@@ -7,14 +7,13 @@ import importlib.util
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.dasf_client import Modules, ws_args
 from tests.protocol import make_topic
 from tests.servers import ServerProcess, start_server
-from tests.test_dasf_client import Modules, ws_args
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,15 +68,6 @@ async def page() -> AsyncIterator[Any]:
         finally:
             await browser.close()
     assert not errors, errors
-
-
-@pytest.fixture
-def modules(tmp_path: Path) -> Iterator[Modules]:
-    running = Modules(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def badge(page: Any, slug: str) -> Any:

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "app.availability",
     "app.broker",
     "app.leases",
+    "app.outbox",
     "app.server",
 ]
 
@@ -161,3 +162,47 @@ STATUS_REFRESH_S = env_float("STATUS_REFRESH_S", 1.0)
 RESPONSE_TOPIC_TTL_S = env_float("RESPONSE_TOPIC_TTL_S", 600.0)
 # How often the garbage collection loop runs; 0 turns it off in this process.
 GC_INTERVAL_S = env_float("GC_INTERVAL_S", 60.0)
+
+# --- transactional outbox ------------------------------------------------------------------
+OUTBOX_TARGETS = ("topic", "rabbitmq", "redis")
+AMQP_URL = env_opt("AMQP_URL")
+# Redis Streams use their own URL if given, else the channel layer's Redis.
+OUTBOX_REDIS_URL = env_opt("OUTBOX_REDIS_URL") or REDIS_URL
+# Where events go when ``emit`` names no target: RabbitMQ when configured, else Redis Streams,
+# else this server's own topics (the embedded default needs nothing else running).
+OUTBOX_TARGET = env_choice(
+    "OUTBOX_TARGET", "rabbitmq" if AMQP_URL else "redis" if OUTBOX_REDIS_URL else "topic", OUTBOX_TARGETS
+)
+# Relay tasks each server process runs (0: none here; run ``manage.py outbox_relay`` instead).
+OUTBOX_RELAY_TASKS = env_int("OUTBOX_RELAY_TASKS", 1)
+# Events a relay claims per round trip; each key's events in it are published in order.
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 100)
+# Fallback wake-up when no notification arrives (PostgreSQL LISTEN/NOTIFY, in-process commits).
+OUTBOX_POLL_INTERVAL_S = env_float("OUTBOX_POLL_INTERVAL_S", 1.0)
+# After this many failed publish attempts an event is dead-lettered (status failed).
+OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 10)
+OUTBOX_BACKOFF_BASE_S = env_float("OUTBOX_BACKOFF_BASE_S", 1.0)
+OUTBOX_BACKOFF_MAX_S = env_float("OUTBOX_BACKOFF_MAX_S", 300.0)
+# A claim not settled in this time (the relay died) is taken over by another relay.
+OUTBOX_CLAIM_TTL_S = env_float("OUTBOX_CLAIM_TTL_S", 60.0)
+# One publish waiting longer than this counts as the target being unreachable.
+OUTBOX_PUBLISH_TIMEOUT_S = env_float("OUTBOX_PUBLISH_TIMEOUT_S", 10.0)
+# Published events are deleted this long after publication (checked every prune interval).
+OUTBOX_RETENTION_S = env_float("OUTBOX_RETENTION_S", 7 * 24 * 3600.0)
+OUTBOX_PRUNE_INTERVAL_S = env_float("OUTBOX_PRUNE_INTERVAL_S", 60.0)
+# A dead letter holds back the later events of its key until it is retried or deleted (strict
+# order); off, the key's later events go on without it.
+OUTBOX_FAILED_BLOCKS_KEY = env_bool("OUTBOX_FAILED_BLOCKS_KEY", True)
+# Largest encoded ``data`` an event may carry.
+OUTBOX_MAX_DATA_BYTES = env_int("OUTBOX_MAX_DATA_BYTES", 1024 * 1024)
+OUTBOX_AMQP_EXCHANGE = env_str("OUTBOX_AMQP_EXCHANGE", "switchyard.events")
+OUTBOX_AMQP_EXCHANGE_TYPE = env_choice("OUTBOX_AMQP_EXCHANGE_TYPE", "topic", ("topic", "direct", "fanout", "headers"))
+# binary: attributes as ``cloudEvents:`` application properties, data as the body;
+# structured: the whole event as an application/cloudevents+json body.
+OUTBOX_AMQP_MODE = env_choice("OUTBOX_AMQP_MODE", "binary", ("binary", "structured"))
+# Unroutable events are returned and retried instead of being confirmed and dropped by RabbitMQ.
+OUTBOX_AMQP_MANDATORY = env_bool("OUTBOX_AMQP_MANDATORY", True)
+OUTBOX_REDIS_STREAM = env_str("OUTBOX_REDIS_STREAM", "switchyard.events")
+OUTBOX_REDIS_MAXLEN = env_int("OUTBOX_REDIS_MAXLEN", 1_000_000)
+# The own-topics target: the topic used when an event names none; missing topics are created.
+OUTBOX_TOPIC = env_str("OUTBOX_TOPIC", "events")

@@ -94,7 +94,7 @@ class ServerProcess:
 
 
 # Relays off unless a test asks for them: an unexpected ping would be the first frame a test reads.
-QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0"}
+QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "OUTBOX_RELAY_TASKS": "0"}
 
 
 def start_server(database_url: str, **env_extra: str) -> ServerProcess:

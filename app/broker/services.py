@@ -105,6 +105,17 @@ def ensure_response_topic(source_id: int, slug: str, requester: Any) -> tuple[in
     return topic.pk, created
 
 
+def ensure_event_topic(slug: str) -> Topic:
+    """The topic outbox events are published to, created when missing: private (consumers need a
+    grant) and not a DASF module (nobody answers pings on it)."""
+    if slug in RESERVED_TOPICS or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
+        raise TopicError(f"invalid topic name {slug!r} for events")
+    topic, _ = Topic.objects.get_or_create(slug=slug, defaults={"supports_dasf": False})
+    if topic.response_for_id is not None:
+        raise TopicError(f"{slug} is a response topic")
+    return topic
+
+
 def record_pong(topic_id: int) -> None:
     Topic.objects.filter(pk=topic_id).update(last_pong=timezone.now())
 

@@ -16,6 +16,7 @@ from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
 from relays.garbage_collection import garbage_collection_loop
+from relays.outbox import outbox_relay_loop
 from relays.ping import ping_loop
 from relays.resync import resync_loop
 from relays.status import status_refresh_loop
@@ -68,6 +69,8 @@ class Lifespan:
             loops.append(("ping", ping_loop(runtime)))
         if settings.GC_INTERVAL_S > 0:
             loops.append(("garbage-collection", garbage_collection_loop()))
+        for index in range(settings.OUTBOX_RELAY_TASKS):
+            loops.append((f"outbox-relay-{index}", outbox_relay_loop(name=str(index))))
         self.tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
 
     async def stop(self) -> None:

@@ -1,0 +1,246 @@
+"""Outbox events over HTTP: list and inspect, emit, retry dead letters, delete, lag figures.
+
+Reading needs ``outbox.view_outboxevent``, emitting ``outbox.add_outboxevent``, retrying
+``outbox.change_outboxevent`` and deleting ``outbox.delete_outboxevent`` (superusers have all).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError
+from django.db.models import Q
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+from ninja.errors import HttpError
+from pydantic import ValidationError
+
+from app import codec
+from app.api.auth import request_user
+from app.outbox import claims
+from app.outbox.cloudevents import EventIn, Extension, TargetName, is_json_type, is_text_type
+from app.outbox.emit import TargetNotConfigured, emit_many
+from app.outbox.models import OutboxEvent, Status
+
+router = Router(tags=["outbox"])
+
+PAGE_MAX = 500
+
+
+class EventOut(Schema):
+    pk: int
+    id: str
+    specversion: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None
+    datacontenttype: str | None
+    dataschema: str | None
+    data: Any = None
+    data_base64: str | None = None
+    extensions: dict[str, Extension]
+    key: str | None
+    target: str
+    destination: str
+    status: Status
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    published_at: datetime | None
+
+
+class EventPage(Schema):
+    items: list[EventOut]
+    next_after: int | None = Field(None, description="pass as ?after= for the next page")
+
+
+class EmitIn(Schema):
+    type: str
+    source: str
+    id: str | None = None
+    time: datetime | None = None
+    subject: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data: Any = None
+    data_base64: str | None = Field(None, description="binary data, instead of data")
+    extensions: dict[str, Extension] = {}
+    key: str | None = None
+    target: TargetName | None = None
+    destination: str = ""
+
+
+class EventFilter(Schema):
+    status: Status | None = None
+    target: str | None = None
+    type: str | None = None
+    key: str | None = None
+    after: int = Field(0, description="only events with a larger pk")
+    limit: int = Field(100, ge=1, le=PAGE_MAX)
+
+
+class Retried(Schema):
+    retried: int
+
+
+class Stats(Schema):
+    pending: int
+    processing: int
+    published: int
+    retry: int
+    failed: int
+    lag_s: float = Field(description="age of the oldest unpublished event")
+
+
+def event_out(row: OutboxEvent) -> EventOut:
+    data: Any = None
+    data_base64: str | None = None
+    if row.data is not None:
+        raw = bytes(row.data)
+        if is_json_type(row.datacontenttype):
+            data = codec.loads(raw)
+        elif is_text_type(row.datacontenttype):
+            data = raw.decode(errors="replace")
+        else:
+            data_base64 = base64.b64encode(raw).decode()
+    return EventOut(
+        pk=row.pk, id=row.event_id, specversion=row.specversion, source=row.source, type=row.type,
+        time=row.time, subject=row.subject, datacontenttype=row.datacontenttype, dataschema=row.dataschema,
+        data=data, data_base64=data_base64, extensions=row.extensions, key=row.key, target=row.target,
+        destination=row.destination, status=Status(row.status), attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at, last_error=row.last_error, created_at=row.created_at,
+        published_at=row.published_at,
+    )
+
+
+def _require(user: Any, permission: str) -> None:
+    if not user.is_authenticated:
+        raise HttpError(401, "authentication required (Authorization: Token <key>)")
+    if not (user.is_active and user.has_perm(permission)):
+        raise HttpError(403, f"needs the {permission} permission")
+
+
+def _event(pk: int) -> OutboxEvent:
+    row = OutboxEvent.objects.filter(pk=pk).first()
+    if row is None:
+        raise HttpError(404, f"outbox event {pk} does not exist")
+    return row
+
+
+def _list(user: Any, filters: EventFilter) -> EventPage:
+    _require(user, "outbox.view_outboxevent")
+    rows = OutboxEvent.objects.filter(pk__gt=filters.after)
+    for name in ("status", "target", "type", "key"):
+        value = getattr(filters, name)
+        if value is not None:
+            rows = rows.filter(**{name: value})
+    page = list(rows.order_by("pk")[: filters.limit])
+    return EventPage(
+        items=[event_out(r) for r in page], next_after=page[-1].pk if len(page) == filters.limit else None
+    )
+
+
+def _get(user: Any, pk: int) -> EventOut:
+    _require(user, "outbox.view_outboxevent")
+    return event_out(_event(pk))
+
+
+def _emit(user: Any, body: EmitIn) -> EventOut:
+    _require(user, "outbox.add_outboxevent")
+    fields = body.model_dump(exclude={"data_base64"}, exclude_none=True)
+    if body.data_base64 is not None:
+        if body.data is not None:
+            raise HttpError(422, "give data or data_base64, not both")
+        try:
+            fields["data"] = base64.b64decode(body.data_base64, validate=True)
+        except binascii.Error:
+            raise HttpError(422, "data_base64 is not valid base64") from None
+    try:
+        return event_out(emit_many([EventIn(**fields)])[0])
+    except ValidationError as exc:
+        raise HttpError(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    except TargetNotConfigured as exc:
+        raise HttpError(422, str(exc)) from None
+    except IntegrityError:
+        raise HttpError(409, f"an event with source {body.source!r} and id {body.id!r} exists") from None
+
+
+def _retry_one(user: Any, pk: int) -> EventOut:
+    _require(user, "outbox.change_outboxevent")
+    row = _event(pk)
+    if row.status not in (Status.FAILED, Status.RETRY):
+        raise HttpError(409, f"event {pk} is {row.status}; only failed or retry events can be retried")
+    claims.retry(Q(pk=pk))
+    return event_out(_event(pk))
+
+
+def _retry_failed(user: Any, type: str | None, key: str | None) -> Retried:
+    _require(user, "outbox.change_outboxevent")
+    selected = Q(status=Status.FAILED)
+    if type is not None:
+        selected &= Q(type=type)
+    if key is not None:
+        selected &= Q(key=key)
+    return Retried(retried=claims.retry(selected))
+
+
+def _delete(user: Any, pk: int) -> None:
+    _require(user, "outbox.delete_outboxevent")
+    deleted, _ = OutboxEvent.objects.filter(pk=pk, status=Status.FAILED).delete()
+    if not deleted:
+        row = _event(pk)
+        raise HttpError(409, f"event {pk} is {row.status}; only dead letters (failed) can be deleted")
+
+
+def _stats(user: Any) -> Stats:
+    _require(user, "outbox.view_outboxevent")
+    figures = claims.stats()
+    return Stats.model_validate({name: int(v) if name != "lag_s" else v for name, v in figures.items()})
+
+
+@router.get("/outbox/events", response=EventPage, summary="List outbox events (oldest first)")
+async def list_events(request: HttpRequest, filters: Query[EventFilter]) -> EventPage:
+    page: EventPage = await sync_to_async(_list)(await request_user(request), filters)
+    return page
+
+
+@router.post("/outbox/events", response={201: EventOut}, summary="Emit a CloudEvent through the outbox")
+async def emit_event(request: HttpRequest, body: EmitIn) -> tuple[int, EventOut]:
+    event: EventOut = await sync_to_async(_emit)(await request_user(request), body)
+    return 201, event
+
+
+@router.get("/outbox/events/{pk}", response=EventOut, summary="One outbox event")
+async def get_event(request: HttpRequest, pk: int) -> EventOut:
+    event: EventOut = await sync_to_async(_get)(await request_user(request), pk)
+    return event
+
+
+@router.post("/outbox/events/{pk}/retry", response=EventOut, summary="Retry a dead letter now")
+async def retry_event(request: HttpRequest, pk: int) -> EventOut:
+    event: EventOut = await sync_to_async(_retry_one)(await request_user(request), pk)
+    return event
+
+
+@router.delete("/outbox/events/{pk}", response={204: None}, summary="Delete a dead letter")
+async def delete_event(request: HttpRequest, pk: int) -> tuple[int, None]:
+    await sync_to_async(_delete)(await request_user(request), pk)
+    return 204, None
+
+
+@router.post("/outbox/dead-letters/retry", response=Retried, summary="Retry every dead letter (of a type or key)")
+async def retry_dead_letters(request: HttpRequest, type: str | None = None, key: str | None = None) -> Retried:
+    result: Retried = await sync_to_async(_retry_failed)(await request_user(request), type, key)
+    return result
+
+
+@router.get("/outbox/stats", response=Stats, summary="Events per status and the relay's lag")
+async def outbox_stats(request: HttpRequest) -> Stats:
+    result: Stats = await sync_to_async(_stats)(await request_user(request))
+    return result

@@ -1,0 +1,1 @@
+"""Transactional outbox: CloudEvents written in the caller's transaction, published by relays."""

@@ -1,0 +1,105 @@
+"""``emit``: write events into the caller's transaction; the relay publishes them after commit.
+
+    with transaction.atomic():
+        order.save()
+        emit("com.example.order.created", "/orders", {"id": order.pk}, key=f"order-{order.pk}")
+
+A rolled-back transaction leaves no event behind, so nothing is published for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from app.outbox import wakeup
+from app.outbox.cloudevents import EventIn, Extension, TargetName, encode_data
+from app.outbox.models import OutboxEvent
+
+
+class TargetNotConfigured(ValueError):
+    """The event names a target this deployment has no connection for."""
+
+
+def configured_targets() -> set[str]:
+    targets = {"topic"}
+    if settings.AMQP_URL:
+        targets.add("rabbitmq")
+    if settings.OUTBOX_REDIS_URL:
+        targets.add("redis")
+    return targets
+
+
+def emit(
+    type: str,
+    source: str,
+    data: Any = None,
+    *,
+    subject: str | None = None,
+    key: str | None = None,
+    target: TargetName | None = None,
+    destination: str = "",
+    id: str | None = None,
+    time: datetime | None = None,
+    datacontenttype: str | None = None,
+    dataschema: str | None = None,
+    extensions: dict[str, Extension] | None = None,
+    using: str = "default",
+) -> OutboxEvent:
+    """Validate one CloudEvent and insert it in the current transaction of ``using``.
+
+    Raises pydantic.ValidationError for an invalid event, TargetNotConfigured for a target with
+    no connection, and IntegrityError for a (source, id) pair emitted before.
+    """
+    fields: dict[str, Any] = {
+        "type": type, "source": source, "data": data, "subject": subject, "key": key, "target": target,
+        "destination": destination, "time": time, "datacontenttype": datacontenttype,
+        "dataschema": dataschema, "extensions": extensions or {},
+    }
+    if id is not None:
+        fields["id"] = id
+    return emit_many([EventIn(**fields)], using=using)[0]
+
+
+def emit_many(events: Iterable[EventIn], *, using: str = "default") -> list[OutboxEvent]:
+    """Insert validated events in one statement, in the current transaction of ``using``."""
+    available = configured_targets()
+    now = timezone.now()
+    rows: list[OutboxEvent] = []
+    for event in events:
+        target = event.target or settings.OUTBOX_TARGET
+        if target not in available:
+            raise TargetNotConfigured(f"outbox target {target!r} is not configured here")
+        data, content_type = encode_data(event.data, event.datacontenttype)
+        rows.append(
+            OutboxEvent(
+                event_id=event.id, source=event.source, type=event.type, time=event.time or now,
+                datacontenttype=content_type, dataschema=event.dataschema, subject=event.subject,
+                data=data, extensions=event.extensions, key=event.key, target=target,
+                destination=event.destination, created_at=now, next_attempt_at=now,
+            )
+        )
+    if not rows:
+        return rows
+    with transaction.atomic(using=using):
+        created = OutboxEvent.objects.using(using).bulk_create(rows)
+        wakeup.notify_relays(using)
+    return created
+
+
+async def aemit(type: str, source: str, data: Any = None, **options: Any) -> OutboxEvent:
+    """``emit`` for async code: the event commits on its own (async code has no transaction to
+    join; put the whole unit of work in a sync function to emit in its transaction)."""
+    event: OutboxEvent = await sync_to_async(emit)(type, source, data, **options)
+    return event
+
+
+async def aemit_many(events: Iterable[EventIn]) -> list[OutboxEvent]:
+    created: list[OutboxEvent] = await sync_to_async(emit_many)(list(events))
+    return created

@@ -1,0 +1,110 @@
+"""The outbox relay loop: claim a batch, publish it, settle it; wait for a wake-up when idle.
+
+Decisions live in app/outbox (what to claim, in which order to publish, what a failure means);
+this module only loops. Several relays may run (tasks here, ``manage.py outbox_relay``
+processes); on PostgreSQL they are woken by LISTEN/NOTIFY, everywhere by commits in their own
+process and by polling every ``OUTBOX_POLL_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from app.outbox import claims, notifications, wakeup
+from app.outbox.claims import Settlement
+from app.outbox.dispatch import TargetPool, publish_batch
+from relays.leader import process_identity
+from relays.periodic import backoff_s
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(self, *, batch_size: int | None = None, pool: TargetPool | None = None, name: str = "") -> None:
+        self.holder = f"{process_identity()}:{name or uuid.uuid4().hex[:8]}"
+        self.batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+        self.pool = pool or TargetPool()
+        self.published = 0
+        self._wakeup = asyncio.Event()
+        self._pruned_at = 0.0
+
+    async def run(self) -> None:
+        """Relay until cancelled; never returns."""
+        wakeup.register(self._wakeup)
+        listener: asyncio.Task[None] | None = None
+        if notifications.listens():
+            listener = asyncio.create_task(notifications.listen(self._wakeup.set), name=f"{self.holder} listen")
+        failures = 0
+        try:
+            while True:
+                try:
+                    self._wakeup.clear()
+                    worked = await self.step()
+                    failures = 0
+                    if not worked:
+                        await self._idle()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures += 1
+                    logger.exception("outbox relay %s failed (%d in a row)", self.holder, failures)
+                    await asyncio.sleep(backoff_s(settings.OUTBOX_POLL_INTERVAL_S, failures))
+        finally:
+            wakeup.unregister(self._wakeup)
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            await self.pool.close()
+
+    async def step(self) -> bool:
+        """One claim-publish-settle round; whether there was anything to do."""
+        await self._prune_when_due()
+        events = await database_sync_to_async(claims.claim)(
+            self.holder, self.batch_size, skip_targets=self.pool.down()
+        )
+        if not events:
+            return False
+        settlement = Settlement()
+        try:
+            await publish_batch(events, self.pool, settlement)
+        finally:
+            # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
+            settlement.release_rest(events, "relay stopped before publishing it")
+            await asyncio.shield(database_sync_to_async(claims.settle)(self.holder, settlement))
+        self.published += len(settlement.published)
+        return True
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up, the poll interval, the next retry or a target's back-off end."""
+        due = await database_sync_to_async(claims.next_due)(skip_targets=self.pool.down())
+        waits = [settings.OUTBOX_POLL_INTERVAL_S]
+        if due is not None:
+            waits.append((due - timezone.now()).total_seconds())
+        back = self.pool.back_in_s()
+        if back is not None:
+            waits.append(back)
+        timeout = max(0.0, min(waits))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() - self._pruned_at < settings.OUTBOX_PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = time.monotonic()
+        removed = await database_sync_to_async(claims.prune)()
+        if removed:
+            logger.info("pruned %d published outbox events", removed)
+
+
+async def outbox_relay_loop(**options: Any) -> None:
+    await OutboxRelay(**options).run()

@@ -36,3 +36,11 @@ def require_redis() -> str:
 def require_postgres() -> str:
     require("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+AMQP_URL = os.environ.get("SWITCHYARD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def require_rabbitmq() -> str:
+    require("RabbitMQ", "127.0.0.1", 5672)
+    return AMQP_URL

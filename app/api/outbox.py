@@ -104,7 +104,10 @@ def event_out(row: OutboxEvent) -> EventOut:
     if row.data is not None:
         raw = bytes(row.data)
         if is_json_type(row.datacontenttype):
-            data = codec.loads(raw)
+            try:
+                data = codec.loads(raw)
+            except codec.DecodeError:  # bytes emitted from Python under a JSON type: show them as they are
+                data_base64 = base64.b64encode(raw).decode()
         elif is_text_type(row.datacontenttype):
             data = raw.decode(errors="replace")
         else:
@@ -161,6 +164,11 @@ def _emit(user: Any, body: EmitIn) -> EventOut:
             fields["data"] = base64.b64decode(body.data_base64, validate=True)
         except binascii.Error:
             raise HttpError(422, "data_base64 is not valid base64") from None
+        if body.datacontenttype is not None and is_json_type(body.datacontenttype):
+            try:
+                codec.loads(fields["data"])
+            except codec.DecodeError:
+                raise HttpError(422, f"data_base64 is not JSON as {body.datacontenttype!r} says") from None
     try:
         return event_out(emit_many([EventIn(**fields)])[0])
     except ValidationError as exc:

@@ -96,10 +96,22 @@ def _successors(heads: list[OutboxEvent], room: int, now: datetime) -> list[Outb
     head_of = {h.key: h.pk for h in heads if h.key is not None}
     if not head_of or room <= 0:
         return []
+    claimable = Q(status=Status.PENDING) | Q(status=Status.PROCESSING, claimed_until__lt=now)
+    # An open event behind the head that cannot come along (a retry, say, behind a dead letter
+    # put back in the queue) ends its key's run: the events after it wait for it.
+    in_the_way = (
+        OutboxEvent.objects.filter(key=OuterRef("key"), id__lt=OuterRef("id"))
+        .exclude(pk__in=list(head_of.values()))
+        .exclude(status=Status.PUBLISHED)
+        .exclude(claimable)
+    )
+    if not settings.OUTBOX_FAILED_BLOCKS_KEY:
+        in_the_way = in_the_way.exclude(status=Status.FAILED)
     candidates = (
         OutboxEvent.objects.filter(key__in=list(head_of), id__gt=min(head_of.values()))
-        .filter(Q(status=Status.PENDING) | Q(status=Status.PROCESSING, claimed_until__lt=now))
+        .filter(claimable)
         .exclude(pk__in=[h.pk for h in heads])
+        .exclude(Exists(in_the_way))
         .order_by("id")
         .select_for_update()[:room]
     )

@@ -95,6 +95,12 @@ def encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str 
         return None, content_type
     if isinstance(data, bytes | bytearray | memoryview):
         encoded, content_type = bytes(data), content_type or "application/octet-stream"
+        if is_json_type(content_type):
+            # The JSON format embeds JSON data as is: it must be JSON.
+            try:
+                codec.loads(encoded)
+            except codec.DecodeError:
+                raise ValueError(f"data is not JSON, as datacontenttype {content_type!r} says") from None
     elif isinstance(data, str) and not is_json_type(content_type):
         encoded = data.encode()
     elif is_json_type(content_type):

@@ -21,9 +21,10 @@ from app.outbox.targets import PublishRejected, Target, TargetUnavailable, make_
 
 logger = logging.getLogger(__name__)
 
-# Reconnect back-off for an unreachable target: 0.5 s doubling to 30 s (jittered).
+# Reconnect back-off for an unreachable target: 0.5 s doubling to 10 s (jittered): a reconnect
+# attempt is cheap, and events wait for it.
 RECONNECT_BASE_S = 0.5
-RECONNECT_MAX_S = 30.0
+RECONNECT_MAX_S = 10.0
 
 
 def ordered_groups(events: Sequence[Outbound]) -> list[list[Outbound]]:
@@ -74,8 +75,11 @@ class TargetPool:
         if target is not None:
             return target
         async with self._locks.setdefault(name, asyncio.Lock()):
+            # Keys published side by side all get here: one connects, the rest take its result.
             if name in self._targets:
                 return self._targets[name]
+            if health.down_until > time.monotonic():
+                raise TargetUnavailable(f"{name} unavailable: {health.last_error}")
             target = self._factory(name)
             try:
                 await target.connect()

@@ -45,9 +45,19 @@ class ServerProcess:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"]
+
+    def started(self, line: str) -> bool:
+        """Whether ``line`` says the process is ready (and take what it tells)."""
+        if line.startswith(READY):
+            self.port = int(line[len(READY):])
+            return True
+        return False
+
     def start(self, port: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"],
+            self.command(port),
             cwd=ROOT, env=server_env(self.database_url, **self.env_extra),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
@@ -69,8 +79,7 @@ class ServerProcess:
                 raise RuntimeError("server did not start:\n" + "".join(self.output)) from None
             if line is None:
                 raise RuntimeError("server exited:\n" + "".join(self.output))
-            if line.startswith(READY):
-                self.port = int(line[len(READY):])
+            if self.started(line):
                 return
 
     def kill(self) -> None:
@@ -101,3 +110,16 @@ def start_server(database_url: str, **env_extra: str) -> ServerProcess:
     server = ServerProcess(database_url, {**QUIET, **env_extra})
     server.start()
     return server
+
+
+@dataclass
+class RelayProcess(ServerProcess):
+    """``manage.py outbox_relay`` in a process of its own."""
+
+    tasks: int = 1
+
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "manage.py", "outbox_relay", "--tasks", str(self.tasks)]
+
+    def started(self, line: str) -> bool:
+        return line.startswith("SWITCHYARD_RELAY_READY")

@@ -127,7 +127,8 @@ def settle(holder: str, settlement: Settlement, *, now: datetime | None = None) 
     with transaction.atomic():
         if settlement.published:
             lost += len(settlement.published) - mine.filter(pk__in=settlement.published).update(
-                status=Status.PUBLISHED, published_at=now, claimed_by=None, claimed_until=None, last_error=""
+                # claimed_by stays: on a published event it names the relay that published it.
+                status=Status.PUBLISHED, published_at=now, claimed_until=None, last_error=""
             )
         if settlement.failed:
             errors = dict(settlement.failed)

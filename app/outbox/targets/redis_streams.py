@@ -45,7 +45,7 @@ class RedisStreamsTarget:
             await client.ping()
         except RedisError as exc:
             await client.aclose()
-            raise TargetUnavailable(f"Redis: {exc!r}") from exc
+            raise TargetUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
         self._client = client
 
     async def publish(self, event: Outbound) -> None:
@@ -57,9 +57,9 @@ class RedisStreamsTarget:
                 maxlen=settings.OUTBOX_REDIS_MAXLEN, approximate=True,
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise TargetUnavailable(f"Redis: {exc!r}") from exc
+            raise TargetUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
         except RedisError as exc:  # WRONGTYPE and the like: this event's stream is unusable
-            raise PublishRejected(f"Redis refused the event: {exc!r}") from exc
+            raise PublishRejected(f"Redis refused the event: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -186,8 +186,9 @@ def test_get_event_returns_text_data_as_text(server: ServerProcess) -> None:
 
 
 def test_get_event_with_non_json_bytes_under_json_type(server: ServerProcess) -> None:
-    """Bytes emitted from Python under a JSON type that are not JSON come back as data_base64, not a 500."""
-    row = event(data=b"\xffnot json", datacontenttype="application/json")
+    """A row whose JSON-typed data is not JSON (written around emit) comes back as data_base64, not a 500."""
+    row = event(data=b"\xffnot json", datacontenttype="application/octet-stream")
+    OutboxEvent.objects.filter(pk=row.pk).update(datacontenttype="application/json")
     status, body = call(server, f"/outbox/events/{row.pk}", key=superuser_key())
     assert status == 200 and base64.b64decode(body["data_base64"]) == b"\xffnot json" and body["data"] is None
     assert call(server, "/outbox/events", key=superuser_key())[0] == 200
@@ -242,7 +243,7 @@ def test_emit_data_base64_not_json_under_json_type_is_422(server: ServerProcess)
     body = {"type": "t", "source": "/tests/emit", "datacontenttype": "application/json",
             "data_base64": base64.b64encode(b"\xffnot json").decode()}
     status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
-    assert status == 422 and "data_base64" in answer["detail"]
+    assert status == 422 and "not JSON" in answer["detail"]
     assert not OutboxEvent.objects.exists()
 
 

@@ -120,6 +120,13 @@ def test_bytes_are_octet_stream() -> None:
     assert encode_data(b"\x00\xff", None) == (b"\x00\xff", "application/octet-stream")
 
 
+def test_bytes_labelled_json_must_be_json() -> None:
+    """Bytes under a JSON content type are taken as they are only when they are JSON."""
+    assert encode_data(b'{"a": 1}', "application/json") == (b'{"a": 1}', "application/json")
+    with pytest.raises(ValueError, match="not JSON"):
+        encode_data(b"\x00\xff", "application/json")
+
+
 def test_text_with_text_type() -> None:
     """A str with a text/* content type is sent as UTF-8, not as a JSON string."""
     assert encode_data("grüße", "text/plain") == ("grüße".encode(), "text/plain")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from app.outbox import claims, notifications, wakeup
@@ -27,6 +30,36 @@ from relays.periodic import backoff_s
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+def _guarded(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except (OperationalError, InterfaceError):
+        connection.close()  # reconnect on the next call (e.g. after a PostgreSQL restart)
+        raise
+
+
+def _close_connection() -> None:
+    connection.close()
+
+
+class DatabaseThread:
+    """A relay's own thread and connection: claims do not queue behind the ORM work of requests
+    on the shared sync_to_async thread, nor pay its per-call connection health check."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        bound = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _guarded, bound)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        self._executor.shutdown(wait=True)
+
 
 class OutboxRelay:
     def __init__(self, *, batch_size: int | None = None, pool: TargetPool | None = None, name: str = "") -> None:
@@ -36,6 +69,7 @@ class OutboxRelay:
         self.published = 0
         self._wakeup = asyncio.Event()
         self._pruned_at = 0.0
+        self._db = DatabaseThread(f"outbox-relay-{name}")
 
     async def run(self) -> None:
         """Relay until cancelled; never returns."""
@@ -65,12 +99,13 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await self.pool.close()
+            await self._db.close()
 
     async def step(self) -> bool:
         """One claim-publish-settle round; whether there was anything to do."""
         await self._prune_when_due()
-        events = await database_sync_to_async(claims.claim)(
-            self.holder, self.batch_size, skip_targets=self.pool.down()
+        events = await self._db.call(
+            claims.claim, self.holder, self.batch_size, skip_targets=self.pool.down()
         )
         if not events:
             return False
@@ -80,13 +115,13 @@ class OutboxRelay:
         finally:
             # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
             settlement.release_rest(events, "relay stopped before publishing it")
-            await asyncio.shield(database_sync_to_async(claims.settle)(self.holder, settlement))
+            await asyncio.shield(self._db.call(claims.settle, self.holder, settlement))
         self.published += len(settlement.published)
         return True
 
     async def _idle(self) -> None:
         """Wait for a wake-up, the poll interval, the next retry or a target's back-off end."""
-        due = await database_sync_to_async(claims.next_due)(skip_targets=self.pool.down())
+        due = await self._db.call(claims.next_due, skip_targets=self.pool.down())
         waits = [settings.OUTBOX_POLL_INTERVAL_S]
         if due is not None:
             waits.append((due - timezone.now()).total_seconds())
@@ -101,7 +136,7 @@ class OutboxRelay:
         if time.monotonic() - self._pruned_at < settings.OUTBOX_PRUNE_INTERVAL_S:
             return
         self._pruned_at = time.monotonic()
-        removed = await database_sync_to_async(claims.prune)()
+        removed = await self._db.call(claims.prune)
         if removed:
             logger.info("pruned %d published outbox events", removed)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, Count, Exists, Min, OuterRef, Q, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, Count, Min, Q, Value, When
 from django.utils import timezone
 
 from app.outbox import wakeup
@@ -58,64 +58,73 @@ def _outbound(row: OutboxEvent) -> Outbound:
     )
 
 
+_TABLE = OutboxEvent._meta.db_table
+
+# One statement claims the due key heads (and expired claims): an UPDATE of the rows a locking
+# sub-select picked, returning them. Raw SQL: the ORM cannot write UPDATE ... RETURNING, and
+# compiling the nested query cost more than running it.
+_HEADS = f"""
+UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s
+WHERE id IN (
+    SELECT o.id FROM {_TABLE} o
+    WHERE o.status IN ('pending', 'retry', 'processing')
+      AND ((o.status IN ('pending', 'retry') AND o.next_attempt_at <= %s)
+           OR (o.status = 'processing' AND o.claimed_until < %s))
+      {{skip_targets}}
+      AND NOT EXISTS (
+          SELECT 1 FROM {_TABLE} e WHERE e.key = o.key AND e.id < o.id AND e.status NOT IN ({{settled}}))
+    ORDER BY o.id LIMIT %s {{lock}}
+) RETURNING *
+"""
+
+# The successors of the heads just claimed, in id order, up to the first event of the key that
+# cannot come along (a retry, say, behind a dead letter put back in the queue): the events after
+# it wait for it. Not skip-locked: a gap would break the key's order.
+_SUCCESSORS = f"""
+UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s
+WHERE id IN (
+    SELECT c.id FROM {_TABLE} c
+    WHERE c.key IN ({{keys}})
+      AND (c.status = 'pending' OR (c.status = 'processing' AND c.claimed_until < %s))
+      AND NOT EXISTS (
+          SELECT 1 FROM {_TABLE} w
+          WHERE w.key = c.key AND w.id < c.id AND w.status NOT IN ({{settled}}) AND w.status <> 'pending'
+            AND NOT (w.status = 'processing' AND (w.claimed_until < %s OR w.claimed_by = %s)))
+    ORDER BY c.id LIMIT %s {{lock}}
+) RETURNING *
+"""
+
+
+def _settled_statuses() -> str:
+    """Statuses that no longer hold back a key's later events."""
+    return "'published'" if settings.OUTBOX_FAILED_BLOCKS_KEY else "'published', 'failed'"
+
+
 def claim(holder: str, limit: int, *, skip_targets: Iterable[str] = (), now: datetime | None = None) -> list[Outbound]:
     """Claim up to ``limit`` events for ``holder``, in id order: key heads that are due, plus the
     successors of those heads."""
     now = now or timezone.now()
-    open_earlier = OutboxEvent.objects.filter(key=OuterRef("key"), id__lt=OuterRef("id")).exclude(
-        status=Status.PUBLISHED
-    )
-    if not settings.OUTBOX_FAILED_BLOCKS_KEY:
-        open_earlier = open_earlier.exclude(status=Status.FAILED)
-    due = Q(status__in=[Status.PENDING, Status.RETRY], next_attempt_at__lte=now) | Q(
-        status=Status.PROCESSING, claimed_until__lt=now
+    ops = connection.ops
+    at = ops.adapt_datetimefield_value(now)
+    until = ops.adapt_datetimefield_value(now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL_S))
+    skipped = list(skip_targets)
+    heads_sql = _HEADS.format(
+        skip_targets=f"AND o.target NOT IN ({', '.join(['%s'] * len(skipped))})" if skipped else "",
+        settled=_settled_statuses(),
+        lock="FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
     )
     with transaction.atomic():
-        heads = list(
-            OutboxEvent.objects.filter(status__in=[Status.PENDING, Status.RETRY, Status.PROCESSING])
-            .filter(due)
-            .exclude(target__in=list(skip_targets))
-            .exclude(Exists(open_earlier))
-            .order_by("id")
-            .select_for_update(skip_locked=True)[:limit]
-        )
-        rows = heads + _successors(heads, limit - len(heads), now)
-        if not rows:
-            return []
-        OutboxEvent.objects.filter(pk__in=[r.pk for r in rows]).update(
-            status=Status.PROCESSING, claimed_by=holder,
-            claimed_until=now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL_S),
-        )
+        rows = list(OutboxEvent.objects.raw(heads_sql, [holder, until, at, at, *skipped, limit]))
+        keys = sorted({r.key for r in rows if r.key is not None})
+        room = limit - len(rows)
+        if keys and room > 0:
+            successors_sql = _SUCCESSORS.format(
+                keys=", ".join(["%s"] * len(keys)), settled=_settled_statuses(),
+                lock="FOR UPDATE" if connection.features.has_select_for_update else "",
+            )
+            rows += OutboxEvent.objects.raw(successors_sql, [holder, until, *keys, at, at, holder, room])
     rows.sort(key=lambda r: r.pk)
     return [_outbound(r) for r in rows]
-
-
-def _successors(heads: list[OutboxEvent], room: int, now: datetime) -> list[OutboxEvent]:
-    """The open events queued behind the claimed heads (nobody else can claim them: each has an
-    open earlier event). Not skip-locked: a gap would break the key's order."""
-    head_of = {h.key: h.pk for h in heads if h.key is not None}
-    if not head_of or room <= 0:
-        return []
-    claimable = Q(status=Status.PENDING) | Q(status=Status.PROCESSING, claimed_until__lt=now)
-    # An open event behind the head that cannot come along (a retry, say, behind a dead letter
-    # put back in the queue) ends its key's run: the events after it wait for it.
-    in_the_way = (
-        OutboxEvent.objects.filter(key=OuterRef("key"), id__lt=OuterRef("id"))
-        .exclude(pk__in=list(head_of.values()))
-        .exclude(status=Status.PUBLISHED)
-        .exclude(claimable)
-    )
-    if not settings.OUTBOX_FAILED_BLOCKS_KEY:
-        in_the_way = in_the_way.exclude(status=Status.FAILED)
-    candidates = (
-        OutboxEvent.objects.filter(key__in=list(head_of), id__gt=min(head_of.values()))
-        .filter(claimable)
-        .exclude(pk__in=[h.pk for h in heads])
-        .exclude(Exists(in_the_way))
-        .order_by("id")
-        .select_for_update()[:room]
-    )
-    return [row for row in candidates if row.key is not None and row.pk > head_of[row.key]]
 
 
 def settle(holder: str, settlement: Settlement, *, now: datetime | None = None) -> int:

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser clean bench
+.PHONY: serve test lint install install-dev browser clean bench bench-outbox
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: install-dev
 # Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.
 bench: install-dev
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The outbox relay on PostgreSQL + RabbitMQ against raw aio-pika (benchmarks/outbox.py; about 2 minutes).
+bench-outbox: install-dev
+	$(BIN)/python -m benchmarks.outbox $(BENCH_ARGS)
 
 # Debian's Chromium for the status page's browser test (playwright drives it; it cannot download one).
 browser:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, Count, Min, Q, Value, When
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from app.outbox import wakeup
 from app.outbox.cloudevents import Outbound
@@ -62,14 +64,16 @@ _TABLE = OutboxEvent._meta.db_table
 
 # One statement claims the due key heads (and expired claims): an UPDATE of the rows a locking
 # sub-select picked, returning them. Raw SQL: the ORM cannot write UPDATE ... RETURNING, and
-# compiling the nested query cost more than running it.
+# compiling the nested query cost more than running it. The conditions are written without a
+# redundant OR so that PostgreSQL estimates the backlog right and walks ``outbox_claimable`` in
+# id order, stopping at the limit (a million published rows are not in that index).
 _HEADS = f"""
 UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s
 WHERE id IN (
     SELECT o.id FROM {_TABLE} o
     WHERE o.status IN ('pending', 'retry', 'processing')
-      AND ((o.status IN ('pending', 'retry') AND o.next_attempt_at <= %s)
-           OR (o.status = 'processing' AND o.claimed_until < %s))
+      AND (o.next_attempt_at <= %s OR o.status = 'processing')
+      AND (o.status <> 'processing' OR o.claimed_until < %s)
       {{skip_targets}}
       AND NOT EXISTS (
           SELECT 1 FROM {_TABLE} e WHERE e.key = o.key AND e.id < o.id AND e.status NOT IN ({{settled}}))
@@ -77,22 +81,36 @@ WHERE id IN (
 ) RETURNING *
 """
 
-# The successors of the heads just claimed, in id order, up to the first event of the key that
-# cannot come along (a retry, say, behind a dead letter put back in the queue): the events after
-# it wait for it. Not skip-locked: a gap would break the key's order.
-_SUCCESSORS = f"""
-UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s
-WHERE id IN (
-    SELECT c.id FROM {_TABLE} c
-    WHERE c.key IN ({{keys}})
-      AND (c.status = 'pending' OR (c.status = 'processing' AND c.claimed_until < %s))
-      AND NOT EXISTS (
-          SELECT 1 FROM {_TABLE} w
-          WHERE w.key = c.key AND w.id < c.id AND w.status NOT IN ({{settled}}) AND w.status <> 'pending'
-            AND NOT (w.status = 'processing' AND (w.claimed_until < %s OR w.claimed_by = %s)))
-    ORDER BY c.id LIMIT %s {{lock}}
-) RETURNING *
+# The open events of the claimed heads' keys, in id order, locked: which of them come along is
+# decided in Python (a NOT EXISTS per candidate would be quadratic in a key's backlog).
+_QUEUED = f"""
+SELECT id, key, status, claimed_until FROM {_TABLE}
+WHERE key IN ({{keys}}) AND id > %s AND status NOT IN ({{settled}})
+ORDER BY id LIMIT %s {{lock}}
 """
+
+
+def _moment(value: Any) -> datetime:
+    """A timestamp read by a raw cursor (SQLite gives naive UTC, or text)."""
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime), value
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+
+
+def _run_behind(rows: list[tuple[int, str, str, Any]], holder_heads: set[str], expired: datetime) -> list[int]:
+    """Per key, the events right behind its head that can come along: pending ones, or claims that
+    expired, up to the first that cannot (a retry behind a dead letter put back in the queue, say);
+    the events after that one wait for it. Not skip-locked: a gap would break the key's order."""
+    stopped: set[str] = set()
+    taken: list[int] = []
+    for pk, key, status, claimed_until in rows:
+        if key in stopped or key not in holder_heads:
+            continue
+        if status == Status.PENDING or (status == Status.PROCESSING and _moment(claimed_until) < expired):
+            taken.append(pk)
+        else:
+            stopped.add(key)
+    return taken
 
 
 def _settled_statuses() -> str:
@@ -115,14 +133,24 @@ def claim(holder: str, limit: int, *, skip_targets: Iterable[str] = (), now: dat
     )
     with transaction.atomic():
         rows = list(OutboxEvent.objects.raw(heads_sql, [holder, until, at, at, *skipped, limit]))
-        keys = sorted({r.key for r in rows if r.key is not None})
+        head_of = {r.key: r.pk for r in rows if r.key is not None}
         room = limit - len(rows)
-        if keys and room > 0:
-            successors_sql = _SUCCESSORS.format(
-                keys=", ".join(["%s"] * len(keys)), settled=_settled_statuses(),
+        if head_of and room > 0:
+            queued_sql = _QUEUED.format(
+                keys=", ".join(["%s"] * len(head_of)), settled=_settled_statuses(),
                 lock="FOR UPDATE" if connection.features.has_select_for_update else "",
             )
-            rows += OutboxEvent.objects.raw(successors_sql, [holder, until, *keys, at, at, holder, room])
+            with connection.cursor() as cursor:
+                # Twice the room: events behind a key's first blocker are read and left.
+                cursor.execute(queued_sql, [*head_of, min(head_of.values()), 2 * room])
+                queued = [row for row in cursor.fetchall() if row[0] > head_of[row[1]]]
+            taken = _run_behind(queued, set(head_of), now)[:room]
+            if taken:
+                rows += OutboxEvent.objects.raw(
+                    f"UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s "
+                    f"WHERE id IN ({', '.join(['%s'] * len(taken))}) RETURNING *",
+                    [holder, until, *taken],
+                )
     rows.sort(key=lambda r: r.pk)
     return [_outbound(r) for r in rows]
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SETTLE_ATTEMPTS = 5
+
 
 def _guarded(call: Callable[[], T]) -> T:
     try:
@@ -104,20 +106,59 @@ class OutboxRelay:
     async def step(self) -> bool:
         """One claim-publish-settle round; whether there was anything to do."""
         await self._prune_when_due()
-        events = await self._db.call(
-            claims.claim, self.holder, self.batch_size, skip_targets=self.pool.down()
+        claiming = asyncio.ensure_future(
+            self._db.call(claims.claim, self.holder, self.batch_size, skip_targets=self.pool.down())
         )
+        try:
+            events = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # The claim commits on the relay's thread anyway: hand its events straight back
+            # rather than leave them (and their keys) to wait for the claim to expire.
+            claimed = await claiming
+            settlement = Settlement()
+            settlement.release_rest(claimed, "relay stopped before publishing it")
+            await self._settle(settlement)
+            raise
         if not events:
             return False
         settlement = Settlement()
+        renewing = asyncio.create_task(self._renew_claims())
         try:
             await publish_batch(events, self.pool, settlement)
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
             settlement.release_rest(events, "relay stopped before publishing it")
-            await asyncio.shield(self._db.call(claims.settle, self.holder, settlement))
+            await asyncio.shield(self._settle(settlement))
         self.published += len(settlement.published)
         return True
+
+    async def _renew_claims(self) -> None:
+        """While a batch is published, keep its claims from expiring (a slow broker must not make
+        another relay publish the same events beside this one)."""
+        while True:
+            await asyncio.sleep(settings.OUTBOX_CLAIM_TTL_S / 3)
+            try:
+                await self._db.call(claims.renew, self.holder)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("outbox relay %s could not renew its claims", self.holder)
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """Record a batch's outcome, trying a few times: if it cannot be recorded, the batch is
+        published again once its claims expire."""
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                await self._db.call(claims.settle, self.holder, settlement)
+                return
+            except Exception:
+                logger.exception("outbox relay %s could not settle a batch (attempt %d)", self.holder, attempt)
+                if attempt < SETTLE_ATTEMPTS:
+                    await asyncio.sleep(backoff_s(0.5, attempt))
+        raise RuntimeError(f"outbox relay {self.holder}: batch left to claim expiry")
 
     async def _idle(self) -> None:
         """Wait for a wake-up, the poll interval, the next retry or a target's back-off end."""

@@ -20,7 +20,7 @@ from django.utils import timezone
 from app.outbox.emit import configured_targets, emit
 from app.outbox.models import OutboxEvent, Status
 from tests.outbox import clear_outbox
-from tests.protocol import auth, make_token, make_user, unique
+from tests.protocol import auth, make_token, make_topic, make_user, unique
 from tests.servers import ServerProcess
 
 API = "/api/v1"
@@ -201,10 +201,30 @@ def test_get_unknown_event_is_404(server: ServerProcess) -> None:
 
 
 # Emitting
+def test_emit_to_a_topic_needs_the_right_to_publish_there(server: ServerProcess) -> None:
+    """Emitting for a topic the caller may not publish to is refused (403), nothing stored."""
+    slug = make_topic(public=False, anonymous=False)
+    body = {"type": "t", "source": "/tests/emit", "target": "topic", "destination": slug}
+    status, answer = call(server, "/outbox/events", "POST", key_with("add_outboxevent"), body)
+    assert status == 403 and slug in answer["detail"]
+    assert not OutboxEvent.objects.exists()
+
+
+def test_emit_with_a_chosen_stream_needs_change_permission(server: ServerProcess) -> None:
+    """Choosing a RabbitMQ routing key or Redis stream over HTTP needs outbox.change_outboxevent."""
+    body = {"type": "t", "source": "/tests/emit", "target": "redis", "destination": "someone.elses.stream"}
+    status, answer = call(server, "/outbox/events", "POST", key_with("add_outboxevent"), body)
+    assert status == 403 and "change_outboxevent" in answer["detail"]
+
+
 def test_emit_creates_a_pending_event(server: ServerProcess) -> None:
     """POST emits (201): the row exists, pending, on the server's default target."""
-    body = {"type": "com.example.created", "source": "/tests/emit", "data": {"n": 1}, "key": "k1"}
-    status, answer = call(server, "/outbox/events", "POST", key_with("add_outboxevent"), body)
+    user = make_user()
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="outbox", codename="add_outboxevent"))
+    slug = make_topic(public=False, anonymous=False, producers=(user,))
+    body = {"type": "com.example.created", "source": "/tests/emit", "data": {"n": 1}, "key": "k1",
+            "destination": slug}
+    status, answer = call(server, "/outbox/events", "POST", make_token(user), body)
     assert status == 201 and answer["status"] == "pending" and answer["data"] == {"n": 1}
     row = OutboxEvent.objects.get(pk=answer["pk"])
     # The server inherits this process's environment, so both compute the same default target.

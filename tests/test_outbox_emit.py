@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,6 +18,7 @@ from app.outbox import wakeup
 from app.outbox.cloudevents import EventIn
 from app.outbox.emit import TargetNotConfigured, aemit, emit, emit_many
 from app.outbox.models import OutboxEvent, Status
+from tests.databases import BACKEND
 from tests.outbox import clear_outbox
 from tests.protocol import unique
 
@@ -156,3 +159,39 @@ def test_emit_many_of_nothing_writes_nothing() -> None:
     with CaptureQueriesContext(connection) as queries:
         assert emit_many([]) == []
     assert queries.captured_queries == []
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="SQLite runs one writing transaction at a time")
+def test_same_key_emitter_waits_for_the_open_transaction() -> None:
+    """A key's second emitter waits until the first one's transaction ends (ids follow commits)."""
+    first_emitted, release = threading.Event(), threading.Event()
+    pks: dict[str, int] = {}
+
+    def first() -> None:
+        with transaction.atomic():
+            pks["first"] = emit("com.example.a", "/tests/emit", key="shared-key").pk
+            first_emitted.set()
+            release.wait(30)
+        connection.close()
+
+    def second() -> None:
+        pks["second"] = emit("com.example.b", "/tests/emit", key="shared-key").pk
+        connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_emitted.wait(30)
+    threads[1].start()
+    with connection.cursor() as cursor:  # the second emitter is queued on the key's lock
+        for _ in range(3000):
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)  # bounded-poll
+        else:
+            raise AssertionError("the second emitter never waited for the key")
+    assert "second" not in pks
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert pks["first"] < pks["second"]

@@ -100,3 +100,22 @@ async def test_killed_relay_is_taken_over_without_loss(relay_env: dict[str, str]
     assert set(numbers) == set(range(1000)), "an event was lost"
     _assert_in_order_per_key(messages, keys=10)
     print(f"takeover: {sum(numbers.values()) - 1000} events published twice (at least once)")
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
+async def test_relay_process_is_woken_by_notify(relay_env: dict[str, str]) -> None:
+    """A relay process polling once a minute publishes a committed event at once (NOTIFY)."""
+    relay = RelayProcess(os.environ["DATABASE_URL"], {**relay_env, "OUTBOX_POLL_INTERVAL_S": "60"})
+    async with AmqpInbox(relay_env["AMQP_URL"], relay_env["OUTBOX_AMQP_EXCHANGE"]) as box:
+        await box.consume()
+        relay.start()
+        try:
+            _emit_all(1, keys=1)
+            await box.until(1, timeout_s=30)  # the relay is running; now it idles for a minute
+            await eventually(lambda: OutboxEvent.objects.filter(status=Status.PUBLISHED).count() == 1)
+            with transaction.atomic():
+                emit("com.example.counted", "/tests/relays", 1, key="key-0", target="rabbitmq")
+            messages = await box.until(2, timeout_s=10)
+        finally:
+            relay.stop()
+    assert [json.loads(m.body) for m in messages] == [0, 1]

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import Q
 from django.http import HttpRequest
@@ -21,6 +22,8 @@ from pydantic import ValidationError
 
 from app import codec
 from app.api.auth import request_user
+from app.broker.permissions import may_add_topics
+from app.broker.topics import view_topic
 from app.outbox import claims
 from app.outbox.cloudevents import EventIn, Extension, TargetName, is_json_type, is_text_type
 from app.outbox.emit import TargetNotConfigured, emit_many
@@ -154,6 +157,21 @@ def _get(user: Any, pk: int) -> EventOut:
     return event_out(_event(pk))
 
 
+def _check_routing(user: Any, body: EmitIn) -> None:
+    """Over HTTP the outbox is no way around the broker's rights: an event for a topic needs the
+    right to publish there (or to create topics), and choosing a RabbitMQ routing key or Redis
+    stream yourself needs ``outbox.change_outboxevent``."""
+    target = body.target or settings.OUTBOX_TARGET
+    if target == "topic":
+        slug = body.destination or settings.OUTBOX_TOPIC
+        view = view_topic(slug, user)
+        allowed = view.rights.produce if view is not None else may_add_topics(user)
+        if not allowed:
+            raise HttpError(403, f"not allowed to publish to topic {slug}")
+    elif body.destination and not user.has_perm("outbox.change_outboxevent"):
+        raise HttpError(403, "choosing a destination needs the outbox.change_outboxevent permission")
+
+
 def _problem(error: Any) -> str:
     where = ".".join(map(str, error["loc"]))
     return f"{where}: {error['msg']}" if where else str(error["msg"])
@@ -169,6 +187,7 @@ def _emit(user: Any, body: EmitIn) -> EventOut:
             fields["data"] = base64.b64decode(body.data_base64, validate=True)
         except binascii.Error:
             raise HttpError(422, "data_base64 is not valid base64") from None
+    _check_routing(user, body)
     try:
         return event_out(emit_many([EventIn(**fields)])[0])
     except ValidationError as exc:

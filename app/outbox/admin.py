@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from app.outbox import claims
 from app.outbox.cloudevents import is_json_type, is_text_type
-from app.outbox.models import OutboxEvent
+from app.outbox.models import OutboxEvent, Status
 
 PREVIEW_BYTES = 2000
 
@@ -25,6 +27,16 @@ class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # events come from emit(), inside the transaction that caused them
+
+    def has_delete_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
+        # Only dead letters may go: deleting a pending event would silently drop it.
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or obj.status == Status.FAILED)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # it would delete events in any status
+        return actions
 
     def has_change_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
         return False  # read-only detail; the retry action is the way to change an event

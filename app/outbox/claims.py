@@ -204,10 +204,19 @@ def settle(holder: str, settlement: Settlement, *, now: datetime | None = None) 
     return lost
 
 
-def next_due(*, skip_targets: Iterable[str] = ()) -> datetime | None:
-    """When the earliest waiting retry becomes due (None: no retry waits)."""
+def renew(holder: str, *, now: datetime | None = None) -> int:
+    """Extend ``holder``'s claims by another ``OUTBOX_CLAIM_TTL_S`` (a long batch is still being
+    published); how many."""
+    until = (now or timezone.now()) + timedelta(seconds=settings.OUTBOX_CLAIM_TTL_S)
+    return OutboxEvent.objects.filter(claimed_by=holder, status=Status.PROCESSING).update(claimed_until=until)
+
+
+def next_due(*, skip_targets: Iterable[str] = (), now: datetime | None = None) -> datetime | None:
+    """When the earliest waiting retry becomes due (None: no retry waits). Retries already due
+    were not claimable (an earlier event of their key is open): the relay that settles that one
+    goes on with them, so they are no reason to wake."""
     result: datetime | None = (
-        OutboxEvent.objects.filter(status=Status.RETRY)
+        OutboxEvent.objects.filter(status=Status.RETRY, next_attempt_at__gt=now or timezone.now())
         .exclude(target__in=list(skip_targets))
         .aggregate(due=Min("next_attempt_at"))["due"]
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from app.outbox import wakeup
@@ -88,9 +88,24 @@ def emit_many(events: Iterable[EventIn], *, using: str = "default") -> list[Outb
     if not rows:
         return rows
     with transaction.atomic(using=using):
+        _serialise_keys(sorted({row.key for row in rows if row.key is not None}), using)
         created = OutboxEvent.objects.using(using).bulk_create(rows)
         wakeup.notify_relays(using)
     return created
+
+
+def _serialise_keys(keys: list[str], using: str) -> None:
+    """Make id order the commit order within each key: on PostgreSQL, ids are handed out at insert
+    and transactions commit in any order, so a relay could publish a key's later event before an
+    earlier one commits. A transaction-scoped advisory lock per key (taken in sorted order, so two
+    emitters cannot deadlock) holds a key's next emitter until this transaction ends. SQLite
+    already runs one writing transaction at a time."""
+    if not keys or connections[using].vendor != "postgresql":
+        return
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k ORDER BY k", [keys]
+        )
 
 
 async def aemit(type: str, source: str, data: Any = None, **options: Any) -> OutboxEvent:

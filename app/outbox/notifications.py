@@ -16,7 +16,8 @@ from app.outbox.wakeup import CHANNEL
 
 logger = logging.getLogger(__name__)
 
-_PASSED_ON = ("dbname", "user", "password", "host", "port", "options", "sslmode", "client_encoding")
+# Django's own connection arguments; everything else is libpq's (TLS files, service, timeouts).
+_DJANGO_ONLY = ("cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding")
 
 
 def listens(using: str = "default") -> bool:
@@ -25,7 +26,7 @@ def listens(using: str = "default") -> bool:
 
 def _connection_params(using: str) -> dict[str, Any]:
     params = connections[using].get_connection_params()
-    return {k: v for k, v in params.items() if k in _PASSED_ON and v not in (None, "")}
+    return {k: v for k, v in params.items() if k not in _DJANGO_ONLY and v not in (None, "")}
 
 
 async def listen(on_notify: Callable[[], None], using: str = "default") -> None:

@@ -10,6 +10,7 @@ RabbitMQ (``mandatory``) and refused here, instead of being confirmed and silent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aio_pika
@@ -58,18 +59,23 @@ class RabbitMQTarget:
     async def connect(self) -> None:
         if not self.url:
             raise TargetUnavailable("AMQP_URL is not set")
+        connection = None
         try:
-            # A plain connection: the relay decides when to reconnect and what to resend.
-            connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_S)
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = (
-                await channel.declare_exchange(
-                    self.exchange_name, settings.OUTBOX_AMQP_EXCHANGE_TYPE, durable=True
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                # A plain connection: the relay decides when to reconnect and what to resend.
+                connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                exchange = (
+                    await channel.declare_exchange(
+                        self.exchange_name, settings.OUTBOX_AMQP_EXCHANGE_TYPE, durable=True
+                    )
+                    if self.exchange_name
+                    else channel.default_exchange
                 )
-                if self.exchange_name
-                else channel.default_exchange
-            )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            if connection is not None:  # half open (e.g. the exchange exists with another type)
+                with contextlib.suppress(Exception):
+                    await connection.close()
             raise TargetUnavailable(f"RabbitMQ: {exc!r}") from exc
         self._connection, self._channel, self._exchange = connection, channel, exchange  # type: ignore[assignment]
 
@@ -85,7 +91,9 @@ class RabbitMQTarget:
         except PublishError as exc:
             raise PublishRejected(f"RabbitMQ returned the event (unroutable): {exc!r}") from exc
         except DeliveryError as exc:
-            raise PublishRejected(f"RabbitMQ refused the event: {exc!r}") from exc
+            # A nack is RabbitMQ's trouble (a full queue with reject-publish, no quorum leader),
+            # not the event's: try again later without counting an attempt.
+            raise TargetUnavailable(f"RabbitMQ nacked the event: {exc!r}") from exc
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise TargetUnavailable(f"RabbitMQ: {exc!r}") from exc
 

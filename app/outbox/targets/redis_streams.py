@@ -11,14 +11,15 @@ import logging
 
 import redis.asyncio as aioredis
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.outbox.cloudevents import Outbound
 from app.outbox.targets import PublishRejected, TargetUnavailable
 
 logger = logging.getLogger(__name__)
+
+# Replies that say the event itself cannot go where it is sent; anything else is Redis's state.
+REFUSALS = ("WRONGTYPE", "ERR The ID specified", "ERR Invalid stream ID")
 
 
 def stream_fields(event: Outbound) -> dict[str, str | bytes]:
@@ -56,10 +57,13 @@ class RedisStreamsTarget:
                 event.destination or settings.OUTBOX_REDIS_STREAM, stream_fields(event),  # type: ignore[arg-type]
                 maxlen=settings.OUTBOX_REDIS_MAXLEN, approximate=True,
             )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except RedisError as exc:
+            if str(exc).startswith(REFUSALS):  # this event's stream is unusable
+                raise PublishRejected(f"Redis refused the event: {type(exc).__name__}: {exc}") from exc
+            # Connection loss, OOM, READONLY during a failover, LOADING, TRYAGAIN, ...: Redis's state.
             raise TargetUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
-        except RedisError as exc:  # WRONGTYPE and the like: this event's stream is unusable
-            raise PublishRejected(f"Redis refused the event: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise TargetUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from app import codec
@@ -69,6 +69,8 @@ class TopicTarget:
             topic = await database_sync_to_async(ensure_event_topic)(slug)
         except TopicError as exc:
             raise PublishRejected(str(exc)) from exc
+        except DatabaseError as exc:
+            raise TargetUnavailable(f"database: {exc!r}") from exc
         known = self._topics[slug] = _Topic(
             topic.pk, topic.slug, topic.policy, time.monotonic() + settings.TOPIC_VIEW_TTL_S
         )

@@ -263,3 +263,11 @@ def test_message_id_per_source_and_id() -> None:
     assert outbound(2, "b", id="ev-1", type="other").message_id == first
     assert outbound(1, "a", id="ev-other").message_id != first
     assert outbound(1, "a", source="/elsewhere").message_id != first
+
+
+def test_extensions_are_capped_below_a_header_frame() -> None:
+    """Extensions above MAX_EXTENSIONS_CHARS in all are refused (they travel as AMQP headers)."""
+    from app.outbox.cloudevents import MAX_EXTENSIONS_CHARS
+
+    with pytest.raises(ValidationError, match="extensions hold more than"):
+        EventIn(type="t", source="/s", extensions={"big": "x" * MAX_EXTENSIONS_CHARS})

@@ -26,6 +26,7 @@ CORE_ATTRIBUTES = frozenset(
 )
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _INT32 = (-(2**31), 2**31 - 1)
+MAX_EXTENSIONS_CHARS = 16_384
 # CloudEvents' partitioning extension: the ordering key travels with the event.
 PARTITION_KEY = "partitionkey"
 # Deterministic message ids for targets that deduplicate (own topics): one per source + id.
@@ -81,6 +82,10 @@ class EventIn(BaseModel):
                 raise ValueError(f"extension name {name!r} is reserved")
             if isinstance(attr, int) and not isinstance(attr, bool) and not _INT32[0] <= attr <= _INT32[1]:
                 raise ValueError(f"extension {name!r}: integers must fit in 32 bits")
+        if sum(len(name) + len(str(attr)) for name, attr in value.items()) > MAX_EXTENSIONS_CHARS:
+            # Attributes travel as headers: RabbitMQ closes the connection on a header frame above
+            # its frame_max (128 KiB), which would look like an outage on every retry.
+            raise ValueError(f"extensions hold more than {MAX_EXTENSIONS_CHARS} characters")
         return value
 
     @model_validator(mode="after")

@@ -170,8 +170,14 @@ class OutboxRelay:
         if back is not None:
             waits.append(back)
         timeout = max(0.0, min(waits))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        # asyncio.wait, which never cancels this task itself: wait_for and timeout do, and on
+        # Python 3.11 a stop request arriving just as the wake-up does could get lost between
+        # their cancellation and ours.
+        waiting = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({waiting}, timeout=timeout)
+        finally:
+            waiting.cancel()
 
     async def _prune_when_due(self) -> None:
         if time.monotonic() - self._pruned_at < settings.OUTBOX_PRUNE_INTERVAL_S:

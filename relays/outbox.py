@@ -9,7 +9,6 @@ process and by polling every ``OUTBOX_POLL_INTERVAL_S``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -33,6 +32,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SETTLE_ATTEMPTS = 5
+CLOSE_TIMEOUT_S = 5.0
 
 
 def _guarded(call: Callable[[], T]) -> T:
@@ -59,8 +59,13 @@ class DatabaseThread:
         return await asyncio.get_running_loop().run_in_executor(self._executor, _guarded, bound)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
-        self._executor.shutdown(wait=True)
+        closing = asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        # Bounded: a call still waiting on a database lock must not hold up shutdown; the thread
+        # ends on its own once that call returns.
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
+        if not done:
+            logger.warning("an outbox relay's database thread was still busy at shutdown")
+        self._executor.shutdown(wait=False)
 
 
 class OutboxRelay:
@@ -98,9 +103,12 @@ class OutboxRelay:
             wakeup.unregister(self._wakeup)
             if listener is not None:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
-            await self.pool.close()
+                await asyncio.wait({listener})
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S * 3):
+                    await self.pool.close()
+            except TimeoutError:
+                logger.warning("outbox relay %s: closing its targets timed out", self.holder)
             await self._db.close()
 
     async def step(self) -> bool:
@@ -127,8 +135,9 @@ class OutboxRelay:
             await publish_batch(events, self.pool, settlement)
         finally:
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            # asyncio.wait, not ``await renewing`` under suppress(CancelledError): that would also
+            # swallow a stop request for this relay arriving meanwhile, and the relay would run on.
+            await asyncio.wait({renewing})
             # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
             settlement.release_rest(events, "relay stopped before publishing it")
             await asyncio.shield(self._settle(settlement))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -113,6 +114,20 @@ class TargetPool:
             await target.close()
 
 
+async def _within(publishing: Coroutine[Any, Any, None], timeout_s: float) -> None:
+    """Await ``publishing`` for at most ``timeout_s`` (TimeoutError after). asyncio.wait, because
+    on Python 3.11 wait_for can lose a stop request that arrives as the publish completes."""
+    task = asyncio.ensure_future(publishing)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError
+    task.result()
+
+
 async def publish_batch(events: Sequence[Outbound], pool: TargetPool, settlement: Settlement) -> None:
     """Publish ``events``, recording each outcome in ``settlement`` as it happens (so a cancelled
     batch can still be settled for what was done)."""
@@ -124,7 +139,7 @@ async def _publish_in_order(group: list[Outbound], pool: TargetPool, settlement:
         target: Target | None = None
         try:
             target = await pool.get(event.target)
-            await asyncio.wait_for(target.publish(event), settings.OUTBOX_PUBLISH_TIMEOUT_S)
+            await _within(target.publish(event), settings.OUTBOX_PUBLISH_TIMEOUT_S)
         except PublishRejected as exc:
             settlement.failed.append((event.pk, str(exc)))
             settlement.release_rest(group[index + 1:], f"waiting for event {event.id} of its key")

@@ -137,10 +137,12 @@ class OutboxRelay:
             renewing.cancel()
             # asyncio.wait, not ``await renewing`` under suppress(CancelledError): that would also
             # swallow a stop request for this relay arriving meanwhile, and the relay would run on.
-            await asyncio.wait({renewing})
-            # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
-            settlement.release_rest(events, "relay stopped before publishing it")
-            await asyncio.shield(self._settle(settlement))
+            try:
+                await asyncio.wait({renewing})
+            finally:
+                # Also when cancelled mid-batch: what was published is recorded, the rest goes back.
+                settlement.release_rest(events, "relay stopped before publishing it")
+                await asyncio.shield(self._settle(settlement))
         self.published += len(settlement.published)
         return True
 

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from app.broker.commit import close_thread_connection
 from app.outbox import claims, notifications, wakeup
 from app.outbox.claims import Settlement
 from app.outbox.dispatch import TargetPool, publish_batch
@@ -43,10 +44,6 @@ def _guarded(call: Callable[[], T]) -> T:
         raise
 
 
-def _close_connection() -> None:
-    connection.close()
-
-
 class DatabaseThread:
     """A relay's own thread and connection: claims do not queue behind the ORM work of requests
     on the shared sync_to_async thread, nor pay its per-call connection health check."""
@@ -59,7 +56,7 @@ class DatabaseThread:
         return await asyncio.get_running_loop().run_in_executor(self._executor, _guarded, bound)
 
     async def close(self) -> None:
-        closing = asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        closing = asyncio.get_running_loop().run_in_executor(self._executor, close_thread_connection)
         # Bounded: a call still waiting on a database lock must not hold up shutdown; the thread
         # ends on its own once that call returns.
         done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)

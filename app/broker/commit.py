@@ -34,7 +34,7 @@ Apply = Callable[[Sequence[Op]], list[OpResult]]
 ACK_LINGER_S = 0.005
 
 
-def _close_connection() -> None:
+def close_thread_connection() -> None:
     # A function, not ``connection.close``: the proxy must be resolved on the writer's thread.
     connection.close()
 
@@ -106,7 +106,7 @@ class GroupCommitWriter:
         if self._task is not None:
             await self._task
             self._task = None
-        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        await asyncio.get_running_loop().run_in_executor(self._executor, close_thread_connection)
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:

@@ -259,6 +259,13 @@ class TopicConsumer(FrameConsumer):
     # --- acks -----------------------------------------------------------------------------
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
+        if "type" in raw:
+            # A control frame (Pulsar's negativeAcknowledge, permit, unsubscribe, ...): never an
+            # ack, whatever else it carries; a nacked message stays outstanding.
+            kind = raw["type"]
+            shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
+            self.refuse(f"unsupported control frame type {shown!r}; only acks are read here", raw)
+            return
         try:
             ack = ConsumerAck.model_validate(raw)
         except ValidationError as exc:

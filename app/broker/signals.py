@@ -6,6 +6,7 @@ Rights change in the admin, over the HTTP API or with ``dasf_topic``: object per
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,9 @@ def _announce(local: Callable[[BrokerRuntime], None], message: dict[str, Any]) -
     through this process's runtime when it serves, else straight onto the channel layer."""
     runtime = running_runtime()
     if runtime is not None and runtime.loop.is_running():
-        runtime.loop.call_soon_threadsafe(local, runtime)
+        # A fresh context: the caller's is asgiref's worker-thread context, and a connection task
+        # spawned in it would see its own database_sync_to_async call as a deadlock.
+        runtime.loop.call_soon_threadsafe(local, runtime, context=contextvars.Context())
         return
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,7 +14,11 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from app.auth.services import key_from_authorization, token_for_key
+from app import codec
+from app.auth.credentials import Credential
+from app.auth.services import hash_key, key_from_authorization, principal_of, token_for_key
+from app.broker.runtime import get_runtime
+from consumers.frames import HandshakeRefusal
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -31,26 +36,67 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
     session cookie of a logged-in user, else anonymous. A bad token is anonymous (permissions
     decide) and is noted in ``scope["auth_error"]`` so refusals can say why.
 
+    Before any of that costs a query, the handshake passes the connection-rate limits
+    (app/broker/admission.py); a refused one is answered with HTTP 429. Tokens already checked
+    come from the runtime's credential cache.
+
     channels' session middleware would wrap ``send`` for every outgoing frame; reading the session
     once at connect costs nothing per frame.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        runtime = get_runtime()
+        admission, now = runtime.admission, runtime.loop.time()
+        address = client_address(scope)
         key = token_from_scope(scope)
         user: Any = None
         extra: dict[str, Any] = {}
-        if key is not None:
-            token = await database_sync_to_async(token_for_key)(key) if key else None
-            if token is None:
+        if key:
+            key_hash = hash_key(key)
+            credential = runtime.credentials.get(key_hash, now)
+            if credential is None and admission.may_look_up(address, now):
+                token = await database_sync_to_async(token_for_key)(key)
+                if token is not None:
+                    credential = Credential(token.user, token.pk, principal_of(token.user))
+                    runtime.credentials.put(key_hash, credential, now)
+                else:
+                    admission.lookup_failed(address, now)
+            if credential is None:
                 extra["auth_error"] = "invalid or disabled token"
             else:
-                user, extra["token_id"] = token.user, token.pk
-        else:
+                user, extra["token_id"] = credential.user, credential.token_id
+        elif key is None:
             session_key = session_key_from_scope(scope)
-            if session_key and same_origin(scope):
+            if session_key and same_origin(scope) and admission.may_look_up(address, now):
                 store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
                 user = await get_user({"session": store})
+                if not getattr(user, "is_authenticated", False):
+                    admission.lookup_failed(address, now)
+        else:
+            extra["auth_error"] = "invalid or disabled token"  # an Authorization header of another scheme
+        if getattr(user, "is_authenticated", False):
+            admitted = admission.authenticated(principal_of(user), now)
+        else:
+            admitted = admission.anonymous(address, now)
+        if not admitted:
+            return await refuse_handshake(receive, send, HTTPStatus.TOO_MANY_REQUESTS, "too many connections")
         return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
+
+
+def client_address(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def refuse_handshake(receive: Any, send: Any, status: HTTPStatus, reason: str) -> None:
+    """Answer the handshake with an HTTP error (or 403, for a server without the extension)."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    body = codec.dump_model(HandshakeRefusal(error=reason))
+    await send({"type": "websocket.http.response.start", "status": int(status),
+                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
+    await send({"type": "websocket.http.response.body", "body": body.encode()})
 
 
 def session_key_from_scope(scope: dict[str, Any]) -> str | None:

@@ -70,6 +70,12 @@ class ErrorFrame(BaseModel):
     errorMsg: str
 
 
+class HandshakeRefusal(BaseModel):
+    """The JSON body of a handshake refused with an HTTP status (e.g. 429)."""
+
+    error: str
+
+
 class StatusFrame(BaseModel):
     """broker -> status viewer: a topic's availability (sent on connect and on every change)."""
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from app import codec
+from app.auth.services import ANONYMOUS_PRINCIPAL
 from app.broker import services
 from app.broker.hub import Delivered
 from app.broker.permissions import Rights, may_add_topics
@@ -120,9 +121,12 @@ class TopicProducer(AckingConsumer):
 
     async def _topic_on_first_message(self, raw: dict[str, Any]) -> TopicView | None:
         """The topic did not exist at connect: look again, or create it when allowed."""
-        if self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)):
+        # Anonymous producers may not create topics: for them the directory's answer stands, so a
+        # flood of frames to a name that is no topic costs no query.
+        anonymous = self.principal == ANONYMOUS_PRINCIPAL
+        if self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=not anonymous)):
             return self.topic
-        if not await database_sync_to_async(may_add_topics)(self.user):
+        if anonymous or not await database_sync_to_async(may_add_topics)(self.user):
             reason = (
                 "not allowed to create topics" if settings.CREATE_TOPIC_ON_MESSAGE
                 else f"topic {self.slug} does not exist"

@@ -59,7 +59,8 @@ class StatusPingConsumer(AckingConsumer):
         api_info = frame.properties.get("api_info")
         if kind == "pong":
             await database_sync_to_async(services.record_pong)(topic.id)
-            self.runtime.board.update(await database_sync_to_async(status_of)(topic.id))
+            status = await database_sync_to_async(status_of)(topic.id)
+            self.runtime.board.update(status, self.runtime.loop.time())
         elif isinstance(api_info, str):
             try:
                 info = codec.loads(api_info)

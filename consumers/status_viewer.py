@@ -6,8 +6,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from app.availability.services import TopicStatus, statuses, visible_topics
+from app.availability.services import TopicStatus, statuses
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
 from consumers.frames import StatusFrame
@@ -23,16 +24,22 @@ class StatusViewerConsumer(FrameConsumer):
 
     async def _look(self) -> None:
         """(Re)read which topics this viewer may see; send the status of newly visible ones."""
-        visible = set(await database_sync_to_async(visible_topics)(self.user, self.only))
+        visible = set(await self.runtime.visible_topics(self.user, self.only))
         for slug in self.visible - visible:
             self.runtime.hub.unwatch(slug, self)
         new, self.visible = visible - self.visible, visible
         for slug in new:
             self.runtime.hub.watch(slug, self)  # rights on it may change
-        current = await database_sync_to_async(statuses)(new)
-        for status in current:
+        now = self.runtime.loop.time()
+        current, unread = self.runtime.board.recent(new, now, settings.STATUS_REFRESH_S)
+        if unread:
+            read = await database_sync_to_async(statuses)(unread)
+            for status in read:
+                self.runtime.board.update(status, now)  # viewers shown an older one hear of it
+            current.extend(read)
+        for status in sorted(current, key=lambda s: s.slug):
             self.show(status)
-        self.runtime.board.watch(self, current)
+        self.runtime.board.watch(self, self.visible)
 
     def recheck_rights(self) -> None:
         self.spawn(self._look())
@@ -45,10 +52,6 @@ class StatusViewerConsumer(FrameConsumer):
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         self.refuse("status sockets only send; nothing is read from them", raw)
-
-
-    def wants(self, slug: str) -> bool:
-        return slug in self.visible
 
     def show(self, status: TopicStatus) -> None:
         self.push_model(StatusFrame.of(status))

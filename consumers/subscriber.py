@@ -240,13 +240,15 @@ class TopicConsumer(FrameConsumer):
     async def _recheck_rights(self) -> None:
         topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
         attached = self.topic is not None or self.buffer is not None
-        if topic is None or not topic.rights.consume:
+        if topic is None:
+            if attached:  # deleted under us: as if revoked
+                self._revoked()
+            return  # still waiting for it to be created
+        if not topic.rights.consume:
             if attached:
-                # Revoked: nothing more goes out, not even what was queued, and acks stop counting.
-                self.runtime.hub.unsubscribe(self.slug, self)
-                self.topic, self.buffer = None, None
-                if self.outbound is not None:
-                    self.outbound.discard()
+                self._revoked()
+            else:  # created, but not for us: as if it had existed when we connected
+                self.runtime.hub.unwait(self.slug, self)
                 self._forbid()
             return
         if attached:
@@ -255,6 +257,14 @@ class TopicConsumer(FrameConsumer):
             self.runtime.hub.unwait(self.slug, self)
             self._join()
             await self._catch_up(topic, first_time=True)
+
+    def _revoked(self) -> None:
+        """Nothing more goes out, not even what was queued, and acks stop counting."""
+        self.runtime.hub.unsubscribe(self.slug, self)
+        self.topic, self.buffer = None, None
+        if self.outbound is not None:
+            self.outbound.discard()
+        self._forbid()
 
     # --- acks -----------------------------------------------------------------------------
 

@@ -9,60 +9,25 @@ process and by polling every ``OUTBOX_POLL_INTERVAL_S``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from app.broker.commit import close_thread_connection
 from app.outbox import claims, notifications, wakeup
 from app.outbox.claims import Settlement
 from app.outbox.dispatch import TargetPool, publish_batch
+from relays.database_thread import DatabaseThread
 from relays.leader import process_identity
 from relays.periodic import backoff_s
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 SETTLE_ATTEMPTS = 5
 CLOSE_TIMEOUT_S = 5.0
-
-
-def _guarded(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except (OperationalError, InterfaceError):
-        connection.close()  # reconnect on the next call (e.g. after a PostgreSQL restart)
-        raise
-
-
-class DatabaseThread:
-    """A relay's own thread and connection: claims do not queue behind the ORM work of requests
-    on the shared sync_to_async thread, nor pay its per-call connection health check."""
-
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        bound = functools.partial(function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _guarded, bound)
-
-    async def close(self) -> None:
-        closing = asyncio.get_running_loop().run_in_executor(self._executor, close_thread_connection)
-        # Bounded: a call still waiting on a database lock must not hold up shutdown; the thread
-        # ends on its own once that call returns.
-        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
-        if not done:
-            logger.warning("an outbox relay's database thread was still busy at shutdown")
-        self._executor.shutdown(wait=False)
 
 
 class OutboxRelay:

@@ -16,6 +16,6 @@ async def status_refresh_loop(runtime: BrokerRuntime) -> None:
         watched = runtime.board.watched()
         if watched:
             for status in await database_sync_to_async(statuses)(watched):
-                runtime.board.update(status)
+                runtime.board.update(status, runtime.loop.time())
 
     await every(settings.STATUS_REFRESH_S, refresh, "status refresh")

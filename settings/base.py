@@ -146,6 +146,23 @@ UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
 # How long a process trusts a cached topic + rights lookup (changes also invalidate it at once).
 TOPIC_VIEW_TTL_S = env_float("TOPIC_VIEW_TTL_S", 10.0)
+# How often each server reads the changes other processes announced (rights, topics created or
+# deleted, revoked credentials): the longest a change made elsewhere takes to reach open sockets.
+ANNOUNCEMENT_POLL_INTERVAL_S = env_float("ANNOUNCEMENT_POLL_INTERVAL_S", 0.25)
+# Announcements are deleted this long after they were made.
+ANNOUNCEMENT_RETENTION_S = env_float("ANNOUNCEMENT_RETENTION_S", 600.0)
+# How long a process trusts a token it checked (revocations drop it at once).
+AUTH_CACHE_TTL_S = env_float("AUTH_CACHE_TTL_S", 10.0)
+# Connection-rate limits (token buckets; a rate of 0 turns one off). Connections that are not
+# authenticated count against their client address, authenticated ones against their principal;
+# failed token / session lookups against the address in a bucket of their own. A refused
+# handshake is answered with HTTP 429.
+CONNECT_RATE_PER_ADDRESS_PER_S = env_float("CONNECT_RATE_PER_ADDRESS_PER_S", 50.0)
+CONNECT_BURST_PER_ADDRESS = env_float("CONNECT_BURST_PER_ADDRESS", 500.0)
+CONNECT_RATE_PER_PRINCIPAL_PER_S = env_float("CONNECT_RATE_PER_PRINCIPAL_PER_S", 50.0)
+CONNECT_BURST_PER_PRINCIPAL = env_float("CONNECT_BURST_PER_PRINCIPAL", 500.0)
+FAILED_AUTH_RATE_PER_ADDRESS_PER_S = env_float("FAILED_AUTH_RATE_PER_ADDRESS_PER_S", 5.0)
+FAILED_AUTH_BURST_PER_ADDRESS = env_float("FAILED_AUTH_BURST_PER_ADDRESS", 50.0)
 # How often consumers are checked against the database for messages the fast path lost.
 RESYNC_INTERVAL_S = env_float("RESYNC_INTERVAL_S", 2.0)
 # Group commit: at most this many rows per transaction.

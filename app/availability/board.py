@@ -1,44 +1,72 @@
-"""This process's status viewers and the last status each topic was shown with (no I/O)."""
+"""This process's status viewers, indexed by topic, and the last status each topic was shown with
+(no I/O; callers pass the time).
+
+A status read less than ``max_age`` ago is served from here, so many viewers opening at once (a
+dashboard reloaded everywhere, or a flood of idle sockets) cost one query, not one each.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from app.availability.services import TopicStatus
 
 
 class Viewer(Protocol):
-    def wants(self, slug: str) -> bool: ...
-
     def show(self, status: TopicStatus) -> None: ...
 
 
 class StatusBoard:
     def __init__(self) -> None:
-        self.viewers: set[Viewer] = set()
-        self._shown: dict[str, TopicStatus] = {}
+        self._viewers: dict[str, set[Viewer]] = {}
+        self._watching: dict[Viewer, frozenset[str]] = {}
+        # slug -> (the status last shown, when it was read); kept after the last viewer leaves, for
+        # ``recent`` (bounded by the number of topics).
+        self._shown: dict[str, tuple[TopicStatus, float]] = {}
+
+    @property
+    def viewers(self) -> int:
+        return len(self._watching)
 
     def watched(self) -> set[str]:
         """Slugs some local viewer wants (the refresh loop reads only these)."""
-        return {slug for slug in self._shown if any(v.wants(slug) for v in self.viewers)}
+        return set(self._viewers)
 
-    def watch(self, viewer: Viewer, current: list[TopicStatus]) -> None:
-        self.viewers.add(viewer)
-        for status in current:
-            self._shown.setdefault(status.slug, status)
+    def recent(self, slugs: Iterable[str], now: float, max_age_s: float) -> tuple[list[TopicStatus], set[str]]:
+        """The statuses read within ``max_age_s``, and the slugs that need reading."""
+        found: list[TopicStatus] = []
+        missing: set[str] = set()
+        for slug in slugs:
+            entry = self._shown.get(slug)
+            if entry is not None and now - entry[1] < max_age_s:
+                found.append(entry[0])
+            else:
+                missing.add(slug)
+        return found, missing
+
+    def watch(self, viewer: Viewer, slugs: Iterable[str]) -> None:
+        """``viewer`` wants exactly ``slugs`` from now on."""
+        self.unwatch(viewer)
+        wanted = frozenset(slugs)
+        self._watching[viewer] = wanted
+        for slug in wanted:
+            self._viewers.setdefault(slug, set()).add(viewer)
 
     def unwatch(self, viewer: Viewer) -> None:
-        self.viewers.discard(viewer)
-        if not self.viewers:
-            self._shown.clear()
+        for slug in self._watching.pop(viewer, ()):
+            viewers = self._viewers.get(slug)
+            if viewers is not None:
+                viewers.discard(viewer)
+                if not viewers:
+                    del self._viewers[slug]
 
-    def update(self, status: TopicStatus) -> bool:
+    def update(self, status: TopicStatus, now: float) -> bool:
         """Record a fresh status; viewers hear of it only when the availability changed."""
         before = self._shown.get(status.slug)
-        self._shown[status.slug] = status
-        if before is not None and before.status == status.status:
+        self._shown[status.slug] = (status, now)
+        if before is not None and before[0].status == status.status:
             return False
-        for viewer in list(self.viewers):
-            if viewer.wants(status.slug):
-                viewer.show(status)
+        for viewer in list(self._viewers.get(status.slug, ())):
+            viewer.show(status)
         return True

@@ -172,3 +172,32 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} -> {self.principal}"
+
+
+class Announcement(models.Model):
+    """A change every server process must apply to its open connections and caches.
+
+    Written in the transaction that makes the change, whoever makes it (a server, the admin, a
+    management command, a shell), and read by each server's announcement loop: the channel layer
+    alone would miss changes made outside a server, and there is none without Redis.
+    """
+
+    RIGHTS = "rights"  # a topic was created, changed or deleted, or rights on it changed
+    REVOKED = "revoked"  # a token was disabled or deleted, or a user deactivated or deleted
+    KINDS = [(RIGHTS, RIGHTS), (REVOKED, REVOKED)]
+
+    kind = models.CharField(max_length=16, choices=KINDS)
+    slug = models.CharField(max_length=200, blank=True)
+    # For RIGHTS: whether the topic exists after the change.
+    exists = models.BooleanField(default=True)
+    token_id = models.BigIntegerField(null=True, blank=True)
+    principal = models.CharField(max_length=64, blank=True)
+    # The server process that made the change and applied it at once ("" for other processes).
+    origin = models.CharField(max_length=32, blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.slug or self.token_id or self.principal}"

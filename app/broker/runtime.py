@@ -1,20 +1,29 @@
 """The per-process broker state: local connections (hub), the group-commit writer, the status board,
-and the backplane to the other processes."""
+the backplane to the other processes, and what this process knows without asking the database
+(topic views, the topic directory, checked credentials, connection-rate limits)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 
+from app.auth.credentials import CredentialCache
 from app.availability.board import StatusBoard
+from app.availability.services import visible_topics
+from app.broker.admission import Admission, RateLimiter
+from app.broker.announcements import Change
 from app.broker.backplane import LocalBackplane, Receiver, make_backplane
 from app.broker.commit import GroupCommitWriter
+from app.broker.directory import TopicDirectory
 from app.broker.hub import Delivered, Hub
+from app.broker.models import Announcement
 from app.broker.topics import TopicView, view_topic
 
 logger = logging.getLogger(__name__)
@@ -44,6 +53,25 @@ class BrokerRuntime(Receiver):
         # (slug, principal) -> (what a connection caches about its topic, monotonic expiry). Many
         # connections of one principal (a reconnect storm, a fleet of modules) need one lookup.
         self._views: dict[tuple[str, str], tuple[TopicView, float]] = {}
+        self.directory = TopicDirectory()
+        self.credentials = CredentialCache(settings.AUTH_CACHE_TTL_S)
+        self.admission = Admission(
+            per_address=RateLimiter(settings.CONNECT_RATE_PER_ADDRESS_PER_S, settings.CONNECT_BURST_PER_ADDRESS),
+            per_principal=RateLimiter(
+                settings.CONNECT_RATE_PER_PRINCIPAL_PER_S, settings.CONNECT_BURST_PER_PRINCIPAL
+            ),
+            failed_lookups=RateLimiter(
+                settings.FAILED_AUTH_RATE_PER_ADDRESS_PER_S, settings.FAILED_AUTH_BURST_PER_ADDRESS
+            ),
+        )
+        # The source topics anonymous status viewers may see, with its expiry; one read shared by
+        # every anonymous viewer connecting meanwhile.
+        self._anonymous_visible: tuple[list[str], float] | None = None
+        self._anonymous_reading: asyncio.Task[list[str]] | None = None
+        self._rights_generation = 0
+        # Set by the announcement loop once it runs: returns when every change announced so far
+        # has been applied here (app/broker/directory.py answers only then).
+        self.catch_up: Callable[[], Awaitable[None]] | None = None
         self.loop = asyncio.get_running_loop()
         self._started = False
 
@@ -58,13 +86,21 @@ class BrokerRuntime(Receiver):
 
     async def topic_view(self, slug: str, user: Any, principal: str, *, fresh: bool = False) -> TopicView | None:
         """The topic and the principal's rights on it: cached for ``TOPIC_VIEW_TTL_S`` and dropped
-        when rights on the topic change anywhere; ``fresh`` reads the database. A missing topic is
-        not cached (it may be created any moment)."""
+        when rights on the topic change anywhere; a name the directory knows is no topic costs no
+        query. ``fresh`` reads the database (after a change was announced)."""
         key = (slug, principal)
-        cached = self._views.get(key)
-        if cached is not None and not fresh and cached[1] > self.loop.time():
-            return cached[0]
+        if not fresh:
+            cached = self._views.get(key)
+            if cached is not None and cached[1] > self.loop.time():
+                return cached[0]
+            if self.directory.missing(slug):
+                if self.catch_up is None:
+                    return None
+                await self.catch_up()  # created a moment ago elsewhere?
+                if self.directory.missing(slug):
+                    return None
         view: TopicView | None = await database_sync_to_async(view_topic)(slug, user)
+        self.directory.found(slug, view is not None)
         if view is None:
             self._views.pop(key, None)
         else:
@@ -72,6 +108,37 @@ class BrokerRuntime(Receiver):
                 self._views.clear()
             self._views[key] = (view, self.loop.time() + settings.TOPIC_VIEW_TTL_S)
         return view
+
+    async def visible_topics(self, user: Any, only: set[str] | None) -> list[str]:
+        """Source topics whose status ``user`` may see (all of them, or those in ``only``).
+        Anonymous viewers share one cached read, dropped when rights change anywhere."""
+        if getattr(user, "is_authenticated", False):
+            return list(await database_sync_to_async(visible_topics)(user, only))
+        slugs = await self._anonymous_slugs()
+        if only is not None and not only.issubset(slugs) and self.catch_up is not None:
+            await self.catch_up()  # a topic made public a moment ago elsewhere?
+            slugs = await self._anonymous_slugs()
+        return slugs if only is None else [slug for slug in slugs if slug in only]
+
+    async def _anonymous_slugs(self) -> list[str]:
+        cached = self._anonymous_visible
+        if cached is not None and cached[1] > self.loop.time():
+            return cached[0]
+        if self._anonymous_reading is None:
+            self._anonymous_reading = self.loop.create_task(self._read_anonymous_visible(AnonymousUser()))
+            # Retrieved here too: every waiter may have gone before a failure.
+            self._anonymous_reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(self._anonymous_reading)
+
+    async def _read_anonymous_visible(self, user: Any) -> list[str]:
+        generation = self._rights_generation
+        try:
+            slugs: list[str] = await database_sync_to_async(visible_topics)(user, None)
+            if generation == self._rights_generation:  # else rights changed while we read
+                self._anonymous_visible = (slugs, self.loop.time() + settings.TOPIC_VIEW_TTL_S)
+            return slugs
+        finally:
+            self._anonymous_reading = None
 
     def _presence(self, slug: str, present: bool) -> None:
         if present:
@@ -89,17 +156,25 @@ class BrokerRuntime(Receiver):
     def grant(self, slug: str, principal: str) -> None:
         """``principal`` may now consume ``slug``: attach its waiting connections everywhere."""
         self.backplane.grant(slug, principal)
-        self.hub.grant(slug, principal)
+        self.remote_grant(slug, principal)
 
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
         """A token was disabled or deleted, or a user deactivated: close their sockets everywhere."""
         self.backplane.credentials_revoked(token_id, principal)
         self.remote_credentials_revoked(token_id, principal)
 
-    def rights_changed(self, slug: str) -> None:
-        """Permissions on ``slug`` changed: every connection re-reads its rights."""
-        self.backplane.rights_changed(slug)
-        self.remote_rights_changed(slug)
+    def rights_changed(self, slug: str, *, exists: bool = True) -> None:
+        """``slug`` was created, changed or deleted, or permissions on it changed: every
+        connection re-reads its rights."""
+        self.backplane.rights_changed(slug, exists=exists)
+        self.remote_rights_changed(slug, exists=exists)
+
+    def apply(self, change: Change) -> None:
+        """An announcement another process made (read from the database)."""
+        if change.kind == Announcement.RIGHTS:
+            self.remote_rights_changed(change.slug, exists=change.exists)
+        elif change.kind == Announcement.REVOKED:
+            self.remote_credentials_revoked(change.token_id, change.principal or None)
 
     # --- what other processes tell us ----------------------------------------------------
 
@@ -107,17 +182,22 @@ class BrokerRuntime(Receiver):
         self.hub.publish(slug, item)
 
     def remote_grant(self, slug: str, principal: str) -> None:
+        self.directory.found(slug, True)
         self.hub.grant(slug, principal)
 
     def remote_credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
+        self.credentials.revoke(token_id, principal)
         for socket in list(self.sockets):
             if (token_id is not None and socket.token_id == token_id) or (
                 principal is not None and socket.principal == principal
             ):
                 socket.revoke("credentials revoked (token disabled or user deactivated)")
 
-    def remote_rights_changed(self, slug: str) -> None:
+    def remote_rights_changed(self, slug: str, *, exists: bool = True) -> None:
+        self.directory.found(slug, exists)
         self.response_topics.pop(slug, None)
+        self._anonymous_visible = None
+        self._rights_generation += 1
         # Cached views of the topic, and of response topics answering it (their produce right
         # comes from consuming it).
         for key, (view, _) in list(self._views.items()):

@@ -74,6 +74,11 @@ def get_topic(slug: str) -> Topic | None:
     return Topic.objects.select_related("response_for").filter(slug=slug).first()
 
 
+def topic_slugs() -> list[str]:
+    """Every topic's name (the directory a server keeps in memory)."""
+    return list(Topic.objects.values_list("slug", flat=True).iterator(chunk_size=10_000))
+
+
 def create_topic(slug: str, owner: Any) -> tuple[Topic, bool]:
     """Auto-create a topic on its first message; its creator may produce to and consume it.
     Returns the topic and whether this call created it (a racing creator may have won)."""

@@ -1,7 +1,12 @@
-"""Tell every server process when rights on a topic change, so open connections re-read them.
+"""Tell every server process when topics, rights or credentials change, so open connections and
+cached lookups follow.
 
-Rights change in the admin, over the HTTP API or with ``dasf_topic``: object permission rows
-(django-guardian) or a topic's own flags. The announcement goes out after the commit.
+Rights change in the admin, over the HTTP API, with ``dasf_topic`` or in a shell: object
+permission rows (django-guardian), a topic's own flags, topics created or deleted. Credentials are
+revoked by disabling or deleting a token, or deactivating or deleting a user. Each change is
+written as an announcement in its own transaction (app/broker/announcements.py), which every
+server reads within ``ANNOUNCEMENT_POLL_INTERVAL_S``; a server making the change also applies it
+at once after the commit and tells the others over the backplane.
 """
 
 from __future__ import annotations
@@ -11,8 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -21,40 +24,38 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from app.auth.models import Token
 from app.auth.services import principal_of
-from app.broker.backplane import CONTROL_GROUP
+from app.broker import announcements
 from app.broker.models import Topic
 from app.broker.runtime import BrokerRuntime, running_runtime
 
 logger = logging.getLogger(__name__)
 
 
-def _announce(local: Callable[[BrokerRuntime], None], message: dict[str, Any]) -> None:
-    """Tell every server process, from a worker thread (or a command's process), after the commit:
-    through this process's runtime when it serves, else straight onto the channel layer."""
+def _serving() -> BrokerRuntime | None:
     runtime = running_runtime()
-    if runtime is not None and runtime.loop.is_running():
-        # A fresh context: the caller's is asgiref's worker-thread context, and a connection task
-        # spawned in it would see its own database_sync_to_async call as a deadlock.
-        runtime.loop.call_soon_threadsafe(local, runtime, context=contextvars.Context())
+    return runtime if runtime is not None and runtime.loop.is_running() else None
+
+
+def _apply_here(runtime: BrokerRuntime | None, apply: Callable[[BrokerRuntime], None]) -> None:
+    if runtime is None:
         return
-    layer = get_channel_layer()
-    if layer is None or isinstance(layer, InMemoryChannelLayer):
-        return  # no server shares this process, and none can be reached
-    try:
-        async_to_sync(layer.group_send)(CONTROL_GROUP, {**message, "origin": "external"})
-    except Exception:
-        logger.exception("could not announce %s", message)
+    # A fresh context: the caller's is asgiref's worker-thread context, and a connection task
+    # spawned in it would see its own database_sync_to_async call as a deadlock.
+    transaction.on_commit(
+        lambda: runtime.loop.call_soon_threadsafe(apply, runtime, context=contextvars.Context())
+    )
 
 
-def announce_rights_changed(slug: str) -> None:
-    _announce(lambda runtime: runtime.rights_changed(slug), {"type": "broker.rights", "slug": slug})
+def announce_rights_changed(slug: str, *, exists: bool = True) -> None:
+    runtime = _serving()
+    announcements.record_rights(slug, exists=exists, origin=announcements.PROCESS_ID if runtime else "")
+    _apply_here(runtime, lambda r: r.rights_changed(slug, exists=exists))
 
 
 def announce_revoked(token_id: int | None, principal: str | None) -> None:
-    _announce(
-        lambda runtime: runtime.credentials_revoked(token_id, principal),
-        {"type": "broker.revoked", "token_id": token_id, "principal": principal},
-    )
+    runtime = _serving()
+    announcements.record_revoked(token_id, principal, origin=announcements.PROCESS_ID if runtime else "")
+    _apply_here(runtime, lambda r: r.credentials_revoked(token_id, principal))
 
 
 def _permission_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -62,25 +63,21 @@ def _permission_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
         return
     slug = Topic.objects.filter(pk=instance.object_pk).values_list("slug", flat=True).first()
     if slug:
-        transaction.on_commit(lambda: announce_rights_changed(slug))
+        announce_rights_changed(slug)
 
 
-def _topic_changed(sender: Any, instance: Topic, created: bool = False, **kwargs: Any) -> None:
-    if not created:
-        slug = instance.slug
-        transaction.on_commit(lambda: announce_rights_changed(slug))
+def _topic_changed(sender: Any, instance: Topic, **kwargs: Any) -> None:
+    announce_rights_changed(instance.slug, exists=kwargs.get("signal") is not post_delete)
 
 
 def _token_changed(sender: Any, instance: Token, **kwargs: Any) -> None:
     if kwargs.get("signal") is post_delete or not instance.enabled:
-        token_id = instance.pk
-        transaction.on_commit(lambda: announce_revoked(token_id, None))
+        announce_revoked(instance.pk, None)
 
 
 def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     if kwargs.get("signal") is post_delete or not instance.is_active:
-        principal = principal_of(instance)
-        transaction.on_commit(lambda: announce_revoked(None, principal))
+        announce_revoked(None, principal_of(instance))
 
 
 def connect() -> None:

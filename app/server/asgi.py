@@ -15,6 +15,7 @@ from django.core.asgi import get_asgi_application
 from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
+from relays.announcements import announcement_loop
 from relays.garbage_collection import garbage_collection_loop
 from relays.outbox import outbox_relay_loop
 from relays.ping import ping_loop
@@ -62,6 +63,7 @@ class Lifespan:
 
     def start(self, runtime: BrokerRuntime) -> None:
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            ("announcements", announcement_loop(runtime)),
             ("status-refresh", status_refresh_loop(runtime)),
             ("resync", resync_loop(runtime)),
         ]

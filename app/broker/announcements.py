@@ -1,0 +1,93 @@
+"""Announcements: changes to topics, rights and credentials that every server process applies.
+
+A change is written as an ``Announcement`` row in the transaction that makes it, by whichever
+process makes it; each server reads the new rows every ``ANNOUNCEMENT_POLL_INTERVAL_S`` (on its
+own database thread) and drops its cached views, re-checks open connections or closes revoked
+sockets. The server that made a change applies it at once and skips its own rows; with Redis the
+backplane carries it to the other servers faster still. Applying a change twice is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from app.broker.models import Announcement
+
+# Marks the rows of changes this process applied itself.
+PROCESS_ID = uuid.uuid4().hex
+# Ids skipped by the cursor that are watched for a late commit; a larger gap is not tracked id by id.
+MAX_HOLES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    id: int
+    kind: str
+    slug: str
+    exists: bool
+    token_id: int | None
+    principal: str
+    origin: str
+
+
+def record_rights(slug: str, *, exists: bool, origin: str) -> None:
+    Announcement.objects.create(kind=Announcement.RIGHTS, slug=slug[:200], exists=exists, origin=origin)
+
+
+def record_revoked(token_id: int | None, principal: str | None, *, origin: str) -> None:
+    Announcement.objects.create(
+        kind=Announcement.REVOKED, token_id=token_id, principal=principal or "", origin=origin
+    )
+
+
+def last_id() -> int:
+    return Announcement.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def read(after: int, holes: list[int]) -> list[Change]:
+    """Rows beyond ``after``, and the rows of ``holes`` that have committed meanwhile."""
+    where = Q(id__gt=after)
+    if holes:
+        where |= Q(id__in=holes)
+    rows = Announcement.objects.filter(where).order_by("id").values_list(
+        "id", "kind", "slug", "exists", "token_id", "principal", "origin"
+    )
+    return [Change(*row) for row in rows]
+
+
+def prune(older_than: datetime | None = None, *, retention_s: float) -> int:
+    cutoff = older_than or timezone.now() - timedelta(seconds=retention_s)
+    return int(Announcement.objects.filter(created__lt=cutoff).delete()[0])
+
+
+class FeedCursor:
+    """Where a server is in the announcement feed (no I/O).
+
+    Ids are handed out at insert and rows become visible at commit, so on PostgreSQL a row may
+    appear after one with a higher id was read. Skipped ids are kept as holes and asked for again
+    until they appear or ``hole_ttl_s`` passes (a rolled-back change never appears).
+    """
+
+    def __init__(self, after: int, hole_ttl_s: float) -> None:
+        self.after = after
+        self.hole_ttl_s = hole_ttl_s
+        self.holes: dict[int, float] = {}
+
+    def take(self, rows: list[Change], now: float) -> list[Change]:
+        """The rows not seen before, in id order; advances the cursor."""
+        new: list[Change] = []
+        for row in sorted(rows, key=lambda r: r.id):
+            if self.holes.pop(row.id, None) is not None:
+                new.append(row)
+            elif row.id > self.after:
+                if row.id - self.after - 1 <= MAX_HOLES - len(self.holes):
+                    self.holes.update(dict.fromkeys(range(self.after + 1, row.id), now))
+                self.after = row.id
+                new.append(row)
+        self.holes = {hole: since for hole, since in self.holes.items() if now - since < self.hole_ttl_s}
+        return new

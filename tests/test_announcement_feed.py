@@ -1,0 +1,73 @@
+"""The announcement feed's cursor, the topic directory and the credential cache: plain objects."""
+
+from __future__ import annotations
+
+from app.auth.credentials import Credential, CredentialCache
+from app.broker.announcements import Change, FeedCursor
+from app.broker.directory import TopicDirectory
+
+
+def change(id_: int) -> Change:
+    return Change(id_, "rights", f"t{id_}", True, None, "", "")
+
+
+def test_cursor_takes_new_rows_in_order():
+    """Rows beyond the cursor are taken once, in id order."""
+    cursor = FeedCursor(after=10, hole_ttl_s=60)
+    assert [c.id for c in cursor.take([change(12), change(11)], now=0)] == [11, 12]
+    assert cursor.take([change(11), change(12)], now=0) == []
+
+
+def test_cursor_takes_late_commit_of_a_skipped_id():
+    """An id skipped because its transaction committed late is taken when it appears."""
+    cursor = FeedCursor(after=0, hole_ttl_s=60)
+    cursor.take([change(1), change(3)], now=0)
+    assert 2 in cursor.holes
+    assert [c.id for c in cursor.take([change(2)], now=1)] == [2]
+    assert not cursor.holes
+
+
+def test_cursor_forgets_holes_after_ttl():
+    """A rolled-back id is not asked for forever."""
+    cursor = FeedCursor(after=0, hole_ttl_s=60)
+    cursor.take([change(2)], now=0)
+    cursor.take([], now=61)
+    assert not cursor.holes
+
+
+def test_cursor_bounds_holes():
+    """A huge gap is not tracked id by id."""
+    cursor = FeedCursor(after=0, hole_ttl_s=60)
+    cursor.take([change(1_000_000)], now=0)
+    assert cursor.after == 1_000_000 and not cursor.holes
+
+
+def test_directory_answers_only_when_loaded():
+    """Before it is loaded every name is looked up; after, unknown names are missing."""
+    directory = TopicDirectory()
+    assert not directory.missing("x")
+    directory.load(["a"])
+    assert directory.missing("x") and not directory.missing("a")
+    directory.found("x", True)
+    directory.found("a", False)
+    assert not directory.missing("x") and directory.missing("a")
+
+
+def test_credentials_expire_and_revoke():
+    """A checked token is trusted for the TTL, and dropped at once when revoked."""
+    cache = CredentialCache(ttl_s=10)
+    cache.put("h1", Credential(object(), 1, "user:1"), now=0)
+    cache.put("h2", Credential(object(), 2, "user:2"), now=0)
+    assert cache.get("h1", now=5) is not None
+    assert cache.get("h1", now=11) is None
+    cache.revoke(None, "user:2")
+    assert cache.get("h2", now=1) is None
+
+
+def test_credentials_revoked_by_token():
+    """Revoking a token id drops its entry only."""
+    cache = CredentialCache(ttl_s=10)
+    cache.put("h1", Credential(object(), 1, "user:1"), now=0)
+    cache.put("h2", Credential(object(), 2, "user:1"), now=0)
+    cache.revoke(1, None)
+    assert cache.get("h1", now=0) is None and cache.get("h2", now=0) is not None

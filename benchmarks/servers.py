@@ -18,8 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
-# Relays off: a ping or a garbage collection pass would land in the middle of a measurement.
-QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0"}
+# Relays off: a ping or a garbage collection pass would land in the middle of a measurement. The load
+# generator opens thousands of sockets from one address: the connection-rate limits are off too.
+QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "CONNECT_RATE_PER_ADDRESS_PER_S": "0",
+         "CONNECT_RATE_PER_PRINCIPAL_PER_S": "0", "MAX_CONNECTIONS_PER_ADDRESS": "0",
+         "MAX_CONNECTIONS_PER_PRINCIPAL": "0"}
 
 
 def child_env(**extra: str) -> dict[str, str]:

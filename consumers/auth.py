@@ -78,9 +78,12 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
             admitted = admission.authenticated(principal_of(user), now)
         else:
             admitted = admission.anonymous(address, now)
-        if not admitted:
+        if admitted is None:
             return await refuse_handshake(receive, send, HTTPStatus.TOO_MANY_REQUESTS, "too many connections")
-        return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
+        try:
+            return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
+        finally:
+            admission.release(admitted)
 
 
 def client_address(scope: dict[str, Any]) -> str:

@@ -163,6 +163,9 @@ CONNECT_RATE_PER_PRINCIPAL_PER_S = env_float("CONNECT_RATE_PER_PRINCIPAL_PER_S",
 CONNECT_BURST_PER_PRINCIPAL = env_float("CONNECT_BURST_PER_PRINCIPAL", 500.0)
 FAILED_AUTH_RATE_PER_ADDRESS_PER_S = env_float("FAILED_AUTH_RATE_PER_ADDRESS_PER_S", 5.0)
 FAILED_AUTH_BURST_PER_ADDRESS = env_float("FAILED_AUTH_BURST_PER_ADDRESS", 50.0)
+# Websockets one client address (unauthenticated) or one principal may hold open at once (0: no limit).
+MAX_CONNECTIONS_PER_ADDRESS = env_int("MAX_CONNECTIONS_PER_ADDRESS", 1000)
+MAX_CONNECTIONS_PER_PRINCIPAL = env_int("MAX_CONNECTIONS_PER_PRINCIPAL", 10_000)
 # How often consumers are checked against the database for messages the fast path lost.
 RESYNC_INTERVAL_S = env_float("RESYNC_INTERVAL_S", 2.0)
 # Group commit: at most this many rows per transaction.

@@ -12,7 +12,7 @@ def limits(rate: float = 1.0, burst: float = 3.0) -> Admission:
 def test_burst_then_refused():
     """An address may open ``burst`` connections at once, then none until tokens refill."""
     admission = limits()
-    assert [admission.anonymous("10.0.0.1", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert [bool(admission.anonymous("10.0.0.1", 0.0)) for _ in range(4)] == [True, True, True, False]
 
 
 def test_refills_at_rate():
@@ -68,3 +68,21 @@ def test_keys_are_bounded(monkeypatch):
     limiter.allow("c", 0.0)
     assert limiter.allow("a", 0.0)  # forgotten, so full again
     assert len(limiter._buckets) == 2
+
+
+def test_open_connections_bounded_per_address():
+    """An address may hold ``max_per_address`` connections; one more is admitted after a release."""
+    admission = Admission(RateLimiter(0, 1), RateLimiter(0, 1), RateLimiter(0, 1), max_per_address=2)
+    first, second = admission.anonymous("a", 0.0), admission.anonymous("a", 0.0)
+    assert first and second and admission.anonymous("a", 0.0) is None
+    assert admission.anonymous("b", 0.0) is not None
+    admission.release(first)
+    assert admission.anonymous("a", 0.0) is not None
+
+
+def test_open_connections_bounded_per_principal():
+    """A principal may hold ``max_per_principal`` connections, whatever its address."""
+    admission = Admission(RateLimiter(0, 1), RateLimiter(0, 1), RateLimiter(0, 1), max_per_principal=1)
+    assert admission.authenticated("user:1", 0.0) is not None
+    assert admission.authenticated("user:1", 0.0) is None
+    assert admission.authenticated("user:2", 0.0) is not None

@@ -63,6 +63,8 @@ class BrokerRuntime(Receiver):
             failed_lookups=RateLimiter(
                 settings.FAILED_AUTH_RATE_PER_ADDRESS_PER_S, settings.FAILED_AUTH_BURST_PER_ADDRESS
             ),
+            max_per_address=settings.MAX_CONNECTIONS_PER_ADDRESS,
+            max_per_principal=settings.MAX_CONNECTIONS_PER_PRINCIPAL,
         )
         # The source topics anonymous status viewers may see, with its expiry; one read shared by
         # every anonymous viewer connecting meanwhile.

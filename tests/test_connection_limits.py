@@ -1,0 +1,96 @@
+"""Connection limits per client address and per principal, through a real server (issue 11, defect 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.protocol import auth, connect, make_token, make_topic, make_user, publish
+from tests.servers import ServerProcess, start_server
+
+IDLE_VIEWERS = 1000
+SERVED_WITHIN_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def limited_server(_migrated: None) -> Iterator[ServerProcess]:
+    """Small limits: 20 sockets per address or principal, 30 handshakes a burst."""
+    proc = start_server(os.environ["DATABASE_URL"], MAX_CONNECTIONS_PER_ADDRESS="20",
+                        MAX_CONNECTIONS_PER_PRINCIPAL="20", CONNECT_BURST_PER_ADDRESS="30",
+                        CONNECT_RATE_PER_ADDRESS_PER_S="1")
+    yield proc
+    proc.stop()
+
+
+async def refused(url: str, headers: dict[str, str] | None = None) -> InvalidStatus:
+    with pytest.raises(InvalidStatus) as refusal:
+        await connect(url, headers)
+    return refusal.value
+
+
+async def test_open_sockets_per_address_are_bounded(limited_server):
+    """The 21st anonymous socket from one address is refused with 429 and a JSON reason; closing
+    one lets the next in."""
+    slug = make_topic()
+    held = [await connect(f"{limited_server.ws}{slug}/s{i}") for i in range(20)]
+    refusal = await refused(f"{limited_server.ws}{slug}/extra")
+    assert refusal.response.status_code == 429 and b"too many connections" in refusal.response.body
+    await held.pop().close()
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                await connect(f"{limited_server.ws}{slug}/again")
+                break
+            except InvalidStatus:
+                await asyncio.sleep(0.1)  # bounded-poll: the server sees the close a moment later
+
+
+async def test_authenticated_not_counted_against_address(limited_server):
+    """A token holder connects while anonymous sockets from its address are at their limit."""
+    owner = make_user()
+    slug = make_topic(public=False, anonymous=False, producers=(owner,), consumers=(owner,))
+    public = make_topic()
+    for i in range(20):
+        try:
+            await connect(f"{limited_server.ws}{public}/fill{i}")
+        except InvalidStatus:
+            break  # already full (or out of handshakes): what this test needs
+    producer = await connect(limited_server.ws + slug, auth(make_token(owner)))
+    assert (await publish(producer, 1))["result"] == "ok"
+
+
+async def test_open_sockets_per_principal_are_bounded(limited_server):
+    """One principal may hold 20 sockets, whatever tokens it uses."""
+    owner = make_user()
+    slug = make_topic(public=False, anonymous=False, producers=(owner,))
+    keys = [make_token(owner) for _ in range(2)]
+    for i in range(20):
+        await connect(limited_server.ws + slug, auth(keys[i % 2]))
+    assert (await refused(limited_server.ws + slug, auth(keys[0]))).response.status_code == 429
+
+
+@pytest.fixture(scope="module")
+def roomy_server(_migrated: None) -> Iterator[ServerProcess]:
+    """Limits high enough for a thousand sockets from this test's one address."""
+    proc = start_server(os.environ["DATABASE_URL"], MAX_CONNECTIONS_PER_ADDRESS="5000",
+                        CONNECT_BURST_PER_ADDRESS="5000")
+    yield proc
+    proc.stop()
+
+
+async def test_idle_status_viewers_do_not_delay_handshakes(roomy_server):
+    """A thousand idle anonymous status sockets do not delay an authenticated handshake."""
+    owner = make_user()
+    slug = make_topic(public=False, anonymous=False, producers=(owner,))
+    key = make_token(owner)
+    for _ in range(IDLE_VIEWERS // 100):
+        await asyncio.gather(*(connect(f"{roomy_server.ws}status/") for _ in range(100)))
+    started = time.monotonic()
+    producer = await connect(roomy_server.ws + slug, auth(key))
+    assert (await publish(producer, 1))["result"] == "ok"
+    assert time.monotonic() - started < SERVED_WITHIN_S

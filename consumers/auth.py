@@ -55,10 +55,11 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
             key_hash = hash_key(key)
             credential = runtime.credentials.get(key_hash, now)
             if credential is None and admission.may_look_up(address, now):
+                generation = runtime.credentials.generation
                 token = await database_sync_to_async(token_for_key)(key)
                 if token is not None:
                     credential = Credential(token.user, token.pk, principal_of(token.user))
-                    runtime.credentials.put(key_hash, credential, now)
+                    runtime.credentials.put(key_hash, credential, now, generation)
                 else:
                     admission.lookup_failed(address, now)
             if credential is None:

@@ -56,8 +56,8 @@ def test_directory_answers_only_when_loaded():
 def test_credentials_expire_and_revoke():
     """A checked token is trusted for the TTL, and dropped at once when revoked."""
     cache = CredentialCache(ttl_s=10)
-    cache.put("h1", Credential(object(), 1, "user:1"), now=0)
-    cache.put("h2", Credential(object(), 2, "user:2"), now=0)
+    cache.put("h1", Credential(object(), 1, "user:1"), now=0, generation=0)
+    cache.put("h2", Credential(object(), 2, "user:2"), now=0, generation=0)
     assert cache.get("h1", now=5) is not None
     assert cache.get("h1", now=11) is None
     cache.revoke(None, "user:2")
@@ -67,7 +67,16 @@ def test_credentials_expire_and_revoke():
 def test_credentials_revoked_by_token():
     """Revoking a token id drops its entry only."""
     cache = CredentialCache(ttl_s=10)
-    cache.put("h1", Credential(object(), 1, "user:1"), now=0)
-    cache.put("h2", Credential(object(), 2, "user:1"), now=0)
+    cache.put("h1", Credential(object(), 1, "user:1"), now=0, generation=0)
+    cache.put("h2", Credential(object(), 2, "user:1"), now=0, generation=0)
     cache.revoke(1, None)
     assert cache.get("h1", now=0) is None and cache.get("h2", now=0) is not None
+
+
+def test_lookup_overlapping_a_revocation_is_not_cached():
+    """A token looked up while a revocation was applied is used once, not cached."""
+    cache = CredentialCache(ttl_s=10)
+    started = cache.generation
+    cache.revoke(7, None)
+    cache.put("h", Credential(object(), 7, "user:1"), now=0, generation=started)
+    assert cache.get("h", now=0) is None

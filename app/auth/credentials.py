@@ -25,6 +25,8 @@ class CredentialCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._entries: OrderedDict[str, tuple[Credential, float]] = OrderedDict()
+        # Bumped by every revocation: a lookup that overlapped one is not cached.
+        self.generation = 0
 
     def get(self, key_hash: str, now: float) -> Credential | None:
         entry = self._entries.get(key_hash)
@@ -35,8 +37,9 @@ class CredentialCache:
             return None
         return entry[0]
 
-    def put(self, key_hash: str, credential: Credential, now: float) -> None:
-        if self.ttl_s <= 0:
+    def put(self, key_hash: str, credential: Credential, now: float, generation: int) -> None:
+        """Cache what a lookup started at revocation ``generation`` found."""
+        if self.ttl_s <= 0 or generation != self.generation:
             return
         self._entries[key_hash] = (credential, now + self.ttl_s)
         self._entries.move_to_end(key_hash)
@@ -44,6 +47,7 @@ class CredentialCache:
             self._entries.popitem(last=False)
 
     def revoke(self, token_id: int | None, principal: str | None) -> None:
+        self.generation += 1
         for key_hash, (credential, _) in list(self._entries.items()):
             if credential.token_id == token_id or (principal is not None and credential.principal == principal):
                 del self._entries[key_hash]

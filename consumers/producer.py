@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from app import codec
 from app.auth.services import ANONYMOUS_PRINCIPAL
-from app.broker import services
+from app.broker import creation, quotas, services
 from app.broker.hub import Delivered
+from app.broker.naming import topic_name_error
 from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
@@ -29,6 +30,10 @@ class TopicProducer(AckingConsumer):
     async def on_connect(self) -> None:
         self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
         self.runtime = get_runtime()
+        # Response topics this connection created, for RESPONSE_TOPICS_PER_CONNECTION.
+        self.created_response_topics: set[int] = set()
+        if topic_name_error(self.slug) is not None:
+            return  # no topic has this name: every frame is refused, saying why
         self.runtime.hub.watch(self.slug, self)
         self._adopt(await self.runtime.topic_view(self.slug, self.user, self.principal))
 
@@ -121,6 +126,10 @@ class TopicProducer(AckingConsumer):
 
     async def _topic_on_first_message(self, raw: dict[str, Any]) -> TopicView | None:
         """The topic did not exist at connect: look again, or create it when allowed."""
+        reason = topic_name_error(self.slug)
+        if reason is not None:
+            self.refuse(reason, raw)
+            return None
         # Anonymous producers may not create topics: for them the directory's answer stands, so a
         # flood of frames to a name that is no topic costs no query.
         anonymous = self.principal == ANONYMOUS_PRINCIPAL
@@ -134,7 +143,7 @@ class TopicProducer(AckingConsumer):
             self.refuse(self._denied(reason), raw)
             return None
         try:
-            topic, created = await database_sync_to_async(services.create_topic)(self.slug, self.user)
+            topic, created = await database_sync_to_async(creation.create_topic)(self.slug, self.user)
         except TopicError as exc:
             self.refuse(str(exc), raw)
             return None
@@ -148,11 +157,17 @@ class TopicProducer(AckingConsumer):
         """Make sure the response topic exists (before the request is acked); its id."""
         known = self.runtime.response_topics.get(slug)
         if known is None:
-            topic_id, created = await database_sync_to_async(services.ensure_response_topic)(
-                source.id, slug, self.user
+            if len(self.created_response_topics) >= settings.RESPONSE_TOPICS_PER_CONNECTION:
+                # Garbage collection may have freed room.
+                self.created_response_topics = await database_sync_to_async(quotas.existing)(
+                    self.created_response_topics
+                )
+            topic_id, created = await database_sync_to_async(creation.ensure_response_topic)(
+                source.id, source.slug, slug, self.user, len(self.created_response_topics)
             )
             known = self.runtime.response_topics[slug] = (topic_id, source.id)
             if created:
+                self.created_response_topics.add(topic_id)
                 self.runtime.grant(slug, self.principal)
         if known[1] != source.id:
             raise TopicError(f"response topic {slug} belongs to another topic")

@@ -24,6 +24,7 @@ from app.broker import services
 from app.broker.delivery import has_gap, is_duplicate, needs_resync
 from app.broker.hub import Delivered
 from app.broker.models import RESERVED_TOPICS
+from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
 from app.broker.topics import TopicView
@@ -62,6 +63,11 @@ class TopicConsumer(FrameConsumer):
         self.behind: int | None = None
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
+            self.close(CLOSE_NOT_FOUND)
+            return
+        reason = topic_name_error(self.slug)
+        if reason is not None:  # no topic can have this name: do not wait for one
+            self.refuse(reason, None)
             self.close(CLOSE_NOT_FOUND)
             return
         topic = await self.runtime.topic_view(self.slug, self.user, self.principal)

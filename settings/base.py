@@ -226,3 +226,20 @@ OUTBOX_REDIS_STREAM = env_str("OUTBOX_REDIS_STREAM", "switchyard.events")
 OUTBOX_REDIS_MAXLEN = env_int("OUTBOX_REDIS_MAXLEN", 1_000_000)
 # The own-topics target: the topic used when an event names none; missing topics are created.
 OUTBOX_TOPIC = env_str("OUTBOX_TOPIC", "events")
+
+# --- topic creation limits (squatting and floods) -------------------------------------------
+# Longest topic name anywhere: websocket URLs, auto-created, response and event topics. The slug
+# column holds 200 characters, so no more may be allowed.
+TOPIC_NAME_MAX_CHARS = env_int("TOPIC_NAME_MAX_CHARS", 200)
+if not 1 <= TOPIC_NAME_MAX_CHARS <= 200:
+    raise ValueError(f"TOPIC_NAME_MAX_CHARS={TOPIC_NAME_MAX_CHARS} must be between 1 and 200")
+# Topics one principal may have auto-created (first message) that still exist.
+TOPICS_PER_PRINCIPAL = env_int("TOPICS_PER_PRINCIPAL", 1000)
+# Response topics one producer connection may have created that still exist (the DASF client
+# uses one per process).
+RESPONSE_TOPICS_PER_CONNECTION = env_int("RESPONSE_TOPICS_PER_CONNECTION", 100)
+# Response topics one principal may have created that still exist; all anonymous clients are
+# one principal and share this.
+RESPONSE_TOPICS_PER_PRINCIPAL = env_int("RESPONSE_TOPICS_PER_PRINCIPAL", 1000)
+# A response topic no consumer attached to is deleted this long after its creation.
+RESPONSE_TOPIC_UNATTACHED_TTL_S = env_float("RESPONSE_TOPIC_UNATTACHED_TTL_S", 600.0)

@@ -70,6 +70,45 @@ def test_remove_and_info():
     assert not Topic.objects.filter(slug=slug).exists()
 
 
+def response_topic() -> tuple[str, object]:
+    """A response topic as a request leaves it: its requester may consume it."""
+    from app.broker.permissions import grant
+
+    requester = make_user()
+    source = Topic.objects.create(slug=unique())
+    topic = Topic.objects.create(slug=f"{source.slug}_r", response_for=source, created_by=f"user:{requester.pk}")
+    grant(requester, topic, "can_consume")
+    return topic.slug, requester
+
+
+def test_changing_a_response_topic_is_refused():
+    """Granting on a response topic without --convert-response-topic fails; -i still shows it."""
+    slug, requester = response_topic()
+    admin_pick = make_user()
+    with pytest.raises(CommandError, match="is a response topic"):
+        run("dasf_topic", slug, "-c", admin_pick.username)
+    info = json.loads(run("dasf_topic", slug, "-i"))
+    assert info["consumers"] == [requester.username] and info["created_by"] == f"user:{requester.pk}"
+
+
+def test_conversion_drops_the_requesters_rights():
+    """--convert-response-topic leaves only the admin's grants and no source link."""
+    slug, requester = response_topic()
+    owner = make_user()
+    info = json.loads(run("dasf_topic", slug, "--new", "--convert-response-topic", "-c", owner.username, "-i")
+                      .split("\n", 1)[1])
+    assert info["consumers"] == [owner.username] and not info["is_response_topic"] and info["created_by"] is None
+
+
+def test_name_longer_than_the_limit(settings):
+    """--new refuses a name longer than TOPIC_NAME_MAX_CHARS."""
+    settings.TOPIC_NAME_MAX_CHARS = 20
+    slug = "n" * 21
+    with pytest.raises(CommandError, match="TOPIC_NAME_MAX_CHARS"):
+        run("dasf_topic", slug, "--new")
+    assert not Topic.objects.filter(slug=slug).exists()
+
+
 def test_createtoken_prints_only_the_key():
     """createtoken prints just the key, stores only its sha256, and the key authenticates."""
     name = unique("tok")

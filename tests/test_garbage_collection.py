@@ -1,4 +1,5 @@
-"""Response topics are collected once their last consumer left with nothing outstanding."""
+"""Response topics are collected once their last consumer left with nothing outstanding, or when no
+consumer attached to them in time."""
 
 from __future__ import annotations
 
@@ -57,3 +58,36 @@ async def test_kept_while_a_response_is_outstanding(collecting_server):
     assert Topic.objects.get(slug=kept).garbage_collect_on is None
     again = await connect(f"{server.ws}{kept}/python-backend-2")
     assert (await recv_json(again))["messageId"] == ack["messageId"]
+
+
+@pytest.fixture(scope="module")
+def attach_window_server():
+    """Response topics nobody attached to go 2 s after their creation."""
+    server = start_server(os.environ["DATABASE_URL"], GC_INTERVAL_S="0.5", RESPONSE_TOPIC_UNATTACHED_TTL_S="2")
+    yield server
+    server.stop()
+
+
+async def test_unattached_response_topic_collected(attach_window_server):
+    """A response topic no consumer ever attached to is collected, with its rights."""
+    from guardian.models import UserObjectPermission
+
+    response = await open_response_topic(attach_window_server, make_topic())
+    topic_pk = str(Topic.objects.get(slug=response).pk)
+    await eventually(lambda: not Topic.objects.filter(slug=response).exists(), 15, message="collection")
+    assert not UserObjectPermission.objects.filter(object_pk=topic_pk, content_type__model="topic").exists()
+
+
+async def test_waiting_requester_keeps_its_response_topic(attach_window_server):
+    """The requester's consumer, open before the request, attaches and cancels the collection."""
+    server = attach_window_server
+    slug = make_topic()
+    response = f"{slug}_{unique('r')}"
+    inbox = await connect(f"{server.ws}{response}/python-backend-1")
+    producer = await connect(server.ws + slug)
+    await send_json(producer, {"properties": {"response_topic": response, "messageType": "request",
+                                              "requestContext": 0}, "payload": "", "context": 0})
+    assert (await recv_json(producer))["result"] == "ok"
+    await eventually(lambda: Topic.objects.get(slug=response).garbage_collect_on is None, message="the attach")
+    ack = await publish(await connect(server.ws + response), context="0")
+    assert (await recv_json(inbox))["messageId"] == ack["messageId"]

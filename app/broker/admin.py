@@ -7,10 +7,10 @@ from app.broker.models import Delivery, Message, Topic
 @admin.register(Topic)
 class TopicAdmin(GuardedModelAdmin):
     list_display = ("slug", "is_public", "store_messages", "supports_dasf", "response_for", "last_ping",
-                    "last_pong", "created")
+                    "last_pong", "created", "created_by")
     list_filter = ("is_public", "supports_dasf", "store_messages")
     search_fields = ("slug",)
-    readonly_fields = ("last_sequence", "created")
+    readonly_fields = ("last_sequence", "created", "created_by")
 
 
 @admin.register(Message)

@@ -28,6 +28,14 @@ def validate_not_reserved(slug: str) -> None:
     if slug in RESERVED_TOPICS:
         raise ValidationError(f"{slug!r} is reserved")
 
+
+def validate_name_length(slug: str) -> None:
+    # The setting, not the column width: clients cannot reach a longer name (admin forms and
+    # dasf_topic validate with this).
+    if len(slug) > settings.TOPIC_NAME_MAX_CHARS:
+        raise ValidationError(f"longer than TOPIC_NAME_MAX_CHARS ({settings.TOPIC_NAME_MAX_CHARS})")
+
+
 POLICY_CHOICES = [(p.value, p.value) for p in StorePolicy]
 
 
@@ -74,6 +82,7 @@ class Topic(models.Model):
         validators=[
             RegexValidator(rf"^{TOPIC_PATTERN}$", "letters, digits, '-' and '_' only"),
             validate_not_reserved,
+            validate_name_length,
         ],
     )
     is_public = models.BooleanField(default=False, help_text="Everyone may publish.")
@@ -91,6 +100,9 @@ class Topic(models.Model):
     # Highest sequence handed out; rows lock it while allocating so processes never collide.
     last_sequence = models.BigIntegerField(default=0, editable=False)
     created = models.DateTimeField(auto_now_add=True)
+    # The principal whose message created the topic (auto-create, response topic), counted against
+    # its limits; empty for topics an admin or the outbox made.
+    created_by = models.CharField(max_length=64, blank=True, default="", db_index=True, editable=False)
 
     objects = TopicQuerySet.as_manager()
 

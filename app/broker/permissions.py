@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from guardian.core import ObjectPermissionChecker
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, get_users_with_perms
 from guardian.utils import get_anonymous_user
 
@@ -65,6 +67,15 @@ def grant(user: Any, topic: Topic, *perms: str) -> None:
     target = guardian_user(user)
     for perm in perms:
         assign_perm(f"broker.{perm}", target, topic)
+
+
+def revoke_all(topic_ids: list[int]) -> None:
+    """Delete every user and group grant on these topics (guardian keeps them by primary key, so
+    nothing else removes them with the topic)."""
+    topic_type = ContentType.objects.get_for_model(Topic)
+    pks = [str(pk) for pk in topic_ids]
+    for permissions in (UserObjectPermission, GroupObjectPermission):
+        permissions.objects.filter(content_type=topic_type, object_pk__in=pks).delete()
 
 
 def consumer_principals(topic: Topic) -> set[str]:

@@ -5,7 +5,6 @@ Nothing here knows about sockets or frames; consumers translate frames into thes
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -14,18 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.contenttypes.models import ContentType
 from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import Exists, Field, OuterRef, QuerySet
 from django.utils import timezone
-from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from app.auth.services import principal_of
-from app.broker.models import RESERVED_TOPICS, TOPIC_PATTERN, Delivery, Message, Topic
-from app.broker.permissions import consumer_principals, grant
+from app.broker.models import Delivery, Message, Topic
+from app.broker.permissions import consumer_principals, revoke_all
 from app.broker.policy import StorePolicy, removed_after_ack
-
-_TOPIC_NAME = re.compile(TOPIC_PATTERN)
 
 
 class TopicError(Exception):
@@ -77,48 +72,6 @@ def get_topic(slug: str) -> Topic | None:
 def topic_slugs() -> list[str]:
     """Every topic's name (the directory a server keeps in memory)."""
     return list(Topic.objects.values_list("slug", flat=True).iterator(chunk_size=10_000))
-
-
-def create_topic(slug: str, owner: Any) -> tuple[Topic, bool]:
-    """Auto-create a topic on its first message; its creator may produce to and consume it.
-    Returns the topic and whether this call created it (a racing creator may have won)."""
-    if slug in RESERVED_TOPICS:
-        raise TopicError(f"{slug} is reserved")
-    with transaction.atomic():
-        topic, created = Topic.objects.get_or_create(slug=slug)
-        if created:
-            grant(owner, topic, "can_produce", "can_consume")
-    return topic, created
-
-
-def ensure_response_topic(source_id: int, slug: str, requester: Any) -> tuple[int, bool]:
-    """The response topic named by a request, created before the request is acknowledged.
-
-    Only the requester may consume it; consumers of the source topic may produce to it.
-    Returns its id and whether it was created now.
-    """
-    if slug in RESERVED_TOPICS or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
-        raise TopicError(f"invalid response topic name {slug!r}")
-    with transaction.atomic():
-        topic, created = Topic.objects.get_or_create(
-            slug=slug, defaults={"response_for_id": source_id, "is_public": False, "supports_dasf": True}
-        )
-        if created:
-            grant(requester, topic, "can_consume")
-    if topic.response_for_id != source_id:
-        raise TopicError(f"response topic {slug} belongs to another topic")
-    return topic.pk, created
-
-
-def ensure_event_topic(slug: str) -> Topic:
-    """The topic outbox events are published to, created when missing: private (consumers need a
-    grant) and not a DASF module (nobody answers pings on it)."""
-    if slug in RESERVED_TOPICS or len(slug) > 200 or not _TOPIC_NAME.fullmatch(slug):
-        raise TopicError(f"invalid topic name {slug!r} for events")
-    topic, _ = Topic.objects.get_or_create(slug=slug, defaults={"supports_dasf": False})
-    if topic.response_for_id is not None:
-        raise TopicError(f"{slug} is a response topic")
-    return topic
 
 
 def record_pong(topic_id: int) -> None:
@@ -369,12 +322,10 @@ def collect_response_topics(now: datetime | None = None) -> int:
     """Delete response topics whose collection time has passed, with their object permissions."""
     with transaction.atomic():
         due = Topic.objects.response_topics().filter(garbage_collect_on__lte=now or timezone.now())
-        ids = [str(pk) for pk in due.values_list("pk", flat=True)]
+        ids = list(due.values_list("pk", flat=True))
         if not ids:
             return 0
-        topic_type = ContentType.objects.get_for_model(Topic)
-        for permissions in (UserObjectPermission, GroupObjectPermission):
-            permissions.objects.filter(content_type=topic_type, object_pk__in=ids).delete()
+        revoke_all(ids)
         return int(Topic.objects.filter(pk__in=ids).delete()[1].get("broker.Topic", 0))
 
 

@@ -19,10 +19,11 @@ from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from app import codec
+from app.broker.creation import ensure_event_topic
 from app.broker.hub import Delivered
 from app.broker.policy import StorePolicy
 from app.broker.runtime import BrokerRuntime, get_runtime
-from app.broker.services import NewMessage, TopicError, ensure_event_topic
+from app.broker.services import NewMessage, TopicError
 from app.outbox.cloudevents import Outbound
 from app.outbox.targets import PublishRejected, TargetUnavailable
 

@@ -9,11 +9,13 @@ import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from guardian.shortcuts import get_users_with_perms
 from guardian.utils import get_anonymous_user
 
+from app.broker.creation import convert_response_topic
 from app.broker.models import Topic
 from app.broker.permissions import grant
 from app.broker.policy import StorePolicy
@@ -47,6 +49,9 @@ class Command(BaseCommand):
         parser.add_argument("--store-messages", choices=["default", *[p.value for p in StorePolicy]],
                             help="store policy; 'default' uses the server setting")
         parser.add_argument("-rm", "--remove", action="store_true", help="delete the topic")
+        parser.add_argument("--convert-response-topic", action="store_true",
+                            help="if the topic is a response topic (a request created it), make it a topic of "
+                                 "its own: every right on it, its stored responses and its source link are dropped")
         parser.add_argument("-i", "--show-info", action="store_true", help="print the topic as JSON")
         parser.add_argument("-db", "--database", default="default", help="database alias")
 
@@ -65,12 +70,34 @@ class Command(BaseCommand):
                 if not options["new"]:
                     raise CommandError(f"topic {slug} does not exist (use -n / --new to create it)")
                 topic = Topic(slug=slug)
-                topic.full_clean(exclude=["last_sequence"])
+                try:
+                    topic.full_clean(exclude=["last_sequence"])
+                except ValidationError as exc:
+                    raise CommandError(f"invalid topic {slug!r}: {'; '.join(exc.messages)}") from exc
+            elif topic.is_response_topic:
+                self._claim(topic, options)
             self._configure(topic, options)
             topic.save(using=db)
             self._grant(topic, options)
         if options["show_info"]:
             self.stdout.write(json.dumps(_info(topic), indent=2, default=str))
+
+    def _claim(self, topic: Topic, options: dict[str, Any]) -> None:
+        """A request made this topic: whoever sent it holds rights on it, so it is never taken over
+        silently (the admin's grants would join the requester's)."""
+        if options["convert_response_topic"]:
+            convert_response_topic(topic)
+            self.stdout.write(f"converted response topic {topic.slug} into a topic of its own "
+                              "(its rights and stored responses were dropped)")
+            return
+        if options["new"] or _changes(options):
+            source = topic.response_for.slug if topic.response_for is not None else "?"
+            raise CommandError(
+                f"{topic.slug} is a response topic (of {source}, created by a request of "
+                f"{topic.created_by or 'unknown'}), not a topic of its own: choose another name, remove it "
+                "with -rm, or take it over with --convert-response-topic (drops every right on it and its "
+                "stored responses)"
+            )
 
     def _configure(self, topic: Topic, options: dict[str, Any]) -> None:
         if options["public"] is not None:
@@ -94,6 +121,14 @@ class Command(BaseCommand):
                 grant(_user(username, create), topic, perm)
 
 
+def _changes(options: dict[str, Any]) -> bool:
+    """Whether the options change the topic or its rights (not just show or remove it)."""
+    return bool(
+        options["public"] is not None or options["dasf"] is not None or options["anonymous"]
+        or options["store_messages"] or options["consumer"] or options["producer"] or options["view_status"]
+    )
+
+
 def _user(username: str, create: bool) -> Any:
     model = get_user_model()
     if create:
@@ -115,6 +150,8 @@ def _info(topic: Topic) -> dict[str, Any]:
         "supports_dasf": topic.supports_dasf,
         "store_messages": topic.store_messages or f"default ({topic.policy.value})",
         "is_response_topic": topic.is_response_topic,
+        "response_for": topic.response_for.slug if topic.response_for is not None else None,
+        "created_by": topic.created_by or None,
         "consumers": users("can_consume"),
         "producers": users("can_produce"),
         "status_viewers": users("can_view_status"),

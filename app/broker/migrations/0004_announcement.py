@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('broker', '0002_alter_topic_slug'),
+        ('broker', '0003_topic_created_by'),
     ]
 
     operations = [

@@ -64,7 +64,7 @@ def _topic_and_rights(slug: str, user: Any) -> tuple[Topic, Rights]:
 @router.get("/topics/{slug}/status", response={200: StatusOut, 503: StatusOut},
             summary="Availability of a topic's consumers")
 async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]:
-    user = await request_user(request)
+    user = request_user(request)
     topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
     if not rights.view_status:
         raise HttpError(403, "not allowed to view the status of this topic")
@@ -78,7 +78,7 @@ async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]
 
 @router.post("/topics/{slug}/ping", response={202: PingOut}, summary="Ping a topic's consumers now")
 async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
-    user = await request_user(request)
+    user = request_user(request)
     topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
     if not rights.produce:
         raise HttpError(403, "not allowed to ping this topic")

@@ -206,3 +206,13 @@ OUTBOX_REDIS_STREAM = env_str("OUTBOX_REDIS_STREAM", "switchyard.events")
 OUTBOX_REDIS_MAXLEN = env_int("OUTBOX_REDIS_MAXLEN", 1_000_000)
 # The own-topics target: the topic used when an event names none; missing topics are created.
 OUTBOX_TOPIC = env_str("OUTBOX_TOPIC", "events")
+
+# --- admin login throttle ------------------------------------------------------------------
+# After this many failed admin logins within the window, a username (from any address) or a
+# client address (for any username; IPv6 per /64) gets 429 without its password being checked.
+# A window of 0 turns the throttle off.
+LOGIN_FAILURES_MAX = env_int("LOGIN_FAILURES_MAX", 5)
+LOGIN_ADDRESS_FAILURES_MAX = env_int("LOGIN_ADDRESS_FAILURES_MAX", 20)
+LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 900.0)
+if min(LOGIN_FAILURES_MAX, LOGIN_ADDRESS_FAILURES_MAX) < 1:
+    raise ValueError("LOGIN_FAILURES_MAX and LOGIN_ADDRESS_FAILURES_MAX must be at least 1")

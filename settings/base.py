@@ -243,3 +243,13 @@ RESPONSE_TOPICS_PER_CONNECTION = env_int("RESPONSE_TOPICS_PER_CONNECTION", 100)
 RESPONSE_TOPICS_PER_PRINCIPAL = env_int("RESPONSE_TOPICS_PER_PRINCIPAL", 1000)
 # A response topic no consumer attached to is deleted this long after its creation.
 RESPONSE_TOPIC_UNATTACHED_TTL_S = env_float("RESPONSE_TOPIC_UNATTACHED_TTL_S", 600.0)
+
+# --- admin login throttle ------------------------------------------------------------------
+# After this many failed admin logins within the window, a username (from any address) or a
+# client address (for any username; IPv6 per /64) gets 429 without its password being checked.
+# A window of 0 turns the throttle off.
+LOGIN_FAILURES_MAX = env_int("LOGIN_FAILURES_MAX", 5)
+LOGIN_ADDRESS_FAILURES_MAX = env_int("LOGIN_ADDRESS_FAILURES_MAX", 20)
+LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 900.0)
+if min(LOGIN_FAILURES_MAX, LOGIN_ADDRESS_FAILURES_MAX) < 1:
+    raise ValueError("LOGIN_FAILURES_MAX and LOGIN_ADDRESS_FAILURES_MAX must be at least 1")

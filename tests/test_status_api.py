@@ -20,6 +20,7 @@ from tests.protocol import (
     recv_json,
     send_json,
     subscribe,
+    unique,
 )
 
 
@@ -81,9 +82,32 @@ async def test_private_status_needs_a_right(server):
     from app.broker.permissions import grant
 
     grant(viewer, Topic.objects.get(slug=slug), "can_view_status")
-    assert (await http(f"{server.http}/api/v1/topics/{slug}/status"))[0] == 403
+    assert (await http(f"{server.http}/api/v1/topics/{slug}/status"))[0] == 404
     status, _ = await http(f"{server.http}/api/v1/topics/{slug}/status", headers=auth(make_token(viewer)))
     assert status == 503
+
+
+async def test_hidden_status_answers_like_a_missing_topic(server):
+    """A private topic's status is, to whoever may not see it, the same 404 and body as a missing one."""
+    hidden = make_topic(public=False, anonymous=False)
+    missing = unique("missing")
+    key = make_token(make_user())
+    for headers in ({}, auth(key)):
+        got = await http(f"{server.http}/api/v1/topics/{hidden}/status", headers=headers)
+        expected = await http(f"{server.http}/api/v1/topics/{missing}/status", headers=headers)
+        assert got == (404, {"detail": f"topic {hidden} does not exist"})
+        assert expected == (404, {"detail": f"topic {missing} does not exist"})
+
+
+async def test_hidden_ping_answers_like_a_missing_topic(server):
+    """Pinging a private topic one may not see is the same 404 and body as pinging a missing one."""
+    hidden = make_topic(public=False, anonymous=False)
+    missing = unique("missing")
+    got = await http(f"{server.http}/api/v1/topics/{hidden}/ping", method="POST")
+    expected = await http(f"{server.http}/api/v1/topics/{missing}/ping", method="POST")
+    assert got == (404, {"detail": f"topic {hidden} does not exist"})
+    assert expected == (404, {"detail": f"topic {missing} does not exist"})
+    assert Topic.objects.get(slug=hidden).last_ping is None
 
 
 async def test_non_dasf_topic_is_400(server):
@@ -104,9 +128,15 @@ async def test_ping_reaches_consumers(server):
 
 
 async def test_ping_needs_produce_right(server):
-    """Pinging a private topic needs the produce right."""
+    """Pinging a private topic one may see needs the produce right too (403)."""
+    viewer = make_user()
     slug = make_topic(public=False, anonymous=False)
-    assert (await http(f"{server.http}/api/v1/topics/{slug}/ping", method="POST"))[0] == 403
+    from app.broker.permissions import grant
+
+    grant(viewer, Topic.objects.get(slug=slug), "can_view_status")
+    status, body = await http(f"{server.http}/api/v1/topics/{slug}/ping", method="POST",
+                              headers=auth(make_token(viewer)))
+    assert status == 403 and "ping" in body["detail"]
 
 
 async def test_viewer_gets_snapshot_then_change(server):

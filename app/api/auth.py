@@ -1,4 +1,11 @@
-"""Who is calling: ``Authorization: Token|Bearer <key>``, else the session user, else anonymous."""
+"""Who is calling: ``Authorization: Token|Bearer <key>``, else the session user, else anonymous.
+
+``Caller`` is the API-wide ninja auth, so every operation, present and future, resolves its caller
+here. ninja exempts its views from Django's CSRF middleware; a browser sends the session cookie
+with any cross-site form or fetch, so a session-authenticated unsafe request must pass Django's
+CSRF check (token and Origin/Referer) here. Token requests need none: no browser attaches an
+``Authorization`` header on its own.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,39 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
+from ninja.errors import HttpError
+from ninja.utils import check_csrf
 
 from app.auth.services import key_from_authorization, user_for_key
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
-async def request_user(request: HttpRequest) -> Any:
-    header = request.headers.get("Authorization", "")
-    if header:
-        key = key_from_authorization(header)
-        user = await sync_to_async(user_for_key)(key) if key else None
-        return user or AnonymousUser()
-    return await request.auser()
+CSRF_REFUSED = (
+    "CSRF check failed: a session-authenticated write needs the csrftoken cookie's value in an X-CSRFToken "
+    "header and a same-origin Origin or Referer (or authenticate with Authorization: Token <key>)"
+)
+
+
+class Caller:
+    """ninja auth that never refuses: the caller (possibly anonymous) becomes ``request.auth``,
+    and each operation decides what that caller may do."""
+
+    # Tells ninja's interactive docs to send the CSRF token, so a logged-in admin can try writes there.
+    csrf = True
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        header = request.headers.get("Authorization", "")
+        if header:
+            key = key_from_authorization(header)
+            user = await sync_to_async(user_for_key)(key) if key else None
+            return user or AnonymousUser()
+        user = await request.auser()
+        if user.is_authenticated and request.method not in SAFE_METHODS and check_csrf(request) is not None:
+            raise HttpError(403, CSRF_REFUSED)
+        # AnonymousUser is truthy, so ninja takes it as a resolved caller rather than a 401.
+        return user
+
+
+def request_user(request: HttpRequest) -> Any:
+    """The caller ``Caller`` resolved for this request."""
+    return request.auth  # type: ignore[attr-defined]

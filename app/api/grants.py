@@ -55,6 +55,6 @@ def _apply(admin: Any, slug: str, username: str, change: GrantIn) -> GrantOut:
 
 @router.put("/topics/{slug}/grants/{username}", response=GrantOut, summary="Grant or revoke rights on a topic")
 async def put_grant(request: HttpRequest, slug: str, username: str, change: GrantIn) -> GrantOut:
-    admin = await request_user(request)
+    admin = request_user(request)
     result: GrantOut = await sync_to_async(_apply)(admin, slug, username, change)
     return result

@@ -233,41 +233,41 @@ def _stats(user: Any) -> Stats:
 
 @router.get("/outbox/events", response=EventPage, summary="List outbox events (oldest first)")
 async def list_events(request: HttpRequest, filters: Query[EventFilter]) -> EventPage:
-    page: EventPage = await sync_to_async(_list)(await request_user(request), filters)
+    page: EventPage = await sync_to_async(_list)(request_user(request), filters)
     return page
 
 
 @router.post("/outbox/events", response={201: EventOut}, summary="Emit a CloudEvent through the outbox")
 async def emit_event(request: HttpRequest, body: EmitIn) -> tuple[int, EventOut]:
-    event: EventOut = await sync_to_async(_emit)(await request_user(request), body)
+    event: EventOut = await sync_to_async(_emit)(request_user(request), body)
     return 201, event
 
 
 @router.get("/outbox/events/{pk}", response=EventOut, summary="One outbox event")
 async def get_event(request: HttpRequest, pk: int) -> EventOut:
-    event: EventOut = await sync_to_async(_get)(await request_user(request), pk)
+    event: EventOut = await sync_to_async(_get)(request_user(request), pk)
     return event
 
 
 @router.post("/outbox/events/{pk}/retry", response=EventOut, summary="Retry a dead letter now")
 async def retry_event(request: HttpRequest, pk: int) -> EventOut:
-    event: EventOut = await sync_to_async(_retry_one)(await request_user(request), pk)
+    event: EventOut = await sync_to_async(_retry_one)(request_user(request), pk)
     return event
 
 
 @router.delete("/outbox/events/{pk}", response={204: None}, summary="Delete a dead letter")
 async def delete_event(request: HttpRequest, pk: int) -> tuple[int, None]:
-    await sync_to_async(_delete)(await request_user(request), pk)
+    await sync_to_async(_delete)(request_user(request), pk)
     return 204, None
 
 
 @router.post("/outbox/dead-letters/retry", response=Retried, summary="Retry every dead letter (of a type or key)")
 async def retry_dead_letters(request: HttpRequest, type: str | None = None, key: str | None = None) -> Retried:
-    result: Retried = await sync_to_async(_retry_failed)(await request_user(request), type, key)
+    result: Retried = await sync_to_async(_retry_failed)(request_user(request), type, key)
     return result
 
 
 @router.get("/outbox/stats", response=Stats, summary="Events per status and the relay's lag")
 async def outbox_stats(request: HttpRequest) -> Stats:
-    result: Stats = await sync_to_async(_stats)(await request_user(request))
+    result: Stats = await sync_to_async(_stats)(request_user(request))
     return result

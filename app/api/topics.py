@@ -54,20 +54,22 @@ def summarize(api_info: Any) -> ApiInfoSummary | None:
     return ApiInfoSummary(functions=names("functions"), classes=names("classes"))
 
 
-def _topic_and_rights(slug: str, user: Any) -> tuple[Topic, Rights]:
+def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
+    """The topic and the caller's rights on it; 404 alike whether it is missing or hidden from the
+    caller, so the answer tells nobody which private topics exist."""
     topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
-    if topic is None:
-        raise HttpError(404, f"topic {slug} does not exist")
-    return topic, rights_on(user, topic)
+    if topic is not None:
+        rights = rights_on(user, topic)
+        if rights.view_status:
+            return topic, rights
+    raise HttpError(404, f"topic {slug} does not exist")
 
 
 @router.get("/topics/{slug}/status", response={200: StatusOut, 503: StatusOut},
             summary="Availability of a topic's consumers")
 async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]:
-    user = await request_user(request)
-    topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
-    if not rights.view_status:
-        raise HttpError(403, "not allowed to view the status of this topic")
+    user = request_user(request)
+    topic, rights = await sync_to_async(_visible_topic)(slug, user)
     if not topic.supports_dasf:
         raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
     status: TopicStatus = await sync_to_async(status_of)(topic.pk)
@@ -78,8 +80,8 @@ async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]
 
 @router.post("/topics/{slug}/ping", response={202: PingOut}, summary="Ping a topic's consumers now")
 async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
-    user = await request_user(request)
-    topic, rights = await sync_to_async(_topic_and_rights)(slug, user)
+    user = request_user(request)
+    topic, rights = await sync_to_async(_visible_topic)(slug, user)
     if not rights.produce:
         raise HttpError(403, "not allowed to ping this topic")
     if topic.is_response_topic:

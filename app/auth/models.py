@@ -22,3 +22,22 @@ class Token(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class LoginFailure(models.Model):
+    """One admin login attempt counted as failed against its client address or its username (one
+    row each) for ``LOGIN_FAILURE_WINDOW_S``; counted before its password is checked and withdrawn
+    if it succeeds (app/auth/login_throttle.py). In the database so every server process sees them.
+
+    Only a sha256 digest of the address or username is stored: people type their password into the
+    username field, and a digest keeps every row the same size whatever was posted."""
+
+    scope = models.CharField(max_length=8)
+    digest = models.CharField(max_length=64)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["scope", "digest", "at"]), models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.digest[:8]}… at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -2,11 +2,14 @@ from django.contrib import admin
 from django.urls import path
 
 from app.api.urls import api
+from app.auth.views import admin_login
 from app.availability.views import status_page
 from app.server.views import healthz
 
 urlpatterns = [
     path("", status_page, name="status-page"),
+    # Before the admin's own URLs, so its login page is the throttled one.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("healthz", healthz),

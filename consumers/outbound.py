@@ -66,9 +66,17 @@ class Outbound:
         try:
             await task
         except asyncio.CancelledError:
-            pass
+            # The drain task was cancelled (by us, the queue being full): go on and close. Our own
+            # cancellation (the peer left, the connection is being cleaned up) ends the close.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         if code is not None:
-            await self._send({"type": "websocket.close", "code": code})
+            try:
+                await self._send({"type": "websocket.close", "code": code})
+            except OSError:
+                # ASGI servers raise an OSError when the peer left first: there is nothing to close.
+                logger.debug("close frame not sent; the peer is gone", exc_info=True)
 
     async def abort(self) -> None:
         """The peer is gone: drop what is queued."""

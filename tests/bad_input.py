@@ -27,8 +27,6 @@ from tests.servers import ServerProcess, start_server
 
 SMALL_FRAME_BYTES = 4096
 HARD_LIMIT_BYTES = 4 * SMALL_FRAME_BYTES
-# What the server logs when a connection handler or one of its tasks crashed.
-CRASH_MARKERS = ("Exception in ASGI application", "connection task failed", "commit callback failed")
 
 # --- fixtures and helpers ---------------------------------------------------------------------
 
@@ -45,16 +43,14 @@ def strict_server(_migrated: None) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def no_server_crash(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[None]:
-    """Bad input must not crash a handler (nothing logged as one) and the process stays up."""
+    """Bad input must not take the process down. (A handler that crashed logs an ERROR: that fails
+    every test, through tests/server_log.py.)"""
     procs = [server]
     if "strict_server" in request.fixturenames:
         procs.append(request.getfixturevalue("strict_server"))
-    marks = [len(p.output) for p in procs]
     yield
-    for proc, mark in zip(procs, marks, strict=True):
-        assert proc.proc is not None and proc.proc.poll() is None, "server died:\n" + "".join(proc.output)
-        new = "".join(proc.output[mark:])
-        assert not any(marker in new for marker in CRASH_MARKERS), new
+    for proc in procs:
+        assert proc.running, "server died:\n" + "".join(proc.output)
 
 
 class Sockets:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +30,22 @@ def migrate(database_url: str) -> None:
     )
 
 
-@dataclass
+# Every process started, from its start until tests/server_log.py has read all it printed: its log
+# is checked after each test. Identity, not equality: two processes may look alike.
+WATCHED: list[ServerProcess] = []
+
+
+@dataclass(eq=False)
 class ServerProcess:
     database_url: str
     env_extra: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    # How many lines of ``output`` the log check has judged, and when the last line arrived.
+    checked: int = 0
+    last_line_at: float = 0.0
+    pumps: list[threading.Thread] = field(default_factory=list)
 
     @property
     def ws(self) -> str:
@@ -61,16 +71,22 @@ class ServerProcess:
             cwd=ROOT, env=server_env(self.database_url, **self.env_extra),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        if self not in WATCHED:
+            WATCHED.append(self)
         lines: queue.Queue[str | None] = queue.Queue()
+        stdout = self.proc.stdout
+        assert stdout is not None
 
         def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
+            for line in stdout:
                 self.output.append(line)
+                self.last_line_at = time.monotonic()
                 lines.put(line)
             lines.put(None)
 
-        threading.Thread(target=pump, daemon=True).start()
+        self.pumps = [thread for thread in self.pumps if thread.is_alive()]
+        self.pumps.append(threading.Thread(target=pump, daemon=True))
+        self.pumps[-1].start()
         while True:
             try:
                 line = lines.get(timeout=START_TIMEOUT_S)
@@ -92,6 +108,16 @@ class ServerProcess:
         """Start again on the same port and database."""
         self.start(self.port)
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def drain(self, timeout: float) -> None:
+        """Wait (bounded) until everything an exited process printed is in ``output``."""
+        deadline = time.monotonic() + timeout
+        for thread in self.pumps:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -112,7 +138,7 @@ def start_server(database_url: str, **env_extra: str) -> ServerProcess:
     return server
 
 
-@dataclass
+@dataclass(eq=False)
 class RelayProcess(ServerProcess):
     """``manage.py outbox_relay`` in a process of its own."""
 

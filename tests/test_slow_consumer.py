@@ -5,13 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.protocol import b64, connect, drain_until, make_topic, publish, recv_json, send_json, subscribe, unique
+from tests import server_log
+from tests.cluster import http_json
+from tests.protocol import (
+    TIMEOUT_S,
+    auth,
+    b64,
+    connect,
+    drain_until,
+    make_token,
+    make_topic,
+    make_user,
+    publish,
+    recv_json,
+    send_json,
+    subscribe,
+    unique,
+)
 from tests.servers import ServerProcess, start_server
 
 TEST_BUDGET_S = 60.0
@@ -115,3 +132,55 @@ async def test_slow_consumer_closed_then_redelivered(small_queue_server: ServerP
             pytest.fail(f"the reconnected consumer, reading promptly, was closed with {code} after {len(got)} "
                         f"of {SLOW_TOTAL} replayed messages")
         assert got == published
+
+
+# --- a stalled consumer hanging up while the server closes it ------------------------------------
+
+# More than the loopback socket buffers hold (the sender's grows to 4 MiB): the server's sends to a
+# consumer that reads nothing stall.
+STALL_FRAMES = 160
+STALL_PAYLOAD = "x" * 64 * 1024
+SMALL_RCVBUF_BYTES = 16 * 1024
+
+
+async def stalled_consumer(server: ServerProcess, slug: str, key: str) -> ClientConnection:
+    """A consumer socket that reads (almost) nothing: a tiny receive buffer and a one-frame queue."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF_BYTES)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    opening = websockets.connect(f"{server.ws}{slug}/stalled", sock=sock, additional_headers=auth(key), max_size=None,
+                                 max_queue=1)
+    return await asyncio.wait_for(opening, TIMEOUT_S)
+
+
+async def test_consumer_hanging_up_while_being_closed_logs_no_error(server: ServerProcess) -> None:
+    """A consumer that hangs up while the server closes its stalled socket (rights revoked) logs no ERROR."""
+    async with asyncio.timeout(TEST_BUDGET_S):
+        user = make_user()
+        key = make_token(user)
+        slug = make_topic(public=False, anonymous=False, policy="disabled", dasf=False, consumers=(user,),
+                          producers=(user,))
+        stalled = await stalled_consumer(server, slug, key)
+        try:
+            producer = await connect(server.ws + slug, auth(key))
+            for n in range(STALL_FRAMES):
+                ack = await publish(producer, context=n, payload=STALL_PAYLOAD)
+                assert ack["result"] == "ok", ack
+
+            # Revoking the consume right closes both consumer sockets; the stalled one's close waits
+            # behind its unsent frames. The twin, reading, shows the revocation has been handled.
+            twin = await subscribe(server.ws, slug, "twin", headers=auth(key), probe=False)
+            admin_key = make_token(make_user(is_staff=True, is_superuser=True))
+            status, body = await asyncio.to_thread(
+                http_json, f"{server.http}/api/v1/topics/{slug}/grants/{user.username}", "PUT",
+                {"can_consume": False}, auth(admin_key))
+            assert status == 200, body
+            assert "error" in (await recv_json(twin))["result"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await twin.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        finally:
+            stalled.transport.abort()
+        assert (await publish(producer, context="after"))["result"] == "ok"
+        server_log.check()

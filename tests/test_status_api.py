@@ -11,9 +11,11 @@ from datetime import timedelta
 from django.utils import timezone
 
 from app.broker.models import Topic
+from tests import server_log
 from tests.protocol import (
     auth,
     connect,
+    eventually,
     make_token,
     make_topic,
     make_user,
@@ -61,6 +63,17 @@ async def test_offline_is_503(server):
     set_seen(slug, 30, 60)
     status, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
     assert (status, body["status"]) == (503, "offline")
+
+
+async def test_offline_answer_is_logged_as_a_warning(server):
+    """A 503 offline answer is logged as a WARNING (Django logs 5xx as ERROR), so it fails no log check."""
+    slug = make_topic()
+    set_seen(slug, 30, 60)
+    status, _ = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert status == 503
+    line = f"WARNING django.request: Service Unavailable: /api/v1/topics/{slug}/status"
+    await eventually(lambda: any(line in logged for logged in server.output), message="the request to be logged")
+    server_log.check()
 
 
 async def test_never_pinged_is_503_unknown(server):

@@ -8,6 +8,24 @@ import orjson
 from pydantic import BaseModel
 
 DecodeError = orjson.JSONDecodeError
+EncodeError = orjson.JSONEncodeError
+
+# Deepest nesting a frame may have (the frame object is level 1): orjson reads up to 1024 levels
+# but writes only 254, so a deeper frame could be read and then neither relayed nor answered.
+MAX_DEPTH = 254
+
+
+def nests_too_deeply(text: str, value: Any) -> bool:
+    """Whether ``value`` (parsed from ``text``) nests deeper than MAX_DEPTH levels."""
+    # Each level opens a bracket: a frame with few of them (any usual one) is not encoded to find out.
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    # Encoding fails on depth alone: what orjson parsed has no other unencodable values.
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def loads(data: str | bytes) -> Any:

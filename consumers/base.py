@@ -43,6 +43,28 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def context_echo(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``context`` field of an ack answering ``raw``: the frame's context as received (a client
+    matches acks to requests by it), or nothing when its JSON is over MAX_ECHOED_CONTEXT_BYTES, so
+    an ack never sends back more than a little of what a peer (that may not read) sent."""
+    if raw is None or "context" not in raw:
+        return {}
+    context = raw["context"]
+    limit: int = settings.MAX_ECHOED_CONTEXT_BYTES
+    # Without encoding: a parsed int has at most 20 digits, a character at most 6 bytes of JSON
+    # (an escape), and a string's JSON is at least as long as the string.
+    if type(context) is int or (isinstance(context, str) and 6 * len(context) + 2 <= limit):
+        return {"context": context}
+    if isinstance(context, str) and len(context) > limit:
+        return {}
+    try:
+        # Wrapped in a list: one level deeper, as in the ack, which must still be encodable.
+        size = len(codec.dumps_bytes([context])) - 2
+    except codec.EncodeError:
+        return {}
+    return {"context": context} if size <= limit else {}
+
+
 class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     # The hub delivers to local connections directly, so a connection needs no channel-layer
     # channel of its own (that would put the layer on every frame's path).
@@ -56,6 +78,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.closing = False
         self.cleaned = False
         self.max_frame_bytes: int = settings.MAX_FRAME_BYTES
+        self.failed_frames = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # channels' AsyncConsumer races the socket against a layer channel with asyncio.wait on
@@ -93,8 +116,15 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.principal = principal_of(self.user)
         self.token_id: int | None = self.scope.get("token_id")
         get_runtime().sockets.add(self)
-        await self.base_send({"type": "websocket.accept"})
-        self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES)
+        try:
+            await self.base_send({"type": "websocket.accept"})
+        except OSError:
+            # The client left during the handshake (ASGI servers raise an OSError subclass on
+            # sends to a connection that is gone): nothing to serve and nothing to report.
+            logger.debug("the client left during the handshake", exc_info=True)
+            await self._cleanup()
+            raise StopConsumer() from None
+        self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES, settings.SEND_QUEUE_BYTES)
         self.outbound.start()
         await self.on_connect()
 
@@ -116,10 +146,17 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         if len(text) > limit // 4 and len(text.encode()) > limit:
             self.refuse(f"frame is larger than {limit} bytes", raw)
             return
+        if codec.nests_too_deeply(text, raw):
+            self.refuse(f"frame nests too deeply (more than {codec.MAX_DEPTH} levels)", raw)
+            return
         try:
             await self.on_frame(raw)
         except Exception:
-            logger.exception("handling a frame failed")
+            # One traceback per connection: a client repeating a frame that trips a bug (or
+            # sending while the database is down) must not flood the log.
+            self.failed_frames += 1
+            level = logging.ERROR if self.failed_frames == 1 else logging.DEBUG
+            logger.log(level, "handling a frame failed (%d on this connection)", self.failed_frames, exc_info=True)
             self.refuse("internal error (for example the database is unreachable); try again", raw)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
@@ -178,9 +215,17 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def push(self, text: str) -> None:
         assert self.outbound is not None
-        if not self.outbound.push(text) and not self.closing:
-            logger.warning("closing %s: send queue full (%d frames)", self.principal, settings.SEND_QUEUE_FRAMES)
-            self.close(CLOSE_TOO_SLOW)
+        if not self.outbound.push(text):
+            self.too_slow("send queue full")
+
+    def too_slow(self, why: str) -> None:
+        """The peer fell too far behind (or does not read): drop what is queued for it and close
+        with 4408. Bad behaviour of a client, not of the server: a warning, not an error."""
+        if self.closing or self.outbound is None:
+            return
+        logger.warning("closing %s with %d: %s (%s)", self.principal, CLOSE_TOO_SLOW, why, self.outbound.describe())
+        self.outbound.give_up()
+        self.close(CLOSE_TOO_SLOW)
 
     def push_model(self, frame: BaseModel) -> None:
         self.push(codec.dump_model(frame))
@@ -212,7 +257,5 @@ class AckingConsumer(FrameConsumer):
     """Sockets that answer every frame with a producer ack: refusals are acks with ``send-error``."""
 
     def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
-        ack = ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}", errorMsg=reason)
-        if raw is not None and "context" in raw:
-            ack.context = raw["context"]
-        self.push_model(ack)
+        self.push_model(ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}",
+                                    errorMsg=reason, **context_echo(raw)))

@@ -35,7 +35,8 @@ class ProducerAck(BaseModel):
     """broker -> producer. ``result`` is "ok" or contains "error" (the DASF client waits otherwise)."""
 
     messageId: str
-    # Echoed as received, whatever JSON it was: a client matches acks to requests by it.
+    # Echoed as received, whatever JSON it was, when small (consumers.base.context_echo): a client
+    # matches acks to requests by it.
     context: Any = None
     result: str
     errorMsg: str | None = None

@@ -20,7 +20,7 @@ from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView
-from consumers.base import AckingConsumer, describe
+from consumers.base import AckingConsumer, context_echo, describe
 from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
 
@@ -59,10 +59,7 @@ class TopicProducer(AckingConsumer):
         self.topic = None
 
     def acknowledge(self, message_id: str, raw: dict[str, Any]) -> None:
-        ack = ProducerAck(messageId=message_id, result="ok")
-        if "context" in raw:
-            ack.context = raw["context"]
-        self.push_model(ack)
+        self.push_model(ProducerAck(messageId=message_id, result="ok", **context_echo(raw)))
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         try:

@@ -13,7 +13,7 @@ from app.availability.services import status_of
 from app.broker import services
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView
-from consumers.base import AckingConsumer, describe
+from consumers.base import AckingConsumer, context_echo, describe
 from consumers.frames import ProducerAck, ProducerFrame
 
 
@@ -71,7 +71,4 @@ class StatusPingConsumer(AckingConsumer):
         else:
             self.refuse(f"expected a pong or an api_info response, got messageType {kind!r}", raw)
             return
-        ack = ProducerAck(messageId=frame.messageId or str(uuid.uuid4()), result="ok")
-        if "context" in raw:
-            ack.context = frame.context
-        self.push_model(ack)
+        self.push_model(ProducerAck(messageId=frame.messageId or str(uuid.uuid4()), result="ok", **context_echo(raw)))

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from app import codec
 from app.broker import services
-from app.broker.delivery import has_gap, is_duplicate, needs_resync
+from app.broker.delivery import has_gap, is_duplicate, needs_resync, replay_page_size
 from app.broker.hub import Delivered
 from app.broker.models import RESERVED_TOPICS
 from app.broker.naming import topic_name_error
@@ -32,11 +32,11 @@ from consumers.base import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NOT_FOUND,
-    CLOSE_TOO_SLOW,
     FrameConsumer,
     describe,
 )
 from consumers.frames import ConsumerAck
+from consumers.outbound import frame_size
 from consumers.probes import probe
 
 REPLAY_PAGE = 500
@@ -59,7 +59,9 @@ class TopicConsumer(FrameConsumer):
         # messageId -> whether it is stored (an ack must reach the database).
         self.unacked: dict[str, bool] = {}
         self.last_sequence = 0
+        # Live messages held back while a replay is sent, and their size.
         self.buffer: list[Delivered] | None = None
+        self.held_bytes = 0
         self.behind: int | None = None
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
@@ -112,8 +114,13 @@ class TopicConsumer(FrameConsumer):
 
     def _join(self) -> None:
         """Take live messages from now on, held back until the replay is sent."""
-        self.buffer = []
+        self._hold([])
         self.runtime.hub.subscribe(self.slug, self)
+
+    def _hold(self, items: list[Delivered] | None) -> None:
+        """Hold ``items`` back (None: hold nothing, deliver live messages as they come)."""
+        self.buffer = items
+        self.held_bytes = sum(frame_size(item.text) for item in items or ())
 
     async def _catch_up(self, topic: TopicView, *, first_time: bool) -> None:
         """Send what the database has beyond ``last_sequence``, then what arrived meanwhile."""
@@ -143,31 +150,36 @@ class TopicConsumer(FrameConsumer):
             # What arrived meanwhile, in sequence order (processes publish concurrently); stop at
             # a gap and fetch again, or a message still on its way would later count as sent.
             held = sorted(self.buffer or [], key=lambda item: item.sequence or 0)
-            self.buffer = None
+            self._hold(None)
             for index, item in enumerate(held):
                 if lead and not self.shared and has_gap(self.last_sequence, item.sequence):
-                    self.buffer = held[index:]
+                    self._hold(held[index:])
                     break
                 self._deliver(item)
             if self.buffer is None:
                 break
         else:
-            held, self.buffer = self.buffer or [], None
+            held = self.buffer or []
+            self._hold(None)
             for item in held:  # the resync loop looks for what is still missing
                 self._deliver(item)
         if first_time and lead and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._deliver(probe("api_info"))
 
     async def _replay(self, topic: TopicView, *, redelivery: bool) -> int:
-        count = 0
-        assert self.outbound is not None
-        # Pages no larger than half the send queue, fetched only when they fit: a replay must not
-        # overflow the queue of a consumer that is reading.
-        limit = max(1, min(REPLAY_PAGE, settings.SEND_QUEUE_FRAMES // 2))
+        count = sent_bytes = 0
+        outbound = self.outbound
+        assert outbound is not None
+        # Pages no larger than half the send queue, in frames and (at the frame sizes seen so far)
+        # in bytes, fetched only when they fit; each frame waits for room in bytes too: a replay
+        # must neither overflow the queue of a consumer that is reading nor hold much at once.
+        most = max(1, min(REPLAY_PAGE, settings.SEND_QUEUE_FRAMES // 2))
+        budget = settings.SEND_QUEUE_BYTES // 2
+        limit = replay_page_size(most, budget, None)
         if redelivery:
             await self.runtime.writer.flush()  # acks this principal just sent on another connection
         while not self.closing:
-            await self.outbound.wait_room(limit)
+            await outbound.wait_room(limit)
             if self.closing:
                 break
             page = await database_sync_to_async(services.outstanding)(
@@ -179,13 +191,19 @@ class TopicConsumer(FrameConsumer):
                 text = replay.frame
                 if redelivery:
                     text = codec.dumps({**codec.loads(text), "redeliveryCount": replay.redelivery_count})
+                size = frame_size(text)
+                await outbound.wait_room(1, size)
+                if self.closing:
+                    return count
                 self._remember(replay.message_id, stored=True)
                 self.last_sequence = replay.sequence
                 self.push(text)
-            count += len(page.replays)
+                count += 1
+                sent_bytes += size
             if len(page.replays) < limit:
                 self.last_sequence = max(self.last_sequence, page.last_sequence)
                 break
+            limit = replay_page_size(most, budget, sent_bytes // count)
         return count
 
     def _repair(self, item: Delivered | None = None) -> None:
@@ -193,18 +211,23 @@ class TopicConsumer(FrameConsumer):
         if self.buffer is not None or self.topic is None or self.closing:
             if item is not None and self.buffer is not None:
                 self.buffer.append(item)
+                self.held_bytes += frame_size(item.text)
             return
-        self.buffer = [] if item is None else [item]
+        self._hold([] if item is None else [item])
         self.spawn(self._catch_up(self.topic, first_time=False))
 
     # --- delivery -------------------------------------------------------------------------
 
     def offer(self, item: Delivered) -> None:
         if self.buffer is not None:
-            if len(self.buffer) >= settings.SEND_QUEUE_FRAMES:
-                self.close(CLOSE_TOO_SLOW)  # held back during a replay, and still too many
+            size = frame_size(item.text)
+            if len(self.buffer) >= settings.SEND_QUEUE_FRAMES or (
+                self.held_bytes and self.held_bytes + size > settings.SEND_QUEUE_BYTES
+            ):
+                self.too_slow(f"{len(self.buffer)} live messages ({self.held_bytes} bytes) held back during a replay")
                 return
             self.buffer.append(item)
+            self.held_bytes += size
         elif not self.shared and has_gap(self.last_sequence, item.sequence):
             self._repair(item)
         else:
@@ -241,10 +264,13 @@ class TopicConsumer(FrameConsumer):
     # --- rights ---------------------------------------------------------------------------
 
     def recheck_rights(self) -> None:
-        self.spawn(self._recheck_rights())
+        if not self.closing:
+            self.spawn(self._recheck_rights())
 
     async def _recheck_rights(self) -> None:
         topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
+        if self.closing:
+            return  # refused meanwhile (one change is often announced several times)
         attached = self.topic is not None or self.buffer is not None
         if topic is None:
             if attached:  # deleted under us: as if revoked
@@ -267,7 +293,8 @@ class TopicConsumer(FrameConsumer):
     def _revoked(self) -> None:
         """Nothing more goes out, not even what was queued, and acks stop counting."""
         self.runtime.hub.unsubscribe(self.slug, self)
-        self.topic, self.buffer = None, None
+        self.topic = None
+        self._hold(None)
         if self.outbound is not None:
             self.outbound.discard()
         self._forbid()

@@ -141,7 +141,7 @@ CREATE_TOPIC_ON_MESSAGE = env_bool("CREATE_TOPIC_ON_MESSAGE", True)
 # A frame above MAX_FRAME_BYTES gets an error ack; above WS_HARD_LIMIT_BYTES uvicorn closes with 1009.
 MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 1024 * 1024)
 WS_HARD_LIMIT_BYTES = max(MAX_FRAME_BYTES * 4, env_int("WS_HARD_LIMIT_BYTES", 0))
-# Per-connection outbound queue: a consumer this far behind is closed with 4008 and is
+# Per-connection outbound queue: a consumer this far behind is closed with 4408 and is
 # redelivered what it had not acked when it reconnects.
 SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
 # Message ids a consumer connection remembers as delivered-but-unacked (for ack validation).
@@ -257,3 +257,17 @@ LOGIN_ADDRESS_FAILURES_MAX = env_int("LOGIN_ADDRESS_FAILURES_MAX", 20)
 LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 900.0)
 if min(LOGIN_FAILURES_MAX, LOGIN_ADDRESS_FAILURES_MAX) < 1:
     raise ValueError("LOGIN_FAILURES_MAX and LOGIN_ADDRESS_FAILURES_MAX must be at least 1")
+
+# --- memory and handshake bounds (issue 11) --------------------------------------------------
+# Per-connection outbound queue in bytes, besides SEND_QUEUE_FRAMES (live messages held back during
+# a replay count against it too): a peer this far behind, or one that never reads, is closed with
+# 4408. One frame larger than this still goes out when nothing else is queued.
+SEND_QUEUE_BYTES = env_int("SEND_QUEUE_BYTES", 16 * 1024 * 1024)
+# An ack echoes the frame's ``context`` only when its JSON is at most this long (else it is left
+# out): a refused frame of megabytes must not come back to a peer that may never read.
+MAX_ECHOED_CONTEXT_BYTES = env_int("MAX_ECHOED_CONTEXT_BYTES", 1024)
+# A connection that has not sent a complete request head (and, for a websocket, been accepted)
+# within this time is closed.
+HANDSHAKE_TIMEOUT_S = env_float("HANDSHAKE_TIMEOUT_S", 10.0)
+# Largest request head (request line plus headers): a longer one is answered 414 / 431 and closed.
+MAX_REQUEST_HEAD_BYTES = env_int("MAX_REQUEST_HEAD_BYTES", 16 * 1024)

@@ -1,8 +1,8 @@
-"""Sequence decisions of consumer connections (no server)."""
+"""Sequence and replay-page decisions of consumer connections (no server)."""
 
 import pytest
 
-from app.broker.delivery import has_gap, is_duplicate, needs_resync
+from app.broker.delivery import FIRST_REPLAY_PAGE, has_gap, is_duplicate, needs_resync, replay_page_size
 
 
 @pytest.mark.parametrize(("last", "seq", "dup"), [(5, 5, True), (5, 4, True), (5, 6, False), (5, None, False)])
@@ -30,3 +30,19 @@ def test_needs_resync(last, db, before, resync):
     """Only a lag that outlives one check interval triggers a repair from the database."""
     assert needs_resync(last, db, before) is resync
 
+
+
+@pytest.mark.parametrize(
+    ("most", "budget", "average", "size"),
+    [
+        (500, 8_000_000, None, FIRST_REPLAY_PAGE),  # sizes unknown: a few
+        (4, 8_000_000, None, 4),  # never more than the frame bound
+        (500, 8_000_000, 1_000, 500),  # small frames: the frame bound
+        (500, 8_000_000, 1_000_000, 8),  # large frames: the byte budget
+        (500, 1_000, 5_000_000, 1),  # frames larger than the budget: one at a time
+        (500, 8_000_000, 0, 500),
+    ],
+)
+def test_replay_page_size(most, budget, average, size):
+    """A replay page fits the frame bound and, at the average frame size seen, the byte budget; at least one."""
+    assert replay_page_size(most, budget, average) == size

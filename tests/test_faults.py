@@ -326,6 +326,7 @@ _DB_ERROR = r"(?s:.*)\b(OperationalError|InterfaceError)\b"
 POSTGRES_DOWN_ERRORS = (
     r"ERROR app\.broker\.commit: group commit of \d+ ops failed" + _DB_ERROR,
     r"ERROR relays\.periodic: resync failed \(\d+ in a row\)" + _DB_ERROR,
+    r"ERROR relays\.periodic: announcements failed \(\d+ in a row\)" + _DB_ERROR,
 )
 
 

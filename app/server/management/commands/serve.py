@@ -16,6 +16,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from app.server.protocols import BoundedHttpToolsProtocol, WebSocketProtocol
+
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -57,6 +59,11 @@ class Command(BaseCommand):
         config = uvicorn.Config(
             "settings.asgi:application",
             lifespan="on",
+            # Bounds on the request head and the handshake (app/server/protocols.py). The sans-I/O
+            # websocket protocol reads one message at a time (it stops reading until the
+            # application takes it), so uvicorn's ws_max_queue, which it does not use, holds nothing.
+            http=BoundedHttpToolsProtocol,
+            ws=WebSocketProtocol,
             ws_max_size=settings.WS_HARD_LIMIT_BYTES,
             ws_per_message_deflate=settings.WS_PER_MESSAGE_DEFLATE,
             log_level=options["log_level"],

@@ -1,0 +1,133 @@
+"""Frames nested deeper than the codec can write get a clear error and log nothing; a frame that trips
+an internal error logs one traceback per connection, not one per frame."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bad_input import Sockets, assert_error, assert_flows, assert_publishes, recv
+from tests.databases import new_database_url
+from tests.protocol import make_topic, publish, send_json, unique
+from tests.servers import ServerProcess, migrate, start_server
+
+# app.codec.MAX_DEPTH: orjson writes at most 254 levels (and reads at most 1024).
+MAX_DEPTH = 254
+DEPTHS = [MAX_DEPTH + 1, 1024]
+
+
+def nested(depth: int) -> str:
+    """JSON text of ``depth`` nested lists."""
+    return "[" * depth + "]" * depth
+
+
+def new_output(server: ServerProcess, mark: int) -> str:
+    return "".join(server.output[mark:])
+
+
+def assert_quiet(server: ServerProcess, mark: int) -> None:
+    """Nothing logged at ERROR and no traceback since ``mark``."""
+    logged = new_output(server, mark)
+    assert " ERROR " not in logged and "Traceback" not in logged, logged
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+async def test_producer_frame_nested_too_deeply(server: ServerProcess, sockets: Sockets, depth: int) -> None:
+    """A producer frame nested too deeply gets an error ack with its context, logs nothing, and publishing goes on."""
+    mark = len(server.output)
+    slug = make_topic()
+    consumer = await sockets.subscribe(server.ws, slug)
+    producer = await sockets.connect(server.ws + slug)
+    # The frame itself is level 1: the value of "deep" adds ``depth - 1`` levels.
+    await producer.send(f'{{"payload": "", "properties": {{}}, "context": 7, "deep": {nested(depth - 1)}}}')
+    ack = await recv(producer)
+    assert_error(ack, "nests too deeply")
+    assert ack["context"] == 7, ack
+    await assert_flows(consumer, producer)
+    assert_quiet(server, mark)
+
+
+async def test_producer_context_nested_too_deeply(server: ServerProcess, sockets: Sockets) -> None:
+    """A context nested too deeply is refused and left out of the ack (it could not be written back)."""
+    mark = len(server.output)
+    producer = await sockets.connect(server.ws + make_topic())
+    await producer.send(f'{{"payload": "", "properties": {{}}, "context": {nested(MAX_DEPTH)}}}')
+    ack = await recv(producer)
+    assert_error(ack, "nests too deeply")
+    assert "context" not in ack, ack
+    await assert_publishes(producer)
+    assert_quiet(server, mark)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+async def test_consumer_frame_nested_too_deeply(server: ServerProcess, sockets: Sockets, depth: int) -> None:
+    """A consumer frame nested too deeply gets an error frame, logs nothing, and the socket keeps delivering."""
+    mark = len(server.output)
+    slug = make_topic()
+    consumer = await sockets.subscribe(server.ws, slug)
+    producer = await sockets.connect(server.ws + slug)
+    for field in ("messageId", "other"):
+        await consumer.send(f'{{"{field}": {nested(depth - 1)}}}')
+        assert_error(await recv(consumer), "nests too deeply")
+    await assert_flows(consumer, producer)
+    assert_quiet(server, mark)
+
+
+async def test_frame_at_the_depth_limit_is_relayed(server: ServerProcess, sockets: Sockets) -> None:
+    """A frame exactly MAX_DEPTH levels deep is published and delivered as sent (the limit is not off by one)."""
+    slug = make_topic()
+    consumer = await sockets.subscribe(server.ws, slug)
+    producer = await sockets.connect(server.ws + slug)
+    deep = json.loads(nested(MAX_DEPTH - 1))
+    ack = await publish(producer, context="edge", deep=deep)
+    assert ack["result"] == "ok", ack
+    delivered = await recv(consumer)
+    assert delivered["messageId"] == ack["messageId"] and delivered["deep"] == deep
+
+
+@pytest.fixture
+def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server on a database of its own, which the test may break."""
+    url = new_database_url(tmp_path, "breakable")
+    migrate(url)
+    server = start_server(url)
+    yield server
+    server.stop()
+
+
+def break_topic_table(database_url: str) -> None:
+    """Rename the topic table under the running server: every topic lookup fails from now on."""
+    sql = "ALTER TABLE broker_topic RENAME TO broker_topic_gone"
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10) as db:
+            db.execute(sql)
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+async def test_internal_errors_log_one_traceback_per_connection(breakable_server: ServerProcess,
+                                                                  sockets: Sockets) -> None:
+    """Frames that each fail inside the server get an error ack each, but only the first logs a traceback."""
+    server = breakable_server
+    producer = await sockets.connect(server.ws + unique("later"))
+    # Answered (the topic does not exist, and anonymous may not create it): the socket is set up.
+    assert_error(await publish(producer, context="first"), "create")
+    mark = len(server.output)
+    break_topic_table(server.database_url)
+    for n in range(5):
+        await send_json(producer, {"payload": "", "properties": {}, "context": n})
+        ack = await recv(producer)
+        assert_error(ack, "internal error")
+        assert ack["context"] == n, ack
+    # One log record (its traceback lines carry no timestamp): the later failures went to DEBUG.
+    records = [line for line in server.output[mark:] if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert len(records) == 1 and " ERROR " in records[0] and "handling a frame failed" in records[0], records

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,8 @@ import pytest
 
 from tests.bad_input import Sockets, assert_error, assert_flows, assert_publishes, recv
 from tests.databases import new_database_url
-from tests.protocol import make_topic, publish, send_json, unique
-from tests.servers import ServerProcess, migrate, start_server
+from tests.protocol import auth, make_topic, publish, send_json, unique
+from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
 
 # app.codec.MAX_DEPTH: orjson writes at most 254 levels (and reads at most 1024).
 MAX_DEPTH = 254
@@ -99,6 +101,13 @@ def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
+def create_token(database_url: str) -> str:
+    """A new user's token, made in the server's own database."""
+    done = subprocess.run([sys.executable, "manage.py", "createtoken", unique("u"), "--create-user"], cwd=ROOT,
+                          env=server_env(database_url), check=True, capture_output=True, text=True, timeout=60)
+    return done.stdout.strip()
+
+
 def break_topic_table(database_url: str) -> None:
     """Rename the topic table under the running server: every topic lookup fails from now on."""
     sql = "ALTER TABLE broker_topic RENAME TO broker_topic_gone"
@@ -114,12 +123,16 @@ def break_topic_table(database_url: str) -> None:
             conn.execute(sql)
 
 
+@pytest.mark.server_errors(r"ERROR consumers\.base: handling a frame failed \(1 on this connection\)")
 async def test_internal_errors_log_one_traceback_per_connection(breakable_server: ServerProcess,
                                                                   sockets: Sockets) -> None:
     """Frames that each fail inside the server get an error ack each, but only the first logs a traceback."""
     server = breakable_server
-    producer = await sockets.connect(server.ws + unique("later"))
-    # Answered (the topic does not exist, and anonymous may not create it): the socket is set up.
+    # Authenticated: its frames to a missing topic look the topic up again (an anonymous
+    # producer's are answered from the server's directory of topic names, without a query).
+    key = create_token(server.database_url)
+    producer = await sockets.connect(server.ws + unique("later"), auth(key))
+    # Answered (the topic does not exist, and this user may not create it): the socket is set up.
     assert_error(await publish(producer, context="first"), "create")
     mark = len(server.output)
     break_topic_table(server.database_url)

@@ -8,6 +8,7 @@ drained by one task per connection, so delivery never waits on a slow peer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -177,12 +178,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             for task in list(self.tasks):
                 task.cancel()
             for task in list(self.tasks):
-                try:
+                # A failure is logged once, by _task_done.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    logger.exception("connection task failed")
             if self.outbound is not None:
                 await self.outbound.abort()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -9,9 +10,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.availability.services import TopicStatus, statuses
+from app.broker.hub import ANY_TOPIC
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
 from consumers.frames import StatusFrame
+
+RELOOK_DELAY_S = 0.2
 
 
 class StatusViewerConsumer(FrameConsumer):
@@ -20,16 +24,18 @@ class StatusViewerConsumer(FrameConsumer):
         self.only = {s for s in query.get("topics", [""])[0].split(",") if s} or None
         self.runtime = get_runtime()
         self.visible: set[str] = set()
+        self.relook_pending = False
+        # Told when rights change on a topic it asked for, or on any topic when it asked for all:
+        # a topic created or made visible later shows up too.
+        self.watching = set(self.only) if self.only is not None else {ANY_TOPIC}
+        for slug in self.watching:
+            self.runtime.hub.watch(slug, self)
         await self._look()
 
     async def _look(self) -> None:
         """(Re)read which topics this viewer may see; send the status of newly visible ones."""
         visible = set(await self.runtime.visible_topics(self.user, self.only))
-        for slug in self.visible - visible:
-            self.runtime.hub.unwatch(slug, self)
         new, self.visible = visible - self.visible, visible
-        for slug in new:
-            self.runtime.hub.watch(slug, self)  # rights on it may change
         now = self.runtime.loop.time()
         current, unread = self.runtime.board.recent(new, now, settings.STATUS_REFRESH_S)
         if unread:
@@ -42,12 +48,20 @@ class StatusViewerConsumer(FrameConsumer):
         self.runtime.board.watch(self, self.visible)
 
     def recheck_rights(self) -> None:
-        self.spawn(self._look())
+        if not self.relook_pending and not self.closing:
+            self.relook_pending = True
+            self.spawn(self._relook_soon())
+
+    async def _relook_soon(self) -> None:
+        # A burst of changes (topics created one after another) costs one look, not one each.
+        await asyncio.sleep(RELOOK_DELAY_S)
+        self.relook_pending = False
+        await self._look()
 
     async def on_disconnect(self) -> None:
         if hasattr(self, "runtime"):
             self.runtime.board.unwatch(self)
-            for slug in self.visible:
+            for slug in self.watching:
                 self.runtime.hub.unwatch(slug, self)
 
     async def on_frame(self, raw: dict[str, Any]) -> None:

@@ -154,3 +154,21 @@ async def test_topic_created_elsewhere_is_found_at_once(any_server):
     assert (await publish(producer, 1))["result"] == "ok"
     viewer = await connect(f"{any_server.ws}status/?topics={slug}")
     assert (await recv_json(viewer))["topic"] == slug
+
+
+async def test_status_viewer_shown_topic_created_later(any_server):
+    """A status viewer of every topic is shown a public topic created elsewhere after it connected."""
+    viewer = await connect(f"{any_server.ws}status/")
+    slug = make_topic()
+    async with asyncio.timeout(REACH_S + 1):
+        while (await recv_json(viewer)).get("topic") != slug:
+            pass
+
+
+async def test_status_viewer_shown_topic_made_public(any_server):
+    """A viewer asking for a private topic is shown it once the topic is made public elsewhere."""
+    slug = make_topic(public=False, anonymous=False)
+    viewer = await connect(f"{any_server.ws}status/?topics={slug}")
+    manage(os.environ["DATABASE_URL"], "dasf_topic", slug, "--public")
+    frame = await recv_json(viewer, timeout=REACH_S + 1)
+    assert frame["topic"] == slug

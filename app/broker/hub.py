@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Watchers of this name are told of rights changes on every topic (it can be no topic's name).
+ANY_TOPIC = "*"
+
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -106,8 +109,9 @@ class Hub:
                 del self._watchers[slug]
 
     def connections(self, slug: str) -> list[Watcher]:
-        """Every local connection that holds rights on ``slug``."""
+        """Every local connection that holds rights on ``slug`` (or watches every topic)."""
         found: list[Watcher] = list(self._watchers.get(slug, ()))
+        found.extend(self._watchers.get(ANY_TOPIC, ()))
         found.extend(self._waiting.get(slug, ()))
         found.extend(self.subscribers(slug))
         return found

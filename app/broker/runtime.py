@@ -116,10 +116,9 @@ class BrokerRuntime(Receiver):
         Anonymous viewers share one cached read, dropped when rights change anywhere."""
         if getattr(user, "is_authenticated", False):
             return list(await database_sync_to_async(visible_topics)(user, only))
+        if self.catch_up is not None:
+            await self.catch_up()  # a topic created or made public a moment ago elsewhere
         slugs = await self._anonymous_slugs()
-        if only is not None and not only.issubset(slugs) and self.catch_up is not None:
-            await self.catch_up()  # a topic made public a moment ago elsewhere?
-            slugs = await self._anonymous_slugs()
         return slugs if only is None else [slug for slug in slugs if slug in only]
 
     async def _anonymous_slugs(self) -> list[str]:

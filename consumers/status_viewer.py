@@ -16,12 +16,18 @@ from consumers.base import FrameConsumer
 from consumers.frames import StatusFrame
 
 RELOOK_DELAY_S = 0.2
+# Topics one status socket may ask for (each is watched for rights changes).
+MAX_TOPICS = 500
 
 
 class StatusViewerConsumer(FrameConsumer):
     async def on_connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        self.only = {s for s in query.get("topics", [""])[0].split(",") if s} or None
+        names = [s for s in query.get("topics", [""])[0].split(",") if s]
+        if len(names) > MAX_TOPICS:
+            self.refuse(f"at most {MAX_TOPICS} topics per status socket; showing the first {MAX_TOPICS}", None)
+            del names[MAX_TOPICS:]
+        self.only = set(names) or None
         self.runtime = get_runtime()
         self.visible: set[str] = set()
         self.relook_pending = False

@@ -179,3 +179,13 @@ async def test_viewer_sees_only_visible_topics(server):
     grant(owner, Topic.objects.get(slug=private), "can_consume")
     mine = await connect(f"{server.ws}status/?topics={private}", auth(make_token(owner)))
     assert (await recv_json(mine))["topic"] == private
+
+
+async def test_viewer_asking_for_too_many_topics(server):
+    """A status socket asking for more than 500 topics gets an error frame and the first 500."""
+    slug = make_topic()
+    names = [slug, *(f"nx{i}" for i in range(600))]
+    viewer = await connect(f"{server.ws}status/?topics={','.join(names)}")
+    refusal = await recv_json(viewer)
+    assert "error" in refusal["result"] and "at most 500 topics" in refusal["errorMsg"]
+    assert (await recv_json(viewer))["topic"] == slug

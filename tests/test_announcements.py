@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -56,23 +57,17 @@ def manage(database_url: str, *args: str) -> None:
                    check=True, capture_output=True, timeout=120)
 
 
-async def test_disabled_token_closes_sockets(any_server):
-    """A token disabled in another process closes the sockets opened with it (4401)."""
+async def private_consumer(server: ServerProcess) -> tuple[Any, str, str, websockets.ClientConnection]:
+    """A new user, its token, a private topic it may consume, and its consumer socket there."""
     owner = make_user()
     key = make_token(owner)
     slug = make_topic(public=False, anonymous=False, consumers=(owner,))
-    ws = await subscribe(any_server.ws, slug, headers=auth(key))
-    token = Token.objects.get(user=owner)
-    token.enabled = False
-    token.save(update_fields=["enabled"])
-    await closed_with(ws, 4401)
+    return owner, key, slug, await subscribe(server.ws, slug, headers=auth(key))
 
 
 async def test_deactivated_user_closes_sockets(any_server):
     """A user deactivated in a shell loses their open sockets (4401)."""
-    owner = make_user()
-    slug = make_topic(public=False, anonymous=False, consumers=(owner,))
-    ws = await subscribe(any_server.ws, slug, headers=auth(make_token(owner)))
+    owner, _, _, ws = await private_consumer(any_server)
     owner.is_active = False
     owner.save()
     await closed_with(ws, 4401)
@@ -80,23 +75,19 @@ async def test_deactivated_user_closes_sockets(any_server):
 
 async def test_deleted_user_closes_sockets(any_server):
     """A user deleted in a shell loses their open sockets (4401)."""
-    owner = make_user()
-    slug = make_topic(public=False, anonymous=False, consumers=(owner,))
-    ws = await subscribe(any_server.ws, slug, headers=auth(make_token(owner)))
+    owner, _, _, ws = await private_consumer(any_server)
     owner.delete()
     await closed_with(ws, 4401)
 
 
-async def test_disabled_token_refused_at_once(any_server):
-    """A token the server checked a moment ago is refused as soon as it is disabled elsewhere."""
-    owner = make_user()
-    key = make_token(owner)
-    slug = make_topic(public=False, anonymous=False, consumers=(owner,))
-    first = await subscribe(any_server.ws, slug, headers=auth(key))
+async def test_disabled_token_closes_sockets_and_is_refused(any_server):
+    """A token disabled in another process closes the sockets opened with it (4401), and the next
+    connection with it is refused although the server checked it a moment ago."""
+    owner, key, slug, ws = await private_consumer(any_server)
     token = Token.objects.get(user=owner)
     token.enabled = False
     token.save(update_fields=["enabled"])
-    await closed_with(first, 4401)
+    await closed_with(ws, 4401)
     again = await connect(f"{any_server.ws}{slug}/s", auth(key))
     refusal = await recv_json(again)
     assert "invalid or disabled token" in refusal["errorMsg"]

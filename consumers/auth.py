@@ -17,7 +17,7 @@ from django.http.cookie import parse_cookie
 from app import codec
 from app.auth.credentials import Credential
 from app.auth.services import hash_key, key_from_authorization, principal_of, token_for_key
-from app.broker.runtime import get_runtime
+from app.broker.runtime import BrokerRuntime, get_runtime
 from consumers.frames import HandshakeRefusal
 
 
@@ -48,33 +48,12 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
         runtime = get_runtime()
         admission, now = runtime.admission, runtime.loop.time()
         address = client_address(scope)
-        key = token_from_scope(scope)
-        user: Any = None
-        extra: dict[str, Any] = {}
-        if key:
-            key_hash = hash_key(key)
-            credential = runtime.credentials.get(key_hash, now)
-            if credential is None and admission.may_look_up(address, now):
-                generation = runtime.credentials.generation
-                token = await database_sync_to_async(token_for_key)(key)
-                if token is not None:
-                    credential = Credential(token.user, token.pk, principal_of(token.user))
-                    runtime.credentials.put(key_hash, credential, now, generation)
-                else:
-                    admission.lookup_failed(address, now)
-            if credential is None:
-                extra["auth_error"] = "invalid or disabled token"
-            else:
-                user, extra["token_id"] = credential.user, credential.token_id
-        elif key is None:
-            session_key = session_key_from_scope(scope)
-            if session_key and same_origin(scope) and admission.may_look_up(address, now):
-                store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-                user = await get_user({"session": store})
-                if not getattr(user, "is_authenticated", False):
-                    admission.lookup_failed(address, now)
-        else:
-            extra["auth_error"] = "invalid or disabled token"  # an Authorization header of another scheme
+        found = await self.authenticate(scope, runtime, address, now)
+        if found is None:
+            # Not "invalid": the key was not looked at (this address keeps sending bad ones).
+            reason = "too many failed authentications from this address"
+            return await refuse_handshake(receive, send, HTTPStatus.TOO_MANY_REQUESTS, reason)
+        user, extra = found
         if getattr(user, "is_authenticated", False):
             admitted = admission.authenticated(principal_of(user), now)
         else:
@@ -85,6 +64,40 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
             return await self.inner(dict(scope, user=user or AnonymousUser(), **extra), receive, send)
         finally:
             admission.release(admitted)
+
+    async def authenticate(
+        self, scope: dict[str, Any], runtime: BrokerRuntime, address: str, now: float
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The user (None: anonymous) and what to add to the scope; None when credentials from
+        this address may not be looked up now."""
+        admission = runtime.admission
+        key = token_from_scope(scope)
+        if key == "":
+            return None, {"auth_error": "invalid or disabled token"}  # an Authorization header of another scheme
+        if key is None:
+            session_key = session_key_from_scope(scope)
+            if not session_key or not same_origin(scope):
+                return None, {}
+            if not admission.may_look_up(address, now):
+                return None
+            store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+            user = await get_user({"session": store})
+            if not getattr(user, "is_authenticated", False):
+                admission.lookup_failed(address, now)
+            return user, {}
+        key_hash = hash_key(key)
+        credential = runtime.credentials.get(key_hash, now)
+        if credential is None:
+            if not admission.may_look_up(address, now):
+                return None
+            generation = runtime.credentials.generation
+            token = await database_sync_to_async(token_for_key)(key)
+            if token is None:
+                admission.lookup_failed(address, now)
+                return None, {"auth_error": "invalid or disabled token"}
+            credential = Credential(token.user, token.pk, principal_of(token.user))
+            runtime.credentials.put(key_hash, credential, now, generation)
+        return credential.user, {"token_id": credential.token_id}
 
 
 def client_address(scope: dict[str, Any]) -> str:

@@ -113,3 +113,28 @@ async def test_idle_status_viewers_do_not_delay_handshakes(roomy_server, roomy_p
     producer = await connect(roomy_server.ws + slug, auth(key))
     assert (await publish(producer, 1))["result"] == "ok"
     assert time.monotonic() - started < SERVED_WITHIN_S
+
+
+@pytest.fixture(scope="module")
+def suspicious_server(_migrated: None) -> Iterator[ServerProcess]:
+    """Three failed token lookups per address, then one every 100 s."""
+    proc = start_server(os.environ["DATABASE_URL"], FAILED_AUTH_BURST_PER_ADDRESS="3",
+                        FAILED_AUTH_RATE_PER_ADDRESS_PER_S="0.01")
+    yield proc
+    proc.stop()
+
+
+async def test_bogus_tokens_get_429_not_invalid(suspicious_server):
+    """Once an address has sent too many bad tokens, a new token from it is refused with 429 (it was
+    not looked at), not called invalid; a token the server checked before still connects."""
+    owner = make_user()
+    slug = make_topic(public=False, anonymous=False, producers=(owner,))
+    known, fresh = make_token(owner), make_token(owner)
+    await connect(suspicious_server.ws + slug, auth(known))
+    for n in range(3):
+        bogus = await connect(suspicious_server.ws + slug, auth(f"bogus-{n}"))
+        assert "invalid or disabled token" in (await publish(bogus, n))["errorMsg"]
+    refusal = await refused(suspicious_server.ws + slug, auth(fresh))
+    assert refusal.response.status_code == 429 and b"failed authentications" in refusal.response.body
+    again = await connect(suspicious_server.ws + slug, auth(known))
+    assert (await publish(again, 1))["result"] == "ok"

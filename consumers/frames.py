@@ -43,9 +43,10 @@ class ProducerAck(BaseModel):
 
 
 class ConsumerAck(BaseModel):
-    """consumer -> broker: acknowledges one delivered message; never answered on success."""
+    """consumer -> broker: acknowledges one delivered message; never answered on success. Nothing
+    else may be in it: a frame that says more (``{"Type": "nack", ...}``) is not taken as an ack."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     messageId: str
 

@@ -49,3 +49,19 @@ async def test_control_frame_type_of_any_json(server):
     consumer = await subscribe(server.ws, slug)
     await send_json(consumer, {"type": {"nested": [1, 2]}, "messageId": "x"})
     assert "error" in (await recv_json(consumer))["result"]
+
+
+@pytest.mark.parametrize("frame", [{"Type": "negativeAcknowledge"}, {"action": "nack"}, {"ack": False}])
+async def test_ack_with_anything_else_is_refused(server, frame):
+    """A frame naming a delivered message with any other key is refused, and the message stays."""
+    slug = make_topic(policy="cache")
+    consumer = await subscribe(server.ws, slug)
+    producer = await connect(server.ws + slug)
+    ack = await publish(producer, 1)
+    delivered = await recv_json(consumer)
+    await send_json(consumer, {**frame, "messageId": delivered["messageId"]})
+    refusal = await recv_json(consumer)
+    assert "error" in refusal["result"] and "invalid ack" in refusal["errorMsg"]
+    await consumer.close()
+    again = await subscribe(server.ws, slug, probe=False)
+    assert (await recv_json(again))["messageId"] == ack["messageId"]

@@ -20,6 +20,7 @@ from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView
+from consumers.auth import client_address
 from consumers.base import AckingConsumer, context_echo, describe
 from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
@@ -152,7 +153,7 @@ class TopicProducer(AckingConsumer):
 
     async def _response_topic(self, source: TopicView, slug: str) -> int:
         """Make sure the response topic exists (before the request is acked); its id."""
-        known = self.runtime.response_topics.get(slug)
+        known = self.runtime.known_response_topic(slug, self.principal)
         if known is None:
             if len(self.created_response_topics) >= settings.RESPONSE_TOPICS_PER_CONNECTION:
                 # Garbage collection may have freed room.
@@ -160,9 +161,11 @@ class TopicProducer(AckingConsumer):
                     self.created_response_topics
                 )
             topic_id, created = await database_sync_to_async(creation.ensure_response_topic)(
-                source.id, source.slug, slug, self.user, len(self.created_response_topics)
+                source.id, source.slug, slug, self.user, len(self.created_response_topics),
+                quotas.creator(self.principal, client_address(self.scope)),
             )
-            known = self.runtime.response_topics[slug] = (topic_id, source.id)
+            known = (topic_id, source.id)
+            self.runtime.remember_response_topic(slug, self.principal, known)
             if created:
                 self.created_response_topics.add(topic_id)
                 self.runtime.grant(slug, self.principal)

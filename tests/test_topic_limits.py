@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import websockets
 from django.contrib.auth.models import Permission
 
 from app.broker.models import Topic
@@ -14,7 +15,7 @@ from app.outbox.emit import emit
 from app.outbox.models import OutboxEvent, Status
 from tests.bad_input import assert_error, closed_with
 from tests.outbox import clear_outbox
-from tests.protocol import auth, connect, eventually, make_token, make_topic, make_user, publish, unique
+from tests.protocol import OPEN, auth, connect, eventually, make_token, make_topic, make_user, publish, unique
 from tests.servers import ServerProcess, start_server
 
 NAME_CHARS = 40
@@ -132,3 +133,36 @@ async def test_long_event_topic_name(limited_server: ServerProcess) -> None:
     await eventually(lambda: OutboxEvent.objects.get(pk=row.pk).status == Status.FAILED, 30)
     assert f"longer than {NAME_CHARS} characters" in OutboxEvent.objects.get(pk=row.pk).last_error
     assert not Topic.objects.filter(slug=slug).exists()
+
+
+async def anonymous_from(server: ServerProcess, slug: str, address: str) -> websockets.ClientConnection:
+    """An anonymous producer connecting from ``address`` (any 127.x.y.z is this machine)."""
+    ws = await websockets.connect(server.ws + slug, local_addr=(address, 0), max_size=None)
+    OPEN.append(ws)
+    return ws
+
+
+async def test_anonymous_response_topics_counted_per_address(limited_server: ServerProcess) -> None:
+    """Anonymous clients are one principal, but their response topics count per client address:
+    one anonymous client at its limit does not block another."""
+    source = make_topic()
+    for n in range(2):  # two connections: the per-connection limit is 2, the per-principal one 3
+        producer = await anonymous_from(limited_server, source, "127.0.0.3")
+        for context in range(2 if n == 0 else 1):
+            assert (await publish(producer, **request(f"{source}_{unique('r')}", context)))["result"] == "ok"
+    late = await anonymous_from(limited_server, source, "127.0.0.3")
+    assert_error(await publish(late, **request(f"{source}_{unique('r')}", 7)), "response topic limit reached")
+    other = await anonymous_from(limited_server, source, "127.0.0.4")
+    assert (await publish(other, **request(f"{source}_{unique('r')}", 8)))["result"] == "ok"
+
+
+async def test_response_topic_of_another_requester_is_refused(limited_server: ServerProcess) -> None:
+    """A request may not name a response topic another requester created (it would send its
+    responses into their topic)."""
+    source = make_topic()
+    bob = await connect(limited_server.ws + source, auth(make_token(make_user())))
+    alice = await connect(limited_server.ws + source, auth(make_token(make_user())))
+    taken = f"{source}_{unique('r')}"
+    assert (await publish(bob, **request(taken, 1)))["result"] == "ok"
+    ack = await publish(alice, **request(taken, 2))
+    assert_error(ack, "belongs to another requester")

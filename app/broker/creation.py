@@ -16,7 +16,7 @@ from django.utils import timezone
 from app.auth.services import principal_of
 from app.broker.models import Message, Topic
 from app.broker.naming import response_topic_name_error, shown, topic_name_error
-from app.broker.permissions import grant, revoke_all
+from app.broker.permissions import grant, revoke_all, rights_on
 from app.broker.quotas import connection_quota_error, hold_principal, response_topic_quota_error, topic_quota_error
 from app.broker.services import TopicError
 
@@ -43,18 +43,20 @@ def create_topic(slug: str, owner: Any) -> tuple[Topic, bool]:
 
 
 def ensure_response_topic(source_id: int, source_slug: str, slug: str, requester: Any,
-                          created_here: int) -> tuple[int, bool]:
+                          created_here: int, creator: str) -> tuple[int, bool]:
     """The response topic named by a request, created before the request is acknowledged.
 
     Only the requester may consume it; consumers of the source topic may produce to it. Nobody
     attached yet, so it is collected ``RESPONSE_TOPIC_UNATTACHED_TTL_S`` later unless a consumer
-    attaches. ``created_here``: response topics the requesting connection created that still exist.
+    attaches. ``created_here``: response topics the requesting connection created that still exist;
+    ``creator``: whom the creation counts against (quotas.creator). An existing response topic may
+    be named only by whoever may consume it: nobody sends responses into another's topic.
     Returns its id and whether it was created now.
     """
     reason = response_topic_name_error(source_slug, slug)
     if reason is not None:
         raise TopicError(reason)
-    principal = principal_of(requester)
+    principal = creator
     with transaction.atomic():
         topic = Topic.objects.filter(slug=slug).first()
         created = False
@@ -76,6 +78,8 @@ def ensure_response_topic(source_id: int, source_slug: str, slug: str, requester
         raise TopicError(f"{shown(slug)} is a topic of its own, not a response topic")
     if topic.response_for_id != source_id:
         raise TopicError(f"response topic {shown(slug)} belongs to another topic")
+    if not created and not rights_on(requester, topic).consume:
+        raise TopicError(f"response topic {shown(slug)} belongs to another requester")
     return topic.pk, created
 
 

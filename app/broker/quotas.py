@@ -9,8 +9,15 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from app.auth.services import ANONYMOUS_PRINCIPAL
 from app.broker.models import Topic
 from app.broker.permissions import guardian_user
+
+
+def creator(principal: str, address: str) -> str:
+    """Whom a creation counts against: the principal, or for anonymous clients (all one principal)
+    their address, so one anonymous client cannot use up every anonymous client's quota."""
+    return f"{principal}@{address}"[:64] if principal == ANONYMOUS_PRINCIPAL else principal
 
 
 def hold_principal(user: Any) -> None:

@@ -47,8 +47,9 @@ class BrokerRuntime(Receiver):
         self.sockets: weakref.WeakSet[Revocable] = weakref.WeakSet()
         self.board = StatusBoard()
         self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS)
-        # Response topics this process already made sure of: slug -> (topic id, source topic id).
-        self.response_topics: dict[str, tuple[int, int]] = {}
+        # Response topics this process already made sure of for a requesting principal:
+        # slug -> principal -> (topic id, source topic id).
+        self.response_topics: dict[str, dict[str, tuple[int, int]]] = {}
         self.unacked_limit = settings.UNACKED_PER_CONNECTION
         # (slug, principal) -> (what a connection caches about its topic, monotonic expiry). Many
         # connections of one principal (a reconnect storm, a fleet of modules) need one lookup.
@@ -140,6 +141,14 @@ class BrokerRuntime(Receiver):
             return slugs
         finally:
             self._anonymous_reading = None
+
+    def known_response_topic(self, slug: str, principal: str) -> tuple[int, int] | None:
+        return self.response_topics.get(slug, {}).get(principal)
+
+    def remember_response_topic(self, slug: str, principal: str, ids: tuple[int, int]) -> None:
+        if len(self.response_topics) >= VIEW_CACHE_SIZE:
+            self.response_topics.clear()
+        self.response_topics.setdefault(slug, {})[principal] = ids
 
     def _presence(self, slug: str, present: bool) -> None:
         if present:

@@ -28,6 +28,15 @@ def nests_too_deeply(text: str, value: Any) -> bool:
     return False
 
 
+def too_deep_to_parse(error: DecodeError) -> bool:
+    """Whether ``loads`` refused a text for nesting deeper than orjson reads (1024 levels), rather
+    than for other invalid JSON. orjson's message tells ("depth limit exceeded"; other builds may say
+    "recursion"): a scan of the text for its depth would cost tens of milliseconds per megabyte of
+    every invalid frame, in Python."""
+    message = error.msg.lower()
+    return "depth" in message or "recursion" in message
+
+
 def loads(data: str | bytes) -> Any:
     return orjson.loads(data)
 

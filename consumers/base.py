@@ -34,6 +34,8 @@ CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come
 CLOSE_INTERNAL_ERROR = 1011  # the server failed on this connection; reconnect
 CLOSE_REVOKED = 4401  # the token was disabled or deleted, or the user deactivated
 
+TOO_DEEP = f"frame nests too deeply (more than {codec.MAX_DEPTH} levels)"
+
 
 def describe(exc: ValidationError) -> str:
     """A short, client-facing summary of what was wrong with a frame."""
@@ -137,8 +139,10 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         raw: Any
         try:
             raw = codec.loads(text)
-        except codec.DecodeError:
-            self.refuse("frame is not valid JSON", None)
+        except codec.DecodeError as exc:
+            # orjson reads 1024 levels at most: a deeper frame is refused for its depth, as shallower
+            # deep ones are, but without its context (nothing of it could be read).
+            self.refuse(TOO_DEEP if codec.too_deep_to_parse(exc) else "frame is not valid JSON", None)
             return
         if not isinstance(raw, dict):
             self.refuse("frame must be a JSON object", None)
@@ -148,7 +152,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             self.refuse(f"frame is larger than {limit} bytes", raw)
             return
         if codec.nests_too_deeply(text, raw):
-            self.refuse(f"frame nests too deeply (more than {codec.MAX_DEPTH} levels)", raw)
+            self.refuse(TOO_DEEP, raw)
             return
         try:
             await self.on_frame(raw)

@@ -271,3 +271,17 @@ MAX_ECHOED_CONTEXT_BYTES = env_int("MAX_ECHOED_CONTEXT_BYTES", 1024)
 HANDSHAKE_TIMEOUT_S = env_float("HANDSHAKE_TIMEOUT_S", 10.0)
 # Largest request head (request line plus headers): a longer one is answered 414 / 431 and closed.
 MAX_REQUEST_HEAD_BYTES = env_int("MAX_REQUEST_HEAD_BYTES", 16 * 1024)
+# A request body must be complete within this time of its head, or the request is answered 408 and
+# the connection closed.
+REQUEST_BODY_TIMEOUT_S = env_float("REQUEST_BODY_TIMEOUT_S", 30.0)
+# Largest request body: a longer one is answered 413 and closed, by its Content-Length before any of
+# it is read, a chunked one once it is over. An emit of OUTBOX_MAX_DATA_BYTES of data is up to three
+# times that in JSON (non-ASCII escaped as \uXXXX), 4/3 of it in base64.
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 4 * OUTBOX_MAX_DATA_BYTES)
+if REQUEST_BODY_TIMEOUT_S <= 0 or MAX_REQUEST_BODY_BYTES < 1:
+    raise ValueError("REQUEST_BODY_TIMEOUT_S and MAX_REQUEST_BODY_BYTES must be positive")
+# Django spools an arriving request body in memory up to this size, then in a temporary file
+# (TMPDIR): a stalled upload holds at most this much memory, not 2.5 MiB.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+# Django refuses larger bodies with 400 and an ERROR log: the body limit above is the one limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES

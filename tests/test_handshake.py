@@ -14,11 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.protocol import connect, make_topic, publish, recv_json, send_json, subscribe, unique
+from tests.raw_http import CLOSE_WITHIN_S, exchange, status_of
 from tests.servers import ServerProcess, start_server
 
 HANDSHAKE_TIMEOUT_S = 1.0
-# Generous: closing takes HANDSHAKE_TIMEOUT_S; this only proves the connection is not kept for ever.
-CLOSE_WITHIN_S = 15.0
 HEAD_LIMIT_BYTES = 16 * 1024  # MAX_REQUEST_HEAD_BYTES's default
 VANISHING_CLIENTS = 40
 
@@ -35,25 +34,6 @@ def upgrade_headers() -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (f"Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n").encode()
-
-
-async def exchange(server: ServerProcess, data: bytes) -> bytes:
-    """Send ``data`` on a new connection and read until the server closes it (failing if it does not)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        try:
-            return await asyncio.wait_for(reader.read(), CLOSE_WITHIN_S)
-        except TimeoutError:
-            pytest.fail(f"the server kept the connection open for {CLOSE_WITHIN_S} s")
-    finally:
-        writer.transport.abort()
-
-
-def status_of(response: bytes) -> int:
-    assert response.startswith(b"HTTP/1.1 "), response[:200]
-    return int(response.split(b" ", 2)[1])
 
 
 @pytest.mark.parametrize("head", [

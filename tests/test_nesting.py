@@ -20,6 +20,9 @@ from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
 # app.codec.MAX_DEPTH: orjson writes at most 254 levels (and reads at most 1024).
 MAX_DEPTH = 254
 DEPTHS = [MAX_DEPTH + 1, 1024]
+# Deeper than orjson reads: such frames cannot be parsed at all.
+UNREADABLE_DEPTHS = [1025, 100_000]
+TOO_DEEP = f"frame nests too deeply (more than {MAX_DEPTH} levels)"
 
 
 def nested(depth: int) -> str:
@@ -75,6 +78,32 @@ async def test_consumer_frame_nested_too_deeply(server: ServerProcess, sockets: 
     for field in ("messageId", "other"):
         await consumer.send(f'{{"{field}": {nested(depth - 1)}}}')
         assert_error(await recv(consumer), "nests too deeply")
+    await assert_flows(consumer, producer)
+    assert_quiet(server, mark)
+
+
+@pytest.mark.parametrize("depth", UNREADABLE_DEPTHS)
+async def test_producer_frame_too_deep_to_parse(server: ServerProcess, sockets: Sockets, depth: int) -> None:
+    """A producer frame deeper than the parser reads gets the depth error (without context), and publishing goes on."""
+    mark = len(server.output)
+    producer = await sockets.connect(server.ws + make_topic())
+    await producer.send(f'{{"payload": "", "properties": {{}}, "context": 7, "deep": {nested(depth - 1)}}}')
+    ack = await recv(producer)
+    assert_error(ack, TOO_DEEP)
+    assert "context" not in ack, ack  # the frame could not be read, its context neither
+    await assert_publishes(producer)
+    assert_quiet(server, mark)
+
+
+@pytest.mark.parametrize("depth", UNREADABLE_DEPTHS)
+async def test_consumer_frame_too_deep_to_parse(server: ServerProcess, sockets: Sockets, depth: int) -> None:
+    """A consumer frame deeper than the parser reads gets the depth error, and the socket keeps delivering."""
+    mark = len(server.output)
+    slug = make_topic()
+    consumer = await sockets.subscribe(server.ws, slug)
+    producer = await sockets.connect(server.ws + slug)
+    await consumer.send(f'{{"messageId": {nested(depth - 1)}}}')
+    assert_error(await recv(consumer), TOO_DEEP)
     await assert_flows(consumer, producer)
     assert_quiet(server, mark)
 

@@ -1,14 +1,19 @@
-"""uvicorn's protocols with the bounds they lack: HTTP (httptools) on a request head, and the
+"""uvicorn's protocols with the bounds they lack: HTTP (httptools) on a request head and body, and the
 sans-I/O websocket protocol's handling of handshakes answered with an HTTP response.
 
 Without them a client that sends a request head slowly, or never finishes it, holds its connection
-open for ever, and httptools buffers a request line or header of any length. A websocket upgrade
-that the websockets parser rejects (a request line over 8 KiB, more than 128 headers) got no answer
-at all: uvicorn's websocket protocol neither sends that rejection nor closes the connection.
+open for ever, and httptools buffers a request line or header of any length. A request body had no
+deadline and no size either: Django holds what arrived of each unfinished body (800 stalled uploads
+grew a server by 2 GB). A websocket upgrade that the websockets parser rejects (a request line over
+8 KiB, more than 128 headers) got no answer at all: uvicorn's websocket protocol neither sends that
+rejection nor closes the connection.
 
 So: a connection must complete its request head within HANDSHAKE_TIMEOUT_S (a websocket also its
 handshake) or it is closed (408 when part of a request came); a head over MAX_REQUEST_HEAD_BYTES is
-answered 414 (the request line alone is too long) or 431 and closed.
+answered 414 (the request line alone is too long) or 431 and closed. A request body must be complete
+within REQUEST_BODY_TIMEOUT_S of its head (408) and at most MAX_REQUEST_BODY_BYTES long (413: by its
+Content-Length before any of it is read, a chunked one once it is over). Refusals have a JSON body.
+Of a body that is arriving, Django holds FILE_UPLOAD_MAX_MEMORY_SIZE in memory, the rest in a file.
 """
 
 from __future__ import annotations
@@ -19,12 +24,19 @@ from typing import Any
 
 import httptools
 from django.conf import settings
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from app import codec
 
-class HeadTooLarge(Exception):
-    """Raised in a parser callback to stop parsing a request head that is over the limit."""
+# After a refusal the connection is half-closed and what the client still sends is read and dropped
+# for at most this long: closing at once, with its data unread, would reset the connection, and a
+# client still sending its body would lose the answer.
+LINGER_S = 2.0
+
+
+class Refused(Exception):
+    """Raised in a parser callback to stop parsing a request that is refused."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -32,11 +44,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.head_timeout_s: float = settings.HANDSHAKE_TIMEOUT_S
         self.max_head_bytes: int = settings.MAX_REQUEST_HEAD_BYTES
+        self.body_timeout_s: float = settings.REQUEST_BODY_TIMEOUT_S
+        self.max_body_bytes: int = settings.MAX_REQUEST_BODY_BYTES
         # Whether a request head is expected or arriving, and the bytes received for it so far.
         self.head_pending = True
         self.head_bytes = 0
-        self.refusal: HTTPStatus | None = None
+        # Whether the body of the request in ``self.cycle`` is still arriving, and its bytes so far
+        # (its content, and all that was read for it).
+        self.body_pending = False
+        self.body_bytes = 0
+        self.body_wire_bytes = 0
+        self.refusal: tuple[HTTPStatus, str] | None = None
+        self.refused = False
         self.deadline: asyncio.TimerHandle | None = None
+        self.body_deadline: asyncio.TimerHandle | None = None
+        self.linger: asyncio.TimerHandle | None = None
 
     # --- connection -----------------------------------------------------------------------
 
@@ -46,10 +68,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_body()
+        if self.linger is not None:
+            self.linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # uvicorn's own, except that a head over the limit is answered with its own status.
+        # uvicorn's own, except that a refused request is answered with its own status.
+        if self.refused:
+            return  # lingering after a refusal: what still comes is dropped
         if self.head_pending:
             self.head_bytes += len(data)
         self._unset_keepalive_if_required()
@@ -68,9 +95,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 return
         # All of what came while the head is still incomplete belongs to it.
         if self.refusal is None and self.head_pending and self.head_bytes > self.max_head_bytes:
-            self.refusal = self._too_large(len(getattr(self, "url", b"")))
+            self.refusal = self._head_too_large(len(getattr(self, "url", b"")))
+        # And what came while the body is still incomplete (with a head that came with it) belongs to
+        # that body: chunk sizes and trailers, which httptools buffers at any length, count too.
+        elif self.refusal is None and self.body_pending:
+            self.body_wire_bytes += len(data)
+            if self.body_wire_bytes > self.max_body_bytes + self.max_head_bytes:
+                self.refusal = self._body_too_large()
         if self.refusal is not None:
-            self._refuse(self.refusal)
+            self._refuse(*self.refusal)
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()
@@ -81,6 +114,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._disarm()
             self.transport.write(b"".join(conn.data_to_send()))
             self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A pipelined request is served (its body read) only now: so its body's deadline starts now.
+        if self.body_pending and self._serving(self.cycle):
+            self._arm_body()
 
     # --- parser callbacks -----------------------------------------------------------------
 
@@ -93,20 +132,59 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         url_bytes = len(self.url)
         size = url_bytes + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.max_head_bytes:
-            self.refusal = self._too_large(url_bytes)
-            raise HeadTooLarge()
+            self.refusal = self._head_too_large(url_bytes)
+            raise Refused()
+        length = self._content_length()
+        if length > self.max_body_bytes:
+            self.refusal = self._body_too_large()
+            raise Refused()
         self.head_pending = False
         self.head_bytes = 0
-        if not (self.parser.should_upgrade() and self._should_upgrade()):
+        upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if not upgrade:
             self._disarm()  # a websocket keeps its deadline until the application accepts it
+        # A request has a body when it says so (RFC 9112 6.3); a websocket upgrade has none here.
+        chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+        self.body_pending = not upgrade and (length > 0 or chunked)
+        self.body_bytes = self.body_wire_bytes = 0
         super().on_headers_complete()
+        if self.body_pending and self._serving(self.cycle):
+            self._arm_body()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.max_body_bytes:
+            self.refusal = self._body_too_large()
+            raise Refused()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.body_pending = False
+        self._disarm_body()
+        super().on_message_complete()
 
     # --- bounds ---------------------------------------------------------------------------
 
-    def _too_large(self, url_bytes: int) -> HTTPStatus:
+    def _content_length(self) -> int:
+        """The declared body length (0 if none); the parser has checked it is a number."""
+        lengths = [value for name, value in self.headers if name == b"content-length"]
+        try:
+            return max((int(value) for value in lengths), default=0)
+        except ValueError:
+            return 0
+
+    def _head_too_large(self, url_bytes: int) -> tuple[HTTPStatus, str]:
+        reason = f"the request head is over {self.max_head_bytes} bytes"
         if url_bytes > self.max_head_bytes:
-            return HTTPStatus.REQUEST_URI_TOO_LONG
-        return HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+            return HTTPStatus.REQUEST_URI_TOO_LONG, reason
+        return HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, reason
+
+    def _body_too_large(self) -> tuple[HTTPStatus, str]:
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the request body is over {self.max_body_bytes} bytes"
+
+    def _serving(self, cycle: RequestResponseCycle | None) -> bool:
+        """Whether ``cycle``'s request is being served, not queued behind an earlier pipelined one."""
+        return cycle is not None and not any(queued is cycle for queued, _ in self.pipeline)
 
     def _arm(self) -> None:
         if self.deadline is None:
@@ -116,6 +194,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
+
+    def _arm_body(self) -> None:
+        if self.body_deadline is None:
+            self.body_deadline = self.loop.call_later(self.body_timeout_s, self._expire_body)
+
+    def _disarm_body(self) -> None:
+        if self.body_deadline is not None:
+            self.body_deadline.cancel()
+            self.body_deadline = None
 
     def _expire(self) -> None:
         self.deadline = None
@@ -128,29 +215,52 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
         elif self.head_pending:
             if self.head_bytes:
-                self._refuse(HTTPStatus.REQUEST_TIMEOUT)
+                self._refuse(HTTPStatus.REQUEST_TIMEOUT,
+                             f"the request head was not complete within {self.head_timeout_s:g} s")
             else:
                 self.transport.close()
 
-    def _refuse(self, status: HTTPStatus) -> None:
-        """Answer ``status`` and close; nothing more is read on this connection."""
+    def _expire_body(self) -> None:
+        self.body_deadline = None
+        if self.body_pending and not self.transport.is_closing():
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT,
+                         f"the request body was not complete within {self.body_timeout_s:g} s")
+
+    def _may_answer(self) -> bool:
+        """Whether a refusal may be answered: not when the answer would land inside a response.
+        A refused body's application is told the client left, and what it sends is dropped."""
+        if not self.body_pending:
+            # A request head: ``self.cycle`` is the previous request's (a pipelined head came early).
+            return self.cycle is None or self.cycle.response_complete
+        cycle = self.cycle
+        if not self._serving(cycle) or cycle.response_started:
+            return False
+        cycle.disconnected = True
+        cycle.message_event.set()
+        return True
+
+    def _refuse(self, status: HTTPStatus, reason: str) -> None:
+        """Answer ``status`` and close; nothing more is parsed on this connection."""
         self._disarm()
-        self.head_pending = False
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined request's head: an answer now would land inside the previous response.
+        self._disarm_body()
+        answer = self._may_answer()
+        self.head_pending = self.body_pending = False
+        self.refused = True
+        if not answer:
             self.transport.close()
             return
-        if status is HTTPStatus.REQUEST_TIMEOUT:
-            reason = f"the request head was not complete within {self.head_timeout_s:g} s"
-        else:
-            reason = f"the request head is over {self.max_head_bytes} bytes"
-        body = f"{status.phrase}: {reason}\n".encode()
+        body = codec.dumps_bytes({"detail": reason})
         head = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head.append(b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n")
+        head.append(b"content-type: application/json\r\nconnection: close\r\n")
         head.append(b"content-length: %d\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.linger = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

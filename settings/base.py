@@ -271,3 +271,16 @@ MAX_ECHOED_CONTEXT_BYTES = env_int("MAX_ECHOED_CONTEXT_BYTES", 1024)
 HANDSHAKE_TIMEOUT_S = env_float("HANDSHAKE_TIMEOUT_S", 10.0)
 # Largest request head (request line plus headers): a longer one is answered 414 / 431 and closed.
 MAX_REQUEST_HEAD_BYTES = env_int("MAX_REQUEST_HEAD_BYTES", 16 * 1024)
+
+# --- producer back-pressure (issue 11) -------------------------------------------------------
+# Bytes one producer connection may have submitted for storing and not yet committed (the memory
+# its messages hold, app/broker/pressure.py): past it the server reads no more of its frames until
+# commits catch up (TCP slows the client; nothing is dropped). One message always goes.
+PRODUCER_PENDING_BYTES = env_int("PRODUCER_PENDING_BYTES", 8 * 1024 * 1024)
+# Bytes the group-commit writer may hold for all connections together: past it every producer with
+# a message not yet committed waits for its commits before its next frame.
+WRITE_QUEUE_BYTES = env_int("WRITE_QUEUE_BYTES", 64 * 1024 * 1024)
+# Bytes of deliveries waiting to be sent to the other processes (Redis): past it the oldest are
+# dropped, as past 10,000 messages (stored ones are repaired from the database; the other
+# processes' consumers lose live messages of `disabled` topics, which are not stored).
+BACKPLANE_QUEUE_BYTES = env_int("BACKPLANE_QUEUE_BYTES", 32 * 1024 * 1024)

@@ -82,6 +82,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.cleaned = False
         self.max_frame_bytes: int = settings.MAX_FRAME_BYTES
         self.failed_frames = 0
+        # Back-pressure: while set, no frame is taken (the socket is not read, so TCP slows the
+        # peer) until ``until_released`` returns.
+        self.held = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # channels' AsyncConsumer races the socket against a layer channel with asyncio.wait on
@@ -92,6 +95,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         try:
             while True:
                 await self.dispatch(await receive())
+                if self.held:
+                    # Between frames, so the one just handled is not kept while we wait.
+                    await self.until_released()
         except StopConsumer:
             pass
         except Exception:
@@ -198,6 +204,10 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def on_disconnect(self) -> None:
         """Called once the peer is gone."""
+
+    async def until_released(self) -> None:
+        """Called between frames while ``held``: return (and clear it) once frames may be taken."""
+        self.held = False
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         """Answer a frame that cannot be taken; the connection stays open."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from app import codec
 from app.auth.services import ANONYMOUS_PRINCIPAL
-from app.broker import creation, quotas, services
+from app.broker import creation, pressure, quotas, services
 from app.broker.hub import Delivered
 from app.broker.naming import topic_name_error
 from app.broker.permissions import Rights, may_add_topics
@@ -27,6 +28,13 @@ from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
 class TopicProducer(AckingConsumer):
     topic: TopicView | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Bytes of this connection's messages submitted for storing and not yet committed.
+        self.pending_bytes = 0
+        self.pending_limit: int = settings.PRODUCER_PENDING_BYTES
+        self._committed: asyncio.Event | None = None  # set by each commit while held
 
     async def on_connect(self) -> None:
         self.slug: str = self.scope["url_route"]["kwargs"]["topic"]
@@ -59,8 +67,10 @@ class TopicProducer(AckingConsumer):
             self.runtime.hub.unwatch(self.topic.source_slug, self)
         self.topic = None
 
-    def acknowledge(self, message_id: str, raw: dict[str, Any]) -> None:
-        self.push_model(ProducerAck(messageId=message_id, result="ok", **context_echo(raw)))
+    def acknowledge(self, message_id: str, echo: dict[str, Any]) -> None:
+        """An ok ack; ``echo`` is ``context_echo`` of the frame (worked out before its commit, so
+        the parsed frame is not kept meanwhile)."""
+        self.push_model(ProducerAck(messageId=message_id, result="ok", **echo))
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         try:
@@ -89,9 +99,10 @@ class TopicProducer(AckingConsumer):
         # one that a pydantic model would take for its own (``cls``, ``model_config``).
         fields = {k: v for k, v in raw.items() if k not in BROKER_FIELDS}
         text = codec.dumps({**fields, "messageId": message_id, "publishTime": now.isoformat()})
+        echo = context_echo(raw)
         if not topic.policy.stores:
             self.runtime.deliver(topic.slug, Delivered(text, message_id, None))
-            self.acknowledge(message_id, raw)
+            self.acknowledge(message_id, echo)
             return
         producer_id, principal = services.producer_identity(self.user)
         op = NewMessage(
@@ -107,16 +118,36 @@ class TopicProducer(AckingConsumer):
             response_topic_id=response_topic_id,
         )
 
+        size = pressure.held_bytes(op)
+
         def committed(result: OpResult) -> None:
+            self.pending_bytes -= size
+            if self._committed is not None:
+                self._committed.set()
             if isinstance(result, int):
                 self.runtime.deliver(topic.slug, Delivered(text, message_id, result))
                 if not self.closing:
-                    self.acknowledge(message_id, raw)
+                    self.acknowledge(message_id, echo)
             elif not self.closing:
                 reason = "duplicate messageId" if isinstance(result, IntegrityError) else "message not stored"
-                self.refuse(reason, raw, message_id)
+                self.refuse(reason, echo, message_id)
 
-        self.runtime.writer.submit(op, committed)
+        writer = self.runtime.writer
+        self.pending_bytes += size
+        writer.submit(op, committed, size)
+        self.held = pressure.must_wait(self.pending_bytes, self.pending_limit, writer.pending_bytes, writer.limit_bytes)
+
+    async def until_released(self) -> None:
+        """Wait for this connection's commits until it is within PRODUCER_PENDING_BYTES and the
+        writer within WRITE_QUEUE_BYTES (or nothing of it is pending): its own commits release it,
+        and the writer commits whatever producers do, so this ends."""
+        writer = self.runtime.writer
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        while pressure.must_wait(self.pending_bytes, self.pending_limit, writer.pending_bytes, writer.limit_bytes):
+            self._committed.clear()
+            await self._committed.wait()
+        self.held = False
 
     def _denied(self, reason: str) -> str:
         auth_error = self.scope.get("auth_error")

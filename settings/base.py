@@ -285,3 +285,16 @@ if REQUEST_BODY_TIMEOUT_S <= 0 or MAX_REQUEST_BODY_BYTES < 1:
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # Django refuses larger bodies with 400 and an ERROR log: the body limit above is the one limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# --- producer back-pressure (issue 11) -------------------------------------------------------
+# Bytes one producer connection may have submitted for storing and not yet committed (the memory
+# its messages hold, app/broker/pressure.py): past it the server reads no more of its frames until
+# commits catch up (TCP slows the client; nothing is dropped). One message always goes.
+PRODUCER_PENDING_BYTES = env_int("PRODUCER_PENDING_BYTES", 8 * 1024 * 1024)
+# Bytes the group-commit writer may hold for all connections together: past it every producer with
+# a message not yet committed waits for its commits before its next frame.
+WRITE_QUEUE_BYTES = env_int("WRITE_QUEUE_BYTES", 64 * 1024 * 1024)
+# Bytes of deliveries waiting to be sent to the other processes (Redis): past it the oldest are
+# dropped, as past 10,000 messages (stored ones are repaired from the database; the other
+# processes' consumers lose live messages of `disabled` topics, which are not stored).
+BACKPLANE_QUEUE_BYTES = env_int("BACKPLANE_QUEUE_BYTES", 32 * 1024 * 1024)

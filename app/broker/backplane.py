@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 
 from app.broker.hub import Delivered
 
@@ -27,9 +29,13 @@ logger = logging.getLogger(__name__)
 
 CONTROL_GROUP = "broker.control"
 JOIN_TIMEOUT_S = 2.0
-# Messages waiting for Redis; beyond this the oldest are dropped (and repaired from the database).
+# Messages waiting for Redis; beyond this (or BACKPLANE_QUEUE_BYTES of deliveries) the oldest are
+# dropped (and repaired from the database).
 OUTBOX_LIMIT = 10_000
 BATCH_MESSAGES = 256
+# Most delivery bytes in one PUBLISH (a single larger message goes alone): the batch is encoded
+# whole, and Redis drops a subscriber whose pub/sub output buffer passes 32 MiB (its default).
+BATCH_BYTES = 1024 * 1024
 
 
 def topic_group(slug: str) -> str:
@@ -85,11 +91,14 @@ class LocalBackplane:
 class LayerBackplane(LocalBackplane):
     """Several processes behind one channel layer (Redis)."""
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, limit_bytes: int = sys.maxsize) -> None:
         self.layer = layer
         self.origin = uuid.uuid4().hex
         self.channel = ""
-        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        # (group, message, bytes of its delivery text): unsent, oldest first.
+        self._outbox: deque[tuple[str, dict[str, Any], int]] = deque()
+        self.queued_bytes = 0
+        self.limit_bytes = limit_bytes
         self._groups_wanted: set[str] = {CONTROL_GROUP}
         self._groups_joined: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -139,7 +148,8 @@ class LayerBackplane(LocalBackplane):
 
     def deliver(self, slug: str, item: Delivered) -> None:
         self._send(topic_group(slug), {"type": "broker.deliver", "slug": slug, "text": item.text,
-                                       "message_id": item.message_id, "sequence": item.sequence})
+                                       "message_id": item.message_id, "sequence": item.sequence},
+                   sys.getsizeof(item.text))
 
     def grant(self, slug: str, principal: str) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.grant", "slug": slug, "principal": principal})
@@ -150,17 +160,22 @@ class LayerBackplane(LocalBackplane):
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.revoked", "token_id": token_id, "principal": principal})
 
-    def _send(self, group: str, message: dict[str, Any]) -> None:
+    def _send(self, group: str, message: dict[str, Any], size: int = 0) -> None:
         message["origin"] = self.origin
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            # Redis is slower than we publish: drop the oldest. Stored messages are repaired from
-            # the database; a dropped control message is repeated by the next change.
-            self._outbox.popleft()
+        self._outbox.append((group, message, size))
+        self.queued_bytes += size
+        self._trim()
+        self._wakeup.set()
+
+    def _trim(self) -> None:
+        """Redis is slower than we publish (or away): drop the oldest beyond the bounds (the newest
+        message always stays). Stored messages are repaired from the database; a dropped control
+        message is repeated by the next change."""
+        while len(self._outbox) > 1 and (len(self._outbox) > OUTBOX_LIMIT or self.queued_bytes > self.limit_bytes):
+            self.queued_bytes -= self._outbox.popleft()[2]
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 logger.warning("backplane backlog full: %d messages dropped so far", self.dropped)
-        self._outbox.append((group, message))
-        self._wakeup.set()
 
     async def _send_loop(self) -> None:
         failures = 0
@@ -170,12 +185,16 @@ class LayerBackplane(LocalBackplane):
             try:
                 await self._sync_groups()
                 while self._outbox:
-                    group, message = self._next_send()
-                    await self.layer.group_send(group, message)
-                    count = len(message["messages"]) if message["type"] == "broker.batch" else 1
-                    for _ in range(count):
-                        self._outbox.popleft()
-                    self.sent += count
+                    # Taken out while it is sent, so the trimming of newer ones cannot drop it.
+                    batch = self._next_batch()
+                    try:
+                        await self.layer.group_send(*self._publication(batch))
+                    except BaseException:
+                        self._outbox.extendleft(reversed(batch))
+                        self.queued_bytes += sum(size for _, _, size in batch)
+                        self._trim()
+                        raise
+                    self.sent += len(batch)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -187,18 +206,26 @@ class LayerBackplane(LocalBackplane):
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 self._wakeup.set()
 
-    def _next_send(self) -> tuple[str, dict[str, Any]]:
-        """The oldest queued message, or a batch of the consecutive ones for the same group: one
-        PUBLISH per batch, or Redis round trips would cap what crosses processes."""
-        group = self._outbox[0][0]
-        run: list[dict[str, Any]] = []
-        for queued_group, message in self._outbox:
-            if queued_group != group or len(run) == BATCH_MESSAGES:
+    def _next_batch(self) -> list[tuple[str, dict[str, Any], int]]:
+        """Take the oldest queued message and the consecutive ones for the same group, up to
+        BATCH_MESSAGES and BATCH_BYTES: one PUBLISH per batch, or Redis round trips would cap what
+        crosses processes."""
+        first = self._outbox.popleft()
+        batch, total = [first], first[2]
+        while self._outbox and len(batch) < BATCH_MESSAGES:
+            group, _, size = self._outbox[0]
+            if group != first[0] or total + size > BATCH_BYTES:
                 break
-            run.append(message)
-        if len(run) == 1:
-            return group, run[0]
-        return group, {"type": "broker.batch", "messages": run, "origin": self.origin}
+            batch.append(self._outbox.popleft())
+            total += size
+        self.queued_bytes -= total
+        return batch
+
+    def _publication(self, batch: list[tuple[str, dict[str, Any], int]]) -> tuple[str, dict[str, Any]]:
+        """The group and the message that carry ``batch``."""
+        if len(batch) == 1:
+            return batch[0][0], batch[0][1]
+        return batch[0][0], {"type": "broker.batch", "messages": [m for _, m, _ in batch], "origin": self.origin}
 
     async def _sync_groups(self) -> None:
         added = False
@@ -253,4 +280,4 @@ def make_backplane() -> LocalBackplane:
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return LocalBackplane()
-    return LayerBackplane(layer)
+    return LayerBackplane(layer, settings.BACKPLANE_QUEUE_BYTES)

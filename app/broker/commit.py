@@ -9,6 +9,9 @@ Consumer acks have no one waiting for them. A batch of acks alone lingers up to
 ``ACK_LINGER_S`` for a message to travel with, so an ack's commit does not sit in front of the
 next request's (request/reply would pay for every ack on its critical path otherwise).
 
+The writer never blocks, but it counts the bytes it holds (``pending_bytes``, what submitters say
+their ops hold, until their commit): producers wait on that before reading more (app/broker/pressure.py).
+
 The writer runs its transactions on a thread of its own with its own database connection: the
 shared sync_to_async thread would add its hand-over cost to every commit, and other ORM work
 (connects, pongs) would queue in front of messages.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +48,14 @@ class WriterClosed(RuntimeError):
 
 
 class GroupCommitWriter:
-    def __init__(self, apply: Apply = write_batch, max_rows: int = 500) -> None:
+    def __init__(self, apply: Apply = write_batch, max_rows: int = 500, limit_bytes: int = sys.maxsize) -> None:
         self._apply_sync = apply
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self._max_rows = max_rows
-        self._pending: deque[tuple[Op, Done | None]] = deque()
+        self._pending: deque[tuple[Op, Done | None, int]] = deque()
+        # Bytes submitted and not yet committed (or failed); producers hold back past limit_bytes.
+        self.pending_bytes = 0
+        self.limit_bytes = limit_bytes
         self._waited_for = 0  # pending ops somebody waits for (messages, not acks)
         self._wakeup = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -60,13 +67,15 @@ class GroupCommitWriter:
         self.batches = 0
         self.rows = 0
 
-    def submit(self, op: Op, done: Done | None = None) -> None:
-        """Queue ``op``; ``done`` gets its result after the commit. Never blocks."""
+    def submit(self, op: Op, done: Done | None = None, size: int = 0) -> None:
+        """Queue ``op``; ``done`` gets its result after the commit. Never blocks. ``size``: the
+        bytes ``op`` holds, counted in ``pending_bytes`` until ``done`` is called."""
         if self._closing:
             if done is not None:
                 done(WriterClosed("server is shutting down"))
             return
-        self._pending.append((op, done))
+        self._pending.append((op, done, size))
+        self.pending_bytes += size
         self._submitted += 1
         self._wakeup.set()
         if done is not None:
@@ -125,12 +134,14 @@ class GroupCommitWriter:
                 except TimeoutError:
                     pass
             batch = [self._pending.popleft() for _ in range(min(self._max_rows, len(self._pending)))]
-            self._waited_for -= sum(1 for _, done in batch if done is not None)
-            results = await self._commit([op for op, _ in batch])
+            self._waited_for -= sum(1 for _, done, _ in batch if done is not None)
+            results = await self._commit([op for op, _, _ in batch])
             self.batches += 1
             self.rows += len(batch)
             self._written += len(batch)
-            for (_, done), result in zip(batch, results, strict=True):
+            # Before the callbacks: a producer woken by its commit sees what is still held.
+            self.pending_bytes -= sum(size for _, _, size in batch)
+            for (_, done, _), result in zip(batch, results, strict=True):
                 if done is None:
                     if isinstance(result, Exception):
                         logger.warning("unacknowledged write failed: %s", result)

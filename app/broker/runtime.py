@@ -46,7 +46,7 @@ class BrokerRuntime(Receiver):
         # Every open socket of this process, for revoking credentials.
         self.sockets: weakref.WeakSet[Revocable] = weakref.WeakSet()
         self.board = StatusBoard()
-        self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS)
+        self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS, limit_bytes=settings.WRITE_QUEUE_BYTES)
         # Response topics this process already made sure of for a requesting principal:
         # slug -> principal -> (topic id, source topic id).
         self.response_topics: dict[str, dict[str, tuple[int, int]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from importlib import import_module
 from typing import Any
@@ -16,9 +17,12 @@ from django.http.cookie import parse_cookie
 
 from app import codec
 from app.auth.credentials import Credential
+from app.auth.login_throttle import address_key
 from app.auth.services import hash_key, key_from_authorization, principal_of, token_for_key
 from app.broker.runtime import BrokerRuntime, get_runtime
 from consumers.frames import HandshakeRefusal
+
+logger = logging.getLogger(__name__)
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -101,8 +105,9 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
 
 
 def client_address(scope: dict[str, Any]) -> str:
+    """The client address as limits count it: IPv6 by its /64 (one host may hold all of one)."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return address_key(str(client[0])) if client else "unknown"
 
 
 async def refuse_handshake(receive: Any, send: Any, status: HTTPStatus, reason: str) -> None:
@@ -111,9 +116,13 @@ async def refuse_handshake(receive: Any, send: Any, status: HTTPStatus, reason: 
     if message.get("type") != "websocket.connect":
         return
     body = codec.dump_model(HandshakeRefusal(error=reason))
-    await send({"type": "websocket.http.response.start", "status": int(status),
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
-    await send({"type": "websocket.http.response.body", "body": body.encode()})
+    try:
+        await send({"type": "websocket.http.response.start", "status": int(status),
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
+        await send({"type": "websocket.http.response.body", "body": body.encode()})
+    except OSError:
+        # Refused clients often leave first (ASGI servers raise an OSError subclass then).
+        logger.debug("the client left before its refusal was sent", exc_info=True)
 
 
 def session_key_from_scope(scope: dict[str, Any]) -> str | None:

@@ -279,9 +279,8 @@ class TopicConsumer(FrameConsumer):
         if not topic.rights.consume:
             if attached:
                 self._revoked()
-            else:  # created, but not for us: as if it had existed when we connected
-                self.runtime.hub.unwait(self.slug, self)
-                self._forbid()
+            # Not attached: the topic was created, but not (yet) for us; a grant that follows (an
+            # admin creating a topic, then granting) attaches this connection.
             return
         if attached:
             self.topic = topic

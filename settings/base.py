@@ -258,7 +258,7 @@ LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 900.0)
 if min(LOGIN_FAILURES_MAX, LOGIN_ADDRESS_FAILURES_MAX) < 1:
     raise ValueError("LOGIN_FAILURES_MAX and LOGIN_ADDRESS_FAILURES_MAX must be at least 1")
 
-# --- memory and handshake bounds (issue 11) --------------------------------------------------
+# --- memory and handshake bounds --------------------------------------------------
 # Per-connection outbound queue in bytes, besides SEND_QUEUE_FRAMES (live messages held back during
 # a replay count against it too): a peer this far behind, or one that never reads, is closed with
 # 4408. One frame larger than this still goes out when nothing else is queued.
@@ -286,7 +286,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # Django refuses larger bodies with 400 and an ERROR log: the body limit above is the one limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
-# --- producer back-pressure (issue 11) -------------------------------------------------------
+# --- producer back-pressure -------------------------------------------------------
 # Bytes one producer connection may have submitted for storing and not yet committed (the memory
 # its messages hold, app/broker/pressure.py): past it the server reads no more of its frames until
 # commits catch up (TCP slows the client; nothing is dropped). One message always goes.

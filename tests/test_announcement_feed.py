@@ -5,10 +5,13 @@ from __future__ import annotations
 from app.auth.credentials import Credential, CredentialCache
 from app.broker.announcements import Change, FeedCursor
 from app.broker.directory import TopicDirectory
+from app.broker.permissions import Rights
+from app.broker.policy import StorePolicy
+from app.broker.topics import TopicView, ViewCache
 
 
 def change(id_: int) -> Change:
-    return Change(id_, "rights", f"t{id_}", True, None, "", "")
+    return Change(id_, "rights", f"t{id_}", True, False, None, "", "")
 
 
 def test_cursor_takes_new_rows_in_order():
@@ -80,3 +83,28 @@ def test_lookup_overlapping_a_revocation_is_not_cached():
     cache.revoke(7, None)
     cache.put("h", Credential(object(), 7, "user:1"), now=0, generation=started)
     assert cache.get("h", now=0) is None
+
+
+def view(slug: str, source: str | None = None) -> TopicView:
+    return TopicView(1, slug, StorePolicy.CACHE, source is not None, source, True, Rights(True, True, True))
+
+
+def test_view_cache_drops_topic_and_its_response_topics():
+    """A change to a topic drops its views and those of response topics answering it, not others."""
+    cache = ViewCache(max_entries=100)
+    cache.put(view("s"), "a", expires=10)
+    cache.put(view("s_r", source="s"), "a", expires=10)
+    cache.put(view("t"), "a", expires=10)
+    cache.drop("s")
+    assert cache.get("s", "a", now=0) is None and cache.get("s_r", "a", now=0) is None
+    assert cache.get("t", "a", now=0) is not None and len(cache) == 1
+
+
+def test_view_cache_expires_and_is_bounded():
+    """Views expire, and the cache starts over beyond its size."""
+    cache = ViewCache(max_entries=2)
+    cache.put(view("a"), "p", expires=5)
+    assert cache.get("a", "p", now=6) is None
+    cache.put(view("b"), "p", expires=5)
+    cache.put(view("c"), "p", expires=5)
+    assert len(cache) <= 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.broker.hub import Delivered, Hub
+from app.broker.hub import ANY_TOPIC, Delivered, Hub
 
 
 @dataclass(eq=False)
@@ -78,3 +78,12 @@ def test_shared_groups_are_per_principal():
     hub.subscribe("t", b)
     hub.publish("t", item(1))
     assert a.got == b.got == ["1"]
+
+
+def test_every_topic_watchers_skip_response_topic_changes():
+    """Watchers of every topic (status viewers) hear of source topic changes, not response topics'."""
+    hub, viewer, producer = Hub(), Sub(), Sub()
+    hub.watch(ANY_TOPIC, viewer)
+    hub.watch("t", producer)
+    assert hub.connections("t") == [producer, viewer]
+    assert hub.connections("t", every_topic=False) == [producer]

@@ -30,13 +30,16 @@ class Change:
     kind: str
     slug: str
     exists: bool
+    response: bool
     token_id: int | None
     principal: str
     origin: str
 
 
-def record_rights(slug: str, *, exists: bool, origin: str) -> None:
-    Announcement.objects.create(kind=Announcement.RIGHTS, slug=slug[:200], exists=exists, origin=origin)
+def record_rights(slug: str, *, exists: bool, response: bool, origin: str) -> None:
+    Announcement.objects.create(
+        kind=Announcement.RIGHTS, slug=slug[:200], exists=exists, response=response, origin=origin
+    )
 
 
 def record_revoked(token_id: int | None, principal: str | None, *, origin: str) -> None:
@@ -55,7 +58,7 @@ def read(after: int, holes: list[int]) -> list[Change]:
     if holes:
         where |= Q(id__in=holes)
     rows = Announcement.objects.filter(where).order_by("id").values_list(
-        "id", "kind", "slug", "exists", "token_id", "principal", "origin"
+        "id", "kind", "slug", "exists", "response", "token_id", "principal", "origin"
     )
     return [Change(*row) for row in rows]
 

@@ -49,7 +49,7 @@ class Receiver:
 
     def remote_grant(self, slug: str, principal: str) -> None: ...
 
-    def remote_rights_changed(self, slug: str, *, exists: bool = True) -> None: ...
+    def remote_rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None: ...
 
     def remote_credentials_revoked(self, token_id: int | None, principal: str | None) -> None: ...
 
@@ -81,7 +81,7 @@ class LocalBackplane:
     def grant(self, slug: str, principal: str) -> None:
         return None
 
-    def rights_changed(self, slug: str, *, exists: bool = True) -> None:
+    def rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None:
         return None
 
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
@@ -154,8 +154,8 @@ class LayerBackplane(LocalBackplane):
     def grant(self, slug: str, principal: str) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.grant", "slug": slug, "principal": principal})
 
-    def rights_changed(self, slug: str, *, exists: bool = True) -> None:
-        self._send(CONTROL_GROUP, {"type": "broker.rights", "slug": slug, "exists": exists})
+    def rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None:
+        self._send(CONTROL_GROUP, {"type": "broker.rights", "slug": slug, "exists": exists, "response": response})
 
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.revoked", "token_id": token_id, "principal": principal})
@@ -246,7 +246,9 @@ class LayerBackplane(LocalBackplane):
                 m["slug"], Delivered(m["text"], m["message_id"], m["sequence"])
             ),
             "broker.grant": lambda m: receiver.remote_grant(m["slug"], m["principal"]),
-            "broker.rights": lambda m: receiver.remote_rights_changed(m["slug"], exists=m.get("exists", True)),
+            "broker.rights": lambda m: receiver.remote_rights_changed(
+                m["slug"], exists=m.get("exists", True), response=m.get("response", False)
+            ),
             "broker.revoked": lambda m: receiver.remote_credentials_revoked(m["token_id"], m["principal"]),
         }
         failures = 0

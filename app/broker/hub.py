@@ -108,10 +108,12 @@ class Hub:
             if not watchers:
                 del self._watchers[slug]
 
-    def connections(self, slug: str) -> list[Watcher]:
-        """Every local connection that holds rights on ``slug`` (or watches every topic)."""
+    def connections(self, slug: str, *, every_topic: bool = True) -> list[Watcher]:
+        """Every local connection that holds rights on ``slug``, and with ``every_topic`` those that
+        watch every topic."""
         found: list[Watcher] = list(self._watchers.get(slug, ()))
-        found.extend(self._watchers.get(ANY_TOPIC, ()))
+        if every_topic:
+            found.extend(self._watchers.get(ANY_TOPIC, ()))
         found.extend(self._waiting.get(slug, ()))
         found.extend(self.subscribers(slug))
         return found

@@ -200,8 +200,10 @@ class Announcement(models.Model):
 
     kind = models.CharField(max_length=16, choices=KINDS)
     slug = models.CharField(max_length=200, blank=True)
-    # For RIGHTS: whether the topic exists after the change.
+    # For RIGHTS: whether the topic exists after the change, and whether it is a response topic
+    # (which no status viewer lists: their churn wakes none of them).
     exists = models.BooleanField(default=True)
+    response = models.BooleanField(default=False)
     token_id = models.BigIntegerField(null=True, blank=True)
     principal = models.CharField(max_length=64, blank=True)
     # The server process that made the change and applied it at once ("" for other processes).

@@ -24,7 +24,7 @@ from app.broker.commit import GroupCommitWriter
 from app.broker.directory import TopicDirectory
 from app.broker.hub import Delivered, Hub
 from app.broker.models import Announcement
-from app.broker.topics import TopicView, view_topic
+from app.broker.topics import TopicView, ViewCache, view_topic
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ class BrokerRuntime(Receiver):
         # slug -> principal -> (topic id, source topic id).
         self.response_topics: dict[str, dict[str, tuple[int, int]]] = {}
         self.unacked_limit = settings.UNACKED_PER_CONNECTION
-        # (slug, principal) -> (what a connection caches about its topic, monotonic expiry). Many
-        # connections of one principal (a reconnect storm, a fleet of modules) need one lookup.
-        self._views: dict[tuple[str, str], tuple[TopicView, float]] = {}
+        self._views = ViewCache(VIEW_CACHE_SIZE)
         self.directory = TopicDirectory()
         self.credentials = CredentialCache(settings.AUTH_CACHE_TTL_S)
         self.admission = Admission(
@@ -91,25 +89,25 @@ class BrokerRuntime(Receiver):
         """The topic and the principal's rights on it: cached for ``TOPIC_VIEW_TTL_S`` and dropped
         when rights on the topic change anywhere; a name the directory knows is no topic costs no
         query. ``fresh`` reads the database (after a change was announced)."""
-        key = (slug, principal)
         if not fresh:
-            cached = self._views.get(key)
-            if cached is not None and cached[1] > self.loop.time():
-                return cached[0]
+            cached = self._views.get(slug, principal, self.loop.time())
+            if cached is not None:
+                return cached
             if self.directory.missing(slug):
                 if self.catch_up is None:
                     return None
                 await self.catch_up()  # created a moment ago elsewhere?
                 if self.directory.missing(slug):
                     return None
+        generation = self._rights_generation
         view: TopicView | None = await database_sync_to_async(view_topic)(slug, user)
+        if generation != self._rights_generation:
+            return view  # something changed while we read: use this answer once, remember nothing
         self.directory.found(slug, view is not None)
         if view is None:
-            self._views.pop(key, None)
+            self._views.forget(slug, principal)
         else:
-            if len(self._views) >= VIEW_CACHE_SIZE:
-                self._views.clear()
-            self._views[key] = (view, self.loop.time() + settings.TOPIC_VIEW_TTL_S)
+            self._views.put(view, principal, self.loop.time() + settings.TOPIC_VIEW_TTL_S)
         return view
 
     async def visible_topics(self, user: Any, only: set[str] | None) -> list[str]:
@@ -173,16 +171,16 @@ class BrokerRuntime(Receiver):
         self.backplane.credentials_revoked(token_id, principal)
         self.remote_credentials_revoked(token_id, principal)
 
-    def rights_changed(self, slug: str, *, exists: bool = True) -> None:
+    def rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None:
         """``slug`` was created, changed or deleted, or permissions on it changed: every
         connection re-reads its rights."""
-        self.backplane.rights_changed(slug, exists=exists)
-        self.remote_rights_changed(slug, exists=exists)
+        self.backplane.rights_changed(slug, exists=exists, response=response)
+        self.remote_rights_changed(slug, exists=exists, response=response)
 
     def apply(self, change: Change) -> None:
         """An announcement another process made (read from the database)."""
         if change.kind == Announcement.RIGHTS:
-            self.remote_rights_changed(change.slug, exists=change.exists)
+            self.remote_rights_changed(change.slug, exists=change.exists, response=change.response)
         elif change.kind == Announcement.REVOKED:
             self.remote_credentials_revoked(change.token_id, change.principal or None)
 
@@ -203,17 +201,14 @@ class BrokerRuntime(Receiver):
             ):
                 socket.revoke("credentials revoked (token disabled or user deactivated)")
 
-    def remote_rights_changed(self, slug: str, *, exists: bool = True) -> None:
+    def remote_rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None:
         self.directory.found(slug, exists)
         self.response_topics.pop(slug, None)
-        self._anonymous_visible = None
         self._rights_generation += 1
-        # Cached views of the topic, and of response topics answering it (their produce right
-        # comes from consuming it).
-        for key, (view, _) in list(self._views.items()):
-            if slug in (key[0], view.source_slug):
-                del self._views[key]
-        for connection in self.hub.connections(slug):
+        self._views.drop(slug)
+        if not response:  # status viewers list source topics only
+            self._anonymous_visible = None
+        for connection in self.hub.connections(slug, every_topic=not response):
             connection.recheck_rights()
 
 

@@ -46,10 +46,11 @@ def _apply_here(runtime: BrokerRuntime | None, apply: Callable[[BrokerRuntime], 
     )
 
 
-def announce_rights_changed(slug: str, *, exists: bool = True) -> None:
+def announce_rights_changed(slug: str, *, exists: bool = True, response: bool = False) -> None:
     runtime = _serving()
-    announcements.record_rights(slug, exists=exists, origin=announcements.PROCESS_ID if runtime else "")
-    _apply_here(runtime, lambda r: r.rights_changed(slug, exists=exists))
+    origin = announcements.PROCESS_ID if runtime else ""
+    announcements.record_rights(slug, exists=exists, response=response, origin=origin)
+    _apply_here(runtime, lambda r: r.rights_changed(slug, exists=exists, response=response))
 
 
 def announce_revoked(token_id: int | None, principal: str | None) -> None:
@@ -61,13 +62,15 @@ def announce_revoked(token_id: int | None, principal: str | None) -> None:
 def _permission_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     if instance.content_type_id != ContentType.objects.get_for_model(Topic).pk:
         return
-    slug = Topic.objects.filter(pk=instance.object_pk).values_list("slug", flat=True).first()
-    if slug:
-        announce_rights_changed(slug)
+    found = Topic.objects.filter(pk=instance.object_pk).values_list("slug", "response_for_id").first()
+    if found is not None:
+        announce_rights_changed(found[0], response=found[1] is not None)
 
 
 def _topic_changed(sender: Any, instance: Topic, **kwargs: Any) -> None:
-    announce_rights_changed(instance.slug, exists=kwargs.get("signal") is not post_delete)
+    announce_rights_changed(
+        instance.slug, exists=kwargs.get("signal") is not post_delete, response=instance.response_for_id is not None
+    )
 
 
 def _token_changed(sender: Any, instance: Token, **kwargs: Any) -> None:

@@ -31,6 +31,7 @@ class StatusViewerConsumer(FrameConsumer):
         self.runtime = get_runtime()
         self.visible: set[str] = set()
         self.relook_pending = False
+        self.looking = asyncio.Lock()  # an older look must not finish last
         # Told when rights change on a topic it asked for, or on any topic when it asked for all:
         # a topic created or made visible later shows up too.
         self.watching = set(self.only) if self.only is not None else {ANY_TOPIC}
@@ -40,6 +41,10 @@ class StatusViewerConsumer(FrameConsumer):
 
     async def _look(self) -> None:
         """(Re)read which topics this viewer may see; send the status of newly visible ones."""
+        async with self.looking:
+            await self._look_now()
+
+    async def _look_now(self) -> None:
         visible = set(await self.runtime.visible_topics(self.user, self.only))
         new, self.visible = visible - self.visible, visible
         now = self.runtime.loop.time()

@@ -62,8 +62,13 @@ class AnnouncementReader:
             logger.debug("topic directory loaded: %d topics", len(self.runtime.directory))
         rows = await database.call(announcements.read, self.cursor.after, list(self.cursor.holes))
         for change in self.cursor.take(rows, loop.time()):
-            if change.origin != announcements.PROCESS_ID:
+            if change.origin == announcements.PROCESS_ID:
+                continue
+            try:
                 self.runtime.apply(change)
+            except Exception:
+                # The cursor has moved past it: the changes after it must still be applied.
+                logger.exception("applying announcement %d failed", change.id)
 
     async def prune(self) -> None:
         if self.runtime.loop.time() >= self._prune_at:

@@ -128,6 +128,16 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
 
 
+def memory_kib(server: ServerProcess, field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the server process."""
+    assert server.proc is not None
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
 # Relays off unless a test asks for them: an unexpected ping would be the first frame a test reads.
 QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "OUTBOX_RELAY_TASKS": "0"}
 

@@ -14,7 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.protocol import OPEN, connect, make_topic, recv_json, send_json, subscribe, unique
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, memory_kib, start_server
 
 TEST_BUDGET_S = 90.0
 MIB = 1024 * 1024
@@ -42,16 +42,6 @@ def small_queue_server() -> Iterator[ServerProcess]:
     server = start_server(os.environ["DATABASE_URL"], SEND_QUEUE_BYTES=str(MIB))
     yield server
     server.stop()
-
-
-def memory_kib(server: ServerProcess, field: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the server process."""
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field}")
 
 
 async def closed_code(ws: ClientConnection, budget: float = 60.0) -> tuple[int, int | None]:

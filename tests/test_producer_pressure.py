@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.protocol import OPEN, connect, make_topic, publish, recv_json
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, memory_kib, start_server
 from tests.services import require_redis
 
 TEST_BUDGET_S = 120.0
@@ -49,16 +49,6 @@ def tight_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     server = start_server(os.environ["DATABASE_URL"], **{bound: str(MIB)})
     yield server
     server.stop()
-
-
-def memory_kib(server: ServerProcess, field: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the server process."""
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field}")
 
 
 async def flooder(server: ServerProcess, slug: str) -> ClientConnection:

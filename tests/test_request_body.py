@@ -15,7 +15,7 @@ import pytest
 from tests.outbox import clear_outbox
 from tests.protocol import eventually, make_token, make_user
 from tests.raw_http import CLOSE_WITHIN_S, body_of, exchange, read_until_closed, status_of
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, memory_kib, start_server
 
 BODY_TIMEOUT_S = 1.0
 BODY_LIMIT_BYTES = 64 * 1024
@@ -152,16 +152,6 @@ async def test_emit_of_the_largest_data_escaped_in_json_is_taken(server: ServerP
     assert len(body) > 3 * MIB - 100
     response = await exchange(server, post_head(len(body), emitter) + body)
     assert status_of(response) == 201, response[:500]
-
-
-def memory_kib(server: ServerProcess, field: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the server process."""
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field}")
 
 
 def queued_bytes(port: int) -> int:

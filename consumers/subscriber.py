@@ -72,10 +72,15 @@ class TopicConsumer(FrameConsumer):
             self.refuse(reason, None)
             self.close(CLOSE_NOT_FOUND)
             return
+        # Waiting before the lookup: a grant or a rights change applied while it runs still finds
+        # this connection (and attaches it, or has it look again).
+        hub = self.runtime.hub
+        hub.wait(self.slug, self)
         topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
-        if topic is None:
-            self.runtime.hub.wait(self.slug, self)
-        elif not topic.rights.consume:
+        if topic is None or not hub.is_waiting(self.slug, self):
+            return  # waits for the topic, or was attached meanwhile
+        hub.unwait(self.slug, self)
+        if not topic.rights.consume:
             self._forbid()
         else:
             # As a task: the receive loop keeps reading acks while a long backlog is replayed.
@@ -268,7 +273,15 @@ class TopicConsumer(FrameConsumer):
             self.spawn(self._recheck_rights())
 
     async def _recheck_rights(self) -> None:
-        topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
+        try:
+            topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
+        except Exception:
+            # The change may have been a revocation: rights that cannot be read again are not
+            # kept. The client reconnects and is judged afresh.
+            logger.warning("re-reading rights on %s failed; closing the connection", self.slug, exc_info=True)
+            self._revoked_quietly()
+            self.close(CLOSE_INTERNAL_ERROR)
+            return
         if self.closing:
             return  # refused meanwhile (one change is often announced several times)
         attached = self.topic is not None or self.buffer is not None
@@ -291,12 +304,15 @@ class TopicConsumer(FrameConsumer):
 
     def _revoked(self) -> None:
         """Nothing more goes out, not even what was queued, and acks stop counting."""
+        self._revoked_quietly()
+        self._forbid()
+
+    def _revoked_quietly(self) -> None:
         self.runtime.hub.unsubscribe(self.slug, self)
         self.topic = None
         self._hold(None)
         if self.outbound is not None:
             self.outbound.discard()
-        self._forbid()
 
     # --- acks -----------------------------------------------------------------------------
 

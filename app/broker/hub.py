@@ -160,6 +160,9 @@ class Hub:
         self._waiting.setdefault(slug, set()).add(sub)
         self._presence_changed(slug)
 
+    def is_waiting(self, slug: str, sub: Subscriber) -> bool:
+        return sub in self._waiting.get(slug, ())
+
     def unwait(self, slug: str, sub: Subscriber) -> None:
         waiting = self._waiting.get(slug)
         if waiting is not None:

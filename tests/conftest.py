@@ -66,6 +66,24 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+def own_server(_migrated: None) -> Iterator[ServerProcess]:
+    """A server of its own (its peak memory is this test's), default limits, on the session database."""
+    proc = start_server(os.environ["DATABASE_URL"])
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server on a database of its own, which the test may break."""
+    url = new_database_url(tmp_path, "breakable")
+    migrate(url)
+    proc = start_server(url)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
 def modules(tmp_path: Path) -> Iterator[Modules]:
     """Real demessaging backend modules, all stopped at teardown."""
     running = Modules(tmp_path)

@@ -24,10 +24,31 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def migrate(database_url: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=ROOT, env=server_env(database_url), check=True, timeout=120,
-    )
+    manage(database_url, "migrate", "--noinput", "-v0")
+
+
+def manage(database_url: str, *args: str) -> str:
+    """Run a management command on ``database_url`` in a process of its own (as an admin would,
+    next to the server): its stdout, stripped."""
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=server_env(database_url),
+                          check=True, capture_output=True, text=True, timeout=120)
+    return done.stdout.strip()
+
+
+def run_sql(database_url: str, *statements: str) -> None:
+    """Run SQL on a server's database behind its back (to break it, or to forge a row)."""
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10) as db:
+            for sql in statements:
+                db.execute(sql)
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql)
 
 
 # Every process started, from its start until tests/server_log.py has read all it printed: its log

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +15,8 @@ import websockets
 from app.auth.models import Token
 from app.broker.models import Topic
 from app.broker.permissions import grant
-from tests.databases import new_database_url
 from tests.protocol import auth, connect, make_token, make_topic, make_user, publish, recv_json, subscribe, unique
-from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
+from tests.servers import ServerProcess, manage, run_sql, start_server
 from tests.services import require_redis
 
 # The feed is read every 0.25 s by default; "within a second" with room for a loaded machine.
@@ -52,11 +48,6 @@ async def publish_until(producer: websockets.ClientConnection, *, accepted: bool
             if ("error" not in (await publish(producer, attempt))["result"]) == accepted:
                 return
             await asyncio.sleep(0.05)  # bounded-poll: the timeout ends it
-
-
-def manage(database_url: str, *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=server_env(database_url),
-                   check=True, capture_output=True, timeout=120)
 
 
 async def private_consumer(server: ServerProcess) -> tuple[Any, str, str, websockets.ClientConnection]:
@@ -167,40 +158,14 @@ async def test_status_viewer_shown_topic_made_public(any_server):
     assert frame["topic"] == slug
 
 
-def run_sql(database_url: str, *statements: str) -> None:
-    """Run SQL on a server's own database behind its back."""
-    if database_url.startswith("sqlite:///"):
-        import sqlite3
-
-        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10) as db:
-            for sql in statements:
-                db.execute(sql)
-    else:
-        import psycopg
-
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for sql in statements:
-                conn.execute(sql)
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server on a database of its own, which the test may break."""
-    url = new_database_url(tmp_path, "breakable")
-    migrate(url)
-    proc = start_server(url)
-    yield proc
-    proc.stop()
-
-
 @pytest.mark.server_errors(r"WARNING consumers\.subscriber: re-reading rights on \S+ failed")
-async def test_rights_that_cannot_be_read_again_are_not_kept(own_server):
+async def test_rights_that_cannot_be_read_again_are_not_kept(breakable_server):
     """When a change is announced and the server cannot read the consumer's rights again (the
     database fails), the consumer is closed with 1011 rather than kept on its old rights."""
     slug = unique()
-    manage(own_server.database_url, "dasf_topic", slug, "--new", "--anonymous")
-    ws = await subscribe(own_server.ws, slug)
-    run_sql(own_server.database_url, "ALTER TABLE broker_topic RENAME TO broker_topic_gone",
+    manage(breakable_server.database_url, "dasf_topic", slug, "--new", "--anonymous")
+    ws = await subscribe(breakable_server.ws, slug)
+    run_sql(breakable_server.database_url, "ALTER TABLE broker_topic RENAME TO broker_topic_gone",
             "INSERT INTO broker_announcement (kind, slug, \"exists\", response, principal, origin, created) "
             f"VALUES ('rights', '{slug}', true, false, '', '', CURRENT_TIMESTAMP)")
     await closed_with(ws, 1011, within=REACH_S + 3)

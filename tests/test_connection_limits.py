@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.databases import new_database_url
 from tests.protocol import auth, connect, make_token, make_topic, make_user, publish, unique
-from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
+from tests.servers import ServerProcess, manage, migrate, start_server
 
 IDLE_VIEWERS = 1000
 SERVED_WITHIN_S = 5.0
@@ -86,12 +84,6 @@ def roomy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     proc = start_server(url, MAX_CONNECTIONS_PER_ADDRESS="5000", CONNECT_BURST_PER_ADDRESS="5000")
     yield proc
     proc.stop()
-
-
-def manage(database_url: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=server_env(database_url),
-                          check=True, capture_output=True, text=True, timeout=60)
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")

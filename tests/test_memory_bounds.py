@@ -29,14 +29,6 @@ STUCK_PAYLOAD_CHARS = MIB - 4096
 
 
 @pytest.fixture
-def own_server() -> Iterator[ServerProcess]:
-    """A server of its own (its peak memory is this test's), default limits, on the session database."""
-    server = start_server(os.environ["DATABASE_URL"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def small_queue_server() -> Iterator[ServerProcess]:
     """A server whose per-connection send queue holds 1 MiB."""
     server = start_server(os.environ["DATABASE_URL"], SEND_QUEUE_BYTES=str(MIB))

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.bad_input import Sockets, assert_error, assert_flows, assert_publishes, recv
-from tests.databases import new_database_url
 from tests.protocol import auth, make_topic, publish, send_json, unique
-from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
+from tests.servers import ServerProcess, manage, run_sql
 
 # app.codec.MAX_DEPTH: orjson writes at most 254 levels (and reads at most 1024).
 MAX_DEPTH = 254
@@ -120,36 +115,9 @@ async def test_frame_at_the_depth_limit_is_relayed(server: ServerProcess, socket
     assert delivered["messageId"] == ack["messageId"] and delivered["deep"] == deep
 
 
-@pytest.fixture
-def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server on a database of its own, which the test may break."""
-    url = new_database_url(tmp_path, "breakable")
-    migrate(url)
-    server = start_server(url)
-    yield server
-    server.stop()
-
-
-def create_token(database_url: str) -> str:
-    """A new user's token, made in the server's own database."""
-    done = subprocess.run([sys.executable, "manage.py", "createtoken", unique("u"), "--create-user"], cwd=ROOT,
-                          env=server_env(database_url), check=True, capture_output=True, text=True, timeout=60)
-    return done.stdout.strip()
-
-
 def break_topic_table(database_url: str) -> None:
     """Rename the topic table under the running server: every topic lookup fails from now on."""
-    sql = "ALTER TABLE broker_topic RENAME TO broker_topic_gone"
-    if database_url.startswith("sqlite:///"):
-        import sqlite3
-
-        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10) as db:
-            db.execute(sql)
-    else:
-        import psycopg
-
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql)
+    run_sql(database_url, "ALTER TABLE broker_topic RENAME TO broker_topic_gone")
 
 
 @pytest.mark.server_errors(r"ERROR consumers\.base: handling a frame failed \(1 on this connection\)")
@@ -159,7 +127,7 @@ async def test_internal_errors_log_one_traceback_per_connection(breakable_server
     server = breakable_server
     # Authenticated: its frames to a missing topic look the topic up again (an anonymous
     # producer's are answered from the server's directory of topic names, without a query).
-    key = create_token(server.database_url)
+    key = manage(server.database_url, "createtoken", unique("u"), "--create-user")
     producer = await sockets.connect(server.ws + unique("later"), auth(key))
     # Answered (the topic does not exist, and this user may not create it): the socket is set up.
     assert_error(await publish(producer, context="first"), "create")

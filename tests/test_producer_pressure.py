@@ -35,14 +35,6 @@ RSS_GROWTH_LIMIT_KIB = 128 * 1024
 
 
 @pytest.fixture
-def own_server() -> Iterator[ServerProcess]:
-    """A server of its own (its peak memory is this test's), default limits, on the session database."""
-    server = start_server(os.environ["DATABASE_URL"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def tight_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A server where 1 MiB pending, per producer or in the writer as a whole, holds producers back."""
     bound = "PRODUCER_PENDING_BYTES" if request.param == "producer" else "WRITE_QUEUE_BYTES"

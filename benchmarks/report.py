@@ -1,7 +1,7 @@
 """Result tables: one per workload, every figure beside its ratio to the raw relay of the same run.
 
-Ratios are value / raw for every metric, as in DESIGN.md: for rates above 1 is better, for
-latencies and memory above 1 is worse. The machine may be shared with other jobs, so the ratio,
+Ratios are value / raw for every metric (docs/architecture.md section 16): for rates above 1 is
+better, for latencies and memory above 1 is worse. The machine may be shared with other jobs, so the ratio,
 not the absolute figure, is what compares across runs.
 """
 

@@ -1,4 +1,4 @@
-"""The wire frames of the DASF / Pulsar websocket protocol (PROTOCOL.md sections 2-4)."""
+"""The wire frames of the DASF / Pulsar websocket protocol (docs/dasf-protocol.md sections 3-6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frames the broker itself sends to consumers: the DASF ping and api_info probes (PROTOCOL.md 4.6)."""
+"""Frames the broker itself sends to consumers: the DASF ping and api_info probes (docs/dasf-protocol.md section 6)."""
 
 from __future__ import annotations
 

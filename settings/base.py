@@ -1,4 +1,4 @@
-"""Switchyard settings: environment first, units in the names (see DESIGN.md section 9)."""
+"""Switchyard settings: environment first, units in the names (see docs/architecture.md section 14)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""End-to-end availability (PROTOCOL.md 4.6 and 5.8, DESIGN.md 5): a real server with the ping relay on and
-the real demessaging backend module as a subprocess; status over HTTP and over /ws/status/."""
+"""End-to-end availability (docs/dasf-protocol.md sections 6 and 10, docs/architecture.md section 11): a
+real server with the ping relay on and the real demessaging backend module as a subprocess; status over
+HTTP and over /ws/status/."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Bad input on consumer and status-ping sockets: an error frame or a documented close code, and the
-socket (and server) keep going (DESIGN.md section 10, PROTOCOL.md sections 3 and 4.6)."""
+socket (and server) keep going (docs/architecture.md section 15, docs/dasf-protocol.md sections 4 and 6)."""
 
 from __future__ import annotations
 

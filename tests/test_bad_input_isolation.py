@@ -1,4 +1,4 @@
-"""Bad input never disturbs anyone else, and nothing stored is lost (DESIGN.md section 10)."""
+"""Bad input never disturbs anyone else, and nothing stored is lost (docs/architecture.md section 15)."""
 
 from __future__ import annotations
 

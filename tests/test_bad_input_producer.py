@@ -1,5 +1,6 @@
 """Bad input on producer sockets: every bad frame gets an error ack (``send-error``, ``errorMsg``, the
-producer's context) and the socket keeps publishing (DESIGN.md section 10, PROTOCOL.md section 2)."""
+producer's context) and the socket keeps publishing (docs/architecture.md section 15,
+docs/dasf-protocol.md section 3)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from app.broker.policy import StorePolicy, effective_policy, removed_after_ack
     ],
 )
 def test_removed_after_ack(policy, acked, consumers, removed):
-    """Each policy removes a message exactly when DESIGN.md section 4 says."""
+    """Each policy removes a message exactly when docs/architecture.md section 5 says."""
     assert removed_after_ack(policy, acked, consumers) is removed
 
 

@@ -1,4 +1,4 @@
-"""HTTP status and ping of topics (PROTOCOL.md 5.8 permissions), and status viewer sockets."""
+"""HTTP status and ping of topics (docs/dasf-protocol.md section 10 permissions), and status viewer sockets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four store policies of DESIGN.md section 4, on a real server."""
+"""The four store policies of docs/architecture.md section 5, on a real server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topic availability over HTTP: status (200 online, 503 otherwise) and ping (PROTOCOL.md 5.8)."""
+"""Topic availability over HTTP: status (200 online, 503 otherwise) and ping (docs/dasf-protocol.md section 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Store policies (DESIGN.md section 4) as plain decisions, no I/O."""
+"""Store policies (docs/architecture.md section 5) as plain decisions, no I/O."""
 
 from __future__ import annotations
 

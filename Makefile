@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser clean bench bench-outbox
+.PHONY: serve test lint install install-dev browser deploy-tools clean bench bench-outbox
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-outbox: install-dev
 # Debian's Chromium for the status page's browser test (playwright drives it; it cannot download one).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Debian's nginx, for the test of deploy/nginx/switchyard.conf (nginx -t, and a real proxy in front of a server).
+deploy-tools:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -24,6 +24,7 @@ from tests.services import require_postgres, require_redis
 NO_ROUNDS = {"PING_INTERVAL_S": "3600"}
 # From the module's connection (it answered api_info) to online: a ping, its pong, on a loaded machine.
 ONLINE_AFTER_ATTACH_S = 5.0
+MIN_INTERVAL_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def pinging_server(_migrated: None, django_db_blocker: Any) -> Iterator[ServerPr
     """A server on the session database whose ping round runs once an hour, after its round at startup."""
     with django_db_blocker.unblock():
         marker = make_topic()
-        proc = start_server(os.environ["DATABASE_URL"], **NO_ROUNDS)
+        proc = start_server(os.environ["DATABASE_URL"], ATTACH_PING_MIN_INTERVAL_S=str(MIN_INTERVAL_S),
+                            **NO_ROUNDS)
         asyncio.run(eventually(lambda: Topic.objects.get(slug=marker).last_ping is not None,
                                message="the round at startup"))
     yield proc
@@ -90,6 +92,25 @@ async def test_pong_to_attach_ping_brings_offline_topic_online(pinging_server: S
         with pytest.raises(asyncio.CancelledError):
             await answering
     assert Topic.objects.get(slug=slug).last_ping == round_at
+
+
+async def test_attach_right_after_a_ping_is_pinged_at_the_end_of_the_interval(pinging_server: ServerProcess) -> None:
+    """A module attaching just after a silent consumer used the topic's attach ping is not left out:
+    it gets the ping coalesced at the end of ATTACH_PING_MIN_INTERVAL_S and is online then."""
+    slug = make_topic()
+    silent = await subscribe(pinging_server.ws, slug)
+    assert is_ping(await recv_json(silent)), "the silent consumer's attach ping"
+    await silent.close()
+    answers = await connect(f"{pinging_server.ws}status-ping")
+    consumer = await connect(f"{pinging_server.ws}{slug}/module")
+    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
+    try:
+        await eventually(lambda: status(pinging_server, slug) == "online",
+                         timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S, message=f"{slug} online")
+    finally:
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
 
 
 async def test_consumer_that_does_not_answer_stays_offline(pinging_server: ServerProcess) -> None:

@@ -1,9 +1,10 @@
 """Consumer sockets: ``/ws/<topic>/<subscription>`` and ``/ws/v2/consumer/.../<topic>/<subscription>``.
 
 On attach: replay what this principal has not acked (publish order, ``redeliveryCount``), then
-live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. A socket may
-open before its topic exists (the DASF requester does this for its response topic): it waits and
-is attached when the topic is created for its principal. Stored messages lost on the fast path
+live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. The first consumer
+of a DASF source topic in this process has the topic pinged (app/availability/attach_pings.py). A
+socket may open before its topic exists (the DASF requester does this for its response topic): it
+waits and is attached when the topic is created for its principal. Stored messages lost on the fast path
 (a gap in the sequence, or a topic whose database sequence ran ahead) are fetched from the database.
 """
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from pydantic import ValidationError
 
 from app import codec
+from app.availability.attach_pings import pings_on_attach
 from app.broker import services
 from app.broker.delivery import has_gap, is_duplicate, needs_resync, replay_page_size
 from app.broker.hub import Delivered
@@ -63,6 +65,8 @@ class TopicConsumer(FrameConsumer):
         self.buffer: list[Delivered] | None = None
         self.held_bytes = 0
         self.behind: int | None = None
+        # Whether the topic had no other consumer in this process when this one joined.
+        self.first_here = False
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)
@@ -120,6 +124,7 @@ class TopicConsumer(FrameConsumer):
     def _join(self) -> None:
         """Take live messages from now on, held back until the replay is sent."""
         self._hold([])
+        self.first_here = not self.runtime.hub.has_subscribers(self.slug)
         self.runtime.hub.subscribe(self.slug, self)
 
     def _hold(self, items: list[Delivered] | None) -> None:
@@ -170,6 +175,9 @@ class TopicConsumer(FrameConsumer):
                 self._deliver(item)
         if first_time and lead and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._deliver(probe("api_info"))
+        if first_time and pings_on_attach(supports_dasf=topic.supports_dasf,
+                                          is_response_topic=topic.is_response_topic, first_here=self.first_here):
+            self.runtime.request_attach_ping(self.slug, topic.id)
 
     async def _replay(self, topic: TopicView, *, redelivery: bool) -> int:
         count = sent_bytes = 0

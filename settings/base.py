@@ -180,6 +180,12 @@ WRITE_BATCH_ROWS = env_int("WRITE_BATCH_ROWS", 500)
 PING_INTERVAL_S = env_float("PING_INTERVAL_S", 60.0)
 AVAILABILITY_WINDOW_S = env_float("AVAILABILITY_WINDOW_S", 120.0)
 PONG_GRACE_S = env_float("PONG_GRACE_S", 10.0)
+# A consumer attaching to a DASF topic with no other consumer in this process has the topic pinged at
+# once (a new module is online within seconds); at most once per this long per topic and process, so
+# attaching and detaching in a loop does not ping (or write) per connection.
+ATTACH_PING_MIN_INTERVAL_S = env_float("ATTACH_PING_MIN_INTERVAL_S", 10.0)
+if ATTACH_PING_MIN_INTERVAL_S <= 0:
+    raise ValueError("ATTACH_PING_MIN_INTERVAL_S must be positive")
 # How often status viewers' topics are re-read (time alone turns online into offline).
 STATUS_REFRESH_S = env_float("STATUS_REFRESH_S", 1.0)
 # A response topic with no consumer and nothing outstanding is deleted this long after.

@@ -6,6 +6,13 @@
   flicker back to online with every new ping;
 - **offline**: pinged, not answered in time, but heard from within the window (it went away);
 - **unknown**: never pinged or pinged too long ago (no relay), or not heard from within the window.
+
+A ping sent because a consumer attached (``app/availability/attach_pings.py``) moves ``last_ping``
+only when the latest ping is at least one ``interval`` old (or there is none): any pong after a
+fresher ping already answers it (a pong is never older than the ping it answers), and a fresher
+``last_ping`` would open the "answer still due" case for a consumer that missed the round before.
+With the ping at least an interval old that case cannot hold: offline means the last pong is more
+than ``grace`` before the old ping, so more than ``interval + grace`` before the new one.
 """
 
 from __future__ import annotations
@@ -41,6 +48,15 @@ def availability(
     if now - last_ping <= grace and last_pong >= last_ping - timedelta(seconds=interval_s) - grace:
         return Availability.ONLINE
     return Availability.OFFLINE
+
+
+def attach_ping_marks(now: datetime, last_ping: datetime | None, *, interval_s: float) -> bool:
+    """Whether a ping sent because a consumer attached is recorded as the topic's ``last_ping``."""
+    return last_ping is None or now - last_ping >= timedelta(seconds=interval_s)
+
+
+def attach_ping_marks_q(now: datetime, *, interval_s: float) -> Q:
+    return Q(last_ping__isnull=True) | Q(last_ping__lte=now - timedelta(seconds=interval_s))
 
 
 def unknown_q(now: datetime, *, window_s: float) -> Q:

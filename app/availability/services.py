@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
-from app.availability.rules import Availability
+from app.availability.rules import Availability, attach_ping_marks_q
 from app.broker.models import Topic
 
 
@@ -36,6 +37,17 @@ def start_ping_round(now: datetime | None = None) -> list[str]:
         topics = Topic.objects.source_topics().filter(supports_dasf=True)
         slugs = list(topics.values_list("slug", flat=True))
         topics.update(last_ping=now)
+    return slugs
+
+
+def start_attach_pings(topic_ids: Iterable[int], now: datetime | None = None) -> list[str]:
+    """Of the given topics, the DASF source topics (the slugs to send a ping to); those pinged at
+    least one ``PING_INTERVAL_S`` ago, or never, are marked as pinged now (app/availability/rules.py)."""
+    now = now or timezone.now()
+    topics = Topic.objects.source_topics().filter(pk__in=list(topic_ids), supports_dasf=True)
+    slugs = list(topics.values_list("slug", flat=True))
+    if slugs:
+        topics.filter(attach_ping_marks_q(now, interval_s=settings.PING_INTERVAL_S)).update(last_ping=now)
     return slugs
 
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from app.auth.credentials import CredentialCache
+from app.availability.attach_pings import AttachPings
 from app.availability.board import StatusBoard
 from app.availability.services import visible_topics
 from app.broker.admission import Admission, RateLimiter
@@ -75,6 +76,12 @@ class BrokerRuntime(Receiver):
         self.catch_up: Callable[[], Awaitable[None]] | None = None
         self.loop = asyncio.get_running_loop()
         self._started = False
+        # Topics to ping because a first local consumer attached, sent by relays/ping.py; None when
+        # this process does not ping (PING_INTERVAL_S = 0).
+        self.attach_pings = (
+            AttachPings(settings.ATTACH_PING_MIN_INTERVAL_S) if settings.PING_INTERVAL_S > 0 else None
+        )
+        self.attach_ping_requested = asyncio.Event()
 
     async def start(self) -> None:
         if not self._started:
@@ -147,6 +154,13 @@ class BrokerRuntime(Receiver):
         if len(self.response_topics) >= VIEW_CACHE_SIZE:
             self.response_topics.clear()
         self.response_topics.setdefault(slug, {})[principal] = ids
+
+    def request_attach_ping(self, slug: str, topic_id: int) -> None:
+        """A consumer attached to ``slug`` with no other here: ping the topic soon (no I/O here;
+        the ping loop writes and sends, so the attach does not wait for the database)."""
+        if self.attach_pings is not None:
+            self.attach_pings.request(slug, topic_id, self.loop.time())
+            self.attach_ping_requested.set()
 
     def _presence(self, slug: str, present: bool) -> None:
         if present:

@@ -18,7 +18,7 @@ from consumers.routing import websocket_urlpatterns
 from relays.announcements import announcement_loop
 from relays.garbage_collection import garbage_collection_loop
 from relays.outbox import outbox_relay_loop
-from relays.ping import ping_loop
+from relays.ping import attach_ping_loop, ping_loop
 from relays.resync import resync_loop
 from relays.status import status_refresh_loop
 
@@ -69,6 +69,7 @@ class Lifespan:
         ]
         if settings.PING_INTERVAL_S > 0:
             loops.append(("ping", ping_loop(runtime)))
+            loops.append(("attach-ping", attach_ping_loop(runtime)))
         if settings.GC_INTERVAL_S > 0:
             loops.append(("garbage-collection", garbage_collection_loop()))
         for index in range(settings.OUTBOX_RELAY_TASKS):

@@ -1,14 +1,16 @@
-"""``/ws/status/[?topics=a,b]``: the status of the topics the user may see, then every change."""
+"""``/ws/status/[?topics=a,b]``: the status of the topics the user may see, ``synced``, then every change
+(``gone`` for a topic deleted or hidden from the viewer)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from app import codec
 from app.availability.services import TopicStatus, statuses
 from app.broker.hub import ANY_TOPIC
 from app.broker.runtime import get_runtime
@@ -84,5 +86,13 @@ class StatusViewerConsumer(FrameConsumer):
     async def on_frame(self, raw: dict[str, Any]) -> None:
         self.refuse("status sockets only send; nothing is read from them", raw)
 
+    # The board shows one status to all its viewers in a row (every ping round moves every topic's
+    # times): it is encoded once for all of them, not once per viewer.
+    _encoded: ClassVar[tuple[TopicStatus | None, str]] = (None, "")
+
     def show(self, status: TopicStatus) -> None:
-        self.push_model(StatusFrame.of(status))
+        shown, text = StatusViewerConsumer._encoded
+        if shown is not status:
+            text = codec.dump_model(StatusFrame.of(status))
+            StatusViewerConsumer._encoded = (status, text)
+        self.push(text)

@@ -25,6 +25,7 @@ install-dev: $(VENV)/.installed-dev
 
 serve: install
 	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own

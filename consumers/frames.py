@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.availability.api_info import ApiSummary
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus
 
@@ -78,17 +79,51 @@ class HandshakeRefusal(BaseModel):
     error: str
 
 
+class ApiClassFrame(BaseModel):
+    name: str
+    methods: list[str]
+
+
+class ApiInfoFrame(BaseModel):
+    """The names a topic's backend module announced (app/availability/api_info.py)."""
+
+    functions: list[str]
+    classes: list[ApiClassFrame]
+    omitted: int
+
+    @classmethod
+    def of(cls, api: ApiSummary) -> ApiInfoFrame:
+        return cls(functions=list(api.functions), omitted=api.omitted,
+                   classes=[ApiClassFrame(name=c.name, methods=list(c.methods)) for c in api.classes])
+
+
 class StatusFrame(BaseModel):
-    """broker -> status viewer: a topic's availability (sent on connect and on every change)."""
+    """broker -> status viewer: a topic's availability (sent on connect and whenever what it shows changes)."""
 
     type: Literal["status"] = "status"
     topic: str
     status: Availability
     lastPing: datetime | None
     lastPong: datetime | None
+    apiInfo: ApiInfoFrame | None
 
     @classmethod
     def of(cls, status: TopicStatus) -> StatusFrame:
         # type is passed explicitly: frames are dumped with exclude_unset.
         return cls(type="status", topic=status.slug, status=status.status, lastPing=status.last_ping,
-                   lastPong=status.last_pong)
+                   lastPong=status.last_pong, apiInfo=None if status.api is None else ApiInfoFrame.of(status.api))
+
+
+class StatusSyncedFrame(BaseModel):
+    """broker -> status viewer, once after the statuses sent on connect: those were every topic the
+    viewer may see (a page drops the rows it did not get: topics deleted while it was away)."""
+
+    type: Literal["synced"] = "synced"
+    topics: int
+
+
+class StatusGoneFrame(BaseModel):
+    """broker -> status viewer: a topic it was shown was deleted or is no longer visible to it."""
+
+    type: Literal["gone"] = "gone"
+    topic: str

@@ -1,19 +1,21 @@
-"""``/ws/status/[?topics=a,b]``: the status of the topics the user may see, then every change."""
+"""``/ws/status/[?topics=a,b]``: the status of the topics the user may see, ``synced``, then every change
+(``gone`` for a topic deleted or hidden from the viewer)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from app import codec
 from app.availability.services import TopicStatus, statuses
 from app.broker.hub import ANY_TOPIC
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
-from consumers.frames import StatusFrame
+from consumers.frames import StatusFrame, StatusGoneFrame, StatusSyncedFrame
 
 RELOOK_DELAY_S = 0.2
 # Topics one status socket may ask for (each is watched for rights changes).
@@ -30,6 +32,7 @@ class StatusViewerConsumer(FrameConsumer):
         self.only = set(names) or None
         self.runtime = get_runtime()
         self.visible: set[str] = set()
+        self.synced = False
         self.relook_pending = False
         self.looking = asyncio.Lock()  # an older look must not finish last
         # Told when rights change on a topic it asked for, or on any topic when it asked for all:
@@ -46,7 +49,7 @@ class StatusViewerConsumer(FrameConsumer):
 
     async def _look_now(self) -> None:
         visible = set(await self.runtime.visible_topics(self.user, self.only))
-        new, self.visible = visible - self.visible, visible
+        new, gone, self.visible = visible - self.visible, self.visible - visible, visible
         now = self.runtime.loop.time()
         current, unread = self.runtime.board.recent(new, now, settings.STATUS_REFRESH_S)
         if unread:
@@ -54,8 +57,13 @@ class StatusViewerConsumer(FrameConsumer):
             for status in read:
                 self.runtime.board.update(status, now)  # viewers shown an older one hear of it
             current.extend(read)
+        for slug in sorted(gone):
+            self.push_model(StatusGoneFrame(type="gone", topic=slug))
         for status in sorted(current, key=lambda s: s.slug):
             self.show(status)
+        if not self.synced:
+            self.synced = True
+            self.push_model(StatusSyncedFrame(type="synced", topics=len(self.visible)))
         self.runtime.board.watch(self, self.visible)
 
     def recheck_rights(self) -> None:
@@ -78,5 +86,13 @@ class StatusViewerConsumer(FrameConsumer):
     async def on_frame(self, raw: dict[str, Any]) -> None:
         self.refuse("status sockets only send; nothing is read from them", raw)
 
+    # The board shows one status to all its viewers in a row (every ping round moves every topic's
+    # times): it is encoded once for all of them, not once per viewer.
+    _encoded: ClassVar[tuple[TopicStatus | None, str]] = (None, "")
+
     def show(self, status: TopicStatus) -> None:
-        self.push_model(StatusFrame.of(status))
+        shown, text = StatusViewerConsumer._encoded
+        if shown is not status:
+            text = codec.dump_model(StatusFrame.of(status))
+            StatusViewerConsumer._encoded = (status, text)
+        self.push(text)

@@ -118,7 +118,14 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Filled by `manage.py collectstatic` (`make serve` runs it) and served by app/server/static_files.py.
+STATIC_ROOT = Path(env_str("SWITCHYARD_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Gzipped copies next to the files, sent to clients that accept them. Not the manifest storage:
+    # its hashed names fail every admin page with a 500 until collectstatic has run.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 LOGGING: dict[str, Any] = {
     "version": 1,

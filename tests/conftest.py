@@ -28,6 +28,14 @@ def _migrated(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_collected() -> None:
+    """Static files collected into STATIC_ROOT, as `make serve` does before it starts the server."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
 @pytest.fixture(autouse=True)
 def _db_access(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     """Every test may use the session database (no per-test rollback: names are unique)."""

@@ -153,6 +153,7 @@ async def test_status_viewer_shown_topic_made_public(any_server):
     """A viewer asking for a private topic is shown it once the topic is made public elsewhere."""
     slug = make_topic(public=False, anonymous=False)
     viewer = await connect(f"{any_server.ws}status/?topics={slug}")
+    assert await recv_json(viewer) == {"type": "synced", "topics": 0}
     manage(os.environ["DATABASE_URL"], "dasf_topic", slug, "--public")
     frame = await recv_json(viewer, timeout=REACH_S + 1)
     assert frame["topic"] == slug

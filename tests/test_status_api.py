@@ -159,6 +159,7 @@ async def test_viewer_gets_snapshot_then_change(server):
     viewer = await connect(f"{server.ws}status/?topics={slug}")
     first = await recv_json(viewer)
     assert (first["type"], first["topic"], first["status"]) == ("status", slug, "unknown")
+    assert await recv_json(viewer) == {"type": "synced", "topics": 1}
     answer = await connect(server.ws + "status-ping")
     await send_json(answer, {"properties": {"messageType": "pong", "source_topic": slug, "requestContext": "1"},
                              "context": "1", "payload": ""})

@@ -29,10 +29,19 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def issue_key(token: Token) -> str:
+    """Give an unsaved ``token`` a new key; returns the clear key, of which only the hash is kept."""
+    key = secrets.token_urlsafe(32)
+    token.key_hash = hash_key(key)
+    token.prefix = key[:8]
+    return key
+
+
 def create_token(user: Any, comment: str = "") -> tuple[Token, str]:
     """Create a token for ``user``; returns the row and the clear key, which is not stored."""
-    key = secrets.token_urlsafe(32)
-    token = Token.objects.create(key_hash=hash_key(key), prefix=key[:8], user=user, comment=comment)
+    token = Token(user=user, comment=comment)
+    key = issue_key(token)
+    token.save()
     return token, key
 
 

@@ -62,11 +62,17 @@ class StatusBoard:
                     del self._viewers[slug]
 
     def update(self, status: TopicStatus, now: float) -> bool:
-        """Record a fresh status; viewers hear of it only when the availability changed."""
+        """Record a fresh status; viewers hear of it only when something they show changed (the
+        availability, a ping or pong time, the announced API): a wall screen must not show a last
+        pong of hours ago while pongs arrive every round."""
         before = self._shown.get(status.slug)
         self._shown[status.slug] = (status, now)
-        if before is not None and before[0].status == status.status:
+        if before is not None and _shown_alike(before[0], status):
             return False
         for viewer in list(self._viewers.get(status.slug, ())):
             viewer.show(status)
         return True
+
+
+def _shown_alike(a: TopicStatus, b: TopicStatus) -> bool:
+    return (a.status, a.last_ping, a.last_pong, a.api) == (b.status, b.last_ping, b.last_pong, b.api)

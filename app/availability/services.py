@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
+from app.availability.api_info import ApiSummary, summarize
 from app.availability.rules import Availability, attach_ping_marks_q
 from app.broker.models import Topic
 
@@ -24,10 +25,13 @@ class TopicStatus:
     last_ping: datetime | None
     last_pong: datetime | None
     api_info: Any
+    # The names in api_info, for status viewers (made once here, not once per viewer).
+    api: ApiSummary | None
 
     @classmethod
     def of(cls, topic: Topic, now: datetime) -> TopicStatus:
-        return cls(topic.slug, topic.availability(now), topic.last_ping, topic.last_pong, topic.api_info)
+        return cls(topic.slug, topic.availability(now), topic.last_ping, topic.last_pong, topic.api_info,
+                   summarize(topic.api_info))
 
 
 def start_ping_round(now: datetime | None = None) -> list[str]:

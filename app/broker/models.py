@@ -177,6 +177,7 @@ class Delivery(models.Model):
     acked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["message", "principal"], name="delivery_message_principal")
         ]

@@ -4,7 +4,7 @@ from django.urls import path
 from app.api.urls import api
 from app.auth.views import admin_login
 from app.availability.views import status_page
-from app.server.views import healthz
+from app.server.views import favicon, healthz
 
 urlpatterns = [
     path("", status_page, name="status-page"),
@@ -13,4 +13,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("healthz", healthz),
+    path("favicon.ico", favicon),
 ]

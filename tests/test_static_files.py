@@ -1,0 +1,96 @@
+"""Static files under a real server (app/server/static_files.py): collected by the session as `make serve`
+does, served by WhiteNoise at the ASGI layer with a content type, a cache header and conditional requests."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser import Browser
+from tests.protocol import eventually
+from tests.servers import ServerProcess, start_server
+
+BASE_CSS = "/static/admin/css/base.css"
+
+
+def admin_source(name: str) -> bytes:
+    """The file as Django ships it (what collectstatic copies)."""
+    import django.contrib.admin
+
+    return (Path(django.contrib.admin.__file__).parent / "static" / name.removeprefix("/static/")).read_bytes()
+
+
+def test_admin_stylesheet_is_css_with_cache_header(server: ServerProcess) -> None:
+    """GET base.css is 200, text/css, cacheable, nosniff, and the file Django ships."""
+    answer = Browser(server.http).request(BASE_CSS)
+    assert answer.status == 200, answer
+    assert answer.headers["content-type"].startswith("text/css"), answer.headers
+    assert "max-age=" in answer.headers["cache-control"], answer.headers
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.body == admin_source(BASE_CSS)
+
+
+def test_gzip_variant_sent_when_accepted(server: ServerProcess) -> None:
+    """A client accepting gzip gets the collected .gz copy, which unpacks to the file."""
+    answer = Browser(server.http).request(BASE_CSS, headers={"Accept-Encoding": "gzip"})
+    assert answer.status == 200 and answer.headers.get("content-encoding") == "gzip", answer.headers
+    assert gzip.decompress(answer.body) == admin_source(BASE_CSS)
+
+
+def test_unchanged_file_is_304(server: ServerProcess) -> None:
+    """A request with the ETag it got is answered 304 with no body."""
+    browser = Browser(server.http)
+    etag = browser.request(BASE_CSS).headers["etag"]
+    answer = browser.request(BASE_CSS, headers={"If-None-Match": etag})
+    assert (answer.status, answer.body) == (304, b"")
+
+
+def test_large_file_streams_whole(server: ServerProcess) -> None:
+    """A file larger than one read chunk arrives whole, with its Content-Length."""
+    name = "/static/admin/js/vendor/jquery/jquery.js"
+    answer = Browser(server.http).request(name)
+    assert answer.status == 200
+    assert int(answer.headers["content-length"]) == len(answer.body) == len(admin_source(name)) > 64 * 1024
+    assert answer.body == admin_source(name)
+
+
+def test_range_request_is_206(server: ServerProcess) -> None:
+    """A byte range is answered 206 with just those bytes."""
+    answer = Browser(server.http).request(BASE_CSS, headers={"Range": "bytes=2-11"})
+    assert answer.status == 206, answer
+    assert answer.body == admin_source(BASE_CSS)[2:12]
+
+
+def test_post_to_static_file_is_405(server: ServerProcess) -> None:
+    """Only GET and HEAD are served."""
+    answer = Browser(server.http).request(BASE_CSS, "POST", b"x")
+    assert answer.status == 405 and answer.headers["allow"] == "GET, HEAD"
+
+
+def test_missing_static_file_is_django_404(server: ServerProcess) -> None:
+    """A path under /static/ that names no file falls through to Django's 404, and so does a traversal."""
+    browser = Browser(server.http)
+    assert browser.request("/static/admin/css/nothing.css").status == 404
+    assert browser.request("/static/../settings/base.py").status == 404
+    assert browser.request("/static/admin/css/..%2F..%2F..%2Fsettings%2Fbase.py").status == 404
+
+
+@pytest.fixture
+def uncollected_server(tmp_path: Path, _migrated: None) -> Iterator[ServerProcess]:
+    """A server whose STATIC_ROOT is an empty directory (collectstatic never ran)."""
+    proc = start_server(os.environ["DATABASE_URL"], SWITCHYARD_STATIC_ROOT=str(tmp_path / "empty"),
+                        SWITCHYARD_LOG_LEVEL="WARNING")
+    yield proc
+    proc.stop()
+
+
+async def test_uncollected_files_served_from_apps_with_warning(uncollected_server: ServerProcess) -> None:
+    """Without collectstatic the admin still gets its styles (from the apps), and the log says what to run."""
+    answer = Browser(uncollected_server.http).request(BASE_CSS)
+    assert answer.status == 200 and answer.body == admin_source(BASE_CSS)
+    await eventually(lambda: any("run `manage.py collectstatic`" in line for line in uncollected_server.output),
+                     message="the warning about uncollected static files")

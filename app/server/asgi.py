@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
+from app.server.access_log import AccessLog
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
 from relays.announcements import announcement_loop
@@ -90,11 +91,12 @@ class Lifespan:
 
 
 def build_application() -> ASGIApp:
-    return Lifespan(
-        ProtocolTypeRouter(
-            {
-                "http": get_asgi_application(),
-                "websocket": token_auth_stack(URLRouter(websocket_urlpatterns)),
-            }
-        )
+    app: ASGIApp = ProtocolTypeRouter(
+        {
+            "http": get_asgi_application(),
+            "websocket": token_auth_stack(URLRouter(websocket_urlpatterns)),
+        }
     )
+    if settings.ACCESS_LOG:
+        app = AccessLog(app)
+    return Lifespan(app)

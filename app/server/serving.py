@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import resource
 import socket
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from collections.abc import Callable
 import uvicorn
 from django.conf import settings
 
+from app.server.access_log import UvicornHandshakeLines
 from app.server.protocols import BoundedHttpToolsProtocol, WebSocketProtocol
 
 STARTUP_TIMEOUT_S = 60.0
@@ -95,6 +97,8 @@ def run(sock: socket.socket, *, log_level: str, on_ready: Callable[[str, int], N
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    # Config has just set up uvicorn's loggers.
+    logging.getLogger("uvicorn.error").addFilter(UvicornHandshakeLines())
     # uvloop (and httptools) when installed: uvicorn.run would pick them, and so do we.
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
@@ -126,7 +130,8 @@ def banner(host: str, port: int) -> str:
         f"  admin:        {http}/admin/\n"
         f"  API docs:     {http}/api/v1/docs\n"
         f"  health:       {http}/healthz\n"
-        f"  DASF:         {ws}/ws/<topic>  (consumers: {ws}/ws/<topic>/<subscription>)\n"
+        f"  DASF:         {ws}/ws/<topic>  (producer)\n"
+        f"                {ws}/ws/<topic>/<subscription>  (consumer)\n"
         f"  Pulsar:       {ws}/ws/v2/producer/persistent/<tenant>/<namespace>/<topic>\n"
         f"                {ws}/ws/v2/consumer/persistent/<tenant>/<namespace>/<topic>/<subscription>\n"
         f"  status feed:  {ws}/ws/status/?topics=<topic>,<topic>\n"

@@ -35,7 +35,7 @@ class FirstScreen:
     module_name: str    # the example module's file name
     module: str         # its source
     commands: str       # the bash block that uses it
-    expected: str       # what its last command prints, from its `# prints ...` comment
+    expected: str       # what it prints, from its `# prints ...` comment
 
 
 def _blocks(text: str) -> list[tuple[int, str, str]]:
@@ -53,7 +53,7 @@ def first_screen(readme: str) -> FirstScreen:
     before = screen[blocks[index - 1][0] if index else 0:offset]
     module_name = re.findall(r"\(`([\w-]+\.py)`\)", before)[-1]
     commands = next(body for _, lang, body in blocks[index + 1:] if lang == "bash")
-    expected = re.findall(r"#\s*prints\s+(\S+)", commands.strip().splitlines()[-1])[0]
+    expected = re.findall(r"#\s*prints\s+(\S+)", commands)[0]
     return FirstScreen(serve, module_name, module, commands, expected)
 
 

@@ -102,9 +102,12 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception:
+            # Failed before its response started: uvicorn answers 500.
+            status = status or 500
+            raise
         finally:
-            # No response started: uvicorn answers 500 for an application that failed or returned.
-            logger.info(access_line(scope, status or 500, time.monotonic() - started))
+            logger.info(access_line(scope, status, time.monotonic() - started))
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.monotonic()

@@ -12,15 +12,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# The stamps name what they installed: dev includes dasf, so installing dev satisfies serve, and a stamp
+# from before `serve` installed dasf (.installed) does not.
+$(VENV)/.installed-dasf: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dasf]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $(VENV)/.installed $@
+	touch $(VENV)/.installed-dasf $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-dasf
 install-dev: $(VENV)/.installed-dev
 
 serve: install

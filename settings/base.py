@@ -22,6 +22,8 @@ DEBUG = env_bool("SWITCHYARD_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in env_str("SWITCHYARD_ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
 INSTALLED_APPS = [
+    # First: its runserver (Switchyard under uvicorn, websockets included) replaces Django's and staticfiles'.
+    "app.server",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -35,7 +37,6 @@ INSTALLED_APPS = [
     "app.broker",
     "app.leases",
     "app.outbox",
-    "app.server",
 ]
 
 MIDDLEWARE = [
@@ -139,6 +140,9 @@ LOGGING: dict[str, Any] = {
         "django.request": {"filters": ["unavailable_is_an_answer"]},
     },
 }
+# One INFO line per HTTP request and websocket handshake on the logger "switchyard.access"
+# (app/server/access_log.py; credential-like query values masked).
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 
 # --- broker -------------------------------------------------------------------------------
 STORE_MESSAGES = env_choice("STORE_MESSAGES", "cache", STORE_POLICIES)

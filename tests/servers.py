@@ -67,6 +67,12 @@ class ServerProcess:
     checked: int = 0
     last_line_at: float = 0.0
     pumps: list[threading.Thread] = field(default_factory=list)
+    workdir: Path = ROOT
+    # A process that starts others (make, Django's autoreloader) runs in a session of its own and is
+    # stopped as a process group: signalling only the parent would leave its children serving.
+    group: bool = False
+    # Whether the last stop of a group ended it with SIGTERM alone.
+    stopped_cleanly: bool | None = None
 
     @property
     def ws(self) -> str:
@@ -79,6 +85,9 @@ class ServerProcess:
     def command(self, port: int) -> list[str]:
         return [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"]
 
+    def environment(self) -> dict[str, str]:
+        return server_env(self.database_url, **self.env_extra)
+
     def started(self, line: str) -> bool:
         """Whether ``line`` says the process is ready (and take what it tells)."""
         if line.startswith(READY):
@@ -89,7 +98,7 @@ class ServerProcess:
     def start(self, port: int = 0) -> None:
         self.proc = subprocess.Popen(
             self.command(port),
-            cwd=ROOT, env=server_env(self.database_url, **self.env_extra),
+            cwd=self.workdir, env=self.environment(), start_new_session=self.group,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         if self not in WATCHED:
@@ -140,6 +149,11 @@ class ServerProcess:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
+        if self.group:
+            if self.proc is not None:
+                self.stopped_cleanly = stop_group(self.proc.pid)
+                self.proc.wait(timeout=10)
+            return
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -147,6 +161,39 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after its end.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_group(pgid: int, timeout_s: float = 15.0) -> bool:
+    """SIGTERM to every process of the group and wait (bounded) until none is left, else SIGKILL:
+    whether SIGTERM was enough."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return sig == signal.SIGTERM
+        deadline = time.monotonic() + timeout_s
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded-poll
+        if not group_members(pgid):
+            return sig == signal.SIGTERM
+    raise RuntimeError(f"process group {pgid} survived SIGKILL: {group_members(pgid)}")
 
 
 def memory_kib(server: ServerProcess, field: str) -> int:

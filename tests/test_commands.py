@@ -24,6 +24,12 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+def run_with_stderr(err: StringIO, *args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue()
+
+
 def test_new_anonymous_topic():
     """--new --anonymous makes a public topic anonymous clients may consume."""
     slug = unique()
@@ -110,7 +116,7 @@ def test_name_longer_than_the_limit(settings):
 
 
 def test_createtoken_prints_only_the_key():
-    """createtoken prints just the key, stores only its sha256, and the key authenticates."""
+    """createtoken prints just the key on stdout, stores only its sha256, and the key authenticates."""
     name = unique("tok")
     out = subprocess.run(
         [sys.executable, "manage.py", "createtoken", name, "--create-user"],
@@ -121,6 +127,18 @@ def test_createtoken_prints_only_the_key():
     token = Token.objects.get(user__username=name)
     assert token.key_hash == hash_key(key) and key not in (token.key_hash, token.prefix)
     assert user_for_key(key).username == name
+
+
+def test_createtoken_says_what_it_did_on_stderr():
+    """createtoken tells on stderr which token it made for whom (a new user, a superuser), never the key."""
+    name = unique("tok")
+    err = StringIO()
+    call_command("createtoken", name, "--create-user", "--superuser", stdout=StringIO(), stderr=err)
+    token = Token.objects.get(user__username=name)
+    assert err.getvalue().startswith(f"created token {token.prefix}… for {name} (new user, superuser);"), err.getvalue()
+    err = StringIO()
+    key = run_with_stderr(err, "createtoken", name).strip()
+    assert err.getvalue().startswith(f"created token {key[:8]}… for {name};") and key not in err.getvalue()
 
 
 def test_disabled_token_authenticates_nobody():
@@ -134,12 +152,46 @@ def test_disabled_token_authenticates_nobody():
 
 
 def test_disabletoken():
-    """disabletoken turns a key off; an unknown key is an error."""
+    """disabletoken turns a key off and says so (again: already disabled); an unknown key is an error."""
     from app.auth.services import create_token
 
-    token, key = create_token(make_user())
-    run("disabletoken", key)
+    user = make_user()
+    token, key = create_token(user)
+    assert run("disabletoken", key).startswith(f"disabled token {token.prefix}… of {user.username}:")
     token.refresh_from_db()
     assert not token.enabled and user_for_key(key) is None
+    assert run("disabletoken", key) == f"token {token.prefix}… of {user.username} was already disabled\n"
     with pytest.raises(CommandError):
         run("disabletoken", "not-a-key")
+
+
+def test_new_topic_says_it_was_created_and_who_may_do_what():
+    """dasf_topic --new --anonymous prints that it created the topic, its settings and the rights now."""
+    slug = unique()
+    assert run("dasf_topic", slug, "--new", "--anonymous").splitlines() == [
+        f"created topic {slug}",
+        "  settings:    public, DASF, store policy default (cache)",
+        "  produce:     anyone (public)",
+        "  consume:     anonymous clients",
+        "  view status: none",
+    ]
+
+
+def test_grant_says_what_changed():
+    """A grant and a flag change print "updated" with the changes, then the rights now; users made are named."""
+    slug, alice, bob = unique(), make_user(), unique("bob")
+    run("dasf_topic", slug, "--new")
+    out = run("dasf_topic", slug, "-c", alice.username, "-vs", bob, "--create-view-status", "--store-messages",
+              "store").splitlines()
+    assert out[0] == f"created user {bob}"
+    assert out[1] == (f"updated topic {slug}: store policy default (cache) -> store; may consume: +{alice.username}; "
+                      f"may view status: +{bob}")
+    assert out[2:] == ["  settings:    private, DASF, store policy store", "  produce:     none",
+                       f"  consume:     {alice.username}", f"  view status: {bob}"]
+
+
+def test_repeated_grant_says_unchanged():
+    """Granting a right a user already holds reports the topic unchanged."""
+    slug, alice = unique(), make_user()
+    run("dasf_topic", slug, "--new", "-p", alice.username)
+    assert run("dasf_topic", slug, "-p", alice.username).splitlines()[0] == f"topic {slug} unchanged"

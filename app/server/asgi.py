@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
+from app.server.access_log import AccessLog
 from app.server.static_files import StaticFiles
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
@@ -92,11 +93,12 @@ class Lifespan:
 
 
 def build_application() -> ASGIApp:
-    return Lifespan(
-        ProtocolTypeRouter(
-            {
-                "http": StaticFiles(get_asgi_application()),
-                "websocket": token_auth_stack(URLRouter(websocket_urlpatterns)),
-            }
-        )
+    app: ASGIApp = ProtocolTypeRouter(
+        {
+            "http": StaticFiles(get_asgi_application()),
+            "websocket": token_auth_stack(URLRouter(websocket_urlpatterns)),
+        }
     )
+    if settings.ACCESS_LOG:
+        app = AccessLog(app)
+    return Lifespan(app)

@@ -1,4 +1,5 @@
-"""``manage.py createtoken <username> [--create-user] [--superuser]``: prints only the new key."""
+"""``manage.py createtoken <username> [--create-user] [--superuser]``: the new key on stdout, alone (so that
+``KEY=$(manage.py createtoken alice)`` works), and what was done on stderr."""
 
 from __future__ import annotations
 
@@ -20,11 +21,19 @@ class Command(BaseCommand):
         parser.add_argument("--comment", default="", help="note stored with the token")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        model = get_user_model()
+        existed = model.objects.filter(username=options["username"]).exists()
         try:
             user = ensure_user(
                 options["username"], create=options["create_user"], superuser=options["superuser"]
             )
-        except get_user_model().DoesNotExist as exc:
+        except model.DoesNotExist as exc:
             raise CommandError(f"user {options['username']!r} does not exist (use --create-user)") from exc
-        _, key = create_token(user, comment=options["comment"])
+        token, key = create_token(user, comment=options["comment"])
         self.stdout.write(key)
+        notes = [] if existed else ["new user"]
+        if options["superuser"]:
+            notes.append("superuser")
+        about = f" ({', '.join(notes)})" if notes else ""
+        self.stderr.write(f"created token {token.prefix}… for {user.get_username()}{about}; its key is printed "
+                          "only this once (only its sha256 is stored)")

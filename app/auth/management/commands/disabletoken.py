@@ -20,6 +20,10 @@ class Command(BaseCommand):
         token = Token.objects.filter(key_hash=hash_key(options["key"])).first()
         if token is None:
             raise CommandError("no token has this key")
+        if not token.enabled:
+            self.stdout.write(f"token {token.prefix}… of {token.user} was already disabled")
+            return
         token.enabled = False
         token.save(update_fields=["enabled"])
-        self.stdout.write(f"disabled token {token.prefix}… of {token.user}")
+        self.stdout.write(f"disabled token {token.prefix}… of {token.user}: it authenticates nobody now, and "
+                          "its open sockets are closed (4401)")

@@ -56,6 +56,7 @@ class Command(BaseCommand):
         parser.add_argument("-db", "--database", default="default", help="database alias")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.created_users: list[str] = []
         db = options["database"]
         slug = options["slug"]
         with transaction.atomic(using=db):
@@ -66,6 +67,7 @@ class Command(BaseCommand):
                 topic.delete()
                 self.stdout.write(f"removed topic {slug}")
                 return
+            before = None if topic is None else _summary(topic)
             if topic is None:
                 if not options["new"]:
                     raise CommandError(f"topic {slug} does not exist (use -n / --new to create it)")
@@ -79,8 +81,14 @@ class Command(BaseCommand):
             self._configure(topic, options)
             topic.save(using=db)
             self._grant(topic, options)
+            after = _summary(topic)
         if options["show_info"]:
             self.stdout.write(json.dumps(_info(topic), indent=2, default=str))
+        else:
+            if self.created_users:
+                self.stdout.write(f"created user{'s' if len(self.created_users) > 1 else ''} "
+                                  f"{', '.join(dict.fromkeys(self.created_users))}")
+            self.stdout.write(_report(topic.slug, before, after))
 
     def _claim(self, topic: Topic, options: dict[str, Any]) -> None:
         """A request made this topic: whoever sent it holds rights on it, so it is never taken over
@@ -118,7 +126,10 @@ class Command(BaseCommand):
             ("view_status", "can_view_status", options["create_view_status"]),
         ):
             for username in options[key]:
-                grant(_user(username, create), topic, perm)
+                user, created = _user(username, create)
+                if created:
+                    self.created_users.append(username)
+                grant(user, topic, perm)
 
 
 def _changes(options: dict[str, Any]) -> bool:
@@ -129,20 +140,71 @@ def _changes(options: dict[str, Any]) -> bool:
     )
 
 
-def _user(username: str, create: bool) -> Any:
+def _user(username: str, create: bool) -> tuple[Any, bool]:
+    """The user, and whether it was created now."""
     model = get_user_model()
     if create:
-        return model.objects.get_or_create(username=username)[0]
+        return model.objects.get_or_create(username=username)
     try:
-        return model.objects.get(username=username)
+        return model.objects.get(username=username), False
     except model.DoesNotExist as exc:
         raise CommandError(f"user {username!r} does not exist (use the matching --create-* flag)") from exc
 
 
+def _users(topic: Topic, perm: str) -> list[str]:
+    found: Any = get_users_with_perms(topic, only_with_perms_in=[perm], with_group_users=True)
+    return sorted(user.get_username() for user in found)
+
+
+# What is reported after a change, in this order: (key, label).
+_RIGHTS = (("can_produce", "produce"), ("can_consume", "consume"), ("can_view_status", "view status"))
+
+
+def _summary(topic: Topic) -> dict[str, Any]:
+    """The topic's settings and who holds which right, as the report shows them."""
+    anonymous = get_anonymous_user().get_username()
+    policy = topic.store_messages or f"default ({topic.policy.value})"
+    summary: dict[str, Any] = {
+        "public": topic.is_public,
+        "dasf": topic.supports_dasf,
+        "store": policy,
+    }
+    for perm, _ in _RIGHTS:
+        summary[perm] = ["anonymous clients" if name == anonymous else name for name in _users(topic, perm)]
+    return summary
+
+
+def _report(slug: str, before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """What was done (created / updated with its changes / unchanged), then the settings and rights now."""
+    settings_now = (f"{'public' if after['public'] else 'private'}, {'DASF' if after['dasf'] else 'not DASF'}, "
+                    f"store policy {after['store']}")
+    if before is None:
+        head = f"created topic {slug}"
+    else:
+        changes = [f"{label} {_shown(before[key])} -> {_shown(after[key])}"
+                   for key, label in (("public", "public"), ("dasf", "DASF"), ("store", "store policy"))
+                   if before[key] != after[key]]
+        for perm, label in _RIGHTS:
+            added = [name for name in after[perm] if name not in before[perm]]
+            if added:
+                changes.append(f"may {label}: +{', +'.join(added)}")
+        head = f"updated topic {slug}: {'; '.join(changes)}" if changes else f"topic {slug} unchanged"
+    lines = [head, f"  {'settings:':<13}{settings_now}"]
+    for perm, label in _RIGHTS:
+        holders = list(after[perm])
+        if perm == "can_produce" and after["public"]:
+            holders.insert(0, "anyone (public)")
+        lines.append(f"  {label + ':':<13}{', '.join(holders) or 'none'}")
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
 def _info(topic: Topic) -> dict[str, Any]:
     def users(perm: str) -> list[str]:
-        found: Any = get_users_with_perms(topic, only_with_perms_in=[perm], with_group_users=True)
-        return sorted(user.get_username() for user in found)
+        return _users(topic, perm)
 
     return {
         "slug": topic.slug,

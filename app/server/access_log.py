@@ -1,0 +1,146 @@
+"""One INFO line per HTTP request and per websocket handshake (``ACCESS_LOG``), secrets masked.
+
+    127.0.0.1:50312 GET /api/v1/topics/x/status?token=*** 503 2.4 ms
+    127.0.0.1:50318 WS /ws/hello-topic 101 5.1 ms
+
+A websocket is logged once, when its handshake is decided (101 accepted, 403 closed before accepting,
+or the status of the HTTP answer that refused it), never per frame. Query values whose name says
+they are a credential (``token``, ``key``, ``password``, ...) are masked, so a ``?token=`` key never
+reaches the log; the request target is logged as sent (percent-encoded) with anything unprintable
+escaped, and cut at ``MAX_TARGET_CHARS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import unquote_plus
+
+logger = logging.getLogger("switchyard.access")
+
+ASGIApp = Any
+MASK = "***"
+# A query parameter whose name (decoded, lower case) contains one of these has its value masked.
+SECRET_NAME_PARTS = ("token", "key", "pass", "secret", "auth", "session", "csrf")
+MAX_TARGET_CHARS = 512
+# uvicorn answers a websocket closed before it was accepted with 403.
+_CLOSED_BEFORE_ACCEPT = 403
+
+
+def _printable(text: str) -> str:
+    """Escape what a client could use to forge a log line (control characters, newlines)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def mask_query(query: str) -> str:
+    """The query string with the values of credential-like parameters replaced by ``***``."""
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        if sep and any(word in unquote_plus(name).lower() for word in SECRET_NAME_PARTS):
+            part = f"{name}={MASK}"
+        parts.append(part)
+    return "&".join(parts)
+
+
+def request_target(scope: dict[str, Any]) -> str:
+    """The path and the masked query as the client sent them (percent-encoded), safe to log."""
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope.get("path", "")
+    # Some servers put the query into raw_path; it is masked with the rest.
+    path, _, query_in_path = path.partition("?")
+    query = scope.get("query_string", b"").decode("latin-1") or query_in_path
+    target = f"{path}?{mask_query(query)}" if query else path
+    if len(target) > MAX_TARGET_CHARS:
+        # Cut after masking, so a cut never reveals part of a secret.
+        target = target[:MAX_TARGET_CHARS] + "..."
+    return _printable(target)
+
+
+def _client(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    if not client:
+        return "-"
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:
+    method = "WS" if scope["type"] == "websocket" else scope.get("method", "-")
+    shown = "-" if status is None else str(status)
+    return f"{_client(scope)} {_printable(method)} {request_target(scope)} {shown} {duration_s * 1000:.1f} ms"
+
+
+class AccessLog:
+    """ASGI middleware: the access line of each HTTP request (when the application is done with it)
+    and of each websocket handshake (when it is decided)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or not logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self._websocket(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.monotonic()
+        status: int | None = None
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            # Failed before its response started: uvicorn answers 500.
+            status = status or 500
+            raise
+        finally:
+            logger.info(access_line(scope, status, time.monotonic() - started))
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.monotonic()
+        logged = False
+
+        def log(status: int | None) -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                logger.info(access_line(scope, status, time.monotonic() - started))
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            # After the handshake this is one comparison per frame.
+            if not logged:
+                kind = message["type"]
+                if kind == "websocket.accept":
+                    log(101)
+                elif kind == "websocket.close":
+                    log(_CLOSED_BEFORE_ACCEPT)
+                elif kind == "websocket.http.response.start":
+                    log(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The client left, or the application ended, before the handshake was decided.
+            log(None)
+
+
+class UvicornHandshakeLines(logging.Filter):
+    """uvicorn logs websocket handshakes at INFO with the query string as sent (a ``?token=`` in
+    clear); the access log has them masked, so uvicorn's are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'))

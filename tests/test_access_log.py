@@ -1,0 +1,154 @@
+"""The access log: one INFO line per HTTP request and per websocket handshake, credentials masked."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from app.server.access_log import MASK, mask_query, request_target
+from tests.protocol import connect, eventually, make_topic, publish, unique
+from tests.server_log import _level
+from tests.servers import QUIET, ServerProcess, start_server
+
+SECRET = "s3cret-key-value"
+
+
+def access_lines(server: ServerProcess, mark: int, needle: str) -> list[str]:
+    return [line for line in server.output[mark:] if "switchyard.access" in line and needle in line]
+
+
+async def logged(server: ServerProcess, mark: int, needle: str) -> list[str]:
+    """The access lines since ``mark`` that contain ``needle``, once there is one."""
+    await eventually(lambda: access_lines(server, mark, needle), message=f"an access line with {needle}")
+    return access_lines(server, mark, needle)
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_one_request_one_line(server: ServerProcess):
+    """One HTTP request logs one INFO line with client address, method, path, status and duration."""
+    mark, marker = len(server.output), unique("probe")
+    assert get(f"{server.http}/healthz?probe={marker}") == 200
+    lines = await logged(server, mark, marker)
+    assert len(lines) == 1, lines
+    assert _level(lines[0]) == "INFO"
+    assert lines[0].split("switchyard.access: ", 1)[1].startswith("127.0.0.1:")
+    assert f" GET /healthz?probe={marker} 200 " in lines[0] and lines[0].rstrip().endswith(" ms")
+
+
+async def test_error_status_is_logged_at_info(server: ServerProcess):
+    """A 404 answer is an access line at INFO with its status (never an ERROR record)."""
+    mark, path = len(server.output), f"/{unique('missing')}"
+    assert get(server.http + path) == 404
+    line = (await logged(server, mark, f" GET {path} "))[0]
+    assert _level(line) == "INFO" and f" GET {path} 404 " in line
+
+
+async def test_token_in_the_query_is_masked(server: ServerProcess):
+    """?token=, an encoded tok%65n= and api_key= values are masked; the other parameters are kept."""
+    slug, mark = make_topic(), len(server.output)
+    get(f"{server.http}/api/v1/topics/{slug}/status?token={SECRET}&tok%65n={SECRET}&api_key={SECRET}&x=1")
+    line = (await logged(server, mark, slug))[0]
+    assert SECRET not in "".join(server.output[mark:])
+    assert f"?token={MASK}&tok%65n={MASK}&api_key={MASK}&x=1 " in line
+
+
+async def test_websocket_handshake_is_one_line(server: ServerProcess):
+    """A websocket handshake logs one line (WS, 101) with its ?token= masked, and its frames log none."""
+    slug, mark = make_topic(), len(server.output)
+    ws = await connect(f"{server.ws}{slug}?token={SECRET}")
+    for n in range(3):
+        await publish(ws, context=n)
+    lines = await logged(server, mark, slug)
+    assert len(lines) == 1 and f" WS /ws/{slug}?token={MASK} 101 " in lines[0], lines
+    assert SECRET not in "".join(server.output[mark:])
+
+
+@pytest.fixture
+def one_socket_server(_migrated: None) -> Iterator[ServerProcess]:
+    proc = start_server(os.environ["DATABASE_URL"], MAX_CONNECTIONS_PER_ADDRESS="1")
+    yield proc
+    proc.stop()
+
+
+async def test_refused_handshake_shows_its_status(one_socket_server: ServerProcess):
+    """A handshake refused with an HTTP answer (429: too many sockets) is logged with that status."""
+    server, slug = one_socket_server, make_topic()
+    mark = len(server.output)
+    await connect(server.ws + slug)
+    with pytest.raises(InvalidStatus):
+        await connect(server.ws + slug)
+    await logged(server, mark, f" WS /ws/{slug} 429 ")
+    assert [line.split(f"/ws/{slug} ")[1].split()[0] for line in access_lines(server, mark, slug)] == ["101", "429"]
+
+
+@pytest.fixture
+def quiet_server(_migrated: None) -> Iterator[ServerProcess]:
+    proc = start_server(os.environ["DATABASE_URL"], ACCESS_LOG="false")
+    yield proc
+    proc.stop()
+
+
+async def test_access_log_can_be_switched_off(quiet_server: ServerProcess):
+    """ACCESS_LOG=false logs no access line."""
+    mark, marker = len(quiet_server.output), unique("probe")
+    assert get(f"{quiet_server.http}/healthz?probe={marker}") == 200
+    # A request after it proves the first was served and would have been logged by now.
+    assert get(f"{quiet_server.http}/healthz") == 200
+    assert not [line for line in quiet_server.output[mark:] if "switchyard.access" in line]
+
+
+@pytest.mark.parametrize(("query", "shown"), [
+    ("token=abc", f"token={MASK}"),
+    ("Token=abc&topics=a,b", f"Token={MASK}&topics=a,b"),
+    ("tok%65n=abc", f"tok%65n={MASK}"),
+    ("to+ken=abc&password=pw&sessionid=s&csrfmiddlewaretoken=c", f"to+ken=abc&password={MASK}&sessionid={MASK}"
+                                                                  f"&csrfmiddlewaretoken={MASK}"),
+    ("token", "token"),
+    ("a=1&&b=2", "a=1&&b=2"),
+])
+def test_mask_query(query: str, shown: str):
+    """Values of credential-like names are masked, whatever their encoding; the rest stays as sent."""
+    assert mask_query(query) == shown
+
+
+def test_target_cannot_forge_log_lines():
+    """Control characters in a request target are escaped, and a long target is cut after masking."""
+    scope = {"type": "http", "raw_path": b"/a\nb\x1b", "query_string": b"x=\r\n2024-01-01 ERROR forged"}
+    assert "\n" not in request_target(scope) and "\r" not in request_target(scope)
+    long = {"type": "http", "raw_path": b"/p", "query_string": b"token=" + b"Q" * 2000}
+    assert "Q" not in request_target(long) and len(request_target({**long, "query_string": b"x" * 2000})) < 600
+
+
+@dataclass(eq=False)
+class ChattyServer(ServerProcess):
+    """A server whose uvicorn logs at INFO (it logs handshakes with their query string)."""
+
+    def command(self, port: int) -> list[str]:
+        return [*super().command(port)[:-1], "info"]
+
+
+async def test_uvicorn_info_log_shows_no_token(_migrated: None):
+    """With uvicorn's log level at info, a ?token= still appears only masked."""
+    server = ChattyServer(os.environ["DATABASE_URL"], dict(QUIET))
+    server.start()
+    try:
+        assert server.command(0)[-2:] == ["--log-level", "info"]
+        slug, mark = make_topic(), len(server.output)
+        await connect(f"{server.ws}{slug}?token={SECRET}")
+        await logged(server, mark, slug)
+        assert SECRET not in "".join(server.output[mark:])
+    finally:
+        server.stop()

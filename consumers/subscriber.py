@@ -66,7 +66,6 @@ class TopicConsumer(FrameConsumer):
         self.held_bytes = 0
         self.behind: int | None = None
         # Whether the topic had no other consumer in this process when this one joined.
-        self.first_here = False
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)
@@ -124,7 +123,6 @@ class TopicConsumer(FrameConsumer):
     def _join(self) -> None:
         """Take live messages from now on, held back until the replay is sent."""
         self._hold([])
-        self.first_here = not self.runtime.hub.has_subscribers(self.slug)
         self.runtime.hub.subscribe(self.slug, self)
 
     def _hold(self, items: list[Delivered] | None) -> None:
@@ -175,8 +173,7 @@ class TopicConsumer(FrameConsumer):
                 self._deliver(item)
         if first_time and lead and not replayed and topic.supports_dasf and not topic.is_response_topic:
             self._deliver(probe("api_info"))
-        if first_time and pings_on_attach(supports_dasf=topic.supports_dasf,
-                                          is_response_topic=topic.is_response_topic, first_here=self.first_here):
+        if first_time and pings_on_attach(supports_dasf=topic.supports_dasf, is_response_topic=topic.is_response_topic):
             self.runtime.request_attach_ping(self.slug, topic.id)
 
     async def _replay(self, topic: TopicView, *, redelivery: bool) -> int:

@@ -113,6 +113,25 @@ async def test_attach_right_after_a_ping_is_pinged_at_the_end_of_the_interval(pi
             await answering
 
 
+async def test_module_attaching_beside_a_silent_consumer_is_pinged(pinging_server: ServerProcess) -> None:
+    """A consumer that never answers (a half-open socket of the module's previous run) does not keep
+    the module that replaces it waiting for the next round: its attach is pinged too."""
+    slug = make_topic()
+    silent = await subscribe(pinging_server.ws, slug)
+    assert is_ping(await recv_json(silent)), "the silent consumer's attach ping"
+    answers = await connect(f"{pinging_server.ws}status-ping")
+    consumer = await connect(f"{pinging_server.ws}{slug}/module")
+    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
+    try:
+        await eventually(lambda: status(pinging_server, slug) == "online",
+                         timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S, message=f"{slug} online")
+    finally:
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+        await silent.close()
+
+
 async def test_consumer_that_does_not_answer_stays_offline(pinging_server: ServerProcess) -> None:
     """An attach ping nobody answers leaves an offline topic offline: last_ping is not moved."""
     slug = make_topic()

@@ -25,19 +25,18 @@ def ago(seconds: float | None, now: datetime = NOW) -> datetime | None:
 
 
 ATTACHES = [
-    # (supports_dasf, is_response_topic, first_here, expected, why)
-    (True, False, True, True, "first consumer of a DASF source topic here"),
-    (True, False, False, False, "another consumer is attached here already"),
-    (True, True, True, False, "a response topic: its consumer is a requester"),
-    (False, False, True, False, "the topic is excluded from pings"),
-    (False, True, False, False, "nothing qualifies"),
+    # (supports_dasf, is_response_topic, expected, why)
+    (True, False, True, "a consumer of a DASF source topic"),
+    (True, True, False, "a response topic: its consumer is a requester"),
+    (False, False, False, "the topic is excluded from pings"),
+    (False, True, False, "nothing qualifies"),
 ]
 
 
-@pytest.mark.parametrize(("dasf", "response", "first", "expected", "why"), ATTACHES, ids=[a[4] for a in ATTACHES])
-def test_which_attach_asks_for_a_ping(dasf, response, first, expected, why):
-    """Only the first local consumer of a DASF source topic asks for a ping."""
-    assert pings_on_attach(supports_dasf=dasf, is_response_topic=response, first_here=first) is expected, why
+@pytest.mark.parametrize(("dasf", "response", "expected", "why"), ATTACHES, ids=[a[3] for a in ATTACHES])
+def test_which_attach_asks_for_a_ping(dasf, response, expected, why):
+    """Only consumers of DASF source topics ask for a ping."""
+    assert pings_on_attach(supports_dasf=dasf, is_response_topic=response) is expected, why
 
 
 MARKS = [
@@ -181,3 +180,15 @@ def test_start_attach_pings_keeps_a_fresh_ping():
     assert sorted(start_attach_pings(ids, NOW)) == sorted([fresh, stale])
     assert Topic.objects.get(slug=fresh).last_ping == fresh_ping
     assert Topic.objects.get(slug=stale).last_ping == NOW
+
+
+def test_start_attach_pings_skips_online_topics():
+    """An online topic is not pinged for an attach (its module answers the rounds); an offline one is."""
+    online, offline = make_topic(), make_topic()
+    pinged = ago(settings.PING_INTERVAL_S / 2)
+    Topic.objects.filter(slug=online).update(last_ping=pinged, last_pong=ago(settings.PING_INTERVAL_S / 4))
+    Topic.objects.filter(slug=offline).update(last_ping=pinged, last_pong=ago(settings.PING_INTERVAL_S * 1.5))
+    assert Topic.objects.get(slug=online).availability(NOW) == "online"
+    assert Topic.objects.get(slug=offline).availability(NOW) == "offline"
+    ids = list(Topic.objects.filter(slug__in=[online, offline]).values_list("pk", flat=True))
+    assert start_attach_pings(ids, NOW) == [offline]

@@ -1,9 +1,11 @@
 """Pings sent because a consumer attached (no I/O; callers pass the time).
 
 A backend module that starts between two ping rounds would be ``unknown`` (a new topic, never
-pinged) or ``offline`` (it missed the last round) for up to ``PING_INTERVAL_S``. So the first
-consumer of a DASF source topic in a process has the topic pinged at once; its pong then makes the
-topic online within a round trip.
+pinged) or ``offline`` (it missed the last round) for up to ``PING_INTERVAL_S``. So a consumer
+attaching to a DASF source topic has the topic pinged at once, unless it is online already
+(``start_attach_pings`` checks); its pong then makes the topic online within a round trip. Every
+attach counts, not only the first in a process: a half-open socket of the module's previous run, or a
+consumer that never answers, must not keep its replacement waiting for the next round.
 
 A client attaching and detaching in a loop must not have the server ping and write per connection:
 a topic is pinged at most once per ``min_interval_s`` in a process. An attach within that time is
@@ -16,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def pings_on_attach(*, supports_dasf: bool, is_response_topic: bool, first_here: bool) -> bool:
+def pings_on_attach(*, supports_dasf: bool, is_response_topic: bool) -> bool:
     """Whether a consumer attaching asks for a ping: only for DASF source topics (a response
-    topic's consumer is a requester, which answers no ping), and only when the topic had no
-    consumer in this process (one already attached was pinged before, or by the rounds)."""
-    return supports_dasf and not is_response_topic and first_here
+    topic's consumer is a requester, which answers no ping)."""
+    return supports_dasf and not is_response_topic
 
 
 @dataclass(frozen=True, slots=True)

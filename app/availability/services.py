@@ -45,10 +45,14 @@ def start_ping_round(now: datetime | None = None) -> list[str]:
 
 
 def start_attach_pings(topic_ids: Iterable[int], now: datetime | None = None) -> list[str]:
-    """Of the given topics, the DASF source topics (the slugs to send a ping to); those pinged at
-    least one ``PING_INTERVAL_S`` ago, or never, are marked as pinged now (app/availability/rules.py)."""
+    """Of the given topics, the DASF source topics that are not online (the slugs to send a ping to);
+    those pinged at least one ``PING_INTERVAL_S`` ago, or never, are marked as pinged now
+    (app/availability/rules.py)."""
     now = now or timezone.now()
     topics = Topic.objects.source_topics().filter(pk__in=list(topic_ids), supports_dasf=True)
+    # An online topic's module answers the rounds: pinging it for every attach would only have each
+    # consumer of a busy topic answer a ping every ATTACH_PING_MIN_INTERVAL_S.
+    topics = topics.exclude(pk__in=topics.online(now).values("pk"))
     slugs = list(topics.values_list("slug", flat=True))
     if slugs:
         topics.filter(attach_ping_marks_q(now, interval_s=settings.PING_INTERVAL_S)).update(last_ping=now)

@@ -196,8 +196,5 @@ class Hub:
             count += 1
         return count
 
-    def has_subscribers(self, slug: str) -> bool:
-        return bool(self._topics.get(slug))
-
     def connection_count(self, slug: str) -> int:
         return len(self.subscribers(slug))

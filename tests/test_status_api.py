@@ -57,6 +57,17 @@ async def test_online_is_200(server):
     assert body["status"] == "online" and body["api_info"] == {"functions": ["add"], "classes": []}
 
 
+async def test_api_info_names_all_and_only_names(server):
+    """The status API lists every announced name (no status-page bound); a malformed api_info is null."""
+    slug = make_topic()
+    set_seen(slug, 5, 4, {"functions": [{"name": f"f{i}"} for i in range(100)], "classes": [{"name": "C"}]})
+    _, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert body["api_info"] == {"functions": [f"f{i}" for i in range(100)], "classes": ["C"]}
+    set_seen(slug, 5, 4, {"functions": "add"})
+    _, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert body["api_info"] is None
+
+
 async def test_offline_is_503(server):
     """A topic that did not answer its last ping reports 503 offline."""
     slug = make_topic()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.availability.api_info import MAX_NAME_CHARS, MAX_NAMES, ApiSummary, ClassSummary, names, summarize
-from app.availability.board import StatusBoard
+from app.availability.board import SentApis, StatusBoard
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus
 
@@ -132,3 +132,21 @@ def test_api_names_of_nothing_announced_is_none() -> None:
     """No api_info, an empty one, or lists that are not lists: no names (not the letters of a string)."""
     for info in ({}, None, [], "x", {"functions": [], "classes": []}, {"functions": "add"}):
         assert names(info) is None, info
+
+
+def test_api_sent_to_a_viewer_once_until_it_changes() -> None:
+    """A viewer is sent a topic's API with its first status, not with later ones alike, again when it changes."""
+    sent = SentApis()
+    add, mul = {"functions": [{"name": "add"}]}, {"functions": [{"name": "mul"}]}
+    assert sent.news(status(api_info=add))
+    assert not sent.news(status(pong=T0 + timedelta(seconds=60), api_info=add))
+    assert sent.news(status(api_info=mul))
+    assert sent.news(status(api_info=None)) and not sent.news(status(api_info={}))
+
+
+def test_api_sent_again_after_the_topic_was_gone() -> None:
+    """A topic gone from a viewer and back gets its API with its first status again."""
+    sent = SentApis()
+    sent.news(status(api_info={"functions": ["add"]}))
+    sent.forget("t")
+    assert sent.news(status(api_info={"functions": ["add"]}))

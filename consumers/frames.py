@@ -105,13 +105,17 @@ class StatusFrame(BaseModel):
     status: Availability
     lastPing: datetime | None
     lastPong: datetime | None
-    apiInfo: ApiInfoFrame | None
+    # Left out (not null) when the viewer was already sent this API for the topic.
+    apiInfo: ApiInfoFrame | None = None
 
     @classmethod
-    def of(cls, status: TopicStatus) -> StatusFrame:
+    def of(cls, status: TopicStatus, with_api: bool = True) -> StatusFrame:
         # type is passed explicitly: frames are dumped with exclude_unset.
-        return cls(type="status", topic=status.slug, status=status.status, lastPing=status.last_ping,
-                   lastPong=status.last_pong, apiInfo=None if status.api is None else ApiInfoFrame.of(status.api))
+        frame = cls(type="status", topic=status.slug, status=status.status, lastPing=status.last_ping,
+                    lastPong=status.last_pong)
+        if with_api:
+            frame.apiInfo = None if status.api is None else ApiInfoFrame.of(status.api)
+        return frame
 
 
 class StatusSyncedFrame(BaseModel):

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app import codec
+from app.availability.board import SentApis
 from app.availability.services import TopicStatus, statuses
 from app.broker.hub import ANY_TOPIC
 from app.broker.runtime import get_runtime
@@ -32,6 +33,7 @@ class StatusViewerConsumer(FrameConsumer):
         self.only = set(names) or None
         self.runtime = get_runtime()
         self.visible: set[str] = set()
+        self.apis_sent = SentApis()
         self.synced = False
         self.relook_pending = False
         self.looking = asyncio.Lock()  # an older look must not finish last
@@ -58,6 +60,7 @@ class StatusViewerConsumer(FrameConsumer):
                 self.runtime.board.update(status, now)  # viewers shown an older one hear of it
             current.extend(read)
         for slug in sorted(gone):
+            self.apis_sent.forget(slug)
             self.push_model(StatusGoneFrame(type="gone", topic=slug))
         for status in sorted(current, key=lambda s: s.slug):
             self.show(status)
@@ -87,12 +90,13 @@ class StatusViewerConsumer(FrameConsumer):
         self.refuse("status sockets only send; nothing is read from them", raw)
 
     # The board shows one status to all its viewers in a row (every ping round moves every topic's
-    # times): it is encoded once for all of them, not once per viewer.
-    _encoded: ClassVar[tuple[TopicStatus | None, str]] = (None, "")
+    # times): it is encoded once for all of them (once with its API, once without), not once per viewer.
+    _encoded: ClassVar[dict[bool, tuple[TopicStatus | None, str]]] = {True: (None, ""), False: (None, "")}
 
     def show(self, status: TopicStatus) -> None:
-        shown, text = StatusViewerConsumer._encoded
+        with_api = self.apis_sent.news(status)
+        shown, text = StatusViewerConsumer._encoded[with_api]
         if shown is not status:
-            text = codec.dump_model(StatusFrame.of(status))
-            StatusViewerConsumer._encoded = (status, text)
+            text = codec.dump_model(StatusFrame.of(status, with_api))
+            StatusViewerConsumer._encoded[with_api] = (status, text)
         self.push(text)

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.browser import Answer, Browser
-from tests.protocol import auth, make_topic, make_user, unique
+from tests.protocol import auth, make_token, make_topic, make_user, unique
 from tests.servers import ServerProcess
 
 TOKENS = "/admin/switchyard_auth/token/"
@@ -149,7 +149,72 @@ def test_staff_without_add_permission_gets_403(server: ServerProcess) -> None:
     assert not Token.objects.filter(comment=comment).exists()
 
 
-def test_staff_with_add_permission_adds_token(server: ServerProcess) -> None:
-    """Adding tokens is a permission like any other: a non-superuser granted add_token gets a key."""
+def test_staff_with_add_permission_adds_token_for_themself(server: ServerProcess) -> None:
+    """A non-superuser granted add_token gets a key for their own user."""
+    from app.auth.models import Token
+
+    user, password = staff(perms=("view_token", "add_token"))
+    comment = unique("granted")
+    assert len(shown_key(add_token(logged_in(server, user, password), user, comment))) >= 40
+    assert Token.objects.get(comment=comment).user_id == user.pk
+
+
+def user_choices(page: str) -> list[str]:
+    found = re.search(r'<select[^>]* name="user"[^>]*>(.*?)</select>', page, re.S)
+    assert found, page[:2000]
+    return re.findall(r'<option value="([^"]*)"', found.group(1))
+
+
+def test_staff_add_form_offers_only_themself(server: ServerProcess) -> None:
+    """A non-superuser's add form lists their own user as the only choice, with no user search."""
+    make_user(is_superuser=True)
+    user, password = staff(perms=("view_token", "add_token"))
+    page = logged_in(server, user, password).request(f"{TOKENS}add/").body.decode()
+    assert user_choices(page) == [str(user.pk)]
+    assert "admin-autocomplete" not in page
+
+
+@pytest.mark.parametrize("superuser_target", [True, False])
+def test_staff_cannot_add_token_for_another_user(server: ServerProcess, superuser_target: bool) -> None:
+    """A forged POST naming another user (a superuser or not) gets a form error; no token is made."""
+    from app.auth.models import Token
+
     browser = logged_in(server, *staff(perms=("view_token", "add_token")))
-    assert len(shown_key(add_token(browser, make_user(), unique("granted")))) >= 40
+    comment = unique("forged")
+    answer = add_token(browser, make_user(is_superuser=superuser_target, is_staff=superuser_target), comment)
+    assert answer.status == 200 and "Select a valid choice" in answer.body.decode(), answer.body[:500]
+    assert not KEY.search(answer.body.decode())
+    assert not Token.objects.filter(comment=comment).exists()
+
+
+def test_superuser_picks_any_user_by_search(server: ServerProcess) -> None:
+    """A superuser's user field is a search box (autocomplete, no list of every user) that finds any user."""
+    browser = logged_in(server, *staff(superuser=True))
+    page = browser.request(f"{TOKENS}add/").body.decode()
+    assert "admin-autocomplete" in page and not any(user_choices(page))
+    owner = make_user()
+    query = urllib.parse.urlencode({"app_label": "switchyard_auth", "model_name": "token", "field_name": "user",
+                                    "term": owner.username})
+    found = browser.request(f"/admin/autocomplete/?{query}").json()
+    assert [r["id"] for r in found["results"]] == [str(owner.pk)], found
+
+
+def test_staff_cannot_see_change_or_delete_superusers_tokens(server: ServerProcess) -> None:
+    """A staff user with every token permission neither lists, changes nor deletes a superuser's token;
+    other users' tokens stay theirs to manage."""
+    from app.auth.models import Token
+
+    boss, plain = make_user(is_superuser=True, is_staff=True), make_user()
+    make_token(boss), make_token(plain)
+    boss_token, plain_token = Token.objects.get(user=boss), Token.objects.get(user=plain)
+    browser = logged_in(server, *staff(perms=("view_token", "add_token", "change_token", "delete_token")))
+    listed = browser.request(f"{TOKENS}?q={boss.username}").body.decode()
+    assert boss_token.prefix not in listed
+    assert plain_token.prefix in browser.request(f"{TOKENS}?q={plain.username}").body.decode()
+    for path in (f"{TOKENS}{boss_token.pk}/change/", f"{TOKENS}{boss_token.pk}/history/"):
+        assert browser.request(path).status == 302, path  # "does not exist", back to the admin index
+    post_form(browser, f"{TOKENS}{boss_token.pk}/change/", {"comment": "taken", "enabled": ""})
+    post_form(browser, f"{TOKENS}{boss_token.pk}/delete/", {"post": "yes"})
+    assert Token.objects.filter(pk=boss_token.pk, enabled=True).exclude(comment="taken").exists()
+    answer = post_form(browser, f"{TOKENS}{plain_token.pk}/change/", {"comment": "managed"})
+    assert answer.status == 302 and Token.objects.get(pk=plain_token.pk).enabled is False

@@ -173,7 +173,7 @@ def test_new_topic_says_it_was_created_and_who_may_do_what():
         "  settings:    public, DASF, store policy default (cache)",
         "  produce:     anyone (public)",
         "  consume:     anonymous clients",
-        "  view status: none",
+        "  view status: anyone (public topic)",
     ]
 
 
@@ -187,7 +187,15 @@ def test_grant_says_what_changed():
     assert out[1] == (f"updated topic {slug}: store policy default (cache) -> store; may consume: +{alice.username}; "
                       f"may view status: +{bob}")
     assert out[2:] == ["  settings:    private, DASF, store policy store", "  produce:     none",
-                       f"  consume:     {alice.username}", f"  view status: {bob}"]
+                       f"  consume:     {alice.username}", f"  view status: {', '.join(sorted([alice.username, bob]))}"]
+
+
+def test_view_status_names_producers_and_consumers_of_a_private_topic():
+    """On a private topic whoever may produce or consume may view its status too; with nobody, none."""
+    slug, alice, bob = unique(), make_user(), make_user()
+    assert run("dasf_topic", slug, "--new").splitlines()[-1] == "  view status: none"
+    out = run("dasf_topic", slug, "-p", alice.username, "-c", bob.username).splitlines()
+    assert out[-1] == f"  view status: {', '.join(sorted([alice.username, bob.username]))}"
 
 
 def test_repeated_grant_says_unchanged():

@@ -57,6 +57,17 @@ async def test_online_is_200(server):
     assert body["status"] == "online" and body["api_info"] == {"functions": ["add"], "classes": []}
 
 
+async def test_api_info_names_all_and_only_names(server):
+    """The status API lists every announced name (no status-page bound); a malformed api_info is null."""
+    slug = make_topic()
+    set_seen(slug, 5, 4, {"functions": [{"name": f"f{i}"} for i in range(100)], "classes": [{"name": "C"}]})
+    _, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert body["api_info"] == {"functions": [f"f{i}" for i in range(100)], "classes": ["C"]}
+    set_seen(slug, 5, 4, {"functions": "add"})
+    _, body = await http(f"{server.http}/api/v1/topics/{slug}/status")
+    assert body["api_info"] is None
+
+
 async def test_offline_is_503(server):
     """A topic that did not answer its last ping reports 503 offline."""
     slug = make_topic()
@@ -166,6 +177,35 @@ async def test_viewer_gets_snapshot_then_change(server):
     assert (await recv_json(answer))["result"] == "ok"
     change = await recv_json(viewer)
     assert (change["topic"], change["status"]) == (slug, "online") and change["lastPong"]
+
+
+async def pong(server, slug: str) -> None:
+    answer = await connect(server.ws + "status-ping")
+    await send_json(answer, {"properties": {"messageType": "pong", "source_topic": slug, "requestContext": "1"},
+                             "context": "1", "payload": ""})
+    assert (await recv_json(answer))["result"] == "ok"
+    await answer.close()
+
+
+async def test_viewer_gets_api_info_only_when_it_changed(server):
+    """A viewer's first status of a topic carries apiInfo, a later one with the same API leaves it out,
+    and a changed API is sent again."""
+    slug = make_topic()
+    set_seen(slug, 1, None, {"functions": [{"name": "add", "rpc_schema": {}}], "classes": []})
+    viewer = await connect(f"{server.ws}status/?topics={slug}")
+    first = await recv_json(viewer)
+    assert first["apiInfo"] == {"functions": ["add"], "classes": [], "omitted": 0}, first
+    assert (await recv_json(viewer))["type"] == "synced"
+    await pong(server, slug)
+    same = await recv_json(viewer)
+    assert same["status"] == "online" and "apiInfo" not in same, same
+    Topic.objects.filter(slug=slug).update(api_info={"functions": [{"name": "mul"}]})
+    await pong(server, slug)
+    changed = await recv_json(viewer)
+    assert changed["apiInfo"] == {"functions": ["mul"], "classes": [], "omitted": 0}, changed
+    Topic.objects.filter(slug=slug).update(api_info={})
+    await pong(server, slug)
+    assert (await recv_json(viewer))["apiInfo"] is None
 
 
 async def test_viewer_sees_only_visible_topics(server):

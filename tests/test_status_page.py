@@ -239,3 +239,38 @@ async def test_server_restart_shown_then_every_row_refreshed(page: Any, restarta
     await expect(badge(page, created)).to_have_attribute("data-status", "unknown")
     await expect(row(page, deleted)).to_have_count(0)
     await expect(row(page, kept).locator(".api")).to_have_text("changed_while_down")
+
+
+XSS = '<img src=x onerror="window.__x=1">'
+
+
+async def test_api_names_shown_literally_never_as_markup(page: Any, page_server: ServerProcess) -> None:
+    """A function named like an HTML tag is shown as text, at first render and after a live update:
+    no element is made of it and its handler never runs."""
+    from playwright.async_api import expect
+
+    first, later = make_topic(dasf=False), make_topic(dasf=False)
+    set_topic(first, api_info=api_info(XSS))
+    await page.goto(f"{page_server.http}/")
+    await expect(row(page, first).locator(".api")).to_have_text(XSS)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    set_topic(later, api_info=api_info("ok", XSS, classes={XSS: [XSS]}))
+    await expect(row(page, later).locator(".api")).to_have_text(f"ok, {XSS}, {XSS} ({XSS})")
+    await expect(row(page, first).locator(".api")).to_have_text(XSS)  # redrawn from the socket's first frame
+    await expect(page.locator("#topics img")).to_have_count(0)
+    assert await page.evaluate("typeof window.__x") == "undefined"
+
+
+async def test_api_kept_when_a_frame_leaves_it_out(page: Any, page_server: ServerProcess) -> None:
+    """A live update of a topic's times (its unchanged API left out of the frame) keeps the API shown."""
+    from playwright.async_api import expect
+
+    slug = make_topic(dasf=False)
+    set_topic(slug, api_info=api_info("hello_world", "add"))
+    await page.goto(f"{page_server.http}/")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    api = row(page, slug).locator(".api")
+    await expect(api).to_have_text("hello_world, add")
+    set_topic(slug, last_pong=datetime(2026, 1, 3, 10, 0, 0, tzinfo=UTC))
+    await expect(row(page, slug).locator(".last-pong time")).to_have_count(1)
+    await expect(api).to_have_text("hello_world, add")

@@ -12,6 +12,7 @@ from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from app.api.auth import request_user
+from app.availability.api_info import names
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus, ping_topic, status_of
 from app.broker.models import Topic
@@ -42,16 +43,9 @@ class PingOut(Schema):
     status_url: str
 
 
-def summarize(api_info: Any) -> ApiInfoSummary | None:
-    """Names of the functions and classes a backend module announced."""
-    if not isinstance(api_info, dict) or not api_info:
-        return None
-
-    def names(key: str) -> list[str]:
-        items = api_info.get(key) or []
-        return [str(i.get("name", "?")) if isinstance(i, dict) else str(i) for i in items]
-
-    return ApiInfoSummary(functions=names("functions"), classes=names("classes"))
+def _api_names(api_info: Any) -> ApiInfoSummary | None:
+    found = names(api_info)
+    return None if found is None else ApiInfoSummary(functions=list(found.functions), classes=list(found.classes))
 
 
 def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
@@ -74,7 +68,7 @@ async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]
         raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
     status: TopicStatus = await sync_to_async(status_of)(topic.pk)
     body = StatusOut(topic=slug, status=status.status, last_ping=status.last_ping, last_pong=status.last_pong,
-                     api_info=summarize(status.api_info))
+                     api_info=_api_names(status.api_info))
     return (200 if status.status is Availability.ONLINE else 503), body
 
 

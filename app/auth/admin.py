@@ -1,5 +1,9 @@
 """Tokens in the admin: an admin picks the user, the key is made here (as ``manage.py createtoken``
-makes it) and shown once, on the page that answers the form; only its hash and prefix are kept."""
+makes it) and shown once, on the page that answers the form; only its hash and prefix are kept.
+
+A token acts as its user, so issuing one for somebody else is acting as them: only superusers add
+tokens for other users; a staff user with "Can add token" adds them for themself. Superusers' tokens
+are not shown to (nor changed or deleted by) staff users who are not superusers."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from weakref import WeakKeyDictionary
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
@@ -33,6 +40,26 @@ class TokenAdmin(admin.ModelAdmin[Token]):
         # The clear key between saving a new token and answering that request; gone with the request.
         self._issued: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Token]:
+        tokens = super().get_queryset(request)
+        if request.user.is_superuser:
+            return tokens
+        # Disabling or deleting a superuser's token, or enabling one again, is not a staff user's call.
+        return tokens.exclude(user__is_superuser=True)
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        # Only a superuser picks among all users (a search box, not a list of thousands).
+        return ("user",) if request.user.is_superuser else ()
+
+    def formfield_for_foreignkey(self, db_field: models.ForeignKey[Any, Any], request: HttpRequest,
+                                 **kwargs: Any) -> Any:
+        if db_field.name == "user" and not request.user.is_superuser:
+            # The only choice, and so the only value the form accepts (a forged POST gets a form error).
+            kwargs["queryset"] = db_field.remote_field.model._default_manager.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+            kwargs["empty_label"] = None
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Token | None = None) -> tuple[str, ...]:
         # A key stays with the user it was given to: handing it to another is issuing a new one.
         return ("prefix", "created_at") if obj is None else ("prefix", "user", "created_at")
@@ -51,6 +78,8 @@ class TokenAdmin(admin.ModelAdmin[Token]):
 
     def save_model(self, request: HttpRequest, obj: Token, form: Any, change: bool) -> None:
         if not change:
+            if not request.user.is_superuser and obj.user_id != request.user.pk:
+                raise PermissionDenied("only superusers add tokens for other users")
             self._issued[request] = issue_key(obj)
         super().save_model(request, obj, form, change)
 

@@ -1,4 +1,5 @@
-"""What a backend module announced in its ``api_info`` answer, reduced to names for the status page.
+"""What a backend module announced in its ``api_info`` answer, reduced to names: for the status page
+(``summarize``) and for the HTTP status API (``names``).
 
 demessaging sends ``{"functions": [{"name", "rpc_schema", "return_schema"}], "classes": [{"name",
 "rpc_schema", "methods": [...]}], "rpc_schema": {...}}``; the schemas can be large, so a status frame
@@ -28,9 +29,19 @@ class ApiSummary:
     omitted: int
 
 
-def _name(item: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class ApiNames:
+    functions: tuple[str, ...]
+    classes: tuple[str, ...]
+
+
+def _full_name(item: Any) -> str:
     name = item.get("name") if isinstance(item, dict) else item
-    text = name if isinstance(name, str) and name else "?"
+    return name if isinstance(name, str) and name else "?"
+
+
+def _name(item: Any) -> str:
+    text = _full_name(item)
     return text if len(text) <= MAX_NAME_CHARS else text[: MAX_NAME_CHARS - 1] + "…"
 
 
@@ -46,19 +57,29 @@ def summarize(api_info: Any) -> ApiSummary | None:
     functions, classes = _items(api_info, "functions"), _items(api_info, "classes")
     if not functions and not classes:
         return None
+    methods_of = [_items(cls, "methods") if isinstance(cls, dict) else [] for cls in classes]
+    total = len(functions) + len(classes) + sum(len(methods) for methods in methods_of)
     room = MAX_NAMES
-    total = len(functions) + len(classes)
     shown_functions = tuple(_name(f) for f in functions[:room])
     room -= len(shown_functions)
     shown_classes: list[ClassSummary] = []
-    for cls in classes[:room]:
+    for cls, methods in zip(classes, methods_of, strict=True):
+        if room <= 0:
+            break
         room -= 1
-        methods = _items(cls, "methods") if isinstance(cls, dict) else []
-        total += len(methods)
-        shown = tuple(_name(m) for m in methods[: max(room, 0)])
+        shown = tuple(_name(m) for m in methods[:room])
         room -= len(shown)
         shown_classes.append(ClassSummary(_name(cls), shown))
-    for cls in classes[len(shown_classes):]:
-        total += len(_items(cls, "methods")) if isinstance(cls, dict) else 0
     listed = len(shown_functions) + sum(1 + len(c.methods) for c in shown_classes)
     return ApiSummary(shown_functions, tuple(shown_classes), total - listed)
+
+
+def names(api_info: Any) -> ApiNames | None:
+    """Every function and class name of ``api_info``, unshortened (programs asking the HTTP API look
+    names up; the stored api_info is theirs to see in full); None when it announced nothing."""
+    if not isinstance(api_info, dict):
+        return None
+    functions, classes = _items(api_info, "functions"), _items(api_info, "classes")
+    if not functions and not classes:
+        return None
+    return ApiNames(tuple(_full_name(f) for f in functions), tuple(_full_name(c) for c in classes))

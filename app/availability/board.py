@@ -10,11 +10,32 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from app.availability.api_info import ApiSummary
 from app.availability.services import TopicStatus
 
 
 class Viewer(Protocol):
     def show(self, status: TopicStatus) -> None: ...
+
+
+class SentApis:
+    """One viewer's record of the API it was last sent per topic: every ping round moves every topic's
+    times, and the API (up to ~5 KB of names) must not ride along each time when it did not change."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, ApiSummary | None] = {}
+
+    def news(self, status: TopicStatus) -> bool:
+        """Whether ``status`` must carry its API (the topic's first status for this viewer, or a
+        different API than the one sent last); if so it counts as sent from now on."""
+        if status.slug in self._sent and self._sent[status.slug] == status.api:
+            return False
+        self._sent[status.slug] = status.api
+        return True
+
+    def forget(self, slug: str) -> None:
+        """The topic is gone from the viewer: should it come back, its first status carries the API again."""
+        self._sent.pop(slug, None)
 
 
 class StatusBoard:

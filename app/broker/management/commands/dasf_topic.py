@@ -191,11 +191,19 @@ def _report(slug: str, before: dict[str, Any] | None, after: dict[str, Any]) -> 
         head = f"updated topic {slug}: {'; '.join(changes)}" if changes else f"topic {slug} unchanged"
     lines = [head, f"  {'settings:':<13}{settings_now}"]
     for perm, label in _RIGHTS:
-        holders = list(after[perm])
+        holders = _viewers(after) if perm == "can_view_status" else list(after[perm])
         if perm == "can_produce" and after["public"]:
             holders.insert(0, "anyone (public)")
         lines.append(f"  {label + ':':<13}{', '.join(holders) or 'none'}")
     return "\n".join(lines)
+
+
+def _viewers(summary: dict[str, Any]) -> list[str]:
+    """Who may see the topic's status (app/broker/permissions.py rights_on): anyone on a public topic,
+    else whoever holds the right to view it, to produce or to consume."""
+    if summary["public"]:
+        return ["anyone (public topic)"]
+    return sorted({*summary["can_view_status"], *summary["can_produce"], *summary["can_consume"]})
 
 
 def _shown(value: Any) -> str:

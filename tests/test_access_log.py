@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from logging.handlers import QueueHandler
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from app.server.access_log import MASK, mask_query, request_target
+from app.server import access_log
+from app.server.access_log import MASK, mask_query, request_target, start_writer, stop_writer
 from tests.protocol import connect, eventually, make_topic, publish, unique
 from tests.server_log import _level
 from tests.servers import QUIET, ServerProcess, start_server
@@ -168,3 +173,62 @@ async def test_uvicorn_info_log_shows_no_token(_migrated: None):
         assert access_lines_in(before, slug) and SECRET not in "".join(before)
     finally:
         server.stop()
+
+
+class GatedOutput(logging.Handler):
+    """An output that blocks until opened (a stderr nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.opened = threading.Event(), threading.Event()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.opened.wait(10)
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def gated() -> Iterator[GatedOutput]:
+    output, level = GatedOutput(), access_log.logger.level
+    access_log.logger.setLevel(logging.INFO)
+    start_writer([output])
+    try:
+        yield output
+    finally:
+        output.opened.set()
+        stop_writer()
+        access_log.logger.setLevel(level)
+
+
+def test_access_lines_never_wait_for_the_output(gated: GatedOutput):
+    """Logging an access line returns while the output is blocked; the line is written once it is free."""
+    access_log.logger.info("first")
+    assert gated.entered.wait(10)
+    access_log.logger.info("second")  # would wait for the output without the writer thread
+    assert gated.lines == []
+    gated.opened.set()
+    stop_writer()
+    assert gated.lines == ["first", "second"]
+    assert access_log.logger.propagate
+    assert not [handler for handler in access_log.logger.handlers if isinstance(handler, QueueHandler)]
+
+
+def test_a_full_queue_drops_lines_and_says_how_many(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch):
+    """Past MAX_QUEUED_LINES behind, lines are dropped; the next line written says how many were."""
+    stop_writer()
+    monkeypatch.setattr(access_log, "MAX_QUEUED_LINES", 2)
+    start_writer([gated])
+    access_log.logger.info("0")
+    assert gated.entered.wait(10)
+    for n in range(1, 6):
+        access_log.logger.info(str(n))
+    gated.opened.set()
+    deadline = time.monotonic() + 10
+    while len(gated.lines) < 3:
+        assert time.monotonic() < deadline, gated.lines
+        time.sleep(0.01)  # bounded-poll
+    access_log.logger.info("6")
+    stop_writer()
+    assert gated.lines == ["0", "1", "2", "3 access lines dropped: the log output was too slow", "6"]

@@ -56,7 +56,7 @@ class Deployment:
 
 
 @contextmanager
-def deploy(config: Config, topics: list[str]) -> Iterator[Deployment]:
+def deploy(config: Config, topics: list[str], server_log: str = "quiet") -> Iterator[Deployment]:
     """Start ``config`` on a fresh database with ``topics`` created under its policy."""
     with ExitStack() as stack:
         if config.raw:
@@ -66,7 +66,8 @@ def deploy(config: Config, topics: list[str]) -> Iterator[Deployment]:
             url = stack.enter_context(fresh)
             servers.provision(url, {slug: config.policy for slug in topics})
             redis = databases.REDIS_URL if config.database == "postgres" else None
-            procs = [servers.switchyard(url, config.policy, redis, name=f"switchyard-{'AB'[i]}")
+            procs = [servers.switchyard(url, config.policy, redis, name=f"switchyard-{'AB'[i]}",
+                                         server_log=server_log)
                      for i in range(config.processes)]
         for proc in procs:
             # Registered before start: a second process failing to start still stops the first.

@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import databases, report
 from benchmarks.budget import TimeBudget
 from benchmarks.configs import RAW, Config, Deployment, all_configs, deploy
-from benchmarks.servers import ROOT, child_env
+from benchmarks.servers import ROOT, SERVER_LOGS, child_env
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKLOADS = ("W1", "W2", "W3", "W4")
@@ -104,13 +104,13 @@ def summary_line(workload: str, result: dict[str, Any]) -> str:
 
 
 def run_config(config: Config, workloads: list[str], sizes: dict[str, Size], run_id: str,
-               budget: TimeBudget, started: float) -> dict[str, dict[str, Any]]:
+               budget: TimeBudget, started: float, server_log: str = "quiet") -> dict[str, dict[str, Any]]:
     topics = {w: f"bench-{run_id}-{w.lower()}" for w in workloads}
     results: dict[str, dict[str, Any]] = {}
     log(f"{config.label}: starting", started)
     budget.start_config()
     try:
-        with deploy(config, list(topics.values())) as deployment:
+        with deploy(config, list(topics.values()), server_log) as deployment:
             for workload in workloads:
                 if not deployment.alive():
                     results[workload] = {"workload": workload, "error": "server process died"}
@@ -142,6 +142,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL + Redis even when reachable")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help="shorten the last workloads' deadlines to end the run within this (0: no budget)")
+    parser.add_argument("--server-log", choices=SERVER_LOGS, default="quiet",
+                        help="Switchyard's logging: quiet (WARNING), info (INFO, ACCESS_LOG=false) or access "
+                             "(INFO and the access log: the defaults) (default: %(default)s)")
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     budget = TimeBudget(args.budget_s, runs_left=len(configs) * len(args.workloads), configs_left=len(configs))
     for config in configs:
-        rows[config.key] = run_config(config, args.workloads, sizes, run_id, budget, started)
+        rows[config.key] = run_config(config, args.workloads, sizes, run_id, budget, started,
+                                     args.server_log)
     elapsed = time.monotonic() - started
 
     tables = []
@@ -211,6 +215,7 @@ def write_json(args: argparse.Namespace, sizes: dict[str, Size], configs: list[C
         "started": stamp,
         "commit": commit,
         "quick": args.quick,
+        "server_log": args.server_log,
         "elapsed_s": round(elapsed, 1),
         "cpus": os.cpu_count(),
         "load_average": {"before": load_before, "after": load_after},

@@ -25,6 +25,15 @@ QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "CONNECT_RATE_PER_ADDRESS
          "MAX_CONNECTIONS_PER_PRINCIPAL": "0"}
 
 
+# How the Switchyard servers log (--server-log). "quiet" keeps their output out of the measurement;
+# "access" is what a server started without settings does (INFO and one access line per request).
+SERVER_LOGS = {
+    "quiet": {"SWITCHYARD_LOG_LEVEL": "WARNING"},
+    "info": {"SWITCHYARD_LOG_LEVEL": "INFO", "ACCESS_LOG": "false"},
+    "access": {"SWITCHYARD_LOG_LEVEL": "INFO", "ACCESS_LOG": "true"},
+}
+
+
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "REDIS_URL")}
     env.update(PYTHONUNBUFFERED="1", **extra)
@@ -99,8 +108,9 @@ def raw_relay() -> ServerProcess:
                          "RAW_RELAY_READY port=", child_env())
 
 
-def switchyard(database_url: str, policy: str, redis_url: str | None = None, name: str = "switchyard") -> ServerProcess:
-    env = child_env(DATABASE_URL=database_url, SWITCHYARD_LOG_LEVEL="WARNING", **QUIET,
+def switchyard(database_url: str, policy: str, redis_url: str | None = None, name: str = "switchyard",
+               server_log: str = "quiet") -> ServerProcess:
+    env = child_env(DATABASE_URL=database_url, **SERVER_LOGS[server_log], **QUIET,
                     # Response topics are made by the broker: same policy as the topic under test.
                     STORE_MESSAGES=policy)
     if redis_url:

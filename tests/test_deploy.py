@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import gzip
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import websockets
 import yaml
+from django.conf import settings
 
 from tests.protocol import OPEN, TIMEOUT_S, connect, make_topic, publish, recv_json, subscribe, unique
 from tests.servers import ROOT, ServerProcess, start_server
@@ -53,10 +55,14 @@ def settings_names() -> set[str]:
 # --- nginx ------------------------------------------------------------------------------------
 
 
-def nginx_conf(directory: Path, *, upstream: str, listen: int | None = None) -> Path:
+def nginx_conf(directory: Path, *, upstream: str, listen: int | None = None, static_root: Path | None = None) -> Path:
     """A main nginx.conf in ``directory`` around deploy/nginx/switchyard.conf (all paths in ``directory``,
-    so it runs as any user); with ``listen``, the server block listens on 127.0.0.1:<listen>."""
+    so it runs as any user); with ``listen``, the server block listens on 127.0.0.1:<listen>; with
+    ``static_root``, /static/ is served from there."""
     site = (NGINX / "switchyard.conf").read_text()
+    if static_root is not None:
+        site, count = re.subn(r"alias /opt/switchyard/staticfiles/;", f"alias {static_root}/;", site)
+        assert count == 1, "switchyard.conf no longer serves /opt/switchyard/staticfiles/"
     if listen is not None:
         site = re.sub(r"listen \[::\]:80;\n", "", site)
         site, count = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", site)
@@ -90,7 +96,7 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Any]:
     def start(server: ServerProcess) -> str:
         port = free_port()
         upstream = f"upstream switchyard {{ server 127.0.0.1:{server.port}; keepalive 4; }}\n"
-        conf = nginx_conf(tmp_path, upstream=upstream, listen=port)
+        conf = nginx_conf(tmp_path, upstream=upstream, listen=port, static_root=settings.STATIC_ROOT)
         proc = subprocess.Popen([binary, "-c", str(conf), "-p", f"{tmp_path}/", "-g", "daemon off;"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(proc)
@@ -139,6 +145,17 @@ async def test_nginx_proxies_websockets_and_http(server: ServerProcess, nginx_in
     assert delivered["messageId"] == ack["messageId"]
     with await asyncio.to_thread(urllib.request.urlopen, f"http://{base}/healthz", timeout=TIMEOUT_S) as answer:
         assert answer.status == 200 and json.loads(answer.read()) == {"status": "ok"}
+
+
+def test_nginx_serves_collected_static_files(server: ServerProcess, nginx_in_front: Any) -> None:
+    """nginx serves /static/ itself: the collected .gz copy to a client accepting gzip, cached for an hour only."""
+    base = nginx_in_front(server)
+    request = urllib.request.Request(f"http://{base}/static/admin/css/base.css", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+        assert answer.headers["Content-Encoding"] == "gzip", answer.headers
+        assert answer.headers["Cache-Control"] == "max-age=3600", answer.headers
+        body = gzip.decompress(answer.read())
+    assert body == (Path(settings.STATIC_ROOT) / "admin" / "css" / "base.css").read_bytes()
 
 
 async def _open_from(url: str, address: str) -> Any:

@@ -8,13 +8,18 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
-from tests.protocol import connect, make_topic, publish, recv_json, subscribe
-from tests.servers import QUIET, READY, ROOT, ServerProcess
+from tests.databases import new_database_url, query
+from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, subscribe, unique
+from tests.servers import QUIET, READY, ROOT, ServerProcess, manage, migrate
 
 RELOAD_TIMEOUT_S = 30.0
+# What uvicorn closes websockets with when it shuts down gracefully (a killed server: 1006).
+SERVICE_RESTART = 1012
 # A module the server imports: touching it is a code change to the autoreloader.
 WATCHED_MODULE = ROOT / "app" / "server" / "serving.py"
 
@@ -36,6 +41,27 @@ def runserver(_migrated: None) -> Iterator[Runserver]:
     assert proc.stopped_cleanly, "runserver needed SIGKILL"
 
 
+@pytest.fixture
+def own_runserver(tmp_path: Path) -> Iterator[Runserver]:
+    """runserver on a database of its own, with garbage collection on (so it holds that lease)."""
+    url = new_database_url(tmp_path, "runserver")
+    migrate(url)
+    proc = Runserver(url, {**QUIET, "GC_INTERVAL_S": "3600"}, group=True)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def lease_holder(server: ServerProcess) -> object:
+    rows = query(server.database_url, "SELECT holder FROM leases_lease WHERE name = %s", ("garbage-collection",))
+    return rows[0][0] if rows else None
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    await asyncio.wait_for(ws.wait_closed(), RELOAD_TIMEOUT_S)
+    return ws.close_code
+
+
 async def assert_carries_a_message(server: ServerProcess) -> None:
     slug = make_topic()
     consumer = await subscribe(server.ws, slug)
@@ -52,6 +78,7 @@ async def test_runserver_serves_websockets(runserver: Runserver):
 async def test_runserver_restarts_on_a_code_change(runserver: Runserver):
     """After a code change the server restarts (ready again, on a new free port for port 0) and carries messages."""
     first = runserver.port
+    consumer = await subscribe(runserver.ws, make_topic())
     readies = sum(line.startswith(READY) for line in runserver.output)
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
     # Touched until the reloader notices: a change made before it took its first look would go unseen.
@@ -65,3 +92,23 @@ async def test_runserver_restarts_on_a_code_change(runserver: Runserver):
     runserver.started(next(line for line in reversed(runserver.output) if line.startswith(READY)))
     assert runserver.port != first
     await assert_carries_a_message(runserver)
+    # The old server shut down gracefully, not killed with its sockets.
+    assert await closed_with(consumer) == SERVICE_RESTART
+
+
+async def test_sigterm_shuts_runserver_down_gracefully(own_runserver: Runserver):
+    """SIGTERM runs the lifespan shutdown: sockets close with 1012, a just-sent ack commits, the lease is freed."""
+    server, slug = own_runserver, unique("graceful")
+    manage(server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf", "--store-messages", "cache")
+    consumer = await subscribe(server.ws, slug, probe=False)
+    ack = await publish(await connect(server.ws + slug))
+    assert (await recv_json(consumer))["messageId"] == ack["messageId"]
+    await eventually(lambda: lease_holder(server), message="the garbage collection lease taken")
+    await send_json(consumer, {"messageId": ack["messageId"]})
+    # On a thread: the client must be free to answer the server's closing handshake meanwhile.
+    await asyncio.to_thread(server.stop)
+    assert server.stopped_cleanly, "".join(server.output)
+    assert await closed_with(consumer) == SERVICE_RESTART
+    assert query(server.database_url, "SELECT m.id FROM broker_message m JOIN broker_topic t ON m.topic_id = t.id "
+                                      "WHERE t.slug = %s", (slug,)) == []
+    assert lease_holder(server) == ""

@@ -3,13 +3,17 @@ does, served by WhiteNoise at the ASGI layer with a content type, a cache header
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app.server.static_files import CHUNK_BYTES, send_response
 from tests.browser import Browser
 from tests.protocol import eventually
 from tests.servers import ServerProcess, start_server
@@ -32,6 +36,43 @@ def test_admin_stylesheet_is_css_with_cache_header(server: ServerProcess) -> Non
     assert "max-age=" in answer.headers["cache-control"], answer.headers
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.body == admin_source(BASE_CSS)
+
+
+def test_security_headers_as_django_sends_them(server: ServerProcess) -> None:
+    """A static file carries the headers SecurityMiddleware puts on Django's pages, with the same values."""
+    browser = Browser(server.http)
+    static, page = browser.request(BASE_CSS).headers, browser.request("/admin/login/").headers
+    for name in ("x-content-type-options", "referrer-policy", "cross-origin-opener-policy"):
+        assert static.get(name) and static.get(name) == page.get(name), (name, static, page)
+
+
+class FileResponse:
+    """What WhiteNoise's get_response returns, for a file of ``size`` bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.status, self.headers = 200, [("Content-Length", str(size))]
+        self.file = io.BytesIO(b"x" * size)
+
+
+async def test_reading_stops_when_the_client_is_gone() -> None:
+    """Once the client has disconnected, no more of the file is read; it is closed."""
+    response, sent, left = FileResponse(100 * CHUNK_BYTES), [], asyncio.Event()
+    messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        if (message := next(messages, None)) is not None:
+            return message
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if len(sent) == 3:
+            left.set()  # the client leaves after the second chunk
+        await asyncio.sleep(0)
+
+    await asyncio.wait_for(send_response(response, [], receive, send), 10)
+    assert len(sent) < 10 and response.file.closed, len(sent)
 
 
 def test_gzip_variant_sent_when_accepted(server: ServerProcess) -> None:
@@ -94,3 +135,5 @@ async def test_uncollected_files_served_from_apps_with_warning(uncollected_serve
     assert answer.status == 200 and answer.body == admin_source(BASE_CSS)
     await eventually(lambda: any("run `manage.py collectstatic`" in line for line in uncollected_server.output),
                      message="the warning about uncollected static files")
+    # Said once, as a log record: no Python warning from WhiteNoise as well.
+    assert not [line for line in uncollected_server.output if "No directory at" in line]

@@ -8,12 +8,19 @@ or the status of the HTTP answer that refused it), never per frame. Query values
 they are a credential (``token``, ``key``, ``password``, ...) are masked, so a ``?token=`` key never
 reaches the log; the request target is logged as sent (percent-encoded) with anything unprintable
 escaped, and cut at ``MAX_TARGET_CHARS``.
+
+The lines are handed to a thread that writes them (``start_writer``, from the lifespan), so a slow
+stderr never holds up the event loop; when it falls ``MAX_QUEUED_LINES`` behind, lines are dropped
+and counted. Requests refused by app/server/protocols.py before they reach the application (400,
+408, 413, 414, 431) have no access line.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import time
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -24,6 +31,7 @@ MASK = "***"
 # A query parameter whose name (decoded, lower case) contains one of these has its value masked.
 SECRET_NAME_PARTS = ("token", "key", "pass", "secret", "auth", "session", "csrf")
 MAX_TARGET_CHARS = 512
+MAX_QUEUED_LINES = 10_000
 # uvicorn answers a websocket closed before it was accepted with 403.
 _CLOSED_BEFORE_ACCEPT = 403
 
@@ -94,11 +102,12 @@ class AccessLog:
         started = time.monotonic()
         status: int | None = None
 
-        async def send_and_note(message: dict[str, Any]) -> None:
+        # A plain function returning send's awaitable: no coroutine of its own per message.
+        def send_and_note(message: dict[str, Any]) -> Any:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
@@ -119,8 +128,9 @@ class AccessLog:
                 logged = True
                 logger.info(access_line(scope, status, time.monotonic() - started))
 
-        async def send_and_note(message: dict[str, Any]) -> None:
-            # After the handshake this is one comparison per frame.
+        def send_and_note(message: dict[str, Any]) -> Any:
+            # After the handshake a frame costs one call and one test: no coroutine of its own, the
+            # caller awaits send's.
             if not logged:
                 kind = message["type"]
                 if kind == "websocket.accept":
@@ -129,7 +139,7 @@ class AccessLog:
                     log(_CLOSED_BEFORE_ACCEPT)
                 elif kind == "websocket.http.response.start":
                     log(message["status"])
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
@@ -144,3 +154,68 @@ class UvicornHandshakeLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'))
+
+
+class _BoundedQueueHandler(QueueHandler):
+    """Hands records to the writer thread; drops them, counted, while the writer is too far behind."""
+
+    def __init__(self, lines: queue.Queue[Any]) -> None:
+        super().__init__(lines)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped:
+                self.queue.put_nowait(self._dropped_record(record))
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _dropped_record(self, after: logging.LogRecord) -> logging.LogRecord:
+        return logging.LogRecord(logger.name, logging.WARNING, after.pathname, after.lineno,
+                                 f"{self.dropped} access lines dropped: the log output was too slow", None, None)
+
+
+class _Listener(QueueListener):
+    def __init__(self, lines: queue.Queue[Any], handlers: list[logging.Handler]) -> None:
+        super().__init__(lines, *handlers, respect_handler_level=True)
+        self.lines = lines
+
+    def enqueue_sentinel(self) -> None:
+        # None is QueueListener's sentinel. Waits for room: the queue may be full when the writer stops.
+        self.lines.put(None)
+
+
+class _Writer:
+    """The access logger's records go through a queue to a thread, which hands them to the handlers
+    the logger would have used (the root logger's)."""
+
+    def __init__(self) -> None:
+        self.listener: QueueListener | None = None
+        self.handler: QueueHandler | None = None
+
+    def start(self, handlers: list[logging.Handler] | None = None) -> None:
+        if self.listener is not None:
+            return
+        targets = logging.getLogger().handlers if handlers is None else handlers
+        lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED_LINES)
+        self.handler = _BoundedQueueHandler(lines)
+        self.listener = _Listener(lines, list(targets))
+        self.listener.start()
+        logger.addHandler(self.handler)
+        logger.propagate = False
+
+    def stop(self) -> None:
+        """Write what is queued (blocking), then log directly again."""
+        if self.listener is None or self.handler is None:
+            return
+        logger.propagate = True
+        logger.removeHandler(self.handler)
+        self.listener.stop()
+        self.listener = self.handler = None
+
+
+_writer = _Writer()
+start_writer = _writer.start
+stop_writer = _writer.stop

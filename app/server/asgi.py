@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from app.broker.runtime import BrokerRuntime, get_runtime, stop_runtime
-from app.server.access_log import AccessLog
+from app.server.access_log import AccessLog, start_writer, stop_writer
 from app.server.static_files import StaticFiles
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
@@ -44,11 +44,14 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if settings.ACCESS_LOG:
+                    start_writer()
                 try:
                     runtime = get_runtime()
                     await runtime.start()
                 except Exception as exc:
                     logger.exception("startup failed")
+                    await asyncio.to_thread(stop_writer)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.start(runtime)
@@ -60,6 +63,9 @@ class Lifespan:
                     logger.exception("shutdown failed")
                     await send({"type": "lifespan.shutdown.failed", "message": "see log"})
                     return
+                finally:
+                    # It waits for stderr to take what is queued.
+                    await asyncio.to_thread(stop_writer)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

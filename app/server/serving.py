@@ -11,6 +11,7 @@ import errno
 import logging
 import resource
 import socket
+import threading
 from collections.abc import Callable
 
 import uvicorn
@@ -80,8 +81,44 @@ class _Server(uvicorn.Server):
             self.ready.set()
 
 
-def run(sock: socket.socket, *, log_level: str, on_ready: Callable[[str, int], None]) -> None:
-    """Serve on ``sock`` until uvicorn stops (SIGINT / SIGTERM); ``on_ready(host, port)`` once it accepts."""
+class GracefulStop:
+    """Stops, from another thread, the server ``run`` serves: uvicorn catches SIGINT / SIGTERM only on
+    the main thread, so a server run on another one (runserver's, under the autoreloader) is stopped
+    through this, the way its signal handler would have: connections closed, then the lifespan
+    shutdown (the group-commit writer flushes, leases are released)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._requested = False
+        self._finished = threading.Event()
+
+    def attach(self, server: uvicorn.Server) -> bool:
+        """Whether ``server`` may start (no stop was asked for yet); it is the one a stop stops."""
+        with self._lock:
+            if self._requested:
+                return False
+            self._server = server
+            return True
+
+    def finished(self) -> None:
+        self._finished.set()
+
+    def __call__(self, timeout_s: float) -> bool:
+        """Ask the server to shut down and wait for it (bounded): whether it finished in time."""
+        with self._lock:
+            self._requested = True
+            server = self._server
+        if server is None:
+            return True
+        server.should_exit = True
+        return self._finished.wait(timeout_s)
+
+
+def run(sock: socket.socket, *, log_level: str, on_ready: Callable[[str, int], None],
+        stop: GracefulStop | None = None) -> None:
+    """Serve on ``sock`` until uvicorn stops (SIGINT / SIGTERM, or ``stop``); ``on_ready(host, port)``
+    once it accepts."""
     config = uvicorn.Config(
         "settings.asgi:application",
         lifespan="on",
@@ -99,14 +136,20 @@ def run(sock: socket.socket, *, log_level: str, on_ready: Callable[[str, int], N
     )
     # Config has just set up uvicorn's loggers.
     logging.getLogger("uvicorn.error").addFilter(UvicornHandshakeLines())
+    server = _Server(config)
+    if stop is not None and not stop.attach(server):
+        return
     # uvloop (and httptools) when installed: uvicorn.run would pick them, and so do we.
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_serve(_Server(config), sock, on_ready))
+            runner.run(_serve(server, sock, on_ready))
     except KeyboardInterrupt:
         # uvicorn shut down gracefully on Ctrl-C, then raised the signal again for whoever came
         # before it: asyncio's runner, which turns it into this. Nothing is left to do.
         pass
+    finally:
+        if stop is not None:
+            stop.finished()
 
 
 async def _serve(server: _Server, sock: socket.socket, on_ready: Callable[[str, int], None]) -> None:
@@ -114,6 +157,8 @@ async def _serve(server: _Server, sock: socket.socket, on_ready: Callable[[str, 
     ready = asyncio.create_task(server.ready.wait())
     await asyncio.wait([task, ready], timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
     ready.cancel()
+    # Waited for, not awaited: its cancellation is not ours to raise, while ours still is.
+    await asyncio.wait([ready])
     if server.started:
         host, port = sock.getsockname()[:2]
         on_ready(host, port)

@@ -3,8 +3,9 @@
 WhiteNoise 6 is WSGI-only: its Django middleware is sync, and one sync middleware makes Django run
 every request (API, status page, health check) through a thread and back. Its file index and
 responses are used here instead, at the ASGI layer: a request under ``STATIC_URL`` costs one thread
-hop to open the file (and one per chunk read, so a slow disk never stalls the event loop); every
-other request passes straight through to Django.
+hop to open the file (and one per chunk read, so a slow disk never stalls the event loop; with
+``WHITENOISE_AUTOREFRESH`` one more to look the file up on disk); every other request passes
+straight through to Django. Reading stops when the client goes away.
 
 ``manage.py collectstatic`` (run by ``make serve``) fills ``STATIC_ROOT``; when it is empty the
 files are served from the apps' own directories instead, with a warning, so the admin keeps its
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
+import os
 from typing import Any
 
 from django.conf import settings
@@ -27,12 +28,17 @@ ASGIApp = Any
 CHUNK_BYTES = 64 * 1024
 
 
+class _Index(WhiteNoiseMiddleware):  # type: ignore[misc]
+    def add_files(self, root: str, prefix: str | None = None) -> None:
+        # A missing STATIC_ROOT is reported by _index, as a log record: WhiteNoise's Python warning
+        # could only be silenced by changing the process-wide warning filters.
+        if self.autorefresh or os.path.isdir(root):
+            super().add_files(root, prefix)
+
+
 def _index() -> WhiteNoiseMiddleware:
     """WhiteNoise's table of the files to serve, configured from the Django settings (blocking)."""
-    with warnings.catch_warnings():
-        # A missing STATIC_ROOT is reported below, as a log record rather than a Python warning.
-        warnings.simplefilter("ignore")
-        index = WhiteNoiseMiddleware(get_response=None)
+    index = _Index(get_response=None)
     if not index.files and not index.autorefresh:
         logger.warning("no static files collected in %s (run `manage.py collectstatic`): serving them from the "
                        "apps' directories", settings.STATIC_ROOT)
@@ -54,6 +60,7 @@ class StaticFiles:
         self.prefix = "/" + settings.STATIC_URL.strip("/") + "/"
         self.index: WhiteNoiseMiddleware | None = None
         self.loading = asyncio.Lock()
+        self.security_headers = security_headers()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
@@ -61,12 +68,13 @@ class StaticFiles:
             await self.app(scope, receive, send)
             return
         index = await self._loaded()
-        found = await asyncio.to_thread(self._find, index, path)
+        # The collected files are a dict; only autorefresh looks on disk.
+        found = await asyncio.to_thread(index.find_file, path) if index.autorefresh else index.files.get(path)
         if found is None:
             await self.app(scope, receive, send)  # Django's 404
             return
         response = await asyncio.to_thread(found.get_response, scope["method"], _wsgi_headers(scope))
-        await self._send(response, send)
+        await send_response(response, self.security_headers, receive, send)
 
     async def _loaded(self) -> WhiteNoiseMiddleware:
         if self.index is None:
@@ -75,24 +83,44 @@ class StaticFiles:
                     self.index = await asyncio.to_thread(_index)
         return self.index
 
-    @staticmethod
-    def _find(index: WhiteNoiseMiddleware, path: str) -> Any:
-        return index.find_file(path) if index.autorefresh else index.files.get(path)
 
-    @staticmethod
-    async def _send(response: Any, send: Any) -> None:
-        headers = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers]
-        # What SecurityMiddleware adds to Django's own answers.
+def security_headers() -> list[tuple[bytes, bytes]]:
+    """The headers Django's SecurityMiddleware adds to every response of Django's, from the same settings
+    (not Strict-Transport-Security, which depends on the request being secure)."""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append((b"x-content-type-options", b"nosniff"))
-        file = response.file
-        try:
-            await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
-            while file is not None:
-                chunk = await asyncio.to_thread(file.read, CHUNK_BYTES)
-                if not chunk:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            if file is not None:
-                file.close()
+    if policy := settings.SECURE_REFERRER_POLICY:
+        shown = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append((b"referrer-policy", shown.encode("latin-1")))
+    if opener := settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"cross-origin-opener-policy", opener.encode("latin-1")))
+    return headers
+
+
+async def send_response(response: Any, extra_headers: list[tuple[bytes, bytes]], receive: Any, send: Any) -> None:
+    """Send WhiteNoise's ``response``, its file read a chunk at a time on a thread, until the client leaves."""
+    headers = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers]
+    file = response.file
+    # uvicorn drops what is sent after the client left, silently: its http.disconnect tells.
+    gone = asyncio.create_task(_disconnected(receive))
+    try:
+        await send({"type": "http.response.start", "status": int(response.status), "headers": headers + extra_headers})
+        while file is not None and not gone.done():
+            chunk = await asyncio.to_thread(file.read, CHUNK_BYTES)
+            if not chunk:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+        await asyncio.wait([gone])
+        if not gone.cancelled() and (exc := gone.exception()) is not None:
+            logger.warning("reading the request of %s failed: %r", response, exc)
+        if file is not None:
+            file.close()
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -4,11 +4,20 @@ restarted by Django's autoreloader when the code changes.
 Django's own runserver is a WSGI server: it served the pages but answered every websocket with 404.
 This one keeps its arguments (``8001``, ``0.0.0.0:8000``, ``[::1]:8000``, ``--noreload``, ``--ipv6``,
 ``--skip-checks``) and runs what ``manage.py serve`` runs.
+
+Django's reloader serves on a thread of its own, where uvicorn cannot catch signals, and its parent
+process SIGKILLs the server when it gets a SIGTERM. Here a SIGTERM, a Ctrl-C or a code change stops
+the server gracefully (sockets closed with 1012, acks still queued committed, leases released)
+before the process exits or restarts.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandParser
@@ -16,7 +25,12 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.db import connections
 from django.utils import autoreload
 
-from app.server.serving import ListenError, banner, bind, raise_open_file_limit, run
+from app.server.serving import GracefulStop, ListenError, banner, bind, raise_open_file_limit, run
+
+# uvicorn's own graceful shutdown takes up to 10 s for the connections, then the lifespan's.
+SHUTDOWN_TIMEOUT_S = 20.0
+# What Django's reloader process exits with to be started again.
+RELOAD_EXIT_CODE = 3
 
 
 class Command(DjangoRunserver):
@@ -25,12 +39,37 @@ class Command(DjangoRunserver):
     # Set by Django's handle() from the addrport argument.
     addr: str
     port: str
+    # Under the reloader: how the reloader's (main) thread stops the server thread.
+    stop: GracefulStop | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("--log-level", default="warning",
                             choices=("critical", "error", "warning", "info", "debug", "trace"),
                             help="uvicorn's own log level (default: %(default)s)")
+
+    def run(self, **options: Any) -> None:
+        if not options["use_reloader"]:
+            # On the main thread uvicorn handles the signals itself.
+            self.inner_run(None, **options)
+        elif os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true":
+            self.serve_until_reload(**options)
+        else:
+            sys.exit(supervise())
+
+    def serve_until_reload(self, **options: Any) -> None:
+        """Django's reloader process (``run_with_reloader``), with a graceful stop on the way out."""
+        stop = self.stop = GracefulStop()
+        exit_once()
+        reloader = autoreload.get_reloader()
+        autoreload.logger.info("Watching for file changes with %s", reloader.__class__.__name__)
+        try:
+            # Returns or raises SystemExit: 3 on a code change, 0 on SIGTERM / SIGINT.
+            autoreload.start_django(reloader, self.inner_run, **options)
+        finally:
+            # Here, before the interpreter's exit: it stops the thread pools the shutdown uses.
+            if not stop(SHUTDOWN_TIMEOUT_S):
+                self.stderr.write(f"the server did not stop within {SHUTDOWN_TIMEOUT_S:.0f} s")
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         # An error silenced in the reloader's parent (say, a syntax error) is raised here, in the child.
@@ -54,4 +93,45 @@ class Command(DjangoRunserver):
                               + banner(host, port))
             self.stdout.flush()
 
-        run(sock, log_level=options["log_level"], on_ready=ready)
+        run(sock, log_level=options["log_level"], on_ready=ready, stop=self.stop)
+
+
+def exit_once() -> None:
+    """SIGTERM and SIGINT end the reloader's loop, once: a second one (a Ctrl-C reaches both
+    processes, and the parent passes it on) must not cut the graceful stop short."""
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def supervise() -> int:
+    """Django's reloader parent (``restart_with_reloader``): run the server process again while it exits
+    with 3. A SIGTERM or SIGINT is passed on to it and waited for, where Django's would SIGKILL it."""
+    args = autoreload.get_child_arguments()
+    env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
+    stopping: int | None = None
+    child: subprocess.Popen[bytes] | None = None
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = signum
+        if child is not None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    while True:
+        child = subprocess.Popen(args, env=env, close_fds=False)
+        if stopping is not None:
+            # The signal came while the previous process was being replaced.
+            child.send_signal(stopping)
+        code = child.wait()
+        if code != RELOAD_EXIT_CODE or stopping is not None:
+            return code

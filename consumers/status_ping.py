@@ -6,9 +6,11 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from pydantic import ValidationError
 
 from app import codec
+from app.availability.answers import api_info_problem
 from app.availability.services import status_of
 from app.broker import services
 from app.broker.runtime import get_runtime
@@ -57,17 +59,26 @@ class StatusPingConsumer(AckingConsumer):
             return
         kind = frame.properties.get("messageType")
         api_info = frame.properties.get("api_info")
+        writes, now = self.runtime.answer_writes, self.runtime.loop.time()
         if kind == "pong":
-            await database_sync_to_async(services.record_pong)(topic.id)
-            status = await database_sync_to_async(status_of)(topic.id)
-            self.runtime.board.update(status, self.runtime.loop.time())
+            if writes.pong(source, now):
+                await database_sync_to_async(services.record_pong)(topic.id)
+                status = await database_sync_to_async(status_of)(topic.id)
+                self.runtime.board.update(status, self.runtime.loop.time())
         elif isinstance(api_info, str):
             try:
                 info = codec.loads(api_info)
-            except codec.DecodeError:
-                self.refuse("api_info is not valid JSON", raw)
+            except codec.DecodeError as exc:
+                too_deep = codec.too_deep_to_parse(exc)
+                self.refuse(f"api_info nests deeper than {codec.MAX_DEPTH} levels" if too_deep
+                            else "api_info is not valid JSON", raw)
                 return
-            await database_sync_to_async(services.record_api_info)(topic.id, info)
+            problem = api_info_problem(api_info, info, max_bytes=settings.MAX_API_INFO_BYTES)
+            if problem is not None:
+                self.refuse(problem, raw)
+                return
+            if writes.api_info(source, api_info, now):
+                await database_sync_to_async(services.record_api_info)(topic.id, info)
         else:
             self.refuse(f"expected a pong or an api_info response, got messageType {kind!r}", raw)
             return

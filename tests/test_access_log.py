@@ -152,6 +152,19 @@ def test_target_cannot_forge_log_lines():
     assert "Q" not in request_target(long) and len(request_target({**long, "query_string": b"x" * 2000})) < 600
 
 
+def test_backslash_is_escaped():
+    """A literal backslash is escaped, so an escape sequence in the log always means what it says."""
+    scope = {"type": "http", "raw_path": b"/x\\nforged"}
+    assert request_target(scope) == "/x\\\\nforged"
+
+
+def test_forwarded_client_address_cannot_forge_fields():
+    """A client address taken from X-Forwarded-For (a proxy passes it on) cannot add fields to the line."""
+    scope = {"type": "http", "method": "GET", "raw_path": b"/", "client": ("6.6.6.6 GET /admin/ 200", 1)}
+    line = access_log.access_line(scope, 404, 0.001)
+    assert line.split()[1:3] == ["GET", "/"] and line.split()[3] == "404", line
+
+
 @dataclass(eq=False)
 class ChattyServer(ServerProcess):
     """A server whose uvicorn logs at INFO (it logs handshakes with their query string)."""

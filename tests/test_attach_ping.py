@@ -64,6 +64,19 @@ async def answer_pings(consumer: Any, answers: Any, slug: str) -> None:
             assert ack["result"] == "ok", ack
 
 
+async def attach_module_until_online(server: ServerProcess, slug: str, *, timeout: float) -> None:
+    """Attach a consumer to ``slug`` that answers pings like a module, until the topic is online."""
+    answers = await connect(f"{server.ws}status-ping")
+    consumer = await connect(f"{server.ws}{slug}/module")
+    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
+    try:
+        await eventually(lambda: status(server, slug) == "online", timeout=timeout, message=f"{slug} online")
+    finally:
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+
+
 def test_module_online_within_seconds(pinging_server: ServerProcess, modules: Modules) -> None:
     """A module started on a topic never pinged (created after the round) is online within seconds."""
     slug = make_topic()
@@ -81,16 +94,7 @@ async def test_pong_to_attach_ping_brings_offline_topic_online(pinging_server: S
     round_at = timezone.now() - timedelta(seconds=30)
     Topic.objects.filter(slug=slug).update(last_ping=round_at, last_pong=round_at - timedelta(seconds=60))
     assert status(pinging_server, slug) == "offline"
-    answers = await connect(f"{pinging_server.ws}status-ping")
-    consumer = await connect(f"{pinging_server.ws}{slug}/module")
-    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
-    try:
-        await eventually(lambda: status(pinging_server, slug) == "online", timeout=ONLINE_AFTER_ATTACH_S,
-                         message=f"{slug} online")
-    finally:
-        answering.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await answering
+    await attach_module_until_online(pinging_server, slug, timeout=ONLINE_AFTER_ATTACH_S)
     assert Topic.objects.get(slug=slug).last_ping == round_at
 
 
@@ -101,16 +105,7 @@ async def test_attach_right_after_a_ping_is_pinged_at_the_end_of_the_interval(pi
     silent = await subscribe(pinging_server.ws, slug)
     assert is_ping(await recv_json(silent)), "the silent consumer's attach ping"
     await silent.close()
-    answers = await connect(f"{pinging_server.ws}status-ping")
-    consumer = await connect(f"{pinging_server.ws}{slug}/module")
-    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
-    try:
-        await eventually(lambda: status(pinging_server, slug) == "online",
-                         timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S, message=f"{slug} online")
-    finally:
-        answering.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await answering
+    await attach_module_until_online(pinging_server, slug, timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S)
 
 
 async def test_module_attaching_beside_a_silent_consumer_is_pinged(pinging_server: ServerProcess) -> None:
@@ -119,17 +114,8 @@ async def test_module_attaching_beside_a_silent_consumer_is_pinged(pinging_serve
     slug = make_topic()
     silent = await subscribe(pinging_server.ws, slug)
     assert is_ping(await recv_json(silent)), "the silent consumer's attach ping"
-    answers = await connect(f"{pinging_server.ws}status-ping")
-    consumer = await connect(f"{pinging_server.ws}{slug}/module")
-    answering = asyncio.create_task(answer_pings(consumer, answers, slug))
-    try:
-        await eventually(lambda: status(pinging_server, slug) == "online",
-                         timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S, message=f"{slug} online")
-    finally:
-        answering.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await answering
-        await silent.close()
+    await attach_module_until_online(pinging_server, slug, timeout=MIN_INTERVAL_S + ONLINE_AFTER_ATTACH_S)
+    await silent.close()
 
 
 async def test_consumer_that_does_not_answer_stays_offline(pinging_server: ServerProcess) -> None:

@@ -67,6 +67,21 @@ def test_port_out_of_range_is_one_line():
     assert (done.returncode, done.stderr.count("\n")) == (1, 1) and "the port must be 0-65535" in done.stderr
 
 
+def test_empty_host_is_refused():
+    """An empty host (which the socket API reads as every interface) ends `serve` with one line, exit 1."""
+    done = serve("--host", "", "--port", "0")
+    assert (done.returncode, done.stderr.count("\n")) == (1, 1) and "needs a host" in done.stderr
+
+
+def test_bracketed_ipv6_host_is_understood():
+    """`--host [::1]`, written as in a URL, listens on ::1."""
+    from app.server.serving import bind
+
+    sock = bind("[::1]", 0)
+    with sock:
+        assert sock.getsockname()[0] == "::1"
+
+
 def test_permission_denied_is_explained():
     """A port the user may not bind (below 1024, not root) is explained; an unknown host too."""
     assert describe_bind_error("127.0.0.1", 80, PermissionError(errno.EACCES, "Permission denied")) == (

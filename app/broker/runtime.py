@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from app.auth.credentials import CredentialCache
+from app.availability.answers import AnswerWrites
 from app.availability.attach_pings import AttachPings
 from app.availability.board import StatusBoard
 from app.availability.services import visible_topics
@@ -76,7 +77,9 @@ class BrokerRuntime(Receiver):
         self.catch_up: Callable[[], Awaitable[None]] | None = None
         self.loop = asyncio.get_running_loop()
         self._started = False
-        # Topics to ping because a first local consumer attached, sent by relays/ping.py; None when
+        # Pongs and api_info answers worth a database write (app/availability/answers.py).
+        self.answer_writes = AnswerWrites(settings.PONG_WRITE_MIN_INTERVAL_S)
+        # Topics to ping because a consumer attached, sent by relays/ping.py; None when
         # this process does not ping (PING_INTERVAL_S = 0).
         self.attach_pings = (
             AttachPings(settings.ATTACH_PING_MIN_INTERVAL_S) if settings.PING_INTERVAL_S > 0 else None

@@ -37,10 +37,12 @@ _CLOSED_BEFORE_ACCEPT = 403
 
 
 def _printable(text: str) -> str:
-    """Escape what a client could use to forge a log line (control characters, newlines)."""
-    if text.isprintable():
+    """Escape what a client could use to forge a log line (control characters, newlines), and the
+    backslash, so that an escape in the log always stands for the character it names."""
+    if text.isprintable() and "\\" not in text:
         return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return "".join(ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 def mask_query(query: str) -> str:
@@ -72,8 +74,9 @@ def _client(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     if not client:
         return "-"
-    host, port = client[0], client[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    # Behind a proxy the host comes from X-Forwarded-For: text a client may have chosen.
+    host, port = _printable(str(client[0])).replace(" ", "\\x20"), client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:

@@ -49,6 +49,11 @@ def describe_bind_error(host: str, port: int, exc: OSError | OverflowError) -> s
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one); ``ListenError`` when there is none."""
+    if not host.strip():
+        # The socket API reads "" as every interface: exposing the server takes saying so (0.0.0.0, ::).
+        raise ListenError("Switchyard needs a host to listen on: 127.0.0.1 for this machine, "
+                          "0.0.0.0 or :: for every interface")
+    host = host.strip().removeprefix("[").removesuffix("]")  # [::1], as in a URL
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

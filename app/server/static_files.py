@@ -46,10 +46,15 @@ def _index() -> WhiteNoiseMiddleware:
     return index
 
 
+# WhiteNoise 6 answers single-byte ranges (``bytes=0-0``, the last byte) with 416 and accepts
+# ``bytes=-0``; a server may ignore Range, and these small files are sent whole instead.
+_IGNORED_HEADERS = frozenset({b"range", b"if-range"})
+
+
 def _wsgi_headers(scope: dict[str, Any]) -> dict[str, str]:
-    """The request headers the way WhiteNoise reads them (``HTTP_IF_NONE_MATCH``, ``HTTP_RANGE``...)."""
+    """The request headers the way WhiteNoise reads them (``HTTP_IF_NONE_MATCH``...), without Range."""
     return {"HTTP_" + name.decode("latin-1").upper().replace("-", "_"): value.decode("latin-1")
-            for name, value in scope.get("headers", ())}
+            for name, value in scope.get("headers", ()) if name.lower() not in _IGNORED_HEADERS}
 
 
 class StaticFiles:

@@ -10,7 +10,7 @@ from django.conf import settings
 from pydantic import ValidationError
 
 from app import codec
-from app.availability.answers import api_info_problem
+from app.availability.answers import ApiInfoWrite, api_info_problem
 from app.availability.services import status_of
 from app.broker import services
 from app.broker.runtime import get_runtime
@@ -62,7 +62,11 @@ class StatusPingConsumer(AckingConsumer):
         writes, now = self.runtime.answer_writes, self.runtime.loop.time()
         if kind == "pong":
             if writes.pong(source, now):
-                await database_sync_to_async(services.record_pong)(topic.id)
+                try:
+                    await database_sync_to_async(services.record_pong)(topic.id)
+                except BaseException:
+                    writes.pong_failed(source)
+                    raise
                 status = await database_sync_to_async(status_of)(topic.id)
                 self.runtime.board.update(status, self.runtime.loop.time())
         elif isinstance(api_info, str):
@@ -77,8 +81,17 @@ class StatusPingConsumer(AckingConsumer):
             if problem is not None:
                 self.refuse(problem, raw)
                 return
-            if writes.api_info(source, api_info, now):
-                await database_sync_to_async(services.record_api_info)(topic.id, info)
+            decision = writes.api_info(source, api_info, now)
+            if decision is ApiInfoWrite.TOO_SOON:
+                self.refuse(f"api_info for topic {source} changed again within {writes.min_interval_s:g} s; "
+                            "answer again later", raw)
+                return
+            if decision is ApiInfoWrite.WRITE:
+                try:
+                    await database_sync_to_async(services.record_api_info)(topic.id, info)
+                except BaseException:
+                    writes.api_info_failed(source)
+                    raise
         else:
             self.refuse(f"expected a pong or an api_info response, got messageType {kind!r}", raw)
             return

@@ -1,8 +1,8 @@
 """Consumer sockets: ``/ws/<topic>/<subscription>`` and ``/ws/v2/consumer/.../<topic>/<subscription>``.
 
 On attach: replay what this principal has not acked (publish order, ``redeliveryCount``), then
-live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. The first consumer
-of a DASF source topic in this process has the topic pinged (app/availability/attach_pings.py). A
+live messages; or, with nothing to replay on a DASF topic, an ``api_info`` probe. A consumer of a
+DASF source topic has the topic pinged unless its latest ping was answered (app/availability/attach_pings.py). A
 socket may open before its topic exists (the DASF requester does this for its response topic): it
 waits and is attached when the topic is created for its principal. Stored messages lost on the fast path
 (a gap in the sequence, or a topic whose database sequence ran ahead) are fetched from the database.
@@ -65,7 +65,6 @@ class TopicConsumer(FrameConsumer):
         self.buffer: list[Delivered] | None = None
         self.held_bytes = 0
         self.behind: int | None = None
-        # Whether the topic had no other consumer in this process when this one joined.
         if self.slug in RESERVED_TOPICS:
             self.refuse(f"{self.slug} is a reserved name, not a topic", None)
             self.close(CLOSE_NOT_FOUND)

@@ -1,5 +1,5 @@
 """The ping relays: every ``PING_INTERVAL_S`` the leader pings each DASF source topic's consumers,
-and every process pings a topic soon after its first local consumer attached."""
+and every process pings a topic soon after a consumer attached to it (app/availability/attach_pings.py)."""
 
 from __future__ import annotations
 

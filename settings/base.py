@@ -191,14 +191,17 @@ WRITE_BATCH_ROWS = env_int("WRITE_BATCH_ROWS", 500)
 PING_INTERVAL_S = env_float("PING_INTERVAL_S", 60.0)
 AVAILABILITY_WINDOW_S = env_float("AVAILABILITY_WINDOW_S", 120.0)
 PONG_GRACE_S = env_float("PONG_GRACE_S", 10.0)
-# A consumer attaching to a DASF topic that is not online has the topic pinged at once (a new module
-# is online within seconds); at most once per this long per topic and process, so attaching and
-# detaching in a loop does not ping (or write) per connection.
+if PONG_GRACE_S <= 0:
+    raise ValueError("PONG_GRACE_S must be positive")
+# A consumer attaching to a DASF topic whose latest ping is unanswered has it pinged at once (a new
+# module is online within seconds); at most once per this long per topic and process, so attaching
+# and detaching in a loop does not ping (or write) per connection.
 ATTACH_PING_MIN_INTERVAL_S = env_float("ATTACH_PING_MIN_INTERVAL_S", 10.0)
 if ATTACH_PING_MIN_INTERVAL_S <= 0:
     raise ValueError("ATTACH_PING_MIN_INTERVAL_S must be positive")
-# Pongs for a topic are written at most once per this long per process (an answer flood costs no
-# writes); it must stay below PONG_GRACE_S, which accepts a pong that much older than its ping.
+# Pongs and api_info answers for a topic are written at most once per this long per process (an
+# answer flood costs no writes; a different api_info within it is refused). It must stay below
+# PONG_GRACE_S, which accepts a pong that much older than its ping.
 PONG_WRITE_MIN_INTERVAL_S = env_float("PONG_WRITE_MIN_INTERVAL_S", min(1.0, PONG_GRACE_S / 10))
 if not 0 <= PONG_WRITE_MIN_INTERVAL_S < PONG_GRACE_S:
     raise ValueError("PONG_WRITE_MIN_INTERVAL_S must be at least 0 and below PONG_GRACE_S")

@@ -245,3 +245,42 @@ def test_a_full_queue_drops_lines_and_says_how_many(gated: GatedOutput, monkeypa
     access_log.logger.info("6")
     stop_writer()
     assert gated.lines == ["0", "1", "2", "3 access lines dropped: the log output was too slow", "6"]
+
+
+def test_writer_reaches_configured_handlers_and_restores_them():
+    """The writer hands lines to the handlers LOGGING put on the access logger and its parents (up to
+    one that does not propagate), and puts the logger back as it was when it stops."""
+    parent, own = logging.getLogger("switchyard"), access_log.logger
+    on_parent, on_own = GatedOutput(), GatedOutput()
+    on_parent.opened.set()
+    on_own.opened.set()
+    saved = (own.level, own.propagate, list(own.handlers), parent.propagate)
+    own.setLevel(logging.INFO)
+    own.addHandler(on_own)
+    parent.addHandler(on_parent)
+    parent.propagate = False  # the root's handlers are not reached
+    try:
+        start_writer()
+        own.info("line")
+        stop_writer()
+        assert (on_own.lines, on_parent.lines) == (["line"], ["line"])
+        assert own.handlers == [*saved[2], on_own] and own.propagate == saved[1]
+    finally:
+        own.removeHandler(on_own)
+        parent.removeHandler(on_parent)
+        own.setLevel(saved[0])
+        parent.propagate = saved[3]
+
+
+def test_lines_dropped_just_before_stop_are_counted(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch):
+    """Lines dropped with no later line to carry the count are counted when the writer stops."""
+    stop_writer()
+    monkeypatch.setattr(access_log, "MAX_QUEUED_LINES", 1)
+    start_writer([gated])
+    access_log.logger.info("0")
+    assert gated.entered.wait(10)
+    for n in range(1, 4):
+        access_log.logger.info(str(n))
+    gated.opened.set()
+    stop_writer()
+    assert gated.lines[-1] == "2 access lines dropped: the log output was too slow", gated.lines

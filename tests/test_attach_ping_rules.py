@@ -192,3 +192,14 @@ def test_start_attach_pings_skips_online_topics():
     assert Topic.objects.get(slug=offline).availability(NOW) == "offline"
     ids = list(Topic.objects.filter(slug__in=[online, offline]).values_list("pk", flat=True))
     assert start_attach_pings(ids, NOW) == [offline]
+
+
+def test_start_attach_pings_pings_a_topic_whose_answer_is_still_due():
+    """A topic online only because the latest round's answer is still due (that ping may have reached
+    only a dead module's socket) is pinged for an attach, keeping the round's last_ping."""
+    slug = make_topic()
+    pinged = ago(settings.PONG_GRACE_S / 3)
+    Topic.objects.filter(slug=slug).update(last_ping=pinged, last_pong=ago(settings.PING_INTERVAL_S + 3))
+    assert Topic.objects.get(slug=slug).availability(NOW) == "online"
+    assert start_attach_pings([Topic.objects.get(slug=slug).pk], NOW) == [slug]
+    assert Topic.objects.get(slug=slug).last_ping == pinged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.databases import new_database_url, query
 from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, subscribe, unique
-from tests.servers import QUIET, READY, ROOT, ServerProcess, manage, migrate
+from tests.servers import QUIET, READY, ROOT, ServerProcess, group_members, manage, migrate
 
 RELOAD_TIMEOUT_S = 30.0
 # What uvicorn closes websockets with when it shuts down gracefully (a killed server: 1006).
@@ -112,3 +113,32 @@ async def test_sigterm_shuts_runserver_down_gracefully(own_runserver: Runserver)
     assert query(server.database_url, "SELECT m.id FROM broker_message m JOIN broker_topic t ON m.topic_id = t.id "
                                       "WHERE t.slug = %s", (slug,)) == []
     assert lease_holder(server) == ""
+
+
+def pending_signals(pid: int) -> set[int]:
+    """The signals waiting to be delivered to process ``pid`` (a stopped process keeps them)."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        masks[name] = int(value.strip(), 16) if name in ("SigPnd", "ShdPnd") else None
+    bits = masks["SigPnd"] | masks["ShdPnd"]
+    return {n for n in range(1, 64) if bits & (1 << (n - 1))}
+
+
+def test_second_sigterm_ends_a_server_stuck_stopping(runserver: Runserver):
+    """A server that hangs while stopping (here: frozen) is killed when runserver is asked to stop again."""
+    parent = runserver.proc
+    assert parent is not None
+    server_pids = [pid for pid in group_members(parent.pid) if pid != parent.pid]
+    assert len(server_pids) == 1, server_pids
+    os.kill(server_pids[0], signal.SIGSTOP)
+    parent.send_signal(signal.SIGTERM)
+    # Passed on, it waits in the frozen server (a second SIGTERM sent before the parent handled the
+    # first would merge with it).
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while signal.SIGTERM not in pending_signals(server_pids[0]):
+        assert time.monotonic() < deadline, "SIGTERM not passed on"
+        time.sleep(0.01)  # bounded-poll
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=RELOAD_TIMEOUT_S) != 0
+    assert group_members(parent.pid) == []

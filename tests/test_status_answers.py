@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app import codec
-from app.availability.answers import AnswerWrites, api_info_problem
+from app.availability.answers import AnswerWrites, ApiInfoWrite, api_info_problem
 from app.broker.models import Topic
 from tests.bad_input import Sockets, assert_error, last_pong, pong, recv
 from tests.protocol import make_topic, send_json
@@ -53,20 +53,39 @@ def test_pong_interval_is_per_topic():
     assert writes.pong("b", 100.1)
 
 
-def test_repeated_api_info_is_not_rewritten_but_a_new_one_is():
-    """The same api_info within the interval is not written again; a different one always is."""
+def test_repeated_api_info_is_not_rewritten():
+    """The api_info written for a topic within the interval is not written again; after it, it is."""
     writes = AnswerWrites(INTERVAL_S)
-    assert writes.api_info("a", '{"functions": []}', 100.0)
-    assert not writes.api_info("a", '{"functions": []}', 100.5)
-    assert writes.api_info("a", '{"functions": ["add"]}', 100.6)
-    assert writes.api_info("a", '{"functions": ["add"]}', 101.7)
+    assert writes.api_info("a", '{"functions": []}', 100.0) is ApiInfoWrite.WRITE
+    assert writes.api_info("a", '{"functions": []}', 100.5) is ApiInfoWrite.WRITTEN
+    assert writes.api_info("a", '{"functions": []}', 101.0) is ApiInfoWrite.WRITE
+
+
+def test_another_api_info_within_the_interval_is_too_soon():
+    """A different api_info within the interval is refused (never acked unwritten); after it, written."""
+    writes = AnswerWrites(INTERVAL_S)
+    assert writes.api_info("a", '{"functions": []}', 100.0) is ApiInfoWrite.WRITE
+    assert writes.api_info("a", '{"functions": ["add"]}', 100.25) is ApiInfoWrite.TOO_SOON
+    assert writes.api_info("a", '{"functions": ["add"]}', 101.0) is ApiInfoWrite.WRITE
+    assert writes.api_info("b", '{"functions": ["add"]}', 101.0) is ApiInfoWrite.WRITE
+
+
+def test_a_failed_write_gives_its_turn_back():
+    """When a pong or api_info could not be written, the next answer is written."""
+    writes = AnswerWrites(INTERVAL_S)
+    assert writes.pong("a", 100.0)
+    writes.pong_failed("a")
+    assert writes.pong("a", 100.1)
+    assert writes.api_info("a", "{}", 100.0) is ApiInfoWrite.WRITE
+    writes.api_info_failed("a")
+    assert writes.api_info("a", "{}", 100.1) is ApiInfoWrite.WRITE
 
 
 def test_a_zero_interval_writes_every_answer():
     """PONG_WRITE_MIN_INTERVAL_S = 0 writes each pong and each api_info."""
     writes = AnswerWrites(0.0)
     assert writes.pong("a", 100.0) and writes.pong("a", 100.0)
-    assert writes.api_info("a", "{}", 100.0) and writes.api_info("a", "{}", 100.0)
+    assert writes.api_info("a", "{}", 100.0) is writes.api_info("a", "{}", 100.0) is ApiInfoWrite.WRITE
 
 
 def test_old_entries_are_forgotten():
@@ -121,7 +140,7 @@ async def test_oversized_api_info_is_refused_and_not_stored(server: ServerProces
 
 @pytest.fixture
 def slow_pong_writes(_migrated: None) -> Iterator[ServerProcess]:
-    """A server that writes a topic's pong at most once a minute (so a flood is seen not to write)."""
+    """A server that writes a topic's answers at most once a minute (so a flood is seen not to write)."""
     proc = start_server(os.environ["DATABASE_URL"], PONG_GRACE_S="120", PONG_WRITE_MIN_INTERVAL_S="60")
     yield proc
     proc.stop()
@@ -135,9 +154,27 @@ async def test_pong_flood_writes_once(slow_pong_writes: ServerProcess, sockets: 
     assert (await recv(answers))["result"] == "ok"
     written = last_pong(slug)
     assert written is not None
-    for n in range(1, 200):
+    for n in range(1, 100):
         await send_json(answers, pong(slug, str(n)))
-    for n in range(1, 200):
+    for n in range(1, 100):
         ack = await recv(answers)
         assert ack["result"] == "ok" and ack["context"] == str(n), ack
     assert last_pong(slug) == written
+
+
+async def test_api_info_flood_is_written_once_per_interval(slow_pong_writes: ServerProcess, sockets: Sockets) -> None:
+    """Ever different api_info answers within the interval after the first are refused with an error
+    ack (none is acked unwritten); the stored api_info is the first, and a repeat of it is acked."""
+    slug = make_topic()
+    answers = await sockets.connect(slow_pong_writes.ws + "status-ping")
+    await send_json(answers, api_answer(slug, '{"functions": ["f0"]}', "0"))
+    assert (await recv(answers))["result"] == "ok"
+    for n in range(1, 50):
+        await send_json(answers, api_answer(slug, f'{{"functions": ["f{n}"]}}', str(n)))
+    for n in range(1, 50):
+        refusal = await recv(answers)
+        assert_error(refusal, "changed again within 60 s")
+        assert refusal["context"] == str(n), refusal
+    await send_json(answers, api_answer(slug, '{"functions": ["f0"]}', "50"))
+    assert (await recv(answers))["result"] == "ok"
+    assert stored_api_info(slug) == {"functions": ["f0"]}

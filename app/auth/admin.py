@@ -2,8 +2,9 @@
 makes it) and shown once, on the page that answers the form; only its hash and prefix are kept.
 
 A token acts as its user, so issuing one for somebody else is acting as them: only superusers add
-tokens for other users; a staff user with "Can add token" adds them for themself. Superusers' tokens
-are not shown to (nor changed or deleted by) staff users who are not superusers."""
+tokens for other users; a staff user with "Can add token" adds them for themself. Likewise staff users
+who are not superusers see, change and delete only their own tokens (enabling a token again that an
+admin disabled would be acting as its user too)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,7 @@ class TokenAdmin(admin.ModelAdmin[Token]):
         tokens = super().get_queryset(request)
         if request.user.is_superuser:
             return tokens
-        # Disabling or deleting a superuser's token, or enabling one again, is not a staff user's call.
-        return tokens.exclude(user__is_superuser=True)
+        return tokens.filter(user=request.user)
 
     def get_autocomplete_fields(self, request: HttpRequest) -> tuple[str, ...]:
         # Only a superuser picks among all users (a search box, not a list of thousands).

@@ -2,7 +2,7 @@
 
 A backend module that starts between two ping rounds would be ``unknown`` (a new topic, never
 pinged) or ``offline`` (it missed the last round) for up to ``PING_INTERVAL_S``. So a consumer
-attaching to a DASF source topic has the topic pinged at once, unless it is online already
+attaching to a DASF source topic has the topic pinged at once, unless its latest ping was answered
 (``start_attach_pings`` checks); its pong then makes the topic online within a round trip. Every
 attach counts, not only the first in a process: a half-open socket of the module's previous run, or a
 consumer that never answers, must not keep its replacement waiting for the next round.

@@ -70,6 +70,11 @@ def unknown_q(now: datetime, *, window_s: float) -> Q:
     )
 
 
+def answered_latest_q(now: datetime, *, window_s: float, grace_s: float) -> Q:
+    """Topics whose latest ping was answered (online, and not only because the answer is still due)."""
+    return ~unknown_q(now, window_s=window_s) & Q(last_pong__gte=F("last_ping") - timedelta(seconds=grace_s))
+
+
 def answered_q(now: datetime, *, grace_s: float, interval_s: float) -> Q:
     grace = timedelta(seconds=grace_s)
     previous_round = timedelta(seconds=interval_s) + grace

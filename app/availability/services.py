@@ -14,7 +14,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from app.availability.api_info import ApiSummary, summarize
-from app.availability.rules import Availability, attach_ping_marks_q
+from app.availability.rules import Availability, answered_latest_q, attach_ping_marks_q
 from app.broker.models import Topic
 
 
@@ -45,14 +45,16 @@ def start_ping_round(now: datetime | None = None) -> list[str]:
 
 
 def start_attach_pings(topic_ids: Iterable[int], now: datetime | None = None) -> list[str]:
-    """Of the given topics, the DASF source topics that are not online (the slugs to send a ping to);
-    those pinged at least one ``PING_INTERVAL_S`` ago, or never, are marked as pinged now
-    (app/availability/rules.py)."""
+    """Of the given topics, the DASF source topics that did not answer their latest ping (the slugs to
+    send a ping to); those pinged at least one ``PING_INTERVAL_S`` ago, or never, are marked as pinged
+    now (app/availability/rules.py)."""
     now = now or timezone.now()
     topics = Topic.objects.source_topics().filter(pk__in=list(topic_ids), supports_dasf=True)
-    # An online topic's module answers the rounds: pinging it for every attach would only have each
-    # consumer of a busy topic answer a ping every ATTACH_PING_MIN_INTERVAL_S.
-    topics = topics.exclude(pk__in=topics.online(now).values("pk"))
+    # A topic whose module answered the latest ping needs none: pinging it for every attach would only
+    # have each consumer of a busy topic answer a ping every ATTACH_PING_MIN_INTERVAL_S. One whose
+    # answer is merely still due is pinged: that ping may have reached only a dead module's socket.
+    answered = answered_latest_q(now, window_s=settings.AVAILABILITY_WINDOW_S, grace_s=settings.PONG_GRACE_S)
+    topics = topics.exclude(answered)
     slugs = list(topics.values_list("slug", flat=True))
     if slugs:
         topics.filter(attach_ping_marks_q(now, interval_s=settings.PING_INTERVAL_S)).update(last_ping=now)

@@ -10,7 +10,9 @@ class TopicAdmin(GuardedModelAdmin):
                     "last_pong", "created", "created_by")
     list_filter = ("is_public", "supports_dasf", "store_messages")
     search_fields = ("slug",)
-    readonly_fields = ("last_sequence", "created", "created_by")
+    # Availability is what modules answer, and api_info is bounded where they answer it
+    # (app/availability/answers.py): an admin form would store any size or depth.
+    readonly_fields = ("last_sequence", "created", "created_by", "last_ping", "last_pong", "api_info")
 
 
 @admin.register(Message)

@@ -159,7 +159,7 @@ class BrokerRuntime(Receiver):
         self.response_topics.setdefault(slug, {})[principal] = ids
 
     def request_attach_ping(self, slug: str, topic_id: int) -> None:
-        """A consumer attached to ``slug`` with no other here: ping the topic soon (no I/O here;
+        """A consumer attached to ``slug``: ping the topic soon, unless it answered its latest ping (no I/O here;
         the ping loop writes and sends, so the attach does not wait for the database)."""
         if self.attach_pings is not None:
             self.attach_pings.request(slug, topic_id, self.loop.time())

@@ -169,14 +169,14 @@ class _BoundedQueueHandler(QueueHandler):
     def enqueue(self, record: logging.LogRecord) -> None:
         try:
             if self.dropped:
-                self.queue.put_nowait(self._dropped_record(record))
+                self.queue.put_nowait(self.dropped_record())
                 self.dropped = 0
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
 
-    def _dropped_record(self, after: logging.LogRecord) -> logging.LogRecord:
-        return logging.LogRecord(logger.name, logging.WARNING, after.pathname, after.lineno,
+    def dropped_record(self) -> logging.LogRecord:
+        return logging.LogRecord(logger.name, logging.WARNING, __file__, 0,
                                  f"{self.dropped} access lines dropped: the log output was too slow", None, None)
 
 
@@ -190,31 +190,47 @@ class _Listener(QueueListener):
         self.lines.put(None)
 
 
+def _handlers_of(log: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of ``log`` reaches: its own and its ancestors' up to one that does not
+    propagate (what ``Logger.callHandlers`` walks)."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = log
+    while current is not None:
+        found.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
 class _Writer:
     """The access logger's records go through a queue to a thread, which hands them to the handlers
-    the logger would have used (the root logger's)."""
+    the logger would have used (its own and its ancestors', as configured in LOGGING)."""
 
     def __init__(self) -> None:
-        self.listener: QueueListener | None = None
-        self.handler: QueueHandler | None = None
+        self.listener: _Listener | None = None
+        self.handler: _BoundedQueueHandler | None = None
+        self.saved: tuple[list[logging.Handler], bool] = ([], True)
 
     def start(self, handlers: list[logging.Handler] | None = None) -> None:
         if self.listener is not None:
             return
-        targets = logging.getLogger().handlers if handlers is None else handlers
+        targets = _handlers_of(logger) if handlers is None else handlers
         lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED_LINES)
         self.handler = _BoundedQueueHandler(lines)
         self.listener = _Listener(lines, list(targets))
         self.listener.start()
-        logger.addHandler(self.handler)
+        self.saved = (list(logger.handlers), logger.propagate)
+        logger.handlers = [self.handler]
         logger.propagate = False
 
     def stop(self) -> None:
-        """Write what is queued (blocking), then log directly again."""
+        """Write what is queued (blocking), then log directly again, as configured."""
         if self.listener is None or self.handler is None:
             return
-        logger.propagate = True
-        logger.removeHandler(self.handler)
+        logger.handlers, logger.propagate = self.saved
+        if self.handler.dropped:
+            self.listener.lines.put(self.handler.dropped_record())
         self.listener.stop()
         self.listener = self.handler = None
 

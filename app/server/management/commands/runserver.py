@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -60,13 +61,16 @@ class Command(DjangoRunserver):
     def serve_until_reload(self, **options: Any) -> None:
         """Django's reloader process (``run_with_reloader``), with a graceful stop on the way out."""
         stop = self.stop = GracefulStop()
-        exit_once()
+        stopping = exit_once()
         reloader = autoreload.get_reloader()
         autoreload.logger.info("Watching for file changes with %s", reloader.__class__.__name__)
         try:
             # Returns or raises SystemExit: 3 on a code change, 0 on SIGTERM / SIGINT.
             autoreload.start_django(reloader, self.inner_run, **options)
         finally:
+            # A code change ends the loop with sys.exit(3): from here on a signal must not cut short
+            # the stop either.
+            stopping()
             # Here, before the interpreter's exit: it stops the thread pools the shutdown uses.
             if not stop(SHUTDOWN_TIMEOUT_S):
                 self.stderr.write(f"the server did not stop within {SHUTDOWN_TIMEOUT_S:.0f} s")
@@ -96,24 +100,30 @@ class Command(DjangoRunserver):
         run(sock, log_level=options["log_level"], on_ready=ready, stop=self.stop)
 
 
-def exit_once() -> None:
+def exit_once() -> Callable[[], None]:
     """SIGTERM and SIGINT end the reloader's loop, once: a second one (a Ctrl-C reaches both
-    processes, and the parent passes it on) must not cut the graceful stop short."""
+    processes, and the parent passes it on) must not cut the graceful stop short. Returns what
+    marks the stop as begun otherwise (a code change)."""
     stopping = False
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def begin() -> None:
         nonlocal stopping
+        stopping = True
+
+    def handler(signum: int, frame: FrameType | None) -> None:
         if not stopping:
-            stopping = True
+            begin()
             sys.exit(0)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return begin
 
 
 def supervise() -> int:
     """Django's reloader parent (``restart_with_reloader``): run the server process again while it exits
-    with 3. A SIGTERM or SIGINT is passed on to it and waited for, where Django's would SIGKILL it."""
+    with 3. A SIGTERM or SIGINT is passed on to it and waited for, where Django's would SIGKILL it; a
+    second one kills it (a server that hangs while stopping can still be ended with Ctrl-C)."""
     args = autoreload.get_child_arguments()
     env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
     stopping: int | None = None
@@ -121,17 +131,22 @@ def supervise() -> int:
 
     def pass_on(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        stopping = signum
-        if child is not None:
+        if child is None:
+            stopping = signum
+        elif stopping is None:
+            stopping = signum
             child.send_signal(signum)
+        else:
+            # Asked again while the server stops (a second Ctrl-C): it may hang, end it now.
+            child.kill()
 
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
     while True:
-        child = subprocess.Popen(args, env=env, close_fds=False)
         if stopping is not None:
-            # The signal came while the previous process was being replaced.
-            child.send_signal(stopping)
+            # The signal came while the previous process was being replaced: start no other.
+            return 128 + stopping
+        child = subprocess.Popen(args, env=env, close_fds=False)
         code = child.wait()
         if code != RELOAD_EXIT_CODE or stopping is not None:
             return code

@@ -45,7 +45,7 @@ class TokenAdmin(admin.ModelAdmin[Token]):
         tokens = super().get_queryset(request)
         if request.user.is_superuser:
             return tokens
-        return tokens.filter(user=request.user)
+        return tokens.filter(user_id=request.user.pk)
 
     def get_autocomplete_fields(self, request: HttpRequest) -> tuple[str, ...]:
         # Only a superuser picks among all users (a search box, not a list of thousands).

@@ -43,9 +43,11 @@ class TokenAdmin(admin.ModelAdmin[Token]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Token]:
         tokens = super().get_queryset(request)
-        if request.user.is_superuser:
+        user = request.user
+        if user.is_superuser:
             return tokens
-        return tokens.filter(user_id=request.user.pk)
+        # The admin lets only authenticated staff users in, so there is a user to filter by.
+        return tokens.filter(user_id=user.pk) if user.pk is not None else tokens.none()
 
     def get_autocomplete_fields(self, request: HttpRequest) -> tuple[str, ...]:
         # Only a superuser picks among all users (a search box, not a list of thousands).

@@ -228,16 +228,22 @@ def test_access_lines_never_wait_for_the_output(gated: GatedOutput):
     assert not [handler for handler in access_log.logger.handlers if isinstance(handler, QueueHandler)]
 
 
-def test_a_full_queue_drops_lines_and_says_how_many(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch):
-    """Past MAX_QUEUED_LINES behind, lines are dropped; the next line written says how many were."""
+def log_while_blocked(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch, room: int, lines: int) -> None:
+    """Restart the writer with room for ``room`` queued lines, and log lines "0" to ``lines - 1`` while
+    the output is blocked on the first; then unblock it."""
     stop_writer()
-    monkeypatch.setattr(access_log, "MAX_QUEUED_LINES", 2)
+    monkeypatch.setattr(access_log, "MAX_QUEUED_LINES", room)
     start_writer([gated])
     access_log.logger.info("0")
     assert gated.entered.wait(10)
-    for n in range(1, 6):
+    for n in range(1, lines):
         access_log.logger.info(str(n))
     gated.opened.set()
+
+
+def test_a_full_queue_drops_lines_and_says_how_many(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch):
+    """Past MAX_QUEUED_LINES behind, lines are dropped; the next line written says how many were."""
+    log_while_blocked(gated, monkeypatch, room=2, lines=6)
     deadline = time.monotonic() + 10
     while len(gated.lines) < 3:
         assert time.monotonic() < deadline, gated.lines
@@ -274,13 +280,6 @@ def test_writer_reaches_configured_handlers_and_restores_them():
 
 def test_lines_dropped_just_before_stop_are_counted(gated: GatedOutput, monkeypatch: pytest.MonkeyPatch):
     """Lines dropped with no later line to carry the count are counted when the writer stops."""
-    stop_writer()
-    monkeypatch.setattr(access_log, "MAX_QUEUED_LINES", 1)
-    start_writer([gated])
-    access_log.logger.info("0")
-    assert gated.entered.wait(10)
-    for n in range(1, 4):
-        access_log.logger.info(str(n))
-    gated.opened.set()
+    log_while_blocked(gated, monkeypatch, room=1, lines=4)
     stop_writer()
     assert gated.lines[-1] == "2 access lines dropped: the log output was too slow", gated.lines

@@ -56,6 +56,13 @@ class ConsumerAck(BaseModel):
 BROKER_FIELDS = ("messageId", "publishTime", "redeliveryCount")
 
 
+class EndOfTopicFrame(BaseModel):
+    """broker -> consumer on ``/ws/v2/consumer/...``: the answer to ``{"type": "isEndOfTopic"}``.
+    Always false: Switchyard never terminates a topic (docs/architecture.md 18.2)."""
+
+    endOfTopic: bool
+
+
 class DeliveryFrame(BaseModel):
     """broker -> consumer: the producer's object plus messageId and publishTime."""
 

@@ -21,6 +21,8 @@ from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView
+from app.pulsar.frames import PublishError, publish_frame_error
+from app.pulsar.semantics import PathShape, pulsar_semantics
 from consumers.auth import client_address
 from consumers.base import AckingConsumer, context_echo, describe
 from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
@@ -29,8 +31,9 @@ from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 class TopicProducer(AckingConsumer):
     topic: TopicView | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, path_shape: PathShape = PathShape.DASF) -> None:
         super().__init__()
+        self.path_shape = path_shape
         # Bytes of this connection's messages submitted for storing and not yet committed.
         self.pending_bytes = 0
         self.pending_limit: int = settings.PRODUCER_PENDING_BYTES
@@ -76,13 +79,23 @@ class TopicProducer(AckingConsumer):
         try:
             frame = ProducerFrame.model_validate(raw)
         except ValidationError as exc:
-            self.refuse(f"invalid frame: {describe(exc)}", raw)
+            # A payload that is no string is Pulsar's "invalid payload encoding" too, when the
+            # topic (already looked up) has Pulsar semantics.
+            error = self._pulsar_frame_error(self.topic, raw)
+            if error is not None:
+                self._refuse_publish(error, raw)
+            else:
+                self.refuse(f"invalid frame: {describe(exc)}", raw)
             return
         topic = self.topic if self.topic is not None else await self._topic_on_first_message(raw)
         if topic is None:
             return
         if not topic.rights.produce:
             self.refuse(self._denied("not allowed to publish to this topic"), raw)
+            return
+        error = self._pulsar_frame_error(topic, raw)
+        if error is not None:
+            self._refuse_publish(error, raw)
             return
         response_topic_id: int | None = None
         response_slug = frame.properties.get("response_topic")
@@ -136,6 +149,18 @@ class TopicProducer(AckingConsumer):
         self.pending_bytes += size
         writer.submit(op, committed, size)
         self.held = pressure.must_wait(self.pending_bytes, self.pending_limit, writer.pending_bytes, writer.limit_bytes)
+
+    def _pulsar_frame_error(self, topic: TopicView | None, raw: dict[str, Any]) -> PublishError | None:
+        """What Pulsar semantics refuse in this frame; None on DASF semantics (nothing checked, so
+        DASF producers pay nothing for it)."""
+        if topic is None or not pulsar_semantics(self.path_shape, topic.supports_dasf):
+            return None
+        return publish_frame_error(raw)
+
+    def _refuse_publish(self, error: PublishError, raw: dict[str, Any]) -> None:
+        """An error ack with Pulsar's code (``send-error:<code>``) and message."""
+        self.push_model(ProducerAck(messageId=str(uuid.uuid4()), result=error.result, errorMsg=error.message,
+                                    **context_echo(raw)))
 
     async def until_released(self) -> None:
         """Wait for this connection's commits until it is within PRODUCER_PENDING_BYTES and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 
 from app.broker.models import STATUS_PING_TOPIC, SUBSCRIPTION_PATTERN, TOPIC_PATTERN
+from app.pulsar.semantics import PathShape
 from consumers.not_found import NotFoundConsumer
 from consumers.producer import TopicProducer
 from consumers.status_ping import StatusPingConsumer
@@ -21,8 +22,9 @@ websocket_urlpatterns = [
     re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
-    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi()),
-    re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$", TopicConsumer.as_asgi()),
+    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi(path_shape=PathShape.PULSAR)),
+    re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$",
+            TopicConsumer.as_asgi(path_shape=PathShape.PULSAR)),
     re_path(rf"^ws/{TOPIC}/?$", TopicProducer.as_asgi()),
     re_path(rf"^ws/{TOPIC}/{SUBSCRIPTION}/?$", TopicConsumer.as_asgi()),
     re_path(r"", NotFoundConsumer.as_asgi()),

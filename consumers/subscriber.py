@@ -30,6 +30,7 @@ from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack
 from app.broker.topics import TopicView
+from app.pulsar.semantics import PathShape
 from consumers.base import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
@@ -37,7 +38,7 @@ from consumers.base import (
     FrameConsumer,
     describe,
 )
-from consumers.frames import ConsumerAck
+from consumers.frames import ConsumerAck, EndOfTopicFrame
 from consumers.outbound import frame_size
 from consumers.probes import probe
 
@@ -50,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 class TopicConsumer(FrameConsumer):
     topic: TopicView | None = None
+
+    def __init__(self, path_shape: PathShape = PathShape.DASF) -> None:
+        super().__init__()
+        self.path_shape = path_shape
 
     async def on_connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -322,6 +327,10 @@ class TopicConsumer(FrameConsumer):
 
     async def on_frame(self, raw: dict[str, Any]) -> None:
         if "type" in raw:
+            if raw["type"] == "isEndOfTopic" and self.path_shape is PathShape.PULSAR:
+                # Answered for every topic on the Pulsar paths, DASF ones too (architecture 18.1).
+                self.push_model(EndOfTopicFrame(endOfTopic=False))
+                return
             # A control frame (Pulsar's negativeAcknowledge, permit, unsubscribe, ...): never an
             # ack, whatever else it carries; a nacked message stays outstanding.
             kind = raw["type"]

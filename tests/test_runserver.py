@@ -115,6 +115,12 @@ async def test_sigterm_shuts_runserver_down_gracefully(own_runserver: Runserver)
     assert lease_holder(server) == ""
 
 
+def process_state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped by a signal)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
 def pending_signals(pid: int) -> set[int]:
     """The signals waiting to be delivered to process ``pid`` (a stopped process keeps them)."""
     masks = {}
@@ -132,6 +138,12 @@ def test_second_sigterm_ends_a_server_stuck_stopping(runserver: Runserver):
     server_pids = [pid for pid in group_members(parent.pid) if pid != parent.pid]
     assert len(server_pids) == 1, server_pids
     os.kill(server_pids[0], signal.SIGSTOP)
+    # Stopped before the SIGTERM comes: a process not yet scheduled since SIGSTOP would take the
+    # SIGTERM first (the lower number) instead of keeping it pending.
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while process_state(server_pids[0]) != "T":
+        assert time.monotonic() < deadline, "the server was not stopped"
+        time.sleep(0.01)  # bounded-poll
     parent.send_signal(signal.SIGTERM)
     # Passed on, it waits in the frozen server (a second SIGTERM sent before the parent handled the
     # first would merge with it).

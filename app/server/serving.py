@@ -21,6 +21,8 @@ from app.server.access_log import UvicornHandshakeLines
 from app.server.protocols import BoundedHttpToolsProtocol, WebSocketProtocol
 
 STARTUP_TIMEOUT_S = 60.0
+# uvicorn's own log levels (--log-level of serve and runserver).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LISTEN_BACKLOG = 2048
 
 # What a failed bind means to someone starting the server, by errno.

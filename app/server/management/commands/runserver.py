@@ -26,7 +26,15 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.db import connections
 from django.utils import autoreload
 
-from app.server.serving import GracefulStop, ListenError, banner, bind, raise_open_file_limit, run
+from app.server.serving import (
+    LOG_LEVELS,
+    GracefulStop,
+    ListenError,
+    banner,
+    bind,
+    raise_open_file_limit,
+    run,
+)
 
 # uvicorn's own graceful shutdown takes up to 10 s for the connections, then the lifespan's.
 SHUTDOWN_TIMEOUT_S = 20.0
@@ -46,7 +54,7 @@ class Command(DjangoRunserver):
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("--log-level", default="warning",
-                            choices=("critical", "error", "warning", "info", "debug", "trace"),
+                            choices=LOG_LEVELS,
                             help="uvicorn's own log level (default: %(default)s)")
 
     def run(self, **options: Any) -> None:

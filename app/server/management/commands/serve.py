@@ -11,9 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from app.server.serving import ListenError, banner, bind, raise_open_file_limit, run
-
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+from app.server.serving import LOG_LEVELS, ListenError, banner, bind, raise_open_file_limit, run
 
 
 class Command(BaseCommand):

@@ -211,9 +211,6 @@ def _shown(value: Any) -> str:
 
 
 def _info(topic: Topic) -> dict[str, Any]:
-    def users(perm: str) -> list[str]:
-        return _users(topic, perm)
-
     return {
         "slug": topic.slug,
         "is_public": topic.is_public,
@@ -222,9 +219,9 @@ def _info(topic: Topic) -> dict[str, Any]:
         "is_response_topic": topic.is_response_topic,
         "response_for": topic.response_for.slug if topic.response_for is not None else None,
         "created_by": topic.created_by or None,
-        "consumers": users("can_consume"),
-        "producers": users("can_produce"),
-        "status_viewers": users("can_view_status"),
+        "consumers": _users(topic, "can_consume"),
+        "producers": _users(topic, "can_produce"),
+        "status_viewers": _users(topic, "can_view_status"),
         "last_ping": topic.last_ping,
         "last_pong": topic.last_pong,
         "messages": topic.messages.count(),

@@ -15,12 +15,12 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from app import codec
 from app.auth.credentials import Credential
 from app.auth.login_throttle import address_key
 from app.auth.services import hash_key, key_from_authorization, principal_of, token_for_key
+from app.broker.admission import Refusal
 from app.broker.runtime import BrokerRuntime, get_runtime
-from consumers.frames import HandshakeRefusal
+from consumers.refusals import send_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +111,10 @@ def client_address(scope: dict[str, Any]) -> str:
 
 
 async def refuse_handshake(receive: Any, send: Any, status: HTTPStatus, reason: str) -> None:
-    """Answer the handshake with an HTTP error (or 403, for a server without the extension)."""
+    """Answer the handshake with an HTTP error, before any consumer runs."""
     message = await receive()
-    if message.get("type") != "websocket.connect":
-        return
-    body = codec.dump_model(HandshakeRefusal(error=reason))
-    try:
-        await send({"type": "websocket.http.response.start", "status": int(status),
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
-        await send({"type": "websocket.http.response.body", "body": body.encode()})
-    except OSError:
-        # Refused clients often leave first (ASGI servers raise an OSError subclass then).
-        logger.debug("the client left before its refusal was sent", exc_info=True)
+    if message.get("type") == "websocket.connect":
+        await send_refusal(send, Refusal(status, reason))
 
 
 def session_key_from_scope(scope: dict[str, Any]) -> str | None:

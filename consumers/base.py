@@ -21,9 +21,11 @@ from pydantic import BaseModel, ValidationError
 
 from app import codec
 from app.auth.services import principal_of
+from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from consumers.frames import ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
+from consumers.refusals import send_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,11 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.user = self.scope.get("user") or AnonymousUser()
         self.principal = principal_of(self.user)
         self.token_id: int | None = self.scope.get("token_id")
+        refusal = await self.before_accept()
+        if refusal is not None:
+            await send_refusal(self.base_send, refusal)
+            await self._cleanup()
+            raise StopConsumer()
         get_runtime().sockets.add(self)
         try:
             await self.base_send({"type": "websocket.accept"})
@@ -195,6 +202,11 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
                 await self.outbound.abort()
 
     # --- hooks ----------------------------------------------------------------------------
+
+    async def before_accept(self) -> Refusal | None:
+        """Called before the handshake is answered: a refusal answers it with that HTTP status
+        (nothing else of this connection runs), None accepts it."""
+        return None
 
     async def on_connect(self) -> None:
         """Called after accept."""

@@ -13,10 +13,19 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 # Keys remembered per bucket family; the least recently used are forgotten (a forgotten key starts
 # with a full bucket again, which only ever errs towards admitting).
 MAX_KEYS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A handshake answered with an HTTP status and a reason instead of a websocket."""
+
+    status: HTTPStatus
+    reason: str
 
 
 @dataclass(slots=True)

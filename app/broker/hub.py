@@ -15,7 +15,7 @@ from typing import Protocol
 ANY_TOPIC = "*"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Delivered:
     """A message as it goes to consumers: serialised once, shared by every connection."""
 
@@ -23,6 +23,15 @@ class Delivered:
     message_id: str
     # None when the topic's policy stores nothing (there is nothing to ack or replay).
     sequence: int | None
+    _first_delivery: str | None = field(default=None, repr=False)
+
+    def first_delivery_text(self) -> str:
+        """The frame as the Pulsar paths send it the first time: with ``"redeliveryCount":0``.
+        Spliced before the closing brace (``text`` is a JSON object the broker wrote, without that
+        field), built at most once per message and shared by every Pulsar-path consumer."""
+        if self._first_delivery is None:
+            self._first_delivery = self.text[:-1] + ',"redeliveryCount":0}'
+        return self._first_delivery
 
 
 class Watcher(Protocol):

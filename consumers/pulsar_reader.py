@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from pydantic import ValidationError
 
+from app.broker import services
 from app.broker.admission import Refusal
 from app.broker.delivery import needs_resync
 from app.broker.hub import Delivered
@@ -96,6 +97,9 @@ class TopicReader(FrameConsumer):
                                f"messageId {start.message_id} is no stored message of this topic")
             self.message_sequence = sequence
         self.topic = topic
+        if topic.is_response_topic:
+            # Attached, as a consumer would be: not collected while read (scheduled again on leaving).
+            await database_sync_to_async(services.cancel_collection)(topic.id)
         if topic.policy.stores:
             await self._join(topic)
         return None
@@ -128,9 +132,16 @@ class TopicReader(FrameConsumer):
             self.recheck_rights()
 
     async def on_disconnect(self) -> None:
-        if hasattr(self, "runtime"):
-            self.runtime.hub.unsubscribe(self.slug, self)
-            self.runtime.hub.unwatch(self.slug, self)
+        if not hasattr(self, "runtime"):
+            return
+        hub = self.runtime.hub
+        hub.unsubscribe(self.slug, self)
+        hub.unwatch(self.slug, self)
+        topic = self.topic
+        if self.attached and topic is not None and topic.is_response_topic and not hub.connection_count(self.slug):
+            # A reader counts as a connection of its topic: the last one to leave a response topic
+            # has it collected, as a consumer would (only its requester may read it).
+            await database_sync_to_async(services.schedule_collection)(topic.id, self.principal, topic.policy)
 
     def grant_consume(self) -> None:
         """Never called: a reader does not wait for its topic (a missing one is refused with 404)."""

@@ -15,6 +15,7 @@ from tests.protocol import (
     auth,
     b64,
     connect,
+    eventually,
     make_token,
     make_topic,
     make_user,
@@ -333,3 +334,34 @@ async def test_readers_attached_at_once_each_get_live_messages(server: ServerPro
     ids = await published(await producer(server, slug), 1)
     for ws in readers:
         assert await read_ids(ws, 1) == ids
+
+
+async def response_topic(server: ServerProcess) -> str:
+    """A response topic made by an anonymous request (so the anonymous principal may read it)."""
+    source = make_topic()
+    response = f"{source}_{unique('r')[2:10]}"
+    ack = await publish(await connect(server.ws + source), properties={"response_topic": response})
+    assert ack["result"] == "ok", ack
+    return response
+
+
+async def test_reader_keeps_its_response_topic(server: ServerProcess) -> None:
+    """A reader attached to a response topic cancels its collection, as a consumer does."""
+    from app.broker.models import Topic
+
+    slug = await response_topic(server)
+    assert Topic.objects.get(slug=slug).garbage_collect_on is not None  # unattached: due for collection
+    await reader(server, slug)
+    assert Topic.objects.get(slug=slug).garbage_collect_on is None
+
+
+async def test_last_reader_leaving_schedules_collection(server: ServerProcess) -> None:
+    """The last reader leaving a response topic schedules it for collection, as a consumer does."""
+    from app.broker.models import Topic
+
+    slug = await response_topic(server)
+    ws = await reader(server, slug)
+    assert Topic.objects.get(slug=slug).garbage_collect_on is None
+    await ws.close()
+    await eventually(lambda: Topic.objects.get(slug=slug).garbage_collect_on is not None,
+                     message="collection scheduled")

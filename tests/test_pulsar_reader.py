@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from tests.bad_input import assert_error, closed_with, recv, stored
+from tests.cluster import start_cluster
 from tests.protocol import (
     auth,
     b64,
@@ -26,6 +28,7 @@ from tests.protocol import (
     unique,
 )
 from tests.servers import ServerProcess
+from tests.services import require_postgres, require_redis
 
 READER = "v2/reader/persistent/public/default/"
 PRODUCER = "v2/producer/persistent/public/default/"
@@ -365,3 +368,21 @@ async def test_last_reader_leaving_schedules_collection(server: ServerProcess) -
     await ws.close()
     await eventually(lambda: Topic.objects.get(slug=slug).garbage_collect_on is not None,
                      message="collection scheduled")
+
+
+@pytest.mark.pinned_backend
+async def test_reader_reads_across_processes(tmp_path: Path) -> None:
+    """Two processes behind Redis: a reader on one gets the history and live messages published on the other."""
+    require_postgres()
+    cluster = start_cluster(tmp_path, require_redis())
+    try:
+        a, b = cluster.servers
+        slug = cluster.topic("--anonymous", "--no-dasf", "--store-messages", "store")
+        prod = await connect(f"{a.ws}{PRODUCER}{slug}")
+        ids = await published(prod, 2)
+        ws = await reader(b, slug, "?messageId=earliest")
+        assert await read_ids(ws, 2) == ids
+        live = await published(prod, 1, start=2)
+        assert await read_ids(ws, 1) == live
+    finally:
+        cluster.stop()

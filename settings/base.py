@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "app.broker",
     "app.leases",
     "app.outbox",
+    "app.pulsar",
 ]
 
 MIDDLEWARE = [
@@ -218,6 +219,9 @@ STATUS_REFRESH_S = env_float("STATUS_REFRESH_S", 1.0)
 RESPONSE_TOPIC_TTL_S = env_float("RESPONSE_TOPIC_TTL_S", 600.0)
 # How often the garbage collection loop runs; 0 turns it off in this process.
 GC_INTERVAL_S = env_float("GC_INTERVAL_S", 60.0)
+# A Pulsar subscription with no consumer for this long is deleted by the garbage collection loop;
+# 0 keeps subscriptions until unsubscribed (Pulsar's default subscription expiry).
+SUBSCRIPTION_TTL_S = env_float("SUBSCRIPTION_TTL_S", 0.0)
 
 # --- transactional outbox ------------------------------------------------------------------
 OUTBOX_TARGETS = ("topic", "rabbitmq", "redis")

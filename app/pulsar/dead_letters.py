@@ -23,7 +23,8 @@ from app.pulsar import services
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime
-    from app.pulsar.dispatcher import Member, Pending, SubscriptionDispatcher
+    from app.pulsar.dispatcher import SubscriptionDispatcher
+    from app.pulsar.members import Member, Pending
 
 logger = logging.getLogger(__name__)
 

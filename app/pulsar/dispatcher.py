@@ -19,23 +19,21 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from app import codec
 from app.broker.delivery import needs_resync
 from app.broker.hub import Delivered
 from app.broker.services import SubscriptionAck
 from app.broker.topics import TopicView
 from app.pulsar import services
 from app.pulsar.dead_letters import DeadLetters
-from app.pulsar.dispatch import Candidate, Dispatch
+from app.pulsar.dispatch import Dispatch
 from app.pulsar.flow import Flow
-from app.pulsar.params import ConsumerParams
+from app.pulsar.members import Member, Pending, Slot, by_sequence
 from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letters, nack_due
 
 if TYPE_CHECKING:
@@ -47,62 +45,6 @@ logger = logging.getLogger(__name__)
 BACKLOG_PAGE = 500
 # After a failed database call the dispatcher waits this long before trying again.
 RETRY_S = 1.0
-
-
-class Member(Protocol):
-    """A consumer connection of the subscription."""
-
-    principal: str
-    user: Any
-    params: ConsumerParams
-
-    def send(self, text: str) -> None: ...
-
-    def recheck_rights(self) -> None: ...
-
-
-@dataclass(slots=True, eq=False)
-class Pending:
-    """A message of the subscription not yet acked, queued or in flight."""
-
-    message_id: str
-    sequence: int | None
-    text: str  # the shared frame, without redeliveryCount
-    count: int = 0
-    live: Delivered | None = None
-    _key: str | None = None
-
-    def frame(self) -> str:
-        if self.count == 0 and self.live is not None:
-            return self.live.first_delivery_text()  # built once, shared by every subscription
-        return self.text[:-1] + f',"redeliveryCount":{self.count}}}'
-
-    @property
-    def key(self) -> str:
-        """The producer's ``key`` ("" when none); read only by Key_Shared."""
-        if self._key is None:
-            found = codec.loads(self.text).get("key")
-            self._key = found if isinstance(found, str) else ""
-        return self._key
-
-
-@dataclass(slots=True, eq=False)
-class Slot:
-    id: int
-    member: Member
-    flow: Flow
-    unacked: dict[str, Pending] = field(default_factory=dict)
-    ready: bool = False  # accepted: frames may be sent
-
-    def candidate(self) -> Candidate:
-        return Candidate(self.id, self.flow.credit(len(self.unacked)) if self.ready else 0, len(self.unacked))
-
-
-def _by_sequence(items: Iterable[Pending]) -> list[Pending]:
-    listed = list(items)
-    if all(item.sequence is not None for item in listed):
-        listed.sort(key=lambda item: item.sequence or 0)
-    return listed
 
 
 class SubscriptionDispatcher:
@@ -208,8 +150,8 @@ class SubscriptionDispatcher:
         """Dispatchers never wait for a topic."""
 
     def recheck_rights(self) -> None:
-        for slot in list(self.slots):
-            slot.member.recheck_rights()
+        """Its consumers watch the topic themselves (standbys too, which the hub does not reach
+        through the dispatcher)."""
 
     def resync(self, database_last: int) -> None:
         """Called every resync interval with the topic's last sequence in the database."""
@@ -438,7 +380,7 @@ class SubscriptionDispatcher:
 
     def requeue(self, items: list[Pending]) -> None:
         """Put messages back at the head of the queue, in publish order."""
-        self.queue.extendleft(reversed(_by_sequence(items)))
+        self.queue.extendleft(reversed(by_sequence(items)))
         self.pump()
 
     # --- tasks -----------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from app.broker.topics import TopicView
 from app.leases.services import acquire, release
 from app.pulsar import services
 from app.pulsar.dispatch import EXCLUSIVE
-from app.pulsar.dispatcher import Member, SubscriptionDispatcher
+from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.handshake import subscription_conflict
+from app.pulsar.members import Member
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime

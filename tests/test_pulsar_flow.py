@@ -146,3 +146,16 @@ async def test_disabled_topic_keeps_at_most_receiver_queue_size_waiting(server: 
     await send_json(ws, {"type": "permit", "permitMessages": 4})
     assert [(await message(ws))["messageId"] for _ in range(2)] == ids[2:]
     await quiet(ws)
+
+
+async def test_ack_of_a_nacked_message_waiting_is_taken(server: ServerProcess) -> None:
+    """An ack of a message nacked a moment ago (waiting for redelivery) is taken, and it is not redelivered."""
+    slug = make_topic(dasf=False)
+    ws = await consumer(server, slug, query="negativeAckRedeliveryDelay=300")
+    prod = await producer(server, slug)
+    mid = await send(prod, 1)
+    got = await message(ws)
+    await send_json(ws, {"type": "negativeAcknowledge", "messageId": mid})
+    await ack(ws, got)
+    await end_of_topic_round_trip(ws)
+    await quiet(ws, 0.5)

@@ -19,7 +19,6 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -35,6 +34,7 @@ from app.pulsar.dispatch import Dispatch
 from app.pulsar.flow import Flow
 from app.pulsar.members import Member, Pending, Slot, by_sequence
 from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letters, nack_due
+from app.pulsar.tasks import TaskOwner
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime
@@ -47,10 +47,11 @@ BACKLOG_PAGE = 500
 RETRY_S = 1.0
 
 
-class SubscriptionDispatcher:
+class SubscriptionDispatcher(TaskOwner):
     shared = False  # the hub gives it every message of the topic
 
     def __init__(self, runtime: BrokerRuntime, topic: TopicView, name: str, subscription_type: str) -> None:
+        super().__init__()
         self.runtime = runtime
         self.topic = topic
         self.slug = topic.slug
@@ -72,7 +73,6 @@ class SubscriptionDispatcher:
         self._nacked: dict[str, tuple[Pending, Member]] = {}
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
         self.serving = False  # holds the subscription's lease: dispatches
         self.deleted = False  # unsubscribed: nothing more is written for it
         # Set by the registry (app/pulsar/subscriptions.py).
@@ -252,8 +252,9 @@ class SubscriptionDispatcher:
     # --- what consumers say -----------------------------------------------------------------
 
     def ack(self, member: Member, message_id: str) -> bool:
-        """False when ``member`` has no such message in flight."""
-        item = self._take(member, message_id)
+        """False when ``member`` has no such message in flight. A message taken back a moment ago
+        (ack timeout, nack) and waiting to be redelivered may still be acked: the ack crossed it."""
+        item = self._take(member, message_id) or self._take_back(message_id)
         if item is None:
             return False
         if self.stores and not self.deleted:
@@ -287,6 +288,18 @@ class SubscriptionDispatcher:
         if item is not None:
             self._settle(item)
         return item
+
+    def _take_back(self, message_id: str) -> Pending | None:
+        """A message waiting for redelivery, no longer waiting."""
+        nacked = self._nacked.pop(message_id, None)
+        if nacked is not None:
+            self.timers.cancel(message_id)
+            return nacked[0]
+        for item in self.queue:
+            if item.message_id == message_id and item.count > 0:
+                self.queue.remove(item)
+                return item
+        return None
 
     def _settle(self, item: Pending) -> None:
         """``item`` is no longer in flight."""
@@ -382,24 +395,3 @@ class SubscriptionDispatcher:
         """Put messages back at the head of the queue, in publish order."""
         self.queue.extendleft(reversed(by_sequence(items)))
         self.pump()
-
-    # --- tasks -----------------------------------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = self.runtime.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("subscription task failed", exc_info=task.exception())
-
-    async def stop_tasks(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await task
-

@@ -52,6 +52,16 @@ class ConsumerAck(BaseModel):
     messageId: str
 
 
+class MessageIdFrame(BaseModel):
+    """consumer -> broker on ``/ws/v2/consumer/...``: a control frame naming one delivered message
+    (``{"type": "negativeAcknowledge", "messageId"}``)."""
+
+    model_config = ConfigDict(strict=True)
+
+    type: str
+    messageId: str
+
+
 # Fields the broker sets on deliveries; a producer's own values for them are not relayed.
 BROKER_FIELDS = ("messageId", "publishTime", "redeliveryCount")
 

@@ -1,4 +1,5 @@
-"""Deletes response topics whose ``garbage_collect_on`` has passed (one process at a time)."""
+"""Deletes response topics whose ``garbage_collect_on`` has passed, and Pulsar subscriptions idle
+for SUBSCRIPTION_TTL_S, and removes what deleted subscriptions held (one process at a time)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.broker.services import collect_response_topics
+from app.pulsar.services import expire_subscriptions, release_pending
 from relays.leader import run_as_leader
 
 logger = logging.getLogger(__name__)
@@ -18,5 +20,11 @@ async def garbage_collection_loop() -> None:
         removed = await database_sync_to_async(collect_response_topics)()
         if removed:
             logger.info("removed %d response topics", removed)
+        expired = await database_sync_to_async(expire_subscriptions)()
+        if expired:
+            logger.info("deleted %d idle subscriptions", expired)
+        released = await database_sync_to_async(release_pending)()
+        if released:
+            logger.info("removed %d messages no subscription holds any more", released)
 
     await run_as_leader("garbage-collection", settings.GC_INTERVAL_S, job)

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "app.broker",
     "app.leases",
     "app.outbox",
+    "app.pulsar",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,11 @@ WS_HARD_LIMIT_BYTES = max(MAX_FRAME_BYTES * 4, env_int("WS_HARD_LIMIT_BYTES", 0)
 SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
 # Message ids a consumer connection remembers as delivered-but-unacked (for ack validation).
 UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
+# Pulsar subscriptions (docs/architecture.md 18.3): one process serves a subscription at a time,
+# holding a lease this long, renewed every third of it; a crashed holder's standbys take over after it.
+SUBSCRIPTION_LEASE_S = env_float("SUBSCRIPTION_LEASE_S", 10.0)
+# Keys a Key_Shared subscription remembers the consumer of; keys with nothing in flight are evicted.
+KEY_SHARED_MAX_KEYS = env_int("KEY_SHARED_MAX_KEYS", 100_000)
 # permessage-deflate costs CPU on every frame; DASF clients do not ask for it anyway.
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
 # How long a process trusts a cached topic + rights lookup (changes also invalidate it at once).
@@ -213,6 +219,9 @@ STATUS_REFRESH_S = env_float("STATUS_REFRESH_S", 1.0)
 RESPONSE_TOPIC_TTL_S = env_float("RESPONSE_TOPIC_TTL_S", 600.0)
 # How often the garbage collection loop runs; 0 turns it off in this process.
 GC_INTERVAL_S = env_float("GC_INTERVAL_S", 60.0)
+# A Pulsar subscription with no consumer for this long is deleted by the garbage collection loop;
+# 0 keeps subscriptions until unsubscribed (Pulsar's default subscription expiry).
+SUBSCRIPTION_TTL_S = env_float("SUBSCRIPTION_TTL_S", 0.0)
 
 # --- transactional outbox ------------------------------------------------------------------
 OUTBOX_TARGETS = ("topic", "rabbitmq", "redis")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 
 from django.conf import settings
 
@@ -26,11 +27,17 @@ def effective_policy(own: str | None, *, is_response_topic: bool) -> StorePolicy
     return StorePolicy(default)
 
 
-def removed_after_ack(policy: StorePolicy, acked_by: set[str], consumers: set[str]) -> bool:
-    """Whether a stored message goes once ``acked_by`` principals acked it."""
+def removed_after_ack(
+    policy: StorePolicy, acked_by: set[str], consumers: set[str], waiting: Collection[int] = (),
+) -> bool:
+    """Whether a stored message goes once ``acked_by`` principals acked it. ``waiting``: the Pulsar
+    subscriptions that existed when it was published (start_sequence below its sequence) and have
+    not acked it; none may be left (docs/architecture.md 18.3). A subscription's ack is also its
+    principal's, so it is in ``acked_by`` too."""
+    if waiting:
+        return False
     if policy is StorePolicy.CACHE:
         return bool(acked_by)
     if policy is StorePolicy.CACHEALL:
         return bool(acked_by) and consumers <= acked_by
     return False
-

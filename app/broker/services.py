@@ -18,9 +18,11 @@ from django.db.models import Exists, Field, OuterRef, QuerySet
 from django.utils import timezone
 
 from app.auth.services import principal_of
+from app.broker.acks import apply_acks
 from app.broker.models import Delivery, Message, Topic
-from app.broker.permissions import consumer_principals, revoke_all
-from app.broker.policy import StorePolicy, removed_after_ack
+from app.broker.permissions import revoke_all
+from app.broker.policy import StorePolicy
+from app.pulsar.cursors import apply_subscription_acks
 
 
 class TopicError(Exception):
@@ -49,6 +51,34 @@ class Ack:
     principal: str
 
 
+@dataclass(slots=True)
+class SubscriptionAck:
+    """A consumer's ack on a Pulsar subscription (docs/architecture.md 18.3); also its principal's."""
+
+    topic_id: int
+    policy: StorePolicy
+    subscription_id: int
+    message_id: uuid.UUID
+    principal: str
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Move one message of a subscription to its dead letter topic: ``copy`` (a new messageId, the
+    original's payload, properties and key, its topic_id the dead letter topic's) is stored and the
+    original acked on the subscription, in one transaction. Its result is the copy's sequence."""
+
+    topic_id: int
+    policy: StorePolicy
+    subscription_id: int
+    message_id: uuid.UUID
+    principal: str
+    copy: NewMessage
+
+    def ack(self) -> SubscriptionAck:
+        return SubscriptionAck(self.topic_id, self.policy, self.subscription_id, self.message_id, self.principal)
+
+
 @dataclass(frozen=True, slots=True)
 class Replay:
     sequence: int
@@ -57,7 +87,7 @@ class Replay:
     redelivery_count: int
 
 
-Op = NewMessage | Ack
+Op = NewMessage | Ack | SubscriptionAck | DeadLetter
 # Per op: the sequence given to a stored message, None for an applied ack, or the failure.
 OpResult = int | None | Exception
 
@@ -115,25 +145,40 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
     results: list[OpResult] = [None] * len(ops)
     inserts: dict[int, list[int]] = defaultdict(list)
     acks: list[Ack] = []
+    subscription_acks: list[SubscriptionAck] = []
     for index, op in enumerate(ops):
         if isinstance(op, NewMessage):
             inserts[op.topic_id].append(index)
+        elif isinstance(op, DeadLetter):
+            inserts[op.copy.topic_id].append(index)
+            subscription_acks.append(op.ack())
+        elif isinstance(op, SubscriptionAck):
+            subscription_acks.append(op)
         else:
             acks.append(op)
     rows: list[tuple[Any, ...]] = []
     for topic_id, indexes in inserts.items():
         first = _allocate_sequences(topic_id, len(indexes))
         for offset, index in enumerate(indexes):
-            op = ops[index]
-            assert isinstance(op, NewMessage)
+            op = _inserted(ops[index])
             results[index] = first + offset
             rows.append((op.message_id, op.topic_id, first + offset, op.producer_id, op.producer_principal,
                          op.properties, op.payload, op.context, op.publish_time, op.frame, op.response_topic_id))
     if rows:
         _insert_messages(rows)
     if acks:
-        _apply_acks(acks)
+        apply_acks(acks)
+    if subscription_acks:
+        apply_subscription_acks(subscription_acks)
     return results
+
+
+def _inserted(op: Op) -> NewMessage:
+    """The message an insert op stores."""
+    if isinstance(op, DeadLetter):
+        return op.copy
+    assert isinstance(op, NewMessage)
+    return op
 
 
 _INSERT_COLUMNS = ("message_id", "topic", "sequence", "producer", "producer_principal", "properties", "payload",
@@ -169,89 +214,6 @@ def _allocate_sequences(topic_id: int, count: int) -> int:
     if row is None:
         raise TopicError(f"topic {topic_id} no longer exists")
     return int(row[0]) - count + 1
-
-
-def _apply_acks(acks: Sequence[Ack]) -> None:
-    by_topic: dict[tuple[int, StorePolicy], list[Ack]] = defaultdict(list)
-    for ack in acks:
-        by_topic[(ack.topic_id, ack.policy)].append(ack)
-    now = timezone.now()
-    for (topic_id, policy), acks_of_topic in by_topic.items():
-        # One principal acking the same message twice in a batch (two of its connections got
-        # it) is one ack: PostgreSQL refuses an upsert touching a row twice.
-        group = list({(a.message_id, a.principal): a for a in acks_of_topic}.values())
-        ids = {a.message_id for a in group}
-        if policy is StorePolicy.CACHE:
-            _delete_acked(topic_id, ids)
-            continue
-        by_principal: dict[str, set[uuid.UUID]] = defaultdict(set)
-        for ack in group:
-            by_principal[ack.principal].add(ack.message_id)
-        for principal, acked_ids in by_principal.items():
-            _record_acks(topic_id, principal, acked_ids, now)
-        if policy is StorePolicy.CACHEALL:
-            pks = list(Message.objects.filter(topic_id=topic_id, message_id__in=ids).values_list("pk", flat=True))
-            if pks:
-                _remove_fully_acked(topic_id, pks)
-
-
-def _remove_fully_acked(topic_id: int, message_pks: list[int]) -> None:
-    consumers = consumer_principals(Topic.objects.get(pk=topic_id))
-    acked: dict[int, set[str]] = defaultdict(set)
-    for message_pk, principal in Delivery.objects.filter(
-        message_id__in=message_pks, acked_at__isnull=False
-    ).values_list("message_id", "principal"):
-        acked[message_pk].add(principal)
-    done = [pk for pk, who in acked.items() if removed_after_ack(StorePolicy.CACHEALL, who, consumers)]
-    if done:
-        _delete_messages(Message.objects.filter(pk__in=done))
-
-
-def _record_acks(topic_id: int, principal: str, message_ids: set[uuid.UUID], now: datetime) -> None:
-    """cacheall / store: mark the messages acked by ``principal``, in one prepared upsert (the ORM's
-    lookup plus bulk upsert cost several times the statement). Unknown ids match no row."""
-    quote = connection.ops.quote_name
-    prep = Message._meta.get_field("message_id").get_db_prep_value
-    when = Delivery._meta.get_field("acked_at").get_db_prep_value(now, connection)
-    ids = [prep(message_id, connection) for message_id in message_ids]
-    deliveries, messages = quote(Delivery._meta.db_table), quote(Message._meta.db_table)
-    sql = (
-        f"INSERT INTO {deliveries} ({quote('message_id')}, {quote('principal')}, {quote('redelivery_count')}, "
-        f"{quote('acked_at')}) SELECT {quote('id')}, %s, 0, %s FROM {messages} "
-        f"WHERE {quote('topic_id')} = %s AND {quote('message_id')} IN ({', '.join(['%s'] * len(ids))}) "
-        f"ON CONFLICT ({quote('message_id')}, {quote('principal')}) DO UPDATE SET {quote('acked_at')} = %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [principal, when, topic_id, *ids, when])
-
-
-def _delete_acked(topic_id: int, message_ids: set[uuid.UUID]) -> None:
-    """The cache policy's ack: delete the messages and their delivery rows, in two prepared
-    statements (building querysets per batch cost more than running them)."""
-    quote = connection.ops.quote_name
-    prep = Message._meta.get_field("message_id").get_db_prep_value
-    ids = [prep(message_id, connection) for message_id in message_ids]
-    marks = ", ".join(["%s"] * len(ids))
-    messages, deliveries = quote(Message._meta.db_table), quote(Delivery._meta.db_table)
-    match = f"{quote('topic_id')} = %s AND {quote('message_id')} IN ({marks})"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {deliveries} WHERE {quote('message_id')} IN "
-            f"(SELECT {quote('id')} FROM {messages} WHERE {match})",
-            [topic_id, *ids],
-        )
-        cursor.execute(f"DELETE FROM {messages} WHERE {match}", [topic_id, *ids])
-
-
-def _delete_messages(messages: QuerySet[Message]) -> None:
-    """Delete messages and their delivery rows in two statements.
-
-    QuerySet.delete() would load every row (frames included) and send signals per object; on the
-    ack path that cost more than the rest of the commit. Nothing listens to these deletions.
-    """
-    deliveries = Delivery.objects.filter(message__in=messages.values("pk"))
-    deliveries._raw_delete(deliveries.db)
-    messages._raw_delete(messages.db)
 
 
 # --- replay --------------------------------------------------------------------------------
@@ -341,12 +303,10 @@ def outstanding_exists(topic_id: int, policy: StorePolicy, principal: str) -> bo
 
 
 def _unacked(topic_id: int, policy: StorePolicy, principal: str) -> QuerySet[Message]:
-    """Stored messages of the topic that ``principal`` has not acked (under cache: all of them)."""
-    messages = Message.objects.filter(topic_id=topic_id)
-    if policy is not StorePolicy.CACHE:
-        acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
-        messages = messages.filter(~Exists(acked))
-    return messages
+    """Stored messages of the topic that ``principal`` has not acked. Under cache an acked message is
+    gone unless a Pulsar subscription still holds it (docs/architecture.md 18.3)."""
+    acked = Delivery.objects.filter(message=OuterRef("pk"), principal=principal, acked_at__isnull=False)
+    return Message.objects.filter(topic_id=topic_id).filter(~Exists(acked))
 
 
 def last_sequences(slugs: list[str]) -> dict[str, int]:

@@ -8,6 +8,7 @@ import enum
 from http import HTTPStatus
 
 from app.broker.admission import Refusal
+from app.broker.naming import shown
 from app.broker.topics import TopicView
 
 
@@ -27,3 +28,16 @@ def topic_refusal(slug: str, topic: TopicView | None, need: Need, auth_error: st
     if auth_error:
         return Refusal(HTTPStatus.UNAUTHORIZED, auth_error)
     return Refusal(HTTPStatus.FORBIDDEN, f"not allowed to {need.value} this topic")
+
+
+def subscription_conflict(name: str, wanted: str, attached_type: str, attached: int) -> Refusal | None:
+    """409 when a consumer asking for subscription type ``wanted`` may not join ``attached``
+    consumers of type ``attached_type`` in this process: another type, or a second Exclusive one."""
+    if attached == 0:
+        return None
+    if wanted != attached_type:
+        return Refusal(HTTPStatus.CONFLICT, f"subscription {shown(name)} has {attached_type} consumers; "
+                                            f"subscriptionType {wanted} refused")
+    if wanted == "Exclusive":
+        return Refusal(HTTPStatus.CONFLICT, f"exclusive subscription {shown(name)} already has a consumer")
+    return None

@@ -1,0 +1,234 @@
+"""Subscription storage (docs/architecture.md 18.3, 18.4): plain synchronous functions on the ORM,
+called through ``database_sync_to_async``. Acks and dead letters go through the group-commit writer
+instead (app.broker.services.SubscriptionAck and DeadLetter, applied by app.pulsar.cursors)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from app.broker.acks import remove_done
+from app.broker.models import Message, Topic
+from app.broker.naming import shown, topic_name_error
+from app.broker.permissions import grant, rights_on
+from app.broker.policy import StorePolicy
+from app.broker.quotas import hold_principal, topic_quota_error
+from app.broker.services import Replay, ReplayPage, TopicError
+from app.broker.topics import TopicView
+from app.pulsar.models import Release, Subscription, SubscriptionMessage, SubscriptionType
+
+# Messages the removal rule is re-applied to per transaction when a subscription goes.
+RELEASE_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    id: int
+    topic_id: int
+    name: str
+    type: str
+    start_sequence: int
+    acked_through: int
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> SubscriptionState:
+        return cls(subscription.pk, subscription.topic_id, subscription.name, subscription.type,
+                   subscription.start_sequence, subscription.acked_through)
+
+
+def open_subscription(topic_id: int, name: str, type: str, principal: str) -> SubscriptionState:
+    """Get or create (race-safe across processes); created: start_sequence = acked_through = the
+    topic's last_sequence now (Pulsar's default initial position, latest); touches last_active.
+    Does not change the type of an existing one. TopicError when the topic is gone."""
+    kind = SubscriptionType(type)
+    now = timezone.now()
+    existing = Subscription.objects.filter(topic_id=topic_id, name=name).first()
+    if existing is None:
+        last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first()
+        if last is None:
+            raise TopicError(f"topic {topic_id} no longer exists")
+        try:
+            with transaction.atomic():
+                return SubscriptionState.of(Subscription.objects.create(
+                    topic_id=topic_id, name=name, type=kind, start_sequence=last, acked_through=last,
+                    created_by=principal, last_active=now,
+                ))
+        except IntegrityError:
+            # Another process created it first (or the topic was deleted meanwhile).
+            existing = Subscription.objects.filter(topic_id=topic_id, name=name).first()
+            if existing is None:
+                raise TopicError(f"topic {topic_id} no longer exists") from None
+    Subscription.objects.filter(pk=existing.pk).update(last_active=now)
+    return SubscriptionState.of(existing)
+
+
+def set_subscription_type(subscription_id: int, type: str) -> None:
+    Subscription.objects.filter(pk=subscription_id).update(type=SubscriptionType(type))
+
+
+def touch(subscription_ids: list[int]) -> None:
+    """The subscriptions have consumers: they do not expire (SUBSCRIPTION_TTL_S)."""
+    if subscription_ids:
+        Subscription.objects.filter(pk__in=subscription_ids).update(last_active=timezone.now())
+
+
+def backlog(subscription_id: int, *, after: int, limit: int) -> ReplayPage:
+    """Stored messages of the topic outstanding for the subscription with sequence > ``after``, in
+    sequence order, at most ``limit``; Replay.redelivery_count is the recorded count (not counted
+    up here). ReplayPage.last_sequence as in broker.services.outstanding; a subscription that no
+    longer exists has an empty page with last_sequence 0."""
+    with transaction.atomic():
+        cursor = Subscription.objects.filter(pk=subscription_id).values_list("topic_id", "acked_through").first()
+        if cursor is None:
+            return ReplayPage([], 0)
+        topic_id, acked_through = cursor
+        last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0
+        acked = SubscriptionMessage.objects.filter(subscription_id=subscription_id, message=OuterRef("pk"),
+                                                   acked_at__isnull=False)
+        messages = Message.objects.filter(topic_id=topic_id, sequence__gt=max(after, acked_through),
+                                          sequence__lte=last).filter(~Exists(acked))
+        page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
+        counts = dict(SubscriptionMessage.objects.filter(
+            subscription_id=subscription_id, message_id__in=[pk for pk, *_ in page], redelivery_count__gt=0,
+        ).values_list("message_id", "redelivery_count")) if page else {}
+    return ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page], last)
+
+
+def count_redeliveries(subscription_id: int, message_ids: list[str]) -> dict[str, int]:
+    """+1 on each (row created when missing); returns the new counts by message id. Ids of
+    messages not stored (a `disabled` topic, removed) or acked already are left out: the caller
+    counts those itself."""
+    wanted: dict[uuid.UUID, str] = {}
+    for message_id in message_ids:
+        try:
+            wanted[uuid.UUID(message_id)] = message_id
+        except ValueError:
+            continue
+    with transaction.atomic():
+        cursor = Subscription.objects.filter(pk=subscription_id).values_list("topic_id", "acked_through").first()
+        if cursor is None or not wanted:
+            return {}
+        topic_id, acked_through = cursor
+        stored = {pk: (seq, mid) for pk, seq, mid in Message.objects.filter(
+            topic_id=topic_id, sequence__gt=acked_through, message_id__in=list(wanted),
+        ).values_list("pk", "sequence", "message_id")}
+        rows = SubscriptionMessage.objects.filter(subscription_id=subscription_id, message_id__in=list(stored))
+        rows.filter(acked_at__isnull=True).update(redelivery_count=F("redelivery_count") + 1)
+        known = set(rows.values_list("message_id", flat=True))
+        SubscriptionMessage.objects.bulk_create([
+            SubscriptionMessage(subscription_id=subscription_id, message_id=pk, sequence=seq, redelivery_count=1)
+            for pk, (seq, _) in stored.items() if pk not in known
+        ], ignore_conflicts=True)
+        counts = rows.filter(acked_at__isnull=True).values_list("message_id", "redelivery_count")
+        return {wanted[stored[pk][1]]: count for pk, count in counts}
+
+
+def delete_subscription(subscription_id: int) -> None:
+    """unsubscribe: delete the cursor and its rows, then re-apply the removal rule to the messages
+    it held (above its acked_through). The first RELEASE_PAGE of them at once, so a small backlog
+    goes with the unsubscribe; the rest is left to the garbage-collection relay (release_pending)."""
+    with transaction.atomic():
+        cursor = (Subscription.objects.select_for_update().filter(pk=subscription_id)
+                  .values_list("topic_id", "acked_through").first())
+        if cursor is None:
+            return
+        topic_id, acked_through = cursor
+        rows = SubscriptionMessage.objects.filter(subscription_id=subscription_id)
+        rows._raw_delete(rows.db)
+        Subscription.objects.filter(pk=subscription_id).delete()
+        topic = Topic.objects.filter(pk=topic_id).select_related("response_for").first()
+        release = None
+        if topic is not None and topic.policy in (StorePolicy.CACHE, StorePolicy.CACHEALL) \
+                and topic.last_sequence > acked_through:
+            release = Release.objects.create(topic_id=topic_id, after_sequence=acked_through,
+                                             through_sequence=topic.last_sequence)
+    if release is not None:
+        release_page(release.pk)
+
+
+def release_page(release_id: int, limit: int | None = None) -> tuple[int, bool]:
+    """Apply the removal rule to the next page of a release (RELEASE_PAGE messages); returns how
+    many messages went and whether more of the release is left."""
+    limit = limit or RELEASE_PAGE
+    with transaction.atomic():
+        release = Release.objects.select_for_update().filter(pk=release_id).first()
+        if release is None:
+            return 0, False
+        topic = Topic.objects.select_related("response_for").get(pk=release.topic_id)
+        # The cursors are locked as the writer's subscription acks lock them (app.pulsar.cursors).
+        list(Subscription.objects.select_for_update().filter(topic_id=topic.pk).order_by("pk").values_list("pk"))
+        page = list(Message.objects.filter(
+            topic_id=topic.pk, sequence__gt=release.after_sequence, sequence__lte=release.through_sequence,
+        ).order_by("sequence").values_list("pk", "sequence")[:limit])
+        removed = remove_done(topic.pk, topic.policy, [pk for pk, _ in page])
+        if len(page) < limit:
+            release.delete()
+            return removed, False
+        release.after_sequence = page[-1][1]
+        release.save(update_fields=["after_sequence"])
+        return removed, True
+
+
+def release_pending(max_pages: int = 100) -> int:
+    """Work off what deleted subscriptions left (the garbage-collection relay); returns how many
+    messages went. At most ``max_pages`` transactions per call, so one run stays short."""
+    removed = pages = 0
+    for release_id in Release.objects.order_by("pk").values_list("pk", flat=True):
+        more = True
+        while more and pages < max_pages:
+            went, more = release_page(release_id)
+            removed += went
+            pages += 1
+        if pages >= max_pages:
+            break
+    return removed
+
+
+def expire_subscriptions(now: datetime | None = None) -> int:
+    """Delete subscriptions idle (not touched) for SUBSCRIPTION_TTL_S; 0 keeps them forever.
+    Returns how many went."""
+    ttl = settings.SUBSCRIPTION_TTL_S
+    if ttl <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(seconds=ttl)
+    idle = list(Subscription.objects.filter(last_active__lt=cutoff).values_list("pk", flat=True))
+    for subscription_id in idle:
+        delete_subscription(subscription_id)
+    return len(idle)
+
+
+def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:
+    """The dead letter topic of a subscription, created when missing: not supports_dasf, private,
+    its creator may produce to and consume it, counted by TOPICS_PER_PRINCIPAL; stored under the
+    server's default policy, or `cache` when that stores nothing (a dead letter must not be lost).
+    An existing one must be a topic of its own the principal may produce to. TopicError otherwise."""
+    reason = topic_name_error(slug)
+    if reason is not None:
+        raise TopicError(f"{reason} (for dead letters)")
+    with transaction.atomic():
+        topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
+        if topic is None:
+            hold_principal(user)
+            reason = topic_quota_error(principal)
+            if reason is not None:
+                raise TopicError(reason)
+            default = StorePolicy(settings.STORE_SOURCE_MESSAGES)
+            topic, created = Topic.objects.get_or_create(slug=slug, defaults={
+                "is_public": False, "supports_dasf": False, "created_by": principal,
+                "store_messages": None if default.stores else StorePolicy.CACHE.value,
+            })
+            if created:
+                grant(user, topic, "can_produce", "can_consume")
+    if topic.response_for_id is not None:
+        raise TopicError(f"dead letter topic {shown(slug)} is a response topic")
+    rights = rights_on(user, topic)
+    if not rights.produce:
+        raise TopicError(f"not allowed to publish to dead letter topic {shown(slug)}")
+    return TopicView.of(topic, rights)

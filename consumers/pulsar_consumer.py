@@ -1,0 +1,163 @@
+"""``/ws/v2/consumer/<persistence>/<tenant>/<ns>/<topic>/<subscription>`` on topics that are not
+``supports_dasf``: Pulsar's named subscriptions (docs/architecture.md 18.2-18.4).
+
+The handshake is refused with an HTTP status before it is accepted (400 parameters, 401/403/404 the
+topic, 409 the subscription). An accepted connection joins its subscription's dispatcher
+(app/pulsar/dispatcher.py), which decides what it is sent; this class translates frames.
+DASF topics on this path keep ``TopicConsumer`` (consumers/pulsar_routing.py chooses).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.broker.admission import Refusal
+from app.broker.runtime import get_runtime
+from app.pulsar.dispatcher import SubscriptionDispatcher
+from app.pulsar.flow import permit_count
+from app.pulsar.handshake import Need, topic_refusal
+from app.pulsar.params import ConsumerParams, consumer_problem, params_problem
+from app.pulsar.subscriptions import subscriptions_of
+from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
+from consumers.frames import ConsumerAck, EndOfTopicFrame, MessageIdFrame
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+
+
+class PulsarConsumer(FrameConsumer):
+    dispatcher: SubscriptionDispatcher | None = None
+
+    async def before_accept(self) -> Refusal | None:
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.slug: str = kwargs["topic"]
+        self.subscription: str = kwargs.get("subscription") or ""
+        if not self.subscription:
+            return Refusal(HTTPStatus.BAD_REQUEST, "empty subscription name")
+        try:
+            self.params = ConsumerParams.from_query(self.scope.get("query_string", b""))
+        except ValidationError as exc:
+            return Refusal(HTTPStatus.BAD_REQUEST, params_problem(exc))
+        self.runtime = get_runtime()
+        topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
+        refusal = topic_refusal(self.slug, topic, Need.CONSUME, self.scope.get("auth_error"))
+        if refusal is not None:
+            return refusal
+        assert topic is not None
+        problem = consumer_problem(self.params, self.slug, self.subscription)
+        if problem is not None:
+            return Refusal(HTTPStatus.BAD_REQUEST, problem)
+        self.runtime.hub.watch(self.slug, self)
+        joined = await subscriptions_of(self.runtime).join(self, topic, self.subscription)
+        if isinstance(joined, Refusal):
+            return joined
+        self.dispatcher = joined
+        return None
+
+    async def on_connect(self) -> None:
+        if self.params.consumerName:
+            logger.debug("consumer %s of %s on %s attached", self.params.consumerName[:64], self.subscription,
+                         self.slug)
+        if self.dispatcher is not None:
+            self.dispatcher.ready(self)
+
+    async def on_disconnect(self) -> None:
+        if hasattr(self, "runtime"):
+            self.runtime.hub.unwatch(self.slug, self)
+        await self._leave()
+
+    async def _leave(self) -> None:
+        dispatcher, self.dispatcher = self.dispatcher, None
+        if dispatcher is not None:
+            await subscriptions_of(self.runtime).leave(self, dispatcher)
+
+    def send(self, text: str) -> None:
+        """Called by the dispatcher."""
+        if not self.closing:
+            self.push(text)
+
+    # --- rights ---------------------------------------------------------------------------
+
+    def recheck_rights(self) -> None:
+        if not self.closing:
+            self.spawn(self._recheck_rights())
+
+    async def _recheck_rights(self) -> None:
+        try:
+            topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
+        except Exception:
+            # Rights that cannot be read again are not kept: the client reconnects and is judged afresh.
+            logger.warning("re-reading rights on %s failed; closing the connection", self.slug, exc_info=True)
+            await self._leave()
+            self.close(CLOSE_INTERNAL_ERROR)
+            return
+        if self.closing or (topic is not None and topic.rights.consume):
+            return
+        # Revoked (or the topic deleted): nothing more goes out, what it had in flight comes back.
+        await self._leave()
+        if self.outbound is not None:
+            self.outbound.discard()
+        reason = "not allowed to consume this topic" if topic is not None else f"topic {self.slug} was deleted"
+        self.refuse(reason, None)
+        self.close(CLOSE_FORBIDDEN)
+
+    # --- frames ---------------------------------------------------------------------------
+
+    async def on_frame(self, raw: dict[str, Any]) -> None:
+        dispatcher = self.dispatcher
+        if dispatcher is None or self.closing:
+            return  # revoked or leaving: what it says no longer counts
+        kind = raw.get("type")
+        if kind is None and "type" not in raw:
+            self._ack(dispatcher, raw)
+        elif kind == "negativeAcknowledge":
+            self._nack(dispatcher, raw)
+        elif kind == "permit":
+            self._permit(dispatcher, raw)
+        elif kind == "isEndOfTopic":
+            self.push_model(EndOfTopicFrame(endOfTopic=False))  # Switchyard never terminates a topic
+        elif kind == "unsubscribe":
+            await self._unsubscribe(dispatcher, raw)
+        else:
+            shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
+            self.refuse(f"unsupported control frame type {shown!r}", raw)
+
+    def _ack(self, dispatcher: SubscriptionDispatcher, raw: dict[str, Any]) -> None:
+        try:
+            ack = ConsumerAck.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid ack: {describe(exc)}", raw)
+            return
+        if not dispatcher.ack(self, ack.messageId):
+            self.refuse(f"unknown messageId {ack.messageId[:64]}", raw)
+
+    def _nack(self, dispatcher: SubscriptionDispatcher, raw: dict[str, Any]) -> None:
+        try:
+            nack = MessageIdFrame.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid negativeAcknowledge: {describe(exc)}", raw)
+            return
+        if not dispatcher.nack(self, nack.messageId):
+            self.refuse(f"unknown messageId {nack.messageId[:64]}", raw)
+
+    def _permit(self, dispatcher: SubscriptionDispatcher, raw: dict[str, Any]) -> None:
+        if not self.params.pullMode:
+            self.refuse("permit frames are read in pull mode only (pullMode=true)", raw)
+            return
+        count = permit_count(raw)
+        if count is None:
+            self.refuse("permitMessages must be a positive integer", raw)
+            return
+        dispatcher.permit(self, count)
+
+    async def _unsubscribe(self, dispatcher: SubscriptionDispatcher, raw: dict[str, Any]) -> None:
+        problem = await subscriptions_of(self.runtime).unsubscribe(self, dispatcher)
+        if problem is not None:
+            self.refuse(problem, raw)
+            return
+        self.close(CLOSE_NORMAL)

@@ -1,0 +1,55 @@
+"""``/ws/v2/consumer/...``: which connection class serves a handshake (docs/architecture.md 18.1).
+
+DASF topics keep today's ``TopicConsumer`` (``demessaging``'s PulsarConfig relies on it); other
+topics get Pulsar's subscriptions (``PulsarConsumer``). A topic that does not exist (yet) is served
+by ``TopicConsumer``, which waits for it, when its name is that of a response topic of an existing
+topic: the ``demessaging`` requester opens its response topic before its request creates it.
+Anything else missing is refused by ``PulsarConsumer`` with 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+
+from app.auth.services import principal_of
+from app.broker.naming import topic_name_error
+from app.broker.runtime import BrokerRuntime, get_runtime
+from app.pulsar.semantics import PathShape
+from consumers.pulsar_consumer import PulsarConsumer
+from consumers.subscriber import TopicConsumer
+
+# A response topic is named <source>_<suffix>; sources tried per missing name at most (the
+# longest first: the DASF client's suffix has no '_').
+MAX_SOURCES_TRIED = 4
+
+
+def response_topic_sources(slug: str) -> list[str]:
+    """The names whose response topic ``slug`` could be, longest first."""
+    cuts = [index for index, char in enumerate(slug) if char == "_" and 0 < index < len(slug) - 1]
+    return [slug[:index] for index in reversed(cuts)][:MAX_SOURCES_TRIED]
+
+
+class PulsarConsumerRoute:
+    def __init__(self) -> None:
+        self.dasf = TopicConsumer.as_asgi(path_shape=PathShape.PULSAR)
+        self.pulsar = PulsarConsumer.as_asgi()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        slug: str = scope["url_route"]["kwargs"]["topic"]
+        user = scope.get("user") or AnonymousUser()
+        principal = principal_of(user)
+        runtime = get_runtime()
+        dasf = False
+        if topic_name_error(slug) is None:
+            topic = await runtime.topic_view(slug, user, principal)
+            dasf = topic.supports_dasf if topic is not None else await self._awaited(runtime, slug, user, principal)
+        await (self.dasf if dasf else self.pulsar)(scope, receive, send)
+
+    async def _awaited(self, runtime: BrokerRuntime, slug: str, user: Any, principal: str) -> bool:
+        """Whether a missing ``slug`` is named like a response topic of an existing topic."""
+        for source in response_topic_sources(slug):
+            if await runtime.topic_view(source, user, principal) is not None:
+                return True
+        return False

@@ -234,3 +234,22 @@ def test_topic_availability_and_api_info_are_not_editable(server: ServerProcess)
     assert 'name="slug"' in page
     for field in ("api_info", "last_ping", "last_pong"):
         assert f'name="{field}"' not in page, field
+
+
+@pytest.mark.server_errors(r"Forbidden \(Permission denied\): /admin/pulsar/subscription/add/")
+def test_subscriptions_listed_read_only_and_unsubscribed_by_action(server: ServerProcess) -> None:
+    """Pulsar subscriptions are listed per topic (type, cursor); the admin cannot edit them, only unsubscribe."""
+    from app.broker.models import Topic
+    from app.pulsar.models import Subscription
+    from app.pulsar.services import open_subscription
+
+    slug = make_topic(dasf=False)
+    state = open_subscription(Topic.objects.get(slug=slug).pk, "audit", "Failover", "anonymous")
+    browser = logged_in(server, *staff(superuser=True))
+    listing = browser.request(f"/admin/pulsar/subscription/?q={slug}").body.decode()
+    assert "audit" in listing and "Failover" in listing and slug in listing
+    assert browser.request("/admin/pulsar/subscription/add/").status == 403
+    answer = post_form(browser, "/admin/pulsar/subscription/",
+                       {"action": "unsubscribe", "_selected_action": str(state.id)})
+    assert answer.status == 302
+    assert not Subscription.objects.filter(pk=state.id).exists()

@@ -34,3 +34,21 @@ def test_defaults_by_topic_kind(settings):
     settings.STORE_RESPONSE_MESSAGES = "disabled"
     assert effective_policy(None, is_response_topic=False) is StorePolicy.CACHEALL
     assert effective_policy(None, is_response_topic=True) is StorePolicy.DISABLED
+
+
+@pytest.mark.parametrize(
+    ("policy", "acked", "consumers", "waiting", "removed"),
+    [
+        (StorePolicy.CACHE, {"b"}, {"a"}, set(), True),
+        (StorePolicy.CACHE, {"b"}, {"a"}, {7}, False),
+        (StorePolicy.CACHE, set(), {"a"}, set(), False),
+        (StorePolicy.CACHEALL, {"a", "b"}, {"a", "b"}, {7}, False),
+        (StorePolicy.CACHEALL, {"a", "b"}, {"a", "b"}, set(), True),
+        (StorePolicy.CACHEALL, {"a"}, {"a", "b"}, set(), False),
+        (StorePolicy.STORE, {"a"}, {"a"}, set(), False),
+        (StorePolicy.DISABLED, {"a"}, {"a"}, set(), False),
+    ],
+)
+def test_removed_after_ack_with_subscriptions(policy, acked, consumers, waiting, removed):
+    """A subscription that existed at publication and has not acked keeps the message (section 18.3)."""
+    assert removed_after_ack(policy, acked, consumers, waiting) is removed

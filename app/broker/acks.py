@@ -3,11 +3,14 @@
 The decision is ``policy.removed_after_ack``; here it is applied to rows. Pulsar subscriptions of a
 topic hold its messages too: a message is not removed while a subscription that existed when it was
 published has not acked it. Topics without subscriptions (every DASF topic) keep the cache policy's
-ack as one DELETE: the subscription condition is a clause of it, one index probe that finds nothing.
+ack as one DELETE (plus its delivery rows): "the topic has no subscription" is a clause of it,
+evaluated once per statement, so it costs what it did (measured). A topic with subscriptions takes
+the general path: acks recorded, then the rule per message.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Sequence
@@ -36,27 +39,23 @@ def apply_acks(acks: Sequence[Ack]) -> None:
         # One principal acking the same message twice in a batch (two of its connections got
         # it) is one ack: PostgreSQL refuses an upsert touching a row twice.
         group = list({(a.message_id, a.principal): a for a in acks_of_topic}.values())
+        if policy is StorePolicy.CACHE and _delete_acked(topic_id, {a.message_id for a in group}):
+            continue
+        # Under cache, the topic has subscriptions (or the messages went before): the acks are
+        # recorded and the rule decides; the upsert matches only messages still stored.
         by_principal: dict[str, set[uuid.UUID]] = defaultdict(set)
         for ack in group:
             by_principal[ack.principal].add(ack.message_id)
-        if policy is StorePolicy.CACHE:
-            removed = _delete_acked(topic_id, {a.message_id for a in group})
-            for principal, acked_ids in by_principal.items():
-                if acked_ids - removed:
-                    # Kept for a subscription (or gone already): its principal acked it all the same.
-                    record_acks(topic_id, principal, acked_ids - removed, now)
-            continue
+        acked: set[int] = set()
         for principal, acked_ids in by_principal.items():
-            record_acks(topic_id, principal, acked_ids, now)
-        if policy is StorePolicy.CACHEALL:
-            pks = list(Message.objects.filter(topic_id=topic_id, message_id__in={a.message_id for a in group})
-                       .values_list("pk", flat=True))
-            remove_done(topic_id, policy, pks)
+            acked |= record_acks(topic_id, principal, acked_ids, now)
+        remove_done(topic_id, policy, sorted(acked))
 
 
-def record_acks(topic_id: int, principal: str, message_ids: Collection[uuid.UUID], now: datetime) -> None:
+def record_acks(topic_id: int, principal: str, message_ids: Collection[uuid.UUID], now: datetime) -> set[int]:
     """Mark stored messages acked by ``principal``, in one prepared upsert (the ORM's lookup plus
-    bulk upsert cost several times the statement). Unknown ids match no row."""
+    bulk upsert cost several times the statement). Unknown ids match no row. Returns the pks of
+    the messages marked."""
     quote = connection.ops.quote_name
     prep = Message._meta.get_field("message_id").get_db_prep_value
     when = Delivery._meta.get_field("acked_at").get_db_prep_value(now, connection)
@@ -66,49 +65,46 @@ def record_acks(topic_id: int, principal: str, message_ids: Collection[uuid.UUID
         f"INSERT INTO {deliveries} ({quote('message_id')}, {quote('principal')}, {quote('redelivery_count')}, "
         f"{quote('acked_at')}) SELECT {quote('id')}, %s, 0, %s FROM {messages} "
         f"WHERE {quote('topic_id')} = %s AND {quote('message_id')} IN ({', '.join(['%s'] * len(ids))}) "
-        f"ON CONFLICT ({quote('message_id')}, {quote('principal')}) DO UPDATE SET {quote('acked_at')} = %s"
+        f"ON CONFLICT ({quote('message_id')}, {quote('principal')}) DO UPDATE SET {quote('acked_at')} = %s "
+        f"RETURNING {quote('message_id')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [principal, when, topic_id, *ids, when])
+        return {int(pk) for pk, in cursor.fetchall()}
 
 
-def _no_subscription_waits(message_table: str) -> str:
-    """SQL: no subscription of the topic (parameter) that existed when the message of
-    ``message_table`` was published still has to ack it."""
+def _delete_acked(topic_id: int, message_ids: set[uuid.UUID]) -> bool:
+    """The cache policy's ack on a topic without subscriptions: delete the messages, then their
+    delivery rows, in two prepared statements (building querysets per batch cost more than running
+    them). On a topic with subscriptions it deletes nothing. Returns whether every one went."""
+    prep = Message._meta.get_field("message_id").get_db_prep_value
+    ids = [prep(message_id, connection) for message_id in message_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(_delete_acked_sql(len(ids)), [topic_id, *ids, topic_id])
+        removed = [pk for pk, in cursor.fetchall()]
+        if removed:
+            cursor.execute(_delete_deliveries_sql(len(removed)), removed)
+    return len(removed) == len(ids)
+
+
+# The cache ack's statements per number of ids: assembling them per batch cost as much as the
+# subscription condition in them. At most WRITE_BATCH_ROWS sizes occur.
+@functools.lru_cache(maxsize=1024)
+def _delete_acked_sql(count: int) -> str:
     quote = connection.ops.quote_name
-    subs, rows = quote(Subscription._meta.db_table), quote(SubscriptionMessage._meta.db_table)
-    seq = f"{message_table}.{quote('sequence')}"
+    messages = quote(Message._meta.db_table)
     return (
-        f"NOT EXISTS (SELECT 1 FROM {subs} s WHERE s.{quote('topic_id')} = %s "
-        f"AND s.{quote('start_sequence')} < {seq} AND s.{quote('acked_through')} < {seq} "
-        f"AND NOT EXISTS (SELECT 1 FROM {rows} r WHERE r.{quote('subscription_id')} = s.{quote('id')} "
-        f"AND r.{quote('message_id')} = {message_table}.{quote('id')} AND r.{quote('acked_at')} IS NOT NULL))"
+        f"DELETE FROM {messages} WHERE {quote('topic_id')} = %s "
+        f"AND {quote('message_id')} IN ({', '.join(['%s'] * count)}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {quote(Subscription._meta.db_table)} WHERE {quote('topic_id')} = %s) "
+        f"RETURNING {quote('id')}"
     )
 
 
-def _delete_acked(topic_id: int, message_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    """The cache policy's ack: delete the messages no subscription still needs, then their
-    delivery rows, in two prepared statements (building querysets per batch cost more than running
-    them). Returns the ids deleted."""
+@functools.lru_cache(maxsize=1024)
+def _delete_deliveries_sql(count: int) -> str:
     quote = connection.ops.quote_name
-    prep = Message._meta.get_field("message_id").get_db_prep_value
-    to_python = Message._meta.get_field("message_id").to_python
-    ids = [prep(message_id, connection) for message_id in message_ids]
-    messages, deliveries = quote(Message._meta.db_table), quote(Delivery._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {messages} WHERE {quote('topic_id')} = %s "
-            f"AND {quote('message_id')} IN ({', '.join(['%s'] * len(ids))}) AND {_no_subscription_waits(messages)} "
-            f"RETURNING {quote('id')}, {quote('message_id')}",
-            [topic_id, *ids, topic_id],
-        )
-        removed = cursor.fetchall()
-        if removed:
-            cursor.execute(
-                f"DELETE FROM {deliveries} WHERE {quote('message_id')} IN ({', '.join(['%s'] * len(removed))})",
-                [pk for pk, _ in removed],
-            )
-    return {to_python(message_id) for _, message_id in removed}
+    return f"DELETE FROM {quote(Delivery._meta.db_table)} WHERE {quote('message_id')} IN ({', '.join(['%s'] * count)})"
 
 
 def remove_done(topic_id: int, policy: StorePolicy, message_pks: list[int]) -> int:

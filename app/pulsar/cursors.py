@@ -26,10 +26,11 @@ def apply_subscription_acks(acks: Sequence[SubscriptionAck]) -> None:
     by_topic: dict[int, list[SubscriptionAck]] = defaultdict(list)
     for ack in acks:
         by_topic[ack.topic_id].append(ack)
-    for topic_id, acks_of_topic in by_topic.items():
-        # Every cursor of the topic, locked in id order: the removal rule reads them all, and two
-        # processes acking one message on two subscriptions must not each miss the other's ack
-        # (the message would stay forever). SQLite runs one write transaction at a time anyway.
+    for topic_id, acks_of_topic in sorted(by_topic.items()):
+        # Every cursor of the topic, locked (topics and cursors in id order, so two writers never
+        # wait for each other in a circle): the removal rule reads them all, and two processes
+        # acking one message on two subscriptions must not each miss the other's ack (the message
+        # would stay forever). SQLite runs one write transaction at a time anyway.
         cursors = dict(Subscription.objects.select_for_update().filter(topic_id=topic_id).order_by("pk")
                        .values_list("pk", "acked_through"))
         last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0

@@ -51,11 +51,14 @@ def open_subscription(topic_id: int, name: str, type: str, principal: str) -> Su
     now = timezone.now()
     existing = Subscription.objects.filter(topic_id=topic_id, name=name).first()
     if existing is None:
-        last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first()
-        if last is None:
-            raise TopicError(f"topic {topic_id} no longer exists")
         try:
             with transaction.atomic():
+                # The topic row stays locked until the subscription is committed: a message gets a
+                # sequence above start_sequence only once every ack can see the subscription.
+                last = (Topic.objects.select_for_update(no_key=True).filter(pk=topic_id)
+                        .values_list("last_sequence", flat=True).first())
+                if last is None:
+                    raise TopicError(f"topic {topic_id} no longer exists")
                 return SubscriptionState.of(Subscription.objects.create(
                     topic_id=topic_id, name=name, type=kind, start_sequence=last, acked_through=last,
                     created_by=principal, last_active=now,

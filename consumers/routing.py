@@ -8,6 +8,7 @@ from app.broker.models import STATUS_PING_TOPIC, SUBSCRIPTION_PATTERN, TOPIC_PAT
 from app.pulsar.semantics import PathShape
 from consumers.not_found import NotFoundConsumer
 from consumers.producer import TopicProducer
+from consumers.pulsar_producer import PulsarProducer
 from consumers.status_ping import StatusPingConsumer
 from consumers.status_viewer import StatusViewerConsumer
 from consumers.subscriber import TopicConsumer
@@ -22,7 +23,7 @@ websocket_urlpatterns = [
     re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
-    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi(path_shape=PathShape.PULSAR)),
+    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", PulsarProducer.as_asgi()),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$",
             TopicConsumer.as_asgi(path_shape=PathShape.PULSAR)),
     re_path(rf"^ws/{TOPIC}/?$", TopicProducer.as_asgi()),

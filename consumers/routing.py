@@ -9,6 +9,7 @@ from app.pulsar.semantics import PathShape
 from consumers.not_found import NotFoundConsumer
 from consumers.producer import TopicProducer
 from consumers.pulsar_producer import PulsarProducer
+from consumers.pulsar_reader import TopicReader
 from consumers.status_ping import StatusPingConsumer
 from consumers.status_viewer import StatusViewerConsumer
 from consumers.subscriber import TopicConsumer
@@ -18,6 +19,7 @@ SUBSCRIPTION = rf"(?P<subscription>{SUBSCRIPTION_PATTERN})"
 # persistence / tenant / namespace: accepted and ignored, topics are one namespace.
 PULSAR_PRODUCER = r"ws/v2/producer/[^/]+/[^/]+/[^/]+"
 PULSAR_CONSUMER = r"ws/v2/consumer/[^/]+/[^/]+/[^/]+"
+PULSAR_READER = r"ws/v2/reader/[^/]+/[^/]+/[^/]+"
 
 websocket_urlpatterns = [
     re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
@@ -26,6 +28,7 @@ websocket_urlpatterns = [
     re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", PulsarProducer.as_asgi()),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$",
             TopicConsumer.as_asgi(path_shape=PathShape.PULSAR)),
+    re_path(rf"^{PULSAR_READER}/{TOPIC}/?$", TopicReader.as_asgi()),
     re_path(rf"^ws/{TOPIC}/?$", TopicProducer.as_asgi()),
     re_path(rf"^ws/{TOPIC}/{SUBSCRIPTION}/?$", TopicConsumer.as_asgi()),
     re_path(r"", NotFoundConsumer.as_asgi()),

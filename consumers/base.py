@@ -35,6 +35,7 @@ CLOSE_NOT_FOUND = 4404  # no such websocket endpoint / reserved name
 CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come back on reconnect
 CLOSE_INTERNAL_ERROR = 1011  # the server failed on this connection; reconnect
 CLOSE_REVOKED = 4401  # the token was disabled or deleted, or the user deactivated
+CLOSE_NAME_TAKEN = 4409  # a Pulsar producer's producerName lease was taken over (it could not renew it)
 
 TOO_DEEP = f"frame nests too deeply (more than {codec.MAX_DEPTH} levels)"
 

@@ -21,7 +21,7 @@ from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
 from app.broker.services import NewMessage, OpResult, TopicError
 from app.broker.topics import TopicView
-from app.pulsar.frames import PublishError, publish_frame_error
+from app.pulsar.frames import PublishError, delivery_time, publish_frame_error
 from app.pulsar.semantics import PathShape, pulsar_semantics
 from consumers.auth import client_address
 from consumers.base import AckingConsumer, context_echo, describe
@@ -118,6 +118,9 @@ class TopicProducer(AckingConsumer):
             self.acknowledge(message_id, echo)
             return
         producer_id, principal = services.producer_identity(self.user)
+        # Only Pulsar semantics read deliverAt / deliverAfterMs (a delay needs a storing policy, so
+        # not above); elsewhere they are keys like any other.
+        deliver_at = delivery_time(raw, now) if pulsar_semantics(self.path_shape, topic.supports_dasf) else None
         op = NewMessage(
             topic_id=topic.id,
             message_id=uuid.UUID(message_id),
@@ -129,6 +132,7 @@ class TopicProducer(AckingConsumer):
             publish_time=now,
             frame=text,
             response_topic_id=response_topic_id,
+            deliver_at=deliver_at,
         )
 
         size = pressure.held_bytes(op)
@@ -138,7 +142,7 @@ class TopicProducer(AckingConsumer):
             if self._committed is not None:
                 self._committed.set()
             if isinstance(result, int):
-                self.runtime.deliver(topic.slug, Delivered(text, message_id, result))
+                self.runtime.deliver(topic.slug, Delivered(text, message_id, result, deliver_at))
                 if not self.closing:
                     self.acknowledge(message_id, echo)
             elif not self.closing:
@@ -155,7 +159,7 @@ class TopicProducer(AckingConsumer):
         DASF producers pay nothing for it)."""
         if topic is None or not pulsar_semantics(self.path_shape, topic.supports_dasf):
             return None
-        return publish_frame_error(raw)
+        return publish_frame_error(raw, stores=topic.policy.stores)
 
     def _refuse_publish(self, error: PublishError, raw: dict[str, Any]) -> None:
         """An error ack with Pulsar's code (``send-error:<code>``) and message."""

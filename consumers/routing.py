@@ -7,10 +7,10 @@ from typing import Any
 from django.urls import re_path
 
 from app.broker.models import STATUS_PING_TOPIC, SUBSCRIPTION_PATTERN, TOPIC_PATTERN
-from app.pulsar.semantics import PathShape
 from consumers.not_found import NotFoundConsumer
 from consumers.producer import TopicProducer
 from consumers.pulsar_consumer import PulsarConsumer
+from consumers.pulsar_producer import PulsarProducer
 from consumers.pulsar_reader import TopicReader
 from consumers.pulsar_routing import PulsarConsumerRoute
 from consumers.status_ping import StatusPingConsumer
@@ -30,7 +30,7 @@ websocket_urlpatterns = [
     re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
-    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", TopicProducer.as_asgi(path_shape=PathShape.PULSAR)),
+    re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", PulsarProducer.as_asgi()),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$", pulsar_consumer_route),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/?$", PulsarConsumer.as_asgi()),  # no subscription: 400
     re_path(rf"^{PULSAR_READER}/{TOPIC}/?$", TopicReader.as_asgi()),

@@ -205,6 +205,8 @@ class TopicConsumer(FrameConsumer):
                 text = replay.frame
                 if redelivery:
                     text = codec.dumps({**codec.loads(text), "redeliveryCount": replay.redelivery_count})
+                elif self.path_shape is PathShape.PULSAR:  # a repair: first deliveries, count 0
+                    text = Delivered(text, replay.message_id, replay.sequence).first_delivery_text()
                 size = frame_size(text)
                 await outbound.wait_room(1, size)
                 if self.closing:
@@ -253,7 +255,9 @@ class TopicConsumer(FrameConsumer):
         if item.sequence is not None:
             self.last_sequence = item.sequence
         self._remember(item.message_id, stored=item.sequence is not None)
-        self.push(item.text)
+        # The Pulsar paths carry redeliveryCount on every delivery (architecture 18.4); the DASF
+        # paths get the shared text byte for byte.
+        self.push(item.first_delivery_text() if self.path_shape is PathShape.PULSAR else item.text)
 
     def _remember(self, message_id: str, *, stored: bool) -> None:
         unacked = self.unacked

@@ -150,6 +150,14 @@ STORE_MESSAGES = env_choice("STORE_MESSAGES", "cache", STORE_POLICIES)
 STORE_SOURCE_MESSAGES = env_choice("STORE_SOURCE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
 STORE_RESPONSE_MESSAGES = env_choice("STORE_RESPONSE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
 CREATE_TOPIC_ON_MESSAGE = env_bool("CREATE_TOPIC_ON_MESSAGE", True)
+# Pulsar's allowAutoTopicCreation: a handshake on /ws/v2/producer/ naming a missing topic creates
+# it, for anyone (public, not supports_dasf, counted by TOPICS_PER_PRINCIPAL).
+ALLOW_AUTO_TOPIC_CREATION = env_bool("ALLOW_AUTO_TOPIC_CREATION", False)
+# A named producer (producerName) holds a lease this long, renewed every third of it while it
+# lives: a killed server's names are free again after at most this long.
+PRODUCER_NAME_LEASE_S = env_float("PRODUCER_NAME_LEASE_S", 30.0)
+if PRODUCER_NAME_LEASE_S <= 0:
+    raise ValueError("PRODUCER_NAME_LEASE_S must be positive")
 # A frame above MAX_FRAME_BYTES gets an error ack; above WS_HARD_LIMIT_BYTES uvicorn closes with 1009.
 MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 1024 * 1024)
 WS_HARD_LIMIT_BYTES = max(MAX_FRAME_BYTES * 4, env_int("WS_HARD_LIMIT_BYTES", 0))

@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -40,6 +41,15 @@ BATCH_BYTES = 1024 * 1024
 
 def topic_group(slug: str) -> str:
     return f"topic.{slug}"
+
+
+def _timestamp(when: datetime | None) -> float | None:
+    # The layer's encoding (msgpack) carries no datetimes.
+    return None if when is None else when.timestamp()
+
+
+def _datetime(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 class Receiver:
@@ -148,7 +158,8 @@ class LayerBackplane(LocalBackplane):
 
     def deliver(self, slug: str, item: Delivered) -> None:
         self._send(topic_group(slug), {"type": "broker.deliver", "slug": slug, "text": item.text,
-                                       "message_id": item.message_id, "sequence": item.sequence},
+                                       "message_id": item.message_id, "sequence": item.sequence,
+                                       "deliver_at": _timestamp(item.deliver_at)},
                    sys.getsizeof(item.text))
 
     def grant(self, slug: str, principal: str) -> None:
@@ -243,7 +254,7 @@ class LayerBackplane(LocalBackplane):
     async def _receive_loop(self, receiver: Receiver) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "broker.deliver": lambda m: receiver.remote_delivery(
-                m["slug"], Delivered(m["text"], m["message_id"], m["sequence"])
+                m["slug"], Delivered(m["text"], m["message_id"], m["sequence"], _datetime(m.get("deliver_at")))
             ),
             "broker.grant": lambda m: receiver.remote_grant(m["slug"], m["principal"]),
             "broker.rights": lambda m: receiver.remote_rights_changed(

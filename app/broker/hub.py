@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 # Watchers of this name are told of rights changes on every topic (it can be no topic's name).
@@ -23,6 +24,9 @@ class Delivered:
     message_id: str
     # None when the topic's policy stores nothing (there is nothing to ack or replay).
     sequence: int | None
+    # Pulsar's delayed delivery: Shared and Key_Shared subscriptions hold the message back until
+    # then (Message.deliver_at); None for every message published without deliverAt/deliverAfterMs.
+    deliver_at: datetime | None = None
     _first_delivery: str | None = field(default=None, repr=False)
 
     def first_delivery_text(self) -> str:

@@ -152,6 +152,9 @@ class Message(models.Model):
     response_topic = models.ForeignKey(
         Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_messages"
     )
+    # Pulsar's delayed delivery (``deliverAt`` / ``deliverAfterMs``): Shared and Key_Shared
+    # subscriptions hold the message back until then; everyone else gets it at once.
+    deliver_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["topic", "sequence"]

@@ -41,6 +41,7 @@ class NewMessage:
     publish_time: datetime
     frame: str
     response_topic_id: int | None = None
+    deliver_at: datetime | None = None  # Pulsar's delayed delivery (Message.deliver_at)
 
 
 @dataclass(slots=True)
@@ -163,7 +164,8 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
             op = _inserted(ops[index])
             results[index] = first + offset
             rows.append((op.message_id, op.topic_id, first + offset, op.producer_id, op.producer_principal,
-                         op.properties, op.payload, op.context, op.publish_time, op.frame, op.response_topic_id))
+                         op.properties, op.payload, op.context, op.publish_time, op.frame, op.response_topic_id,
+                         op.deliver_at))
     if rows:
         _insert_messages(rows)
     if acks:
@@ -182,7 +184,7 @@ def _inserted(op: Op) -> NewMessage:
 
 
 _INSERT_COLUMNS = ("message_id", "topic", "sequence", "producer", "producer_principal", "properties", "payload",
-                   "context", "publish_time", "frame", "response_topic")
+                   "context", "publish_time", "frame", "response_topic", "deliver_at")
 
 
 def _insert_messages(rows: list[tuple[Any, ...]]) -> None:

@@ -112,9 +112,14 @@ def client_address(scope: dict[str, Any]) -> str:
 
 async def refuse_handshake(receive: Any, send: Any, status: HTTPStatus, reason: str) -> None:
     """Answer the handshake with an HTTP error, before any consumer runs."""
+    await refuse_unread_handshake(receive, send, Refusal(status, reason))
+
+
+async def refuse_unread_handshake(receive: Any, send: Any, refusal: Refusal) -> None:
+    """Read the handshake's ``websocket.connect`` and answer it with ``refusal``."""
     message = await receive()
     if message.get("type") == "websocket.connect":
-        await send_refusal(send, Refusal(status, reason))
+        await send_refusal(send, refusal)
 
 
 def session_key_from_scope(scope: dict[str, Any]) -> str | None:

@@ -25,7 +25,7 @@ from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from consumers.frames import ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
-from consumers.refusals import send_refusal
+from consumers.refusals import DATABASE_ERRORS, database_failed, send_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.user = self.scope.get("user") or AnonymousUser()
         self.principal = principal_of(self.user)
         self.token_id: int | None = self.scope.get("token_id")
-        refusal = await self.before_accept()
+        refusal = await self._decide_handshake()
         if refusal is not None:
             await send_refusal(self.base_send, refusal)
             await self._cleanup()
@@ -144,6 +144,12 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES, settings.SEND_QUEUE_BYTES)
         self.outbound.start()
         await self.on_connect()
+
+    async def _decide_handshake(self) -> Refusal | None:
+        try:
+            return await self.before_accept()
+        except DATABASE_ERRORS as exc:
+            return database_failed(exc)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         text = message.get("text")

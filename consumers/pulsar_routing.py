@@ -17,7 +17,9 @@ from app.auth.services import principal_of
 from app.broker.naming import topic_name_error
 from app.broker.runtime import BrokerRuntime, get_runtime
 from app.pulsar.semantics import PathShape
+from consumers.auth import refuse_unread_handshake
 from consumers.pulsar_consumer import PulsarConsumer
+from consumers.refusals import DATABASE_ERRORS, database_failed
 from consumers.subscriber import TopicConsumer
 
 # A response topic is named <source>_<suffix>; sources tried per missing name at most (the
@@ -43,8 +45,11 @@ class PulsarConsumerRoute:
         runtime = get_runtime()
         dasf = False
         if topic_name_error(slug) is None:
-            topic = await runtime.topic_view(slug, user, principal)
-            dasf = topic.supports_dasf if topic is not None else await self._awaited(runtime, slug, user, principal)
+            try:
+                topic = await runtime.topic_view(slug, user, principal)
+                dasf = topic.supports_dasf if topic is not None else await self._awaited(runtime, slug, user, principal)
+            except DATABASE_ERRORS as exc:
+                return await refuse_unread_handshake(receive, send, database_failed(exc))
         await (self.dasf if dasf else self.pulsar)(scope, receive, send)
 
     async def _awaited(self, runtime: BrokerRuntime, slug: str, user: Any, principal: str) -> bool:

@@ -7,6 +7,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from django.db import DatabaseError, InterfaceError, OperationalError
+
 from app import codec
 from app.broker.admission import Refusal
 from consumers.frames import HandshakeRefusal
@@ -19,7 +21,7 @@ async def send_refusal(send: Any, refusal: Refusal) -> None:
     and a JSON body ``{"error": reason}`` (a server without the ASGI extension sends 403)."""
     body = codec.dump_model(HandshakeRefusal(error=refusal.reason))
     headers = [(b"content-type", b"application/json")]
-    if refusal.status is HTTPStatus.TOO_MANY_REQUESTS:
+    if refusal.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
         headers.append((b"retry-after", b"1"))
     try:
         await send({"type": "websocket.http.response.start", "status": int(refusal.status), "headers": headers})
@@ -27,3 +29,18 @@ async def send_refusal(send: Any, refusal: Refusal) -> None:
     except OSError:
         # Refused clients often leave first (ASGI servers raise an OSError subclass then).
         logger.debug("the client left before its refusal was sent", exc_info=True)
+
+
+# What a database that fails during a handshake raises (InterfaceError is no DatabaseError).
+DATABASE_ERRORS = (DatabaseError, InterfaceError)
+
+
+def database_failed(exc: Exception) -> Refusal:
+    """The 503 answering a handshake whose lookups failed in the database (the client retries),
+    rather than the ASGI server's bare 403 for a handshake closed unanswered. An unreachable
+    database is logged without a traceback: during an outage every handshake meets it."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("handshake refused with 503, the database is unreachable: %s", exc)
+    else:
+        logger.error("handshake refused with 503, the database failed", exc_info=exc)
+    return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unreachable; try again")

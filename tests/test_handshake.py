@@ -12,10 +12,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.protocol import connect, make_topic, publish, recv_json, send_json, subscribe, unique
+from tests.pulsar_client import CONSUMER
 from tests.raw_http import CLOSE_WITHIN_S, exchange, status_of
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, manage, run_sql, start_server
 
 HANDSHAKE_TIMEOUT_S = 1.0
 HEAD_LIMIT_BYTES = 16 * 1024  # MAX_REQUEST_HEAD_BYTES's default
@@ -139,3 +141,26 @@ async def test_clients_leaving_mid_handshake_log_no_error(handshake_server: Serv
         assert "error" in (await recv_json(ws))["result"]
     logged = "".join(server.output[mark:])
     assert " ERROR " not in logged and "Traceback" not in logged, logged
+
+
+@pytest.mark.server_errors(r"ERROR consumers\.refusals: handshake refused with 503, the database failed")
+async def test_pulsar_handshake_with_a_failing_database_is_503(breakable_server):
+    """A Pulsar-path handshake whose lookups fail in the database is answered 503 with Retry-After."""
+    slug = unique()
+    manage(breakable_server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf")
+    run_sql(breakable_server.database_url, "ALTER TABLE pulsar_subscription RENAME TO pulsar_subscription_gone")
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"{breakable_server.ws}{CONSUMER}{slug}/sub")
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.server_errors(r"ERROR consumers\.refusals: handshake refused with 503, the database failed")
+async def test_pulsar_consumer_route_with_a_failing_database_is_503(breakable_server):
+    """The /ws/v2/consumer/ route's own topic lookup failing in the database is answered 503 too."""
+    slug = unique()
+    manage(breakable_server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf")
+    run_sql(breakable_server.database_url, "ALTER TABLE broker_topic RENAME TO broker_topic_gone")
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"{breakable_server.ws}{CONSUMER}{slug}/sub")
+    assert refused.value.response.status_code == 503

@@ -2,8 +2,10 @@
 ``supports_dasf``: Pulsar's named subscriptions (docs/architecture.md 18.2-18.4).
 
 The handshake is refused with an HTTP status before it is accepted (400 parameters, 401/403/404 the
-topic, 409 the subscription). An accepted connection joins its subscription's dispatcher
-(app/pulsar/dispatcher.py), which decides what it is sent; this class translates frames.
+topic, 409 the subscription). With ``ALLOW_AUTO_TOPIC_CREATION`` a missing topic is created here
+instead of the 404 (app/pulsar/autocreation.py), after the parameters were found good. An accepted
+connection joins its subscription's dispatcher (app/pulsar/dispatcher.py), which decides what it is
+sent; this class translates frames.
 DASF topics on this path keep ``TopicConsumer`` (consumers/pulsar_routing.py chooses).
 """
 
@@ -13,15 +15,23 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from channels.db import database_sync_to_async
+from django.conf import settings
 from pydantic import ValidationError
 
+from app.broker import quotas
 from app.broker.admission import Refusal
+from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
+from app.broker.services import TopicError
+from app.broker.topics import TopicView
+from app.pulsar.autocreation import MissingTopic, create_auto_topic, missing_topic
 from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.flow import permit_count
 from app.pulsar.handshake import Need, topic_refusal
 from app.pulsar.params import ConsumerParams, consumer_problem, params_problem
 from app.pulsar.subscriptions import subscriptions_of
+from consumers.auth import client_address
 from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
 from consumers.frames import ConsumerAck, EndOfTopicFrame, MessageIdFrame
 
@@ -45,11 +55,19 @@ class PulsarConsumer(FrameConsumer):
             return Refusal(HTTPStatus.BAD_REQUEST, params_problem(exc))
         self.runtime = get_runtime()
         topic = await self.runtime.topic_view(self.slug, self.user, self.principal)
+        problem = consumer_problem(self.params, self.slug, self.subscription)
+        if topic is None and problem is None and self._may_create():
+            try:
+                topic = await self._create()
+            except TopicError as exc:
+                return Refusal(HTTPStatus.FORBIDDEN, str(exc))
+            if topic.supports_dasf:
+                return Refusal(HTTPStatus.CONFLICT, f"topic {self.slug} was just created as a DASF topic; "
+                                                    "connect again")
         refusal = topic_refusal(self.slug, topic, Need.CONSUME, self.scope.get("auth_error"))
         if refusal is not None:
             return refusal
         assert topic is not None
-        problem = consumer_problem(self.params, self.slug, self.subscription)
         if problem is not None:
             return Refusal(HTTPStatus.BAD_REQUEST, problem)
         self.runtime.hub.watch(self.slug, self)
@@ -58,6 +76,21 @@ class PulsarConsumer(FrameConsumer):
             return joined
         self.dispatcher = joined
         return None
+
+    def _may_create(self) -> bool:
+        """A missing topic: whether this handshake creates it (a consumer has no first message)."""
+        decision = missing_topic(Need.CONSUME, allow_auto=settings.ALLOW_AUTO_TOPIC_CREATION, may_add_topics=False)
+        return decision is MissingTopic.CREATE and topic_name_error(self.slug) is None
+
+    async def _create(self) -> TopicView:
+        """ALLOW_AUTO_TOPIC_CREATION: the topic as this principal sees it, created now unless a
+        racing creator was first (its topic stands, with its own flags)."""
+        creator = quotas.creator(self.principal, client_address(self.scope))
+        topic: TopicView
+        topic, created = await database_sync_to_async(create_auto_topic)(self.slug, self.user, creator)
+        if created:
+            self.runtime.grant(self.slug, self.principal)  # its other waiting connections may attach
+        return topic
 
     async def on_connect(self) -> None:
         if self.params.consumerName:

@@ -4,7 +4,8 @@ DASF topics keep today's ``TopicConsumer`` (``demessaging``'s PulsarConfig relie
 topics get Pulsar's subscriptions (``PulsarConsumer``). A topic that does not exist (yet) is served
 by ``TopicConsumer``, which waits for it, when its name is that of a response topic of an existing
 topic: the ``demessaging`` requester opens its response topic before its request creates it.
-Anything else missing is refused by ``PulsarConsumer`` with 404.
+Anything else missing goes to ``PulsarConsumer``: refused with 404, or created there when
+``ALLOW_AUTO_TOPIC_CREATION`` is on (so that rule never takes a response topic's name first).
 """
 
 from __future__ import annotations

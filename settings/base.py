@@ -150,8 +150,8 @@ STORE_MESSAGES = env_choice("STORE_MESSAGES", "cache", STORE_POLICIES)
 STORE_SOURCE_MESSAGES = env_choice("STORE_SOURCE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
 STORE_RESPONSE_MESSAGES = env_choice("STORE_RESPONSE_MESSAGES", STORE_MESSAGES, STORE_POLICIES)
 CREATE_TOPIC_ON_MESSAGE = env_bool("CREATE_TOPIC_ON_MESSAGE", True)
-# Pulsar's allowAutoTopicCreation: a handshake on /ws/v2/producer/ naming a missing topic creates
-# it, for anyone (public, not supports_dasf, counted by TOPICS_PER_PRINCIPAL).
+# Pulsar's allowAutoTopicCreation: a handshake on /ws/v2/producer/ or /ws/v2/consumer/ naming a
+# missing topic creates it, for anyone (public, not supports_dasf, counted by TOPICS_PER_PRINCIPAL).
 ALLOW_AUTO_TOPIC_CREATION = env_bool("ALLOW_AUTO_TOPIC_CREATION", False)
 # A named producer (producerName) holds a lease this long, renewed every third of it while it
 # lives: a killed server's names are free again after at most this long.

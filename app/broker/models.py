@@ -162,6 +162,9 @@ class Message(models.Model):
             models.UniqueConstraint(fields=["topic", "sequence"], name="message_topic_sequence"),
             models.UniqueConstraint(fields=["topic", "message_id"], name="message_topic_message_id"),
         ]
+        # Held delayed messages are looked up by due time (app.pulsar.services.due_messages).
+        indexes = [models.Index(fields=["topic", "deliver_at"], name="message_delayed",
+                                condition=models.Q(deliver_at__isnull=False))]
 
     def __str__(self) -> str:
         return f"{self.topic_id}#{self.sequence} {self.message_id}"

@@ -6,6 +6,7 @@ queued here, in flight, or acked). It sends only to consumers with credit (app/p
 chosen by the subscription type's rule (app/pulsar/dispatch.py), keeps each consumer's unacked
 messages, and owns the timers of ack timeouts and nacks (app/pulsar/redelivery.py). A consumer
 leaving puts its unacked messages back at the head of the queue, counted once more.
+``Shared`` and ``Key_Shared`` hold delayed messages back until due (app/pulsar/held.py).
 
 Under ``disabled`` nothing is stored: live messages wait here, at most the largest
 ``receiverQueueSize`` of the consumers, the oldest dropped with a WARNING.
@@ -32,6 +33,7 @@ from app.pulsar import services
 from app.pulsar.dead_letters import DeadLetters
 from app.pulsar.dispatch import Dispatch
 from app.pulsar.flow import Flow
+from app.pulsar.held import HeldMessages
 from app.pulsar.members import Member, Pending, Slot, by_sequence
 from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letters, nack_due
 from app.pulsar.tasks import TaskOwner
@@ -72,6 +74,7 @@ class SubscriptionDispatcher(TaskOwner):
         self._holders: dict[str, Slot] = {}  # message id -> the slot it is in flight with
         self._nacked: dict[str, tuple[Pending, Member]] = {}
         self._wake = asyncio.Event()
+        self.held = HeldMessages(subscription_type, runtime.loop, self._wake)
         self._timer_task: asyncio.Task[None] | None = None
         self.serving = False  # holds the subscription's lease: dispatches
         self.deleted = False  # unsubscribed: nothing more is written for it
@@ -135,7 +138,8 @@ class SubscriptionDispatcher(TaskOwner):
             self._more_in_db = True  # the database has it: read it in order
         else:
             self.read_through = item.sequence
-            self.queue.append(Pending(item.message_id, item.sequence, item.text, live=item))
+            if not self.held.takes(item):
+                self.queue.append(Pending(item.message_id, item.sequence, item.text, live=item))
         self.pump()
 
     def _offer_live(self, item: Delivered) -> None:
@@ -174,7 +178,7 @@ class SubscriptionDispatcher(TaskOwner):
             return
         if self.queue:
             self._send_queued()
-        if self.stores and self._more_in_db and not self._fetching and not self.deleted:
+        if self.stores and (self._more_in_db or self.held.releasing) and not self._fetching and not self.deleted:
             credit = sum(slot.candidate().credit for slot in self.slots)
             if len(self.queue) < min(credit, self.window):
                 self._fetching = True
@@ -221,13 +225,19 @@ class SubscriptionDispatcher(TaskOwner):
         slot.member.send(item.frame())
 
     async def _fetch(self) -> None:
-        """Read the backlog after ``read_through`` until the database has no more or the queue is full."""
+        """Read held messages that came due (ahead of what is queued), then the backlog after
+        ``read_through``, until the database has no more or the queue is full."""
         try:
-            while self._more_in_db and not self.deleted and len(self.queue) < self.window:
-                self._more_in_db = False
+            while (self._more_in_db or self.held.releasing) and not self.deleted and len(self.queue) < self.window:
                 limit = min(BACKLOG_PAGE, self.window - len(self.queue))
+                if self.held.releasing:
+                    self.queue.extendleft(reversed(await self.held.read_due(self.subscription_id,
+                                                                            self.read_through, limit)))
+                    self._send_queued()
+                    continue
+                self._more_in_db = False
                 page = await database_sync_to_async(services.backlog)(
-                    self.subscription_id, after=self.read_through, limit=limit
+                    self.subscription_id, after=self.read_through, limit=limit, released=self.held.mark_for_read()
                 )
                 for replay in page.replays:
                     if replay.sequence > self.read_through:
@@ -238,6 +248,8 @@ class SubscriptionDispatcher(TaskOwner):
                     self._more_in_db = True
                 else:
                     self.read_through = max(self.read_through, page.last_sequence)
+                if page.held_next is not None:
+                    self.held.hold(page.held_next)
                 self._send_queued()
         except asyncio.CancelledError:
             raise
@@ -314,6 +326,7 @@ class SubscriptionDispatcher(TaskOwner):
         database, read after ``acked_through``)."""
         self.read_through = acked_through
         self._more_in_db = self.stores
+        self.held.reset()
         if self.stores:
             self.queue.clear()  # read again, in order, from the database
         self.serving = True
@@ -334,15 +347,19 @@ class SubscriptionDispatcher(TaskOwner):
         self.queue.clear()
         self._nacked.clear()
         self.timers = Timers()
+        self.held.reset()
 
     # --- redelivery ----------------------------------------------------------------------------
 
     async def run_timers(self) -> None:
-        """Ack timeouts and nacks that come due are redelivered (or dead-lettered). Owned by the
-        dispatcher: cancelled and awaited when it stops."""
+        """Ack timeouts and nacks that come due are redelivered (or dead-lettered); held delayed
+        messages that come due are read again. Owned by the dispatcher: cancelled and awaited when
+        it stops."""
         loop = self.runtime.loop
         while True:
-            next_due = self.timers.next_due()
+            if self.held.come_due():
+                self.pump()
+            next_due = min((t for t in (self.timers.next_due(), self.held.due_at) if t is not None), default=None)
             self._wake.clear()
             if next_due is None or next_due > loop.time():
                 timeout = None if next_due is None else next_due - loop.time()

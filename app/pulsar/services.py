@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
 from app.broker.acks import remove_done
@@ -20,8 +20,9 @@ from app.broker.naming import shown, topic_name_error
 from app.broker.permissions import grant, rights_on
 from app.broker.policy import StorePolicy
 from app.broker.quotas import hold_principal, topic_quota_error
-from app.broker.services import Replay, ReplayPage, TopicError
+from app.broker.services import Replay, TopicError
 from app.broker.topics import TopicView
+from app.pulsar.delays import Mark
 from app.pulsar.models import Release, Subscription, SubscriptionMessage, SubscriptionType
 
 # Messages the removal rule is re-applied to per transaction when a subscription goes.
@@ -82,26 +83,96 @@ def touch(subscription_ids: list[int]) -> None:
         Subscription.objects.filter(pk__in=subscription_ids).update(last_active=timezone.now())
 
 
-def backlog(subscription_id: int, *, after: int, limit: int) -> ReplayPage:
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """A page of a subscription's backlog (as broker.services.ReplayPage), and, for a subscription
+    that holds delayed messages back, the earliest due time of those the page read past."""
+
+    replays: list[Replay]
+    last_sequence: int
+    held_next: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DueMessages:
+    """Held messages that came due (app/pulsar/delays.py): the mark after them, and whether more are
+    due now (a full page) or else when the next held one is."""
+
+    replays: list[Replay]
+    released: Mark
+    more: bool
+    held_next: datetime | None
+
+
+def _released(mark: Mark) -> Q:
+    return Q(deliver_at__isnull=True) | Q(deliver_at__lt=mark.at) | Q(deliver_at=mark.at, sequence__lte=mark.sequence)
+
+
+def _held(mark: Mark) -> Q:
+    return Q(deliver_at__gt=mark.at) | Q(deliver_at=mark.at, sequence__gt=mark.sequence)
+
+
+def _recorded_counts(subscription_id: int, pks: list[int]) -> dict[int, int]:
+    if not pks:
+        return {}
+    return dict(SubscriptionMessage.objects.filter(
+        subscription_id=subscription_id, message_id__in=pks, redelivery_count__gt=0,
+    ).values_list("message_id", "redelivery_count"))
+
+
+def backlog(subscription_id: int, *, after: int, limit: int, released: Mark | None = None) -> Backlog:
     """Stored messages of the topic outstanding for the subscription with sequence > ``after``, in
     sequence order, at most ``limit``; Replay.redelivery_count is the recorded count (not counted
-    up here). ReplayPage.last_sequence as in broker.services.outstanding; a subscription that no
-    longer exists has an empty page with last_sequence 0."""
+    up here). Backlog.last_sequence as in broker.services.outstanding; a subscription that no
+    longer exists has an empty page with last_sequence 0. With ``released`` (a subscription that
+    holds delayed messages back) messages it does not release are left out, and ``held_next`` is
+    the earliest due time of those in the range the page covers."""
     with transaction.atomic():
         cursor = Subscription.objects.filter(pk=subscription_id).values_list("topic_id", "acked_through").first()
         if cursor is None:
-            return ReplayPage([], 0)
+            return Backlog([], 0)
         topic_id, acked_through = cursor
         last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0
         acked = SubscriptionMessage.objects.filter(subscription_id=subscription_id, message=OuterRef("pk"),
                                                    acked_at__isnull=False)
         messages = Message.objects.filter(topic_id=topic_id, sequence__gt=max(after, acked_through),
                                           sequence__lte=last).filter(~Exists(acked))
-        page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
-        counts = dict(SubscriptionMessage.objects.filter(
-            subscription_id=subscription_id, message_id__in=[pk for pk, *_ in page], redelivery_count__gt=0,
-        ).values_list("message_id", "redelivery_count")) if page else {}
-    return ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page], last)
+        wanted = messages if released is None else messages.filter(_released(released))
+        page = list(wanted.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
+        held_next = None
+        if released is not None:
+            through = page[-1][1] if len(page) >= limit else last
+            held_next = (messages.filter(_held(released), sequence__lte=through)
+                         .aggregate(first=Min("deliver_at"))["first"])
+        counts = _recorded_counts(subscription_id, [pk for pk, *_ in page])
+    return Backlog([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page], last, held_next)
+
+
+def due_messages(subscription_id: int, *, released: Mark, now: datetime, through: int, limit: int) -> DueMessages:
+    """The messages a holding subscription read past (sequence <= ``through``) and held, that are
+    outstanding and due by ``now``: in order of due time then sequence, at most ``limit``."""
+    with transaction.atomic():
+        cursor = Subscription.objects.filter(pk=subscription_id).values_list("topic_id", "acked_through").first()
+        if cursor is None:
+            return DueMessages([], released, False, None)
+        topic_id, acked_through = cursor
+        acked = SubscriptionMessage.objects.filter(subscription_id=subscription_id, message=OuterRef("pk"),
+                                                   acked_at__isnull=False)
+        held = Message.objects.filter(topic_id=topic_id, sequence__gt=acked_through, sequence__lte=through).filter(
+            _held(released)).filter(~Exists(acked))
+        rows = list(held.filter(deliver_at__lte=now).order_by("deliver_at", "sequence")
+                    .values_list("pk", "sequence", "message_id", "frame", "deliver_at")[:limit])
+        more = len(rows) >= limit
+        if more:
+            last_due: datetime | None = rows[-1][4]
+            assert last_due is not None  # a held message has a due time
+            mark, held_next = Mark(last_due, rows[-1][1]), None
+        else:
+            mark = released.advanced(now)
+            held_next = held.filter(deliver_at__gt=mark.at).aggregate(first=Min("deliver_at"))["first"]
+        counts = _recorded_counts(subscription_id, [row[0] for row in rows])
+    replays = [Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame, _ in rows]
+    return DueMessages(replays, max(released, mark), more, held_next)
 
 
 def count_redeliveries(subscription_id: int, message_ids: list[str]) -> dict[str, int]:

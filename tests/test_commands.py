@@ -97,6 +97,24 @@ def test_changing_a_response_topic_is_refused():
     assert info["consumers"] == [requester.username] and info["created_by"] == f"user:{requester.pk}"
 
 
+def test_new_on_a_topic_a_client_created_is_refused():
+    """--new on a topic a client created (its rights stand) fails instead of adopting it."""
+    squatter = make_user()
+    topic = Topic.objects.create(slug=unique(), created_by=f"user:{squatter.pk}", supports_dasf=False)
+    with pytest.raises(CommandError, match="already exists, created by"):
+        run("dasf_topic", topic.slug, "--new", "--dasf", "-c", make_user().username)
+    topic.refresh_from_db()
+    assert not topic.supports_dasf
+
+
+def test_changing_a_topic_a_client_created_without_new():
+    """Without --new an admin may still change a client's topic knowingly."""
+    topic = Topic.objects.create(slug=unique(), created_by="user:1", supports_dasf=False)
+    run("dasf_topic", topic.slug, "--dasf")
+    topic.refresh_from_db()
+    assert topic.supports_dasf
+
+
 def test_conversion_drops_the_requesters_rights():
     """--convert-response-topic leaves only the admin's grants and no source link."""
     slug, requester = response_topic()

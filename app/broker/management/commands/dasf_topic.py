@@ -78,6 +78,13 @@ class Command(BaseCommand):
                     raise CommandError(f"invalid topic {slug!r}: {'; '.join(exc.messages)}") from exc
             elif topic.is_response_topic:
                 self._claim(topic, options)
+            elif options["new"] and topic.created_by:
+                # Made by a client (a first message, a dead letter topic, auto-creation), whose rights
+                # on it stand: "create" must not hand an admin's grants to a topic someone claimed.
+                raise CommandError(
+                    f"topic {slug} already exists, created by {topic.created_by} (who holds rights on it): "
+                    "choose another name, remove it with -rm, or change it knowingly without -n / --new"
+                )
             self._configure(topic, options)
             topic.save(using=db)
             self._grant(topic, options)

@@ -2,10 +2,11 @@
 ``supports_dasf``: Pulsar's named subscriptions (docs/architecture.md 18.2-18.4).
 
 The handshake is refused with an HTTP status before it is accepted (400 parameters, 401/403/404 the
-topic, 409 the subscription). With ``ALLOW_AUTO_TOPIC_CREATION`` a missing topic is created here
-instead of the 404 (app/pulsar/autocreation.py), after the parameters were found good. An accepted
-connection joins its subscription's dispatcher (app/pulsar/dispatcher.py), which decides what it is
-sent; this class translates frames.
+topic, 409 the subscription, or an existing dead letter topic that may not take its dead letters).
+With ``ALLOW_AUTO_TOPIC_CREATION`` a missing topic is created here instead of the 404
+(app/pulsar/autocreation.py), after the parameters were found good. An accepted connection joins its
+subscription's dispatcher (app/pulsar/dispatcher.py), which decides what it is sent; this class
+translates frames.
 DASF topics on this path keep ``TopicConsumer`` (consumers/pulsar_routing.py chooses).
 """
 
@@ -30,6 +31,7 @@ from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.flow import permit_count
 from app.pulsar.handshake import Need, topic_refusal
 from app.pulsar.params import ConsumerParams, consumer_problem, params_problem
+from app.pulsar.services import existing_dead_letter_problem
 from app.pulsar.subscriptions import subscriptions_of
 from consumers.auth import client_address
 from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
@@ -70,6 +72,12 @@ class PulsarConsumer(FrameConsumer):
         assert topic is not None
         if problem is not None:
             return Refusal(HTTPStatus.BAD_REQUEST, problem)
+        if self.params.maxRedeliverCount > 0:
+            problem = await database_sync_to_async(existing_dead_letter_problem)(
+                self.params.dead_letter_topic(self.slug, self.subscription), self.user, self.principal
+            )
+            if problem is not None:
+                return Refusal(HTTPStatus.CONFLICT, problem)
         self.runtime.hub.watch(self.slug, self)
         joined = await subscriptions_of(self.runtime).join(self, topic, self.subscription)
         if isinstance(joined, Refusal):

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from app.pulsar.dispatch import Candidate, Dispatch, KeyMap, RoundRobin, first_attached
 from app.pulsar.flow import Flow, permit_count
 from app.pulsar.params import ConsumerParams, consumer_problem
-from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letters, nack_due
+from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letter_topic_problem, dead_letters, nack_due
 
 
 def c(id_: int, credit: int = 1, unacked: int = 0) -> Candidate:
@@ -158,6 +158,26 @@ def test_ack_deadline_only_with_a_timeout() -> None:
 def test_dead_letter_when_count_exceeds_max(count: int, max_redeliver: int, dead: bool) -> None:
     """A message goes to the dead letter topic when its next count exceeds maxRedeliverCount (> 0)."""
     assert dead_letters(count, max_redeliver) is dead
+
+
+@pytest.mark.parametrize(
+    ("response_topic", "creator", "may_produce", "problem"),
+    [
+        (False, "user:1", True, None),  # the subscriber's own
+        (False, "", True, None),  # an admin's the subscriber may publish to
+        (False, "", False, "not allowed to publish"),
+        (False, "user:1", False, "not allowed to publish"),  # its own, the right revoked
+        (False, "user:2", True, "created by another principal"),  # squatted, public
+        (False, "user:2", False, "created by another principal"),  # squatted, private
+        (True, "user:1", True, "response topic"),
+    ],
+)
+def test_dead_letter_topic_only_own_or_an_admins(response_topic: bool, creator: str, may_produce: bool,
+                                                 problem: str | None) -> None:
+    """An existing topic takes user:1's dead letters only if user:1 or an admin created it and user:1 may publish."""
+    found = dead_letter_topic_problem("t-s-DLQ", response_topic=response_topic, creator=creator,
+                                      principal="user:1", may_produce=may_produce)
+    assert found is None if problem is None else problem in (found or "")
 
 
 def test_timers_due_in_time_order() -> None:

@@ -4,11 +4,35 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.models import Permission
 
 from tests.bad_input import assert_error, recv, stored
-from tests.protocol import eventually, make_topic, send_json
-from tests.pulsar_client import ack, consumer, end_of_topic_round_trip, message, producer, quiet, send
-from tests.servers import ServerProcess
+from tests.protocol import auth, connect, eventually, make_token, make_topic, make_user, publish, send_json
+from tests.pulsar_client import (
+    PRODUCER,
+    ack,
+    consumer,
+    consumer_url,
+    end_of_topic_round_trip,
+    message,
+    producer,
+    quiet,
+    refused,
+    send,
+)
+from tests.servers import ServerProcess, start_server
+
+
+@pytest.fixture
+def auto_server(_migrated: None) -> Iterator[ServerProcess]:
+    """ALLOW_AUTO_TOPIC_CREATION on, on the session database."""
+    proc = start_server(os.environ["DATABASE_URL"], ALLOW_AUTO_TOPIC_CREATION="true")
+    yield proc
+    proc.stop()
 
 
 async def test_push_mode_stops_at_receiver_queue_size(server: ServerProcess) -> None:
@@ -120,6 +144,27 @@ async def test_dead_letter_topic_created_when_missing(server: ServerProcess) -> 
     await eventually(lambda: len(stored(f"{slug}-dead")) == 1, message="dead letter stored")
     topic = Topic.objects.get(slug=f"{slug}-dead")
     assert not topic.supports_dasf and not topic.is_public
+
+
+async def test_dead_letter_name_squatted_by_auto_creation_is_409(auto_server: ServerProcess) -> None:
+    """ALLOW_AUTO_TOPIC_CREATION: another user's auto-created <topic>-<sub>-DLQ (it may consume) is refused with 409."""
+    victim, squatter = make_user(), make_user()
+    slug = make_topic(public=False, anonymous=False, dasf=False, consumers=(victim,))
+    await connect(f"{auto_server.ws}{PRODUCER}{slug}-sub-DLQ", auth(make_token(squatter)))
+    status, body = await refused(consumer_url(auto_server, slug, query="maxRedeliverCount=1"),
+                                 auth(make_token(victim)))
+    assert status == 409 and "created by another principal" in body, body
+
+
+async def test_dead_letter_name_squatted_privately_is_409(server: ServerProcess) -> None:
+    """A <topic>-<sub>-DLQ another user created privately (first message) is 409, not redelivered forever."""
+    victim, squatter = make_user(), make_user()
+    squatter.user_permissions.add(Permission.objects.get(codename="add_topic"))
+    slug = make_topic(public=False, anonymous=False, dasf=False, consumers=(victim,))
+    squat = await connect(f"{server.ws}{PRODUCER}{slug}-sub-DLQ", auth(make_token(squatter)))
+    assert (await publish(squat))["result"] == "ok"
+    status, body = await refused(consumer_url(server, slug, query="maxRedeliverCount=1"), auth(make_token(victim)))
+    assert status == 409 and "created by another principal" in body, body
 
 
 async def test_disabled_topic_subscription_gets_live_messages(server: ServerProcess) -> None:

@@ -429,6 +429,24 @@ def test_dead_letter_topic_of_someone_else_is_refused():
         ensure_dead_letter_topic("no/slash", user, f"user:{user.pk}")
 
 
+def test_dead_letter_topic_another_principal_created_is_refused():
+    """A public topic another principal created under the name is refused, though the principal may publish to it."""
+    user = make_user()
+    slug = make_topic(dasf=False)
+    Topic.objects.filter(slug=slug).update(created_by="user:0")
+    with pytest.raises(TopicError, match="created by another principal"):
+        ensure_dead_letter_topic(slug, user, f"user:{user.pk}")
+
+
+def test_dead_letter_topic_anonymous_created_serves_anonymous():
+    """A topic an anonymous client created (counted per address) may take the anonymous principal's dead letters."""
+    from guardian.utils import get_anonymous_user
+
+    slug = make_topic(dasf=False)
+    Topic.objects.filter(slug=slug).update(created_by="anonymous@127.0.0.9")
+    assert ensure_dead_letter_topic(slug, get_anonymous_user(), "anonymous").slug == slug
+
+
 def test_dead_letter_topic_with_storing_disabled_by_default_caches(settings):
     """When the server default stores nothing, a dead letter topic is created under cache."""
     settings.STORE_SOURCE_MESSAGES = "disabled"

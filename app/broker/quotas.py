@@ -20,6 +20,12 @@ def creator(principal: str, address: str) -> str:
     return f"{principal}@{address}"[:64] if principal == ANONYMOUS_PRINCIPAL else principal
 
 
+def creating_principal(created_by: str) -> str:
+    """The principal behind a ``Topic.created_by`` key (``creator``'s inverse): anonymous clients
+    are counted per address, but they are one principal, with one set of rights."""
+    return ANONYMOUS_PRINCIPAL if created_by.startswith(f"{ANONYMOUS_PRINCIPAL}@") else created_by
+
+
 def hold_principal(user: Any) -> None:
     """Serialise the creations of one principal until the commit, or two processes would both pass
     its count: PostgreSQL locks its user row (the anonymous principal has one too); SQLite runs

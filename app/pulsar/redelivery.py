@@ -4,13 +4,16 @@ decisions, no I/O; the caller passes the time (the event loop's clock, in second
 A message sent to a consumer with ``ackTimeoutMillis`` > 0 has an ack deadline; a nacked one has a
 redelivery time ``negativeAckRedeliveryDelay`` later. A message has at most one of them at a time
 (it is either in flight with a consumer or waiting after a nack). When one is due, the message is
-counted again; when that count exceeds ``maxRedeliverCount`` (> 0) it goes to the dead letter topic.
+counted again; when that count exceeds ``maxRedeliverCount`` (> 0) it goes to the dead letter topic,
+which must be one the subscribing principal may trust with its messages.
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
+
+from app.broker.naming import shown
 
 
 class Reason(enum.Enum):
@@ -31,6 +34,23 @@ def dead_letters(count: int, max_redeliver: int) -> bool:
     """Whether a message about to be delivered for the ``count``-th time again goes to the dead
     letter topic instead."""
     return max_redeliver > 0 and count > max_redeliver
+
+
+def dead_letter_topic_problem(slug: str, *, response_topic: bool, creator: str, principal: str,
+                              may_produce: bool) -> str | None:
+    """Why the existing topic ``slug`` cannot take the dead letters of ``principal``'s subscription,
+    or None. ``creator``: the principal that created it, "" for an admin's.
+
+    Only a topic of the principal's own or an admin's may serve: whoever else created it first
+    under the name (``<topic>-<subscription>-DLQ`` is predictable) could read the dead letters, or
+    refuse the principal so that they would be redelivered forever."""
+    if response_topic:
+        return f"dead letter topic {shown(slug)} is a response topic"
+    if creator and creator != principal:
+        return f"dead letter topic {shown(slug)} was created by another principal; name another deadLetterTopic"
+    if not may_produce:
+        return f"not allowed to publish to dead letter topic {shown(slug)}"
+    return None
 
 
 class Timers:

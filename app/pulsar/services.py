@@ -16,14 +16,15 @@ from django.utils import timezone
 
 from app.broker.acks import remove_done
 from app.broker.models import Message, Topic
-from app.broker.naming import shown, topic_name_error
+from app.broker.naming import topic_name_error
 from app.broker.permissions import grant, rights_on
 from app.broker.policy import StorePolicy
-from app.broker.quotas import hold_principal, topic_quota_error
+from app.broker.quotas import creating_principal, hold_principal, topic_quota_error
 from app.broker.services import Replay, TopicError
 from app.broker.topics import TopicView
 from app.pulsar.delays import Mark
 from app.pulsar.models import Release, Subscription, SubscriptionMessage, SubscriptionType
+from app.pulsar.redelivery import dead_letter_topic_problem
 
 # Messages the removal rule is re-applied to per transaction when a subscription goes.
 RELEASE_PAGE = 500
@@ -282,7 +283,7 @@ def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:
     """The dead letter topic of a subscription, created when missing: not supports_dasf, private,
     its creator may produce to and consume it, counted by TOPICS_PER_PRINCIPAL; stored under the
     server's default policy, or `cache` when that stores nothing (a dead letter must not be lost).
-    An existing one must be a topic of its own the principal may produce to. TopicError otherwise."""
+    An existing one must pass ``redelivery.dead_letter_topic_problem``. TopicError otherwise."""
     reason = topic_name_error(slug)
     if reason is not None:
         raise TopicError(f"{reason} (for dead letters)")
@@ -300,9 +301,23 @@ def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:
             })
             if created:
                 grant(user, topic, "can_produce", "can_consume")
-    if topic.response_for_id is not None:
-        raise TopicError(f"dead letter topic {shown(slug)} is a response topic")
     rights = rights_on(user, topic)
-    if not rights.produce:
-        raise TopicError(f"not allowed to publish to dead letter topic {shown(slug)}")
+    reason = _dead_letter_problem(topic, rights.produce, principal)
+    if reason is not None:
+        raise TopicError(reason)
     return TopicView.of(topic, rights)
+
+
+def existing_dead_letter_problem(slug: str, user: Any, principal: str) -> str | None:
+    """Why the dead letter topic ``slug`` cannot take ``principal``'s dead letters; None when it
+    can or does not exist (the first dead letter creates it)."""
+    topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
+    if topic is None:
+        return None
+    return _dead_letter_problem(topic, rights_on(user, topic).produce, principal)
+
+
+def _dead_letter_problem(topic: Topic, may_produce: bool, principal: str) -> str | None:
+    return dead_letter_topic_problem(topic.slug, response_topic=topic.is_response_topic,
+                                     creator=creating_principal(topic.created_by), principal=principal,
+                                     may_produce=may_produce)

@@ -8,7 +8,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from app.broker.models import Delivery, Message, Topic
@@ -239,6 +240,52 @@ def test_dasf_ack_removes_at_once_without_subscriptions():
     ids = publish(topic, 2)
     dasf_ack(topic, ids[0])
     assert stored(*ids) == [False, True]
+
+
+def test_dasf_ack_batch_with_a_removed_message_only_deletes():
+    """No subscriptions: a batch acking a message already removed and one still stored runs only the DELETEs."""
+    topic = topic_of()
+    ids = publish(topic, 2)
+    dasf_ack(topic, ids[0], principal="user:first")
+    with CaptureQueriesContext(connection) as queries:
+        dasf_ack(topic, *ids, principal="user:second")
+    assert stored(*ids) == [False, False]
+    statements = [q["sql"].split()[0] for q in queries]
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == ["DELETE", "DELETE"]
+
+
+def test_dasf_ack_waits_for_the_topics_cursors():
+    """On a topic with subscriptions a DASF ack waits while a release holds the topic's cursors."""
+    topic = topic_of()
+    open_subscription(topic.pk, "s", "Exclusive", "anonymous")
+    ids = publish(topic)
+    locked, release, acked = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(Subscription.objects.select_for_update().filter(topic_id=topic.pk))
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def ack() -> None:
+        try:
+            dasf_ack(topic, *ids, principal="user:dasf")
+            acked.set()
+        finally:
+            connection.close()
+
+    holder, acker = threading.Thread(target=hold), threading.Thread(target=ack)
+    holder.start()
+    assert locked.wait(10)
+    acker.start()
+    waited = not acked.wait(0.3)  # bounded: the ack must still be waiting
+    release.set()
+    holder.join(10)
+    acker.join(10)
+    assert waited and acked.is_set()
 
 
 def test_dasf_ack_after_subscriptions_acked_removes():

@@ -169,7 +169,7 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
     if rows:
         _insert_messages(rows)
     if acks:
-        apply_acks(acks)
+        apply_acks(acks, lock_with={op.topic_id for op in subscription_acks})
     if subscription_acks:
         apply_subscription_acks(subscription_acks)
     return results

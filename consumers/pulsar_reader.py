@@ -65,6 +65,9 @@ class TopicReader(FrameConsumer):
         self.noted = 0
         self.behind: int | None = None
         self.attached = False
+        # The response topic whose collection the handshake cancelled: leaving schedules it again,
+        # also when the client left before the accept or the reader was stopped.
+        self.collection_held: TopicView | None = None
         # Rights changed between the handshake's lookup and the attach: look again then.
         self.rights_stale = False
         self.credit_freed = asyncio.Event()
@@ -100,6 +103,7 @@ class TopicReader(FrameConsumer):
         if topic.is_response_topic:
             # Attached, as a consumer would be: not collected while read (scheduled again on leaving).
             await database_sync_to_async(services.cancel_collection)(topic.id)
+            self.collection_held = topic
         if topic.policy.stores:
             await self._join(topic)
         return None
@@ -137,8 +141,8 @@ class TopicReader(FrameConsumer):
         hub = self.runtime.hub
         hub.unsubscribe(self.slug, self)
         hub.unwatch(self.slug, self)
-        topic = self.topic
-        if self.attached and topic is not None and topic.is_response_topic and not hub.connection_count(self.slug):
+        topic = self.collection_held
+        if topic is not None and not hub.connection_count(self.slug):
             # A reader counts as a connection of its topic: the last one to leave a response topic
             # has it collected, as a consumer would (only its requester may read it).
             await database_sync_to_async(services.schedule_collection)(topic.id, self.principal, topic.policy)

@@ -370,6 +370,21 @@ async def test_last_reader_leaving_schedules_collection(server: ServerProcess) -
                      message="collection scheduled")
 
 
+async def test_reader_leaving_during_its_handshake_schedules_collection(server: ServerProcess) -> None:
+    """A reader's client leaving before the accept leaves its response topic scheduled for collection again."""
+    from app.broker.models import Topic
+
+    slug = await response_topic(server)
+    unattached = Topic.objects.get(slug=slug).garbage_collect_on
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /ws/{READER}{slug} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    writer.close()  # gone while the handshake looks the topic up and cancels its collection
+    await eventually(lambda: Topic.objects.get(slug=slug).garbage_collect_on not in (None, unattached),
+                     message="collection scheduled again")
+
+
 @pytest.mark.pinned_backend
 async def test_reader_reads_across_processes(tmp_path: Path) -> None:
     """Two processes behind Redis: a reader on one gets the history and live messages published on the other."""

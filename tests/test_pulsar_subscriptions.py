@@ -26,6 +26,21 @@ from tests.pulsar_client import (
 )
 from tests.servers import ServerProcess
 
+
+def subscription_acked(slug: str, name: str, message_id: str) -> bool:
+    """Whether subscription ``name``'s ack of ``message_id`` is in the database: its cursor passed the
+    message or its row is acked. True too once the message is gone, which the caller's check reports."""
+    from app.broker.models import Message
+    from app.pulsar.models import Subscription, SubscriptionMessage
+
+    sequence = Message.objects.filter(topic__slug=slug, message_id=message_id).values_list("sequence", flat=True)
+    if not sequence:
+        return True
+    cursor = Subscription.objects.get(topic__slug=slug, name=name)
+    return cursor.acked_through >= sequence[0] or SubscriptionMessage.objects.filter(
+        subscription=cursor, sequence=sequence[0], acked_at__isnull=False).exists()
+
+
 # --- handshake refusals (18.6 items 1-4) --------------------------------------------------------------
 
 
@@ -242,11 +257,10 @@ async def test_cache_message_stays_until_every_subscription_acked(server: Server
     slug = make_topic(dasf=False, policy="cache")
     a, b = await consumer(server, slug, "a"), await consumer(server, slug, "b")
     prod = await producer(server, slug)
-    await send(prod, 1)
+    mid = await send(prod, 1)
     await ack(a, await message(a))
-    await end_of_topic_round_trip(a)
     got = await message(b)
-    await asyncio.sleep(0.1)  # bounded: the writer's ack linger is 5 ms
+    await eventually(lambda: subscription_acked(slug, "a", mid), message="a's ack stored")
     assert len(stored(slug)) == 1
     await ack(b, got)
     await eventually(lambda: not stored(slug), message="message removed")
@@ -259,11 +273,10 @@ async def test_cacheall_needs_principals_and_subscriptions(server: ServerProcess
     sub = await consumer(server, slug)
     dasf = await subscribe(server.ws, slug, headers=auth(make_token(user)), probe=False)
     prod = await producer(server, slug)
-    await send(prod, 1)
+    mid = await send(prod, 1)
     await ack(sub, await message(sub))  # the subscription and the anonymous principal
-    await end_of_topic_round_trip(sub)
     got = await message(dasf)
-    await asyncio.sleep(0.1)  # bounded: the writer's ack linger is 5 ms
+    await eventually(lambda: subscription_acked(slug, "sub", mid), message="the subscription's ack stored")
     assert len(stored(slug)) == 1
     await ack(dasf, got)
     await eventually(lambda: not stored(slug), message="message removed")
@@ -274,8 +287,7 @@ async def test_store_keeps_acked_messages(server: ServerProcess) -> None:
     slug = make_topic(dasf=False, policy="store")
     a = await consumer(server, slug, "a")
     prod = await producer(server, slug)
-    await send(prod, 1)
+    mid = await send(prod, 1)
     await ack(a, await message(a))
-    await end_of_topic_round_trip(a)
-    await asyncio.sleep(0.1)  # bounded: the writer's ack linger is 5 ms
+    await eventually(lambda: subscription_acked(slug, "a", mid), message="a's ack stored")
     assert len(stored(slug)) == 1

@@ -208,13 +208,10 @@ def memory_kib(server: ServerProcess, field: str) -> int:
 
 # Relays off unless a test asks for them: an unexpected ping would be the first frame a test reads.
 QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "OUTBOX_RELAY_TASKS": "0"}
-# Test settings: ack timeouts short enough for a test to wait them out (the default floor is 1000 ms,
-# as Pulsar's).
-TEST_SETTINGS = {"MIN_ACK_TIMEOUT_MS": "100"}
 
 
 def start_server(database_url: str, **env_extra: str) -> ServerProcess:
-    server = ServerProcess(database_url, {**QUIET, **TEST_SETTINGS, **env_extra})
+    server = ServerProcess(database_url, {**QUIET, **env_extra})
     server.start()
     return server
 

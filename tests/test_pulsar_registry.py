@@ -104,7 +104,7 @@ async def joined(registry: Subscriptions, who: Member, topic: TopicView) -> Subs
 
 
 async def test_consumer_joining_during_unsubscribe_gets_a_new_subscription() -> None:
-    """A consumer joining after the last consumer's unsubscribe, before its socket closed, starts the subscription anew."""
+    """A consumer joining after the last consumer's unsubscribe, before its socket closed, starts anew."""
     registry = Subscriptions(Runtime(asyncio.get_running_loop()))  # type: ignore[arg-type]
     topic = topic_view()
     leaving, joining = member("Shared"), member("Shared")
@@ -117,7 +117,7 @@ async def test_consumer_joining_during_unsubscribe_gets_a_new_subscription() -> 
 
 
 async def test_other_type_joining_while_the_last_consumer_leaves_waits(blocked_counting: threading.Event) -> None:
-    """While the last consumer's leave counts its unacked messages, a consumer of another type waits, then gets its type."""
+    """While the last consumer's leave counts its unacked, another type's consumer waits, then gets its type."""
     registry = Subscriptions(Runtime(asyncio.get_running_loop()))  # type: ignore[arg-type]
     topic = topic_view()
     shared, failover = member("Shared"), member("Failover")

@@ -134,7 +134,7 @@ def test_key_shared_waits_per_key_in_order() -> None:
 
 
 def test_take_back_finds_only_redelivered_messages() -> None:
-    """An ack crossing a redelivery takes the waiting message out; other ids (first deliveries, unknown) find nothing."""
+    """An ack crossing a redelivery takes the waiting message out; other ids find nothing."""
     waiting = Waiting(by_key=False)
     waiting.append(item(1))
     waiting.put_first([item(0, count=1)])
@@ -175,7 +175,7 @@ def test_expiry_spares_a_subscription_whose_lease_is_held(settings: Any) -> None
 
 
 def test_subscriptions_per_principal_counted_at_creation(settings: Any) -> None:
-    """SUBSCRIPTIONS_PER_PRINCIPAL counts a principal's subscriptions over all topics; opening an existing one is not counted."""
+    """SUBSCRIPTIONS_PER_PRINCIPAL counts a principal's subscriptions over all topics, at creation only."""
     from app.pulsar.services import SubscriptionRefused, open_subscription
     from tests.protocol import make_user
     from tests.test_subscription_store import topic_of

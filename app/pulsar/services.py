@@ -320,9 +320,12 @@ def expire_subscriptions(now: datetime | None = None) -> int:
     if ttl <= 0:
         return 0
     cutoff = (now or timezone.now()) - timedelta(seconds=ttl)
-    idle = set(Subscription.objects.filter(last_active__lt=cutoff).values_list("topic_id", "pk"))
-    served = _served(idle)
-    return sum(delete_subscription(pk, idle_before=cutoff) for topic_id, pk in sorted(idle - served))
+    idle = sorted(Subscription.objects.filter(last_active__lt=cutoff).values_list("topic_id", "pk"))
+    expired = 0
+    for start in range(0, len(idle), RELEASE_PAGE):  # the lease names of a page in one query
+        page = set(idle[start:start + RELEASE_PAGE])
+        expired += sum(delete_subscription(pk, idle_before=cutoff) for _, pk in sorted(page - _served(page)))
+    return expired
 
 
 def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:

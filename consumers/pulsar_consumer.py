@@ -30,7 +30,7 @@ from app.pulsar.autocreation import MissingTopic, create_auto_topic, missing_top
 from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.flow import permit_count
 from app.pulsar.handshake import Need, topic_refusal
-from app.pulsar.params import ConsumerParams, consumer_problem, params_problem
+from app.pulsar.params import ConsumerParams, consumer_problem, params_problem, subscription_name_problem
 from app.pulsar.services import existing_dead_letter_problem
 from app.pulsar.subscriptions import subscriptions_of
 from consumers.auth import client_address
@@ -49,8 +49,8 @@ class PulsarConsumer(FrameConsumer):
         kwargs = self.scope["url_route"]["kwargs"]
         self.slug: str = kwargs["topic"]
         self.subscription: str = kwargs.get("subscription") or ""
-        if not self.subscription:
-            return Refusal(HTTPStatus.BAD_REQUEST, "empty subscription name")
+        if (problem := subscription_name_problem(self.subscription)) is not None:
+            return Refusal(HTTPStatus.BAD_REQUEST, problem)
         try:
             self.params = ConsumerParams.from_query(self.scope.get("query_string", b""))
         except ValidationError as exc:
@@ -121,6 +121,16 @@ class PulsarConsumer(FrameConsumer):
         """Called by the dispatcher."""
         if not self.closing:
             self.push(text)
+
+    def evict(self, reason: str) -> None:
+        """Called by the dispatcher: this process can no longer serve this consumer; it reconnects."""
+        if not self.closing:
+            self.spawn(self._evict(reason))
+
+    async def _evict(self, reason: str) -> None:
+        await self._leave()
+        self.refuse(reason, None)
+        self.close(CLOSE_INTERNAL_ERROR)
 
     # --- rights ---------------------------------------------------------------------------
 

@@ -169,6 +169,8 @@ UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
 # Pulsar subscriptions (docs/architecture.md 18.3): one process serves a subscription at a time,
 # holding a lease this long, renewed every third of it; a crashed holder's standbys take over after it.
 SUBSCRIPTION_LEASE_S = env_float("SUBSCRIPTION_LEASE_S", 10.0)
+# Pulsar refuses ackTimeoutMillis under a second: a shorter one is 400 (0 still turns it off).
+MIN_ACK_TIMEOUT_MS = env_int("MIN_ACK_TIMEOUT_MS", 1000)
 # Keys a Key_Shared subscription remembers the consumer of; keys with nothing in flight are evicted.
 KEY_SHARED_MAX_KEYS = env_int("KEY_SHARED_MAX_KEYS", 100_000)
 # permessage-deflate costs CPU on every frame; DASF clients do not ask for it anyway.
@@ -283,6 +285,9 @@ if not 1 <= TOPIC_NAME_MAX_CHARS <= 200:
     raise ValueError(f"TOPIC_NAME_MAX_CHARS={TOPIC_NAME_MAX_CHARS} must be between 1 and 200")
 # Topics one principal may have auto-created (first message) that still exist.
 TOPICS_PER_PRINCIPAL = env_int("TOPICS_PER_PRINCIPAL", 1000)
+# Pulsar subscriptions one principal may have created that still exist, over all topics (all
+# anonymous clients are one principal and share this).
+SUBSCRIPTIONS_PER_PRINCIPAL = env_int("SUBSCRIPTIONS_PER_PRINCIPAL", 100)
 # Response topics one producer connection may have created that still exist (the DASF client
 # uses one per process).
 RESPONSE_TOPICS_PER_CONNECTION = env_int("RESPONSE_TOPICS_PER_CONNECTION", 100)

@@ -14,6 +14,12 @@ SESSION_DIR = Path(tempfile.mkdtemp(prefix="switchyard-tests-"))
 os.environ["DATABASE_URL"] = new_database_url(SESSION_DIR, "session")
 # ORM helpers run inside async tests; the servers under test never get this flag.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+# Test settings, for this process and every server it starts (tests/servers.py server_env copies
+# the environment): ack timeouts short enough for a test to wait them out (the default floor is
+# 1000 ms, as Pulsar's), and room for the many subscriptions the session's anonymous consumers
+# make (the default is 100 per principal). Tests of the defaults set them on their own servers.
+os.environ.setdefault("MIN_ACK_TIMEOUT_MS", "100")
+os.environ.setdefault("SUBSCRIPTIONS_PER_PRINCIPAL", "1000000")
 
 
 def pytest_report_header() -> str:

@@ -220,10 +220,8 @@ def test_consumer_defaults() -> None:
 @pytest.mark.parametrize(
     "query",
     [b"subscriptionType=Sharded", b"receiverQueueSize=ten", b"receiverQueueSize=0",
-     b"receiverQueueSize=99999999", b"ackTimeoutMillis=-1", b"pullMode=maybe", b"deadLetterTopic=a/b",
-     b"maxRedeliverCount=1.5"],
-    ids=["type", "queue-word", "queue-zero", "queue-over-limit", "negative-timeout", "pull-word", "dlq-name",
-         "count-float"],
+     b"receiverQueueSize=99999999", b"ackTimeoutMillis=-1", b"deadLetterTopic=a/b", b"maxRedeliverCount=1.5"],
+    ids=["type", "queue-word", "queue-zero", "queue-over-limit", "negative-timeout", "dlq-name", "count-float"],
 )
 def test_bad_consumer_params_refused(query: bytes) -> None:
     """Unknown type, malformed numbers, out-of-range queue sizes, bad dead letter names: refused."""

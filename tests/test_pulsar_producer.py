@@ -125,7 +125,7 @@ async def test_invalid_topic_name_is_404(server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("query", [
-    "sendTimeoutMillis=soon", "batchingEnabled=maybe", "maxPendingMessages=-1", "compressionType=BROTLI",
+    "sendTimeoutMillis=soon", "batchingMaxMessages=1.0", "maxPendingMessages=-1", "compressionType=BROTLI",
     "messageRoutingMode=CustomPartition", "hashingScheme=md5", "initialSequenceId=x", "producerName=" + "p" * 257,
 ], ids=["timeout", "batching", "negative", "compression", "routing", "hashing", "sequence", "long-name"])
 async def test_bad_parameter_is_400(server: ServerProcess, query: str) -> None:
@@ -348,7 +348,7 @@ async def test_auto_creator_may_consume(auto_server: ServerProcess) -> None:
 async def test_auto_creation_refuses_bad_parameters_first(auto_server: ServerProcess) -> None:
     """A handshake with a bad parameter gets 400 and creates nothing."""
     slug = unique()
-    status, _ = await refusal(producer_url(auto_server, slug, "?batchingEnabled=perhaps"))
+    status, _ = await refusal(producer_url(auto_server, slug, "?batchingMaxMessages=1.0"))
     assert status == 400
     assert not Topic.objects.filter(slug=slug).exists()
 

@@ -4,22 +4,22 @@ It is the hub's subscriber for the subscription: it gets every live message of t
 reads the backlog from the database by cursor (``read_through``: every stored message up to it is
 queued here, in flight, or acked). It sends only to consumers with credit (app/pulsar/flow.py),
 chosen by the subscription type's rule (app/pulsar/dispatch.py), keeps each consumer's unacked
-messages, and owns the timers of ack timeouts and nacks (app/pulsar/redelivery.py). A consumer
-leaving puts its unacked messages back at the head of the queue, counted once more.
-``Shared`` and ``Key_Shared`` hold delayed messages back until due (app/pulsar/held.py).
+messages, and owns the timers of ack timeouts and nacks (app/pulsar/redeliveries.py). A nacked
+message waiting for its redelivery still counts against its consumer's credit, as an unacked one (so
+a consumer holds at most its credit's worth of frames here, nacked or not). A consumer leaving puts
+its unacked and nacked messages back at the head of the queue (app/pulsar/waiting.py), counted once
+more. ``Shared`` and ``Key_Shared`` hold delayed messages back until due (app/pulsar/held.py).
 
 Under ``disabled`` nothing is stored: live messages wait here, at most the largest
-``receiverQueueSize`` of the consumers, the oldest dropped with a WARNING.
+``receiverQueueSize`` of the consumers, the oldest dropped (one WARNING per stretch of drops).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import uuid
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -35,8 +35,10 @@ from app.pulsar.dispatch import Dispatch
 from app.pulsar.flow import Flow
 from app.pulsar.held import HeldMessages
 from app.pulsar.members import Member, Pending, Slot, by_sequence
-from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letters, nack_due
+from app.pulsar.redeliveries import RETRY_S, Redeliveries
+from app.pulsar.redelivery import Reason, Timers, ack_deadline, nack_due
 from app.pulsar.tasks import TaskOwner
+from app.pulsar.waiting import Waiting
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime
@@ -45,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 # Backlog read per query at most.
 BACKLOG_PAGE = 500
-# After a failed database call the dispatcher waits this long before trying again.
-RETRY_S = 1.0
 
 
 class SubscriptionDispatcher(TaskOwner):
@@ -65,24 +65,26 @@ class SubscriptionDispatcher(TaskOwner):
         self.dispatch = Dispatch(subscription_type, settings.KEY_SHARED_MAX_KEYS)
         self._ids = itertools.count(1)
         self.slots: list[Slot] = []
-        self.queue: deque[Pending] = deque()
+        self.queue = Waiting(self.dispatch.by_key)
         self.read_through = 0
         self._more_in_db = False
         self._behind: int | None = None
         self._fetching = False
         self.timers = Timers()
-        self._holders: dict[str, Slot] = {}  # message id -> the slot it is in flight with
-        self._nacked: dict[str, tuple[Pending, Member]] = {}
-        self._wake = asyncio.Event()
-        self.held = HeldMessages(subscription_type, runtime.loop, self._wake)
+        self.holders: dict[str, Slot] = {}  # message id -> the slot it is in flight or nacked with
+        self.wake = asyncio.Event()
+        self.held = HeldMessages(subscription_type, runtime.loop, self.wake)
         self._timer_task: asyncio.Task[None] | None = None
         self.serving = False  # holds the subscription's lease: dispatches
         self.deleted = False  # unsubscribed: nothing more is written for it
         # Set by the registry (app/pulsar/subscriptions.py).
+        self.owner = ""  # the principal that created the subscription
         self.started: asyncio.Task[Any] | None = None
-        self.closing = False
+        self.closing = False  # takes no new consumer (its last one left, or it was unsubscribed)
+        self.stopped = False
         self.closed = asyncio.Event()
         self.dead_letters = DeadLetters(runtime, self)
+        self.redeliveries = Redeliveries(self)
 
     # --- members ---------------------------------------------------------------------------
 
@@ -103,19 +105,35 @@ class SubscriptionDispatcher(TaskOwner):
             slot.ready = True
             self.pump()
 
-    async def remove(self, member: Member) -> None:
-        """``member`` left: its unacked messages come back, counted once more."""
+    async def remove(self, member: Member) -> bool:
+        """``member`` left: its unacked and nacked messages come back, counted once more. True when
+        it was the last one: the dispatcher is closing from then on (no consumer joins it, so none
+        can join with another subscription type while this one still serves the old one)."""
         slot = self.slot_of(member)
         if slot is None:
-            return
+            return False
         self.slots.remove(slot)
+        last = not self.slots
+        if last:
+            self.closing = True
         self.dispatch.left(slot.id)
         items = list(slot.unacked.values())
         slot.unacked.clear()
         for item in items:
-            self._settle(item)
+            self.settle(item)
+        for message_id, item in slot.nacked.items():
+            self.timers.cancel(message_id)
+            self.holders.pop(message_id, None)
+            items.append(item)
+        slot.nacked.clear()
         if items and (self.slots or self.stores):
-            await self._redeliver([(item, member) for item in items])
+            await self.redeliveries.redeliver([(item, member) for item in items])
+        return last
+
+    def evict_all(self, reason: str) -> None:
+        """Close every consumer with 1011 (they reconnect, and are judged afresh)."""
+        for slot in list(self.slots):
+            slot.member.evict(reason)
 
     @property
     def window(self) -> int:
@@ -143,11 +161,11 @@ class SubscriptionDispatcher(TaskOwner):
         self.pump()
 
     def _offer_live(self, item: Delivered) -> None:
-        if len(self.queue) >= self.window:
-            dropped = self.queue.popleft()
-            logger.warning("subscription %s on %s: %d messages waiting, dropped the oldest (%s)",
+        dropped = self.queue.add_live(Pending(item.message_id, None, item.text, live=item), self.window)
+        if dropped is not None and self.queue.dropped == 1:
+            logger.warning("subscription %s on %s: %d messages waiting for consumers with credit; dropping "
+                           "the oldest until the queue empties (first: %s)",
                            self.subscription, self.slug, len(self.queue) + 1, dropped.message_id)
-        self.queue.append(Pending(item.message_id, None, item.text, live=item))
         self.pump()
 
     def grant_consume(self) -> None:
@@ -187,41 +205,29 @@ class SubscriptionDispatcher(TaskOwner):
     def _send_queued(self) -> None:
         candidates = [slot.candidate() for slot in self.slots]
         slots = {slot.id: slot for slot in self.slots}
-        if not any(c.credit for c in candidates):
-            return
-        if not self.dispatch.by_key:
-            while self.queue:
-                target = self.dispatch.pick("", candidates)
+        credit = sum(c.credit for c in candidates)
+        # One line ("") but under Key_Shared, where a message whose consumer has no credit waits,
+        # and so do the later messages of its key (their order is kept); other keys go on.
+        for key in self.queue.keys():
+            while credit > 0 and self.queue.first(key) is not None:
+                target = self.dispatch.pick(key, candidates)
                 if target is None:
-                    return
-                self._send(slots[target], self.queue.popleft())
+                    break
+                self._send(slots[target], self.queue.pop_first(key))
                 candidates = [slot.candidate() for slot in self.slots]
-            return
-        # Key_Shared: a message whose consumer has no credit waits, and so do the later messages
-        # of its key (their order is kept); other keys go on.
-        kept: deque[Pending] = deque()
-        blocked: set[str] = set()
-        while self.queue and any(c.credit for c in candidates):
-            item = self.queue.popleft()
-            target = None if item.key in blocked else self.dispatch.pick(item.key, candidates)
-            if target is None:
-                blocked.add(item.key)
-                kept.append(item)
-                continue
-            self._send(slots[target], item)
-            candidates = [slot.candidate() for slot in self.slots]
-        kept.extend(self.queue)
-        self.queue = kept
+                credit -= 1
+            if credit <= 0:
+                return
 
     def _send(self, slot: Slot, item: Pending) -> None:
         slot.unacked[item.message_id] = item
         slot.flow.sent()
-        self._holders[item.message_id] = slot
+        self.holders[item.message_id] = slot
         self.dispatch.sent(item.key if self.dispatch.by_key else "")
         deadline = ack_deadline(self.runtime.loop.time(), slot.member.params.ackTimeoutMillis)
         if deadline is not None:
             self.timers.schedule(item.message_id, deadline, Reason.ACK_TIMEOUT)
-            self._wake.set()
+            self.wake.set()
         slot.member.send(item.frame())
 
     async def _fetch(self) -> None:
@@ -231,8 +237,7 @@ class SubscriptionDispatcher(TaskOwner):
             while (self._more_in_db or self.held.releasing) and not self.deleted and len(self.queue) < self.window:
                 limit = min(BACKLOG_PAGE, self.window - len(self.queue))
                 if self.held.releasing:
-                    self.queue.extendleft(reversed(await self.held.read_due(self.subscription_id,
-                                                                            self.read_through, limit)))
+                    self.queue.put_first(await self.held.read_due(self.subscription_id, self.read_through, limit))
                     self._send_queued()
                     continue
                 self._more_in_db = False
@@ -277,14 +282,17 @@ class SubscriptionDispatcher(TaskOwner):
         return True
 
     def nack(self, member: Member, message_id: str) -> bool:
-        """Redelivered ``negativeAckRedeliveryDelay`` later; False when not in flight with ``member``."""
+        """Redelivered ``negativeAckRedeliveryDelay`` later; False when not in flight with ``member``.
+        Until then it stays with ``member`` (its credit), nacked."""
+        slot = self.slot_of(member)
         item = self._take(member, message_id)
-        if item is None:
+        if item is None or slot is None:
             return False
-        self._nacked[message_id] = (item, member)
+        slot.nacked[message_id] = item
+        self.holders[message_id] = slot
         due = nack_due(self.runtime.loop.time(), member.params.negativeAckRedeliveryDelay)
         self.timers.schedule(message_id, due, Reason.NACK)
-        self._wake.set()
+        self.wake.set()
         self.pump()
         return True
 
@@ -298,25 +306,22 @@ class SubscriptionDispatcher(TaskOwner):
         slot = self.slot_of(member)
         item = slot.unacked.pop(message_id, None) if slot is not None else None
         if item is not None:
-            self._settle(item)
+            self.settle(item)
         return item
 
     def _take_back(self, message_id: str) -> Pending | None:
-        """A message waiting for redelivery, no longer waiting."""
-        nacked = self._nacked.pop(message_id, None)
-        if nacked is not None:
+        """A message waiting for redelivery (nacked, or queued again), no longer waiting."""
+        slot = self.holders.get(message_id)
+        if slot is not None and (item := slot.nacked.pop(message_id, None)) is not None:
             self.timers.cancel(message_id)
-            return nacked[0]
-        for item in self.queue:
-            if item.message_id == message_id and item.count > 0:
-                self.queue.remove(item)
-                return item
-        return None
+            del self.holders[message_id]
+            return item
+        return self.queue.take_back(message_id)
 
-    def _settle(self, item: Pending) -> None:
+    def settle(self, item: Pending) -> None:
         """``item`` is no longer in flight."""
         self.timers.cancel(item.message_id)
-        self._holders.pop(item.message_id, None)
+        self.holders.pop(item.message_id, None)
         self.dispatch.settled(item.key if self.dispatch.by_key else "")
 
     # --- serving or not --------------------------------------------------------------------------
@@ -330,7 +335,7 @@ class SubscriptionDispatcher(TaskOwner):
         if self.stores:
             self.queue.clear()  # read again, in order, from the database
         self.serving = True
-        self._timer_task = self.spawn(self.run_timers())
+        self._timer_task = self.spawn(self.redeliveries.run())
         self.pump()
 
     def stand_by(self) -> None:
@@ -342,73 +347,15 @@ class SubscriptionDispatcher(TaskOwner):
             self._timer_task = None
         for slot in self.slots:
             for item in slot.unacked.values():
-                self._settle(item)
+                self.settle(item)
             slot.unacked.clear()
+            slot.nacked.clear()
+        self.holders.clear()
         self.queue.clear()
-        self._nacked.clear()
         self.timers = Timers()
         self.held.reset()
 
-    # --- redelivery ----------------------------------------------------------------------------
-
-    async def run_timers(self) -> None:
-        """Ack timeouts and nacks that come due are redelivered (or dead-lettered); held delayed
-        messages that come due are read again. Owned by the dispatcher: cancelled and awaited when
-        it stops."""
-        loop = self.runtime.loop
-        while True:
-            if self.held.come_due():
-                self.pump()
-            next_due = min((t for t in (self.timers.next_due(), self.held.due_at) if t is not None), default=None)
-            self._wake.clear()
-            if next_due is None or next_due > loop.time():
-                timeout = None if next_due is None else next_due - loop.time()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                continue
-            taken: list[tuple[Pending, Member]] = []
-            for message_id, reason in self.timers.due(loop.time()):
-                if reason is Reason.NACK:
-                    if (nacked := self._nacked.pop(message_id, None)) is not None:
-                        taken.append(nacked)
-                elif (slot := self._holders.get(message_id)) is not None:
-                    if (item := slot.unacked.pop(message_id, None)) is not None:
-                        self._settle(item)
-                        taken.append((item, slot.member))
-            try:
-                await self._redeliver(taken)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("redelivery on subscription %s of %s failed", self.subscription, self.slug)
-                await asyncio.sleep(RETRY_S)
-
-    async def _redeliver(self, taken: list[tuple[Pending, Member]]) -> None:
-        """Count each message once more, then queue it at the head, or move it to the dead letter
-        topic when the count exceeds its consumer's maxRedeliverCount."""
-        if not taken:
-            return
-        counts: dict[str, int] = {}
-        if self.stores and not self.deleted:
-            try:
-                counts = await database_sync_to_async(services.count_redeliveries)(
-                    self.subscription_id, [item.message_id for item, _ in taken]
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Delivered again all the same; the stored count lags by one.
-                logger.exception("counting redeliveries on subscription %s of %s failed", self.subscription, self.slug)
-        back: list[Pending] = []
-        for item, member in taken:
-            item.count = counts.get(item.message_id, item.count + 1)
-            if dead_letters(item.count, member.params.maxRedeliverCount) and not self.deleted:
-                await self.dead_letters.move(item, member)
-            else:
-                back.append(item)
-        self.requeue(back)
-
     def requeue(self, items: list[Pending]) -> None:
         """Put messages back at the head of the queue, in publish order."""
-        self.queue.extendleft(reversed(by_sequence(items)))
+        self.queue.put_first(by_sequence(items))
         self.pump()

@@ -41,3 +41,13 @@ def subscription_conflict(name: str, wanted: str, attached_type: str, attached: 
     if wanted == "Exclusive":
         return Refusal(HTTPStatus.CONFLICT, f"exclusive subscription {shown(name)} already has a consumer")
     return None
+
+
+def subscription_owner_refusal(name: str, owner: str, principal: str, superuser: bool) -> Refusal | None:
+    """403 when ``principal`` may not attach to subscription ``name``: a subscription belongs to the
+    principal that created it (``owner``; every anonymous client is the one principal "anonymous",
+    so they share theirs). Superusers may attach to any; a subscription without a recorded creator
+    is anyone's."""
+    if not owner or owner == principal or superuser:
+        return None
+    return Refusal(HTTPStatus.FORBIDDEN, f"subscription {shown(name)} belongs to another principal")

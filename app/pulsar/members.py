@@ -24,6 +24,9 @@ class Member(Protocol):
 
     def recheck_rights(self) -> None: ...
 
+    def evict(self, reason: str) -> None:
+        """Close the connection with 1011 (reconnect): this process can no longer serve it."""
+
 
 @dataclass(slots=True, eq=False)
 class Pending:
@@ -56,10 +59,13 @@ class Slot:
     member: Member
     flow: Flow
     unacked: dict[str, Pending] = field(default_factory=dict)
+    # Nacked and waiting for their redelivery: still unacked as far as credit goes (Pulsar's sense).
+    nacked: dict[str, Pending] = field(default_factory=dict)
     ready: bool = False  # accepted: frames may be sent
 
     def candidate(self) -> Candidate:
-        return Candidate(self.id, self.flow.credit(len(self.unacked)) if self.ready else 0, len(self.unacked))
+        held = len(self.unacked) + len(self.nacked)
+        return Candidate(self.id, self.flow.credit(held) if self.ready else 0, len(self.unacked))
 
 
 def by_sequence(items: Iterable[Pending]) -> list[Pending]:

@@ -7,6 +7,9 @@ from django.utils import timezone
 
 from app.broker.models import Message, Topic
 
+# The longest subscription name (its column's length): a longer one is refused at the handshake.
+SUBSCRIPTION_NAME_MAX_CHARS = 200
+
 
 class SubscriptionType(models.TextChoices):
     EXCLUSIVE = "Exclusive"
@@ -17,7 +20,7 @@ class SubscriptionType(models.TextChoices):
 
 class Subscription(models.Model):
     topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=SUBSCRIPTION_NAME_MAX_CHARS)
     # The type of its consumers (they all have one; another type is refused while any is attached).
     type = models.CharField(max_length=16, choices=SubscriptionType.choices, default=SubscriptionType.EXCLUSIVE)
     # The topic's last_sequence when it was created (Pulsar's default initial position, latest): the

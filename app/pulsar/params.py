@@ -1,6 +1,8 @@
 """Query parameters of the Pulsar paths, read at the handshake (docs/architecture.md 18.2).
 
-Values arrive as strings; pydantic's lax mode reads Pulsar's spellings ("1000", "true"). A value
+Values arrive as strings and are read as Pulsar's websocket service (Java) reads them: an int or long
+is an optional '-' and ASCII digits (``JavaInt``: no "1.0", " 5 " or "1_000"), a boolean is true when
+it is "true" in any case and false otherwise (``JavaBool``, Java's ``Boolean.parseBoolean``). A value
 that cannot be read refuses the handshake with 400; a parameter Switchyard does not know is ignored,
 as Pulsar ignores it.
 """
@@ -8,13 +10,38 @@ as Pulsar ignores it.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import parse_qs
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from app.broker.naming import topic_name_error
+from app.broker.naming import shown, topic_name_error
+from app.pulsar.models import SUBSCRIPTION_NAME_MAX_CHARS
+
+_JAVA_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _java_integer(value: object) -> object:
+    if isinstance(value, str):
+        if not _JAVA_INTEGER.fullmatch(value):
+            raise ValueError("must be an integer (an optional '-' and digits)")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _java_boolean(value: object) -> object:
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return value
+
+
+# The int and long parameters of every Pulsar path (bounds are per field).
+JavaInt = Annotated[int, BeforeValidator(_java_integer)]
+# The boolean parameters of every Pulsar path: "true" in any case is true, anything else false.
+JavaBool = Annotated[bool, BeforeValidator(_java_boolean)]
 
 
 class QueryParams(BaseModel):
@@ -51,14 +78,14 @@ class ConsumerParams(QueryParams):
     """``/ws/v2/consumer/...`` on a topic with Pulsar semantics (docs/architecture.md 18.2)."""
 
     subscriptionType: SubscriptionTypeName = "Exclusive"
-    receiverQueueSize: int = Field(1000, ge=1, le=INT_MAX)
-    ackTimeoutMillis: int = Field(0, ge=0, le=LONG_MAX)
-    negativeAckRedeliveryDelay: int = Field(60_000, ge=0, le=INT_MAX)
-    maxRedeliverCount: int = Field(0, ge=0, le=INT_MAX)
+    receiverQueueSize: JavaInt = Field(1000, ge=1, le=INT_MAX)
+    ackTimeoutMillis: JavaInt = Field(0, ge=0, le=LONG_MAX)
+    negativeAckRedeliveryDelay: JavaInt = Field(60_000, ge=0, le=INT_MAX)
+    maxRedeliverCount: JavaInt = Field(0, ge=0, le=INT_MAX)
     deadLetterTopic: str | None = None
-    pullMode: bool = False
+    pullMode: JavaBool = False
     consumerName: str | None = Field(None, max_length=200)
-    priorityLevel: int | None = Field(None, ge=0, le=INT_MAX)
+    priorityLevel: JavaInt | None = Field(None, ge=0, le=INT_MAX)
 
     @field_validator("receiverQueueSize")
     @classmethod
@@ -67,6 +94,15 @@ class ConsumerParams(QueryParams):
         limit: int = settings.UNACKED_PER_CONNECTION
         if value > limit:
             raise ValueError(f"must be at most {limit} (UNACKED_PER_CONNECTION)")
+        return value
+
+    @field_validator("ackTimeoutMillis")
+    @classmethod
+    def _ack_timeout_floor(cls, value: int) -> int:
+        # Pulsar refuses ack timeouts under a second: each one is a redelivery of every unacked message.
+        floor: int = settings.MIN_ACK_TIMEOUT_MS
+        if 0 < value < floor:
+            raise ValueError(f"must be 0 (off) or at least {floor} ms (MIN_ACK_TIMEOUT_MS)")
         return value
 
     @field_validator("deadLetterTopic")
@@ -85,10 +121,23 @@ class ConsumerParams(QueryParams):
         return self.deadLetterTopic or f"{topic}-{subscription}-DLQ"
 
 
+def subscription_name_problem(name: str) -> str | None:
+    """What makes ``name`` (from the URL) no subscription name, or None."""
+    if not name:
+        return "empty subscription name"
+    if len(name) > SUBSCRIPTION_NAME_MAX_CHARS:
+        return f"subscription name {shown(name)} is longer than {SUBSCRIPTION_NAME_MAX_CHARS} characters"
+    return None
+
+
 def consumer_problem(params: ConsumerParams, topic: str, subscription: str) -> str | None:
-    """What makes a consumer's parameters unusable on ``topic`` / ``subscription``, or None: with
-    dead letters on, the default dead letter name must be a topic name (a subscription name may
-    hold '.' and ':', which topic names may not)."""
+    """What makes a consumer's parameters unusable on ``topic`` / ``subscription``, or None: the dead
+    letter topic may not be the topic itself (each dead letter would be redelivered to the
+    subscription, again and again, stored anew each time); with dead letters on, the default dead
+    letter name must be a topic name (a subscription name may hold '.' and ':', which topic names
+    may not)."""
+    if params.deadLetterTopic == topic:
+        return "bad query parameters: deadLetterTopic: is the subscribed topic itself"
     if params.maxRedeliverCount == 0 or params.deadLetterTopic is not None:
         return None
     problem = topic_name_error(params.dead_letter_topic(topic, subscription))

@@ -15,12 +15,12 @@ from pydantic import Field, field_validator
 
 from app.broker.announcements import PROCESS_ID
 from app.leases.models import Lease
-from app.pulsar.params import QueryParams
+from app.pulsar.params import JavaBool, JavaInt, QueryParams
 
 PRODUCER_NAME_MAX_CHARS = 256
 _LEASE_NAME_MAX: int = Lease._meta.get_field("name").max_length or 64
-_JavaInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
-_JavaLong = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+_JavaInt = Annotated[JavaInt, Field(ge=0, le=2**31 - 1)]
+_JavaLong = Annotated[JavaInt, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class ProducerParams(QueryParams):
@@ -31,9 +31,9 @@ class ProducerParams(QueryParams):
     # No effect: the ack comes after the commit, or an error ack instead.
     sendTimeoutMillis: _JavaInt = 30_000
     # No effect: the group-commit writer batches whatever arrives during a commit anyway.
-    batchingEnabled: bool = False
+    batchingEnabled: JavaBool = False
     batchingMaxMessages: _JavaInt = 1000
-    batchingMaxPublishDelay: Annotated[int, Field(ge=0, le=2**63 - 1)] = 10
+    batchingMaxPublishDelay: Annotated[JavaInt, Field(ge=0, le=2**63 - 1)] = 10
     # No effect: the bound on a producer is SEND_QUEUE_FRAMES and PRODUCER_PENDING_BYTES.
     maxPendingMessages: _JavaInt = 1000
     # No effect: topics have no partitions, frames no compression or encryption.

@@ -19,7 +19,7 @@ from pydantic import field_validator
 
 from app.broker.delivery import replay_page_size
 from app.broker.hub import Delivered
-from app.pulsar.params import QueryParams
+from app.pulsar.params import JavaInt, QueryParams
 
 EARLIEST = "earliest"
 LATEST = "latest"
@@ -42,7 +42,7 @@ class ReaderParams(QueryParams):
     """``/ws/v2/reader/...`` query parameters (Pulsar's names); ``readerName`` only shows in logs."""
 
     messageId: str = LATEST
-    receiverQueueSize: int = 1000
+    receiverQueueSize: JavaInt = 1000
     readerName: str | None = None
 
     @field_validator("messageId")

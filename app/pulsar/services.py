@@ -22,12 +22,23 @@ from app.broker.policy import StorePolicy
 from app.broker.quotas import creating_principal, hold_principal, topic_quota_error
 from app.broker.services import Replay, TopicError
 from app.broker.topics import TopicView
+from app.leases.models import Lease
 from app.pulsar.delays import Mark
 from app.pulsar.models import Release, Subscription, SubscriptionMessage, SubscriptionType
 from app.pulsar.redelivery import dead_letter_topic_problem
 
 # Messages the removal rule is re-applied to per transaction when a subscription goes.
 RELEASE_PAGE = 500
+
+
+class SubscriptionRefused(Exception):
+    """A subscription that may not be created (SUBSCRIPTIONS_PER_PRINCIPAL)."""
+
+
+def lease_name(topic_id: int, subscription_id: int) -> str:
+    """The lease of the process serving a subscription (app/pulsar/subscriptions.py). The id, not
+    the name: a lease name has at most 64 characters, a subscription name 200."""
+    return f"sub:{topic_id}:{subscription_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +49,37 @@ class SubscriptionState:
     type: str
     start_sequence: int
     acked_through: int
+    created_by: str = ""
 
     @classmethod
     def of(cls, subscription: Subscription) -> SubscriptionState:
         return cls(subscription.pk, subscription.topic_id, subscription.name, subscription.type,
-                   subscription.start_sequence, subscription.acked_through)
+                   subscription.start_sequence, subscription.acked_through, subscription.created_by)
 
 
-def open_subscription(topic_id: int, name: str, type: str, principal: str) -> SubscriptionState:
+def subscription_quota_error(principal: str) -> str | None:
+    limit = settings.SUBSCRIPTIONS_PER_PRINCIPAL
+    if Subscription.objects.filter(created_by=principal).count() >= limit:
+        return f"subscription limit reached: {principal} has created {limit} subscriptions, the most allowed"
+    return None
+
+
+def open_subscription(topic_id: int, name: str, type: str, principal: str, user: Any = None) -> SubscriptionState:
     """Get or create (race-safe across processes); created: start_sequence = acked_through = the
-    topic's last_sequence now (Pulsar's default initial position, latest); touches last_active.
-    Does not change the type of an existing one. TopicError when the topic is gone."""
+    topic's last_sequence now (Pulsar's default initial position, latest), created_by ``principal``
+    (``user``'s), counted by SUBSCRIPTIONS_PER_PRINCIPAL; touches last_active. Does not change the
+    type of an existing one. TopicError when the topic is gone, SubscriptionRefused over the limit."""
     kind = SubscriptionType(type)
     now = timezone.now()
     existing = Subscription.objects.filter(topic_id=topic_id, name=name).first()
     if existing is None:
         try:
             with transaction.atomic():
+                if user is not None:
+                    hold_principal(user)
+                reason = subscription_quota_error(principal)
+                if reason is not None:
+                    raise SubscriptionRefused(reason)
                 # The topic row stays locked until the subscription is committed: a message gets a
                 # sequence above start_sequence only once every ack can see the subscription.
                 last = (Topic.objects.select_for_update(no_key=True).filter(pk=topic_id)
@@ -74,12 +99,22 @@ def open_subscription(topic_id: int, name: str, type: str, principal: str) -> Su
     return SubscriptionState.of(existing)
 
 
+def find_subscription(topic_id: int, name: str) -> SubscriptionState | None:
+    """The subscription ``name`` of the topic as stored now (touched), or None; never creates it."""
+    found = Subscription.objects.filter(topic_id=topic_id, name=name).first()
+    if found is None:
+        return None
+    Subscription.objects.filter(pk=found.pk).update(last_active=timezone.now())
+    return SubscriptionState.of(found)
+
+
 def set_subscription_type(subscription_id: int, type: str) -> None:
     Subscription.objects.filter(pk=subscription_id).update(type=SubscriptionType(type))
 
 
 def touch(subscription_ids: list[int]) -> None:
-    """The subscriptions have consumers: they do not expire (SUBSCRIPTION_TTL_S)."""
+    """The subscriptions have (or just had) consumers: they do not expire (SUBSCRIPTION_TTL_S).
+    Called at every lease renewal of a served subscription and when its last consumer leaves."""
     if subscription_ids:
         Subscription.objects.filter(pk__in=subscription_ids).update(last_active=timezone.now())
 
@@ -205,16 +240,20 @@ def count_redeliveries(subscription_id: int, message_ids: list[str]) -> dict[str
         return {wanted[stored[pk][1]]: count for pk, count in counts}
 
 
-def delete_subscription(subscription_id: int) -> None:
+def delete_subscription(subscription_id: int, *, idle_before: datetime | None = None) -> bool:
     """unsubscribe: delete the cursor and its rows, then re-apply the removal rule to the messages
     it held (above its acked_through). The first RELEASE_PAGE of them at once, so a small backlog
-    goes with the unsubscribe; the rest is left to the garbage-collection relay (release_pending)."""
+    goes with the unsubscribe; the rest is left to the garbage-collection relay (release_pending).
+    With ``idle_before`` (expiry) only while it is still idle since then and nobody holds its lease.
+    Whether it was deleted."""
     with transaction.atomic():
         cursor = (Subscription.objects.select_for_update().filter(pk=subscription_id)
-                  .values_list("topic_id", "acked_through").first())
+                  .values_list("topic_id", "acked_through", "last_active").first())
         if cursor is None:
-            return
-        topic_id, acked_through = cursor
+            return False
+        topic_id, acked_through, last_active = cursor
+        if idle_before is not None and (last_active >= idle_before or _served({(topic_id, subscription_id)})):
+            return False
         rows = SubscriptionMessage.objects.filter(subscription_id=subscription_id)
         rows._raw_delete(rows.db)
         Subscription.objects.filter(pk=subscription_id).delete()
@@ -226,6 +265,14 @@ def delete_subscription(subscription_id: int) -> None:
                                              through_sequence=topic.last_sequence)
     if release is not None:
         release_page(release.pk)
+    return True
+
+
+def _served(subscriptions: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of these (topic id, subscription id) have their lease held: a process serves them."""
+    names = {lease_name(topic_id, pk): (topic_id, pk) for topic_id, pk in subscriptions}
+    held = Lease.objects.filter(name__in=list(names), expires_at__gt=timezone.now()).exclude(holder="")
+    return {names[name] for name in held.values_list("name", flat=True)}
 
 
 def release_page(release_id: int, limit: int | None = None) -> tuple[int, bool]:
@@ -267,16 +314,19 @@ def release_pending(max_pages: int = 100) -> int:
 
 
 def expire_subscriptions(now: datetime | None = None) -> int:
-    """Delete subscriptions idle (not touched) for SUBSCRIPTION_TTL_S; 0 keeps them forever.
-    Returns how many went."""
+    """Delete subscriptions without consumers idle (not touched) for SUBSCRIPTION_TTL_S, as Pulsar
+    expires only subscriptions without consumers: one whose lease is held is served (its process
+    touches it at every renewal), so it stays. 0 keeps them forever. Returns how many went."""
     ttl = settings.SUBSCRIPTION_TTL_S
     if ttl <= 0:
         return 0
     cutoff = (now or timezone.now()) - timedelta(seconds=ttl)
-    idle = list(Subscription.objects.filter(last_active__lt=cutoff).values_list("pk", flat=True))
-    for subscription_id in idle:
-        delete_subscription(subscription_id)
-    return len(idle)
+    idle = sorted(Subscription.objects.filter(last_active__lt=cutoff).values_list("topic_id", "pk"))
+    expired = 0
+    for start in range(0, len(idle), RELEASE_PAGE):  # the lease names of a page in one query
+        page = set(idle[start:start + RELEASE_PAGE])
+        expired += sum(delete_subscription(pk, idle_before=cutoff) for _, pk in sorted(page - _served(page)))
+    return expired
 
 
 def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:

@@ -7,6 +7,10 @@ A subscription is served by one process at a time: the holder of the lease
 a process that cannot take the lease is refused (409); other types wait there as standbys, trying
 the lease every renewal period, and are served once their process holds it. The cursor is in the
 database only, so a process that takes a subscription over starts from what is stored.
+
+A subscription belongs to the principal that created it: another principal's consumer is refused
+(403) unless it is a superuser's. A dispatcher that is closing (its last consumer left, or it was
+unsubscribed) takes no new consumer: a joining one waits until it is gone and starts a new one.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from app.leases.services import acquire, release
 from app.pulsar import services
 from app.pulsar.dispatch import EXCLUSIVE
 from app.pulsar.dispatcher import SubscriptionDispatcher
-from app.pulsar.handshake import subscription_conflict
+from app.pulsar.handshake import subscription_conflict, subscription_owner_refusal
 from app.pulsar.members import Member
+from app.pulsar.services import lease_name
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime
@@ -39,10 +44,12 @@ logger = logging.getLogger(__name__)
 
 HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 
+__all__ = ["HOLDER", "Subscriptions", "lease_name", "subscriptions_of"]
 
-def lease_name(topic_id: int, subscription_id: int) -> str:
-    # The id, not the name: a lease name has at most 64 characters, a subscription name 200.
-    return f"sub:{topic_id}:{subscription_id}"
+
+def owner_refusal(dispatcher: SubscriptionDispatcher, member: Member) -> Refusal | None:
+    return subscription_owner_refusal(dispatcher.subscription, dispatcher.owner, member.principal,
+                                      bool(getattr(member.user, "is_superuser", False)))
 
 
 class Subscriptions:
@@ -54,9 +61,9 @@ class Subscriptions:
         return len(self._served)
 
     async def join(self, member: Member, topic: TopicView, name: str) -> SubscriptionDispatcher | Refusal:
-        """Attach ``member`` (not yet accepted) to subscription ``name``, or say why not (409)."""
+        """Attach ``member`` (not yet accepted) to subscription ``name``, or say why not (403, 409)."""
         key = (topic.id, name)
-        while (dispatcher := self._served.get(key)) is not None and dispatcher.closing:
+        while (dispatcher := self._served.get(key)) is not None and (dispatcher.closing or dispatcher.deleted):
             await dispatcher.closed.wait()
         wanted = member.params.subscriptionType
         if dispatcher is None:
@@ -75,16 +82,25 @@ class Subscriptions:
         except BaseException:
             await self.leave(member, dispatcher)
             raise
+        if refusal is None:
+            refusal = owner_refusal(dispatcher, member)
         if refusal is not None:
             await self.leave(member, dispatcher)
             return refusal
         return dispatcher
 
     async def _start(self, dispatcher: SubscriptionDispatcher, first: Member) -> Refusal | None:
-        state = await database_sync_to_async(services.open_subscription)(
-            dispatcher.topic.id, dispatcher.subscription, dispatcher.type, first.principal
-        )
+        try:
+            state = await database_sync_to_async(services.open_subscription)(
+                dispatcher.topic.id, dispatcher.subscription, dispatcher.type, first.principal, first.user
+            )
+        except services.SubscriptionRefused as exc:
+            return Refusal(HTTPStatus.FORBIDDEN, str(exc))
         dispatcher.subscription_id = state.id
+        dispatcher.owner = state.created_by
+        refusal = owner_refusal(dispatcher, first)
+        if refusal is not None:
+            return refusal
         name = lease_name(dispatcher.topic.id, state.id)
         held = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
         if not held and (dispatcher.type == EXCLUSIVE or state.type != dispatcher.type):
@@ -104,28 +120,44 @@ class Subscriptions:
         if dispatcher.stores:
             # Live messages from other processes come from here on: the backlog read covers the rest.
             await self.runtime.backplane.joined(dispatcher.slug)
+            # Acks a consumer of this subscription sent a moment ago (say, just before it
+            # reconnected) are committed before the backlog is read, or they would come again.
+            await self.runtime.writer.flush()
         dispatcher.start_serving(acked_through)
 
     def _stand_by(self, dispatcher: SubscriptionDispatcher) -> None:
         """The lease was lost (this process could not renew it in time): another process serves
-        now; what was in flight here is redelivered there."""
+        now; what was in flight here is redelivered there. An Exclusive consumer is closed (1011,
+        reconnect): another process may accept one now, and two may not be attached."""
         logger.warning("subscription %s on %s: lease lost, standing by", dispatcher.subscription, dispatcher.slug)
         self.runtime.hub.unsubscribe(dispatcher.slug, dispatcher)
         dispatcher.stand_by()
+        if dispatcher.type == EXCLUSIVE:
+            dispatcher.evict_all("the subscription's lease was lost; reconnect")
+
+    async def _take_over(self, dispatcher: SubscriptionDispatcher) -> None:
+        """The lease is taken after standing by: serve from the stored cursor, unless the subscription
+        was deleted meanwhile (and maybe made anew): then its consumers reconnect (1011) and attach
+        to what is there now; nothing is acked against a deleted subscription."""
+        state = await database_sync_to_async(services.find_subscription)(dispatcher.topic.id, dispatcher.subscription)
+        if state is None or state.id != dispatcher.subscription_id:
+            dispatcher.deleted = True
+            dispatcher.evict_all("the subscription was deleted on another server; reconnect")
+            return
+        await self._serve(dispatcher, state.acked_through)
 
     async def _keep_lease(self, dispatcher: SubscriptionDispatcher, name: str) -> None:
-        """Renew the lease while serving, try to take it while standing by."""
+        """Renew the lease while serving (and touch the subscription: it has consumers, so it does
+        not expire), try to take it while standing by."""
         period = settings.SUBSCRIPTION_LEASE_S / 3
         while True:
             await asyncio.sleep(period)
             try:
                 held = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
-                if held and not dispatcher.serving:
-                    state = await database_sync_to_async(services.open_subscription)(
-                        dispatcher.topic.id, dispatcher.subscription, dispatcher.type,
-                        dispatcher.slots[0].member.principal if dispatcher.slots else "",
-                    )
-                    await self._serve(dispatcher, state.acked_through)
+                if held and dispatcher.serving:
+                    await database_sync_to_async(services.touch)([dispatcher.subscription_id])
+                elif held and not dispatcher.deleted:
+                    await self._take_over(dispatcher)
                 elif not held and dispatcher.serving:
                     self._stand_by(dispatcher)
             except asyncio.CancelledError:
@@ -135,10 +167,16 @@ class Subscriptions:
 
     async def leave(self, member: Member, dispatcher: SubscriptionDispatcher) -> None:
         """``member`` is gone; the last one to leave stops the dispatcher and releases the lease."""
-        await dispatcher.remove(member)
-        if dispatcher.slots or dispatcher.closing:
-            return
+        if await dispatcher.remove(member):
+            await self._stop(dispatcher)
+
+    async def _stop(self, dispatcher: SubscriptionDispatcher, *, forget: bool = True) -> None:
+        """Stop the dispatcher (its last consumer left, or it was unsubscribed); once is enough.
+        ``forget``: let joining consumers start a new one now (else the caller does, later)."""
         dispatcher.closing = True
+        if dispatcher.stopped:
+            return
+        dispatcher.stopped = True
         try:
             dispatcher.serving = False
             self.runtime.hub.unsubscribe(dispatcher.slug, dispatcher)
@@ -155,20 +193,36 @@ class Subscriptions:
         except Exception:
             logger.exception("stopping subscription %s on %s", dispatcher.subscription, dispatcher.slug)
         finally:
-            if self._served.get((dispatcher.topic.id, dispatcher.subscription)) is dispatcher:
-                del self._served[(dispatcher.topic.id, dispatcher.subscription)]
-            dispatcher.closed.set()
+            if forget:
+                self._forget(dispatcher)
+
+    def _forget(self, dispatcher: SubscriptionDispatcher) -> None:
+        """A consumer joining from now on starts a new dispatcher."""
+        key = (dispatcher.topic.id, dispatcher.subscription)
+        if self._served.get(key) is dispatcher:
+            del self._served[key]
+        dispatcher.closed.set()
 
     async def unsubscribe(self, member: Member, dispatcher: SubscriptionDispatcher) -> str | None:
-        """Delete the subscription (its cursor and what it held); a reason when it cannot be."""
+        """Delete the subscription (its cursor and what it held); a reason when it cannot be: other
+        consumers attached here, or it is served by another process (this one is a standby: its
+        consumers there would go on acking a deleted subscription)."""
         others = len(dispatcher.slots) - 1
         if others > 0:
             return f"subscription {dispatcher.subscription} has {others} other consumer(s); not deleted"
-        dispatcher.deleted = True
+        if not dispatcher.serving or dispatcher.closing:
+            return f"subscription {dispatcher.subscription} has consumers attached on another server; not deleted"
+        # Before the first await: nobody joins this dispatcher any more (a consumer joining now waits
+        # for the deletion, then starts the subscription anew).
+        dispatcher.deleted = dispatcher.closing = True
         dispatcher.queue.clear()
-        await database_sync_to_async(services.delete_subscription)(dispatcher.subscription_id)
-        name = lease_name(dispatcher.topic.id, dispatcher.subscription_id)
-        await database_sync_to_async(release)(name, HOLDER)
+        try:
+            await self._stop(dispatcher, forget=False)
+            await database_sync_to_async(services.delete_subscription)(dispatcher.subscription_id)
+            name = lease_name(dispatcher.topic.id, dispatcher.subscription_id)
+            await database_sync_to_async(release)(name, HOLDER)
+        finally:
+            self._forget(dispatcher)
         return None
 
 

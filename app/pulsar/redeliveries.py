@@ -1,0 +1,91 @@
+"""The redelivery side of a subscription's dispatcher (app/pulsar/dispatcher.py; rules in
+app/pulsar/redelivery.py): its timer task, which takes back messages whose ack timeout or nack
+delay came due (and wakes the due reads of held delayed messages), and the redelivery itself:
+counted once more, then queued again at the head, or moved to the dead letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from channels.db import database_sync_to_async
+
+from app.pulsar import services
+from app.pulsar.members import Member, Pending
+from app.pulsar.redelivery import Reason, dead_letters
+
+if TYPE_CHECKING:
+    from app.pulsar.dispatcher import SubscriptionDispatcher
+
+logger = logging.getLogger(__name__)
+
+# After a failed database call the timer task waits this long before trying again.
+RETRY_S = 1.0
+
+
+class Redeliveries:
+    def __init__(self, dispatcher: SubscriptionDispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def run(self) -> None:
+        """Ack timeouts and nacks that come due are redelivered (or dead-lettered); held delayed
+        messages that come due are read again. Owned by the dispatcher: cancelled and awaited when
+        it stops."""
+        d = self.dispatcher
+        loop = d.runtime.loop
+        while True:
+            if d.held.come_due():
+                d.pump()
+            next_due = min((t for t in (d.timers.next_due(), d.held.due_at) if t is not None), default=None)
+            d.wake.clear()
+            if next_due is None or next_due > loop.time():
+                timeout = None if next_due is None else next_due - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(d.wake.wait(), timeout)
+                continue
+            taken: list[tuple[Pending, Member]] = []
+            for message_id, reason in d.timers.due(loop.time()):
+                if (slot := d.holders.get(message_id)) is None:
+                    continue
+                if reason is Reason.NACK:
+                    if (item := slot.nacked.pop(message_id, None)) is not None:
+                        del d.holders[message_id]
+                        taken.append((item, slot.member))
+                elif (item := slot.unacked.pop(message_id, None)) is not None:
+                    d.settle(item)
+                    taken.append((item, slot.member))
+            try:
+                await self.redeliver(taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("redelivery on subscription %s of %s failed", d.subscription, d.slug)
+                await asyncio.sleep(RETRY_S)
+
+    async def redeliver(self, taken: list[tuple[Pending, Member]]) -> None:
+        """Count each message once more, then queue it at the head, or move it to the dead letter
+        topic when the count exceeds its consumer's maxRedeliverCount."""
+        d = self.dispatcher
+        if not taken:
+            return
+        counts: dict[str, int] = {}
+        if d.stores and not d.deleted:
+            try:
+                counts = await database_sync_to_async(services.count_redeliveries)(
+                    d.subscription_id, [item.message_id for item, _ in taken]
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Delivered again all the same; the stored count lags by one.
+                logger.exception("counting redeliveries on subscription %s of %s failed", d.subscription, d.slug)
+        back: list[Pending] = []
+        for item, member in taken:
+            item.count = counts.get(item.message_id, item.count + 1)
+            if dead_letters(item.count, member.params.maxRedeliverCount) and not d.deleted:
+                await d.dead_letters.move(item, member)
+            else:
+                back.append(item)
+        d.requeue(back)

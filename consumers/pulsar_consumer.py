@@ -31,7 +31,7 @@ from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.flow import permit_count
 from app.pulsar.handshake import Need, topic_refusal
 from app.pulsar.params import ConsumerParams, consumer_problem, params_problem, subscription_name_problem
-from app.pulsar.services import existing_dead_letter_problem
+from app.pulsar.services import dead_letter_refusal
 from app.pulsar.subscriptions import subscriptions_of
 from consumers.auth import client_address
 from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
@@ -73,11 +73,12 @@ class PulsarConsumer(FrameConsumer):
         if problem is not None:
             return Refusal(HTTPStatus.BAD_REQUEST, problem)
         if self.params.maxRedeliverCount > 0:
-            problem = await database_sync_to_async(existing_dead_letter_problem)(
-                self.params.dead_letter_topic(self.slug, self.subscription), self.user, self.principal
+            dead_letter: Refusal | None = await database_sync_to_async(dead_letter_refusal)(
+                self.params.dead_letter_topic(self.slug, self.subscription), self.user, self.principal,
+                explicit=self.params.deadLetterTopic is not None,
             )
-            if problem is not None:
-                return Refusal(HTTPStatus.CONFLICT, problem)
+            if dead_letter is not None:
+                return dead_letter
         self.runtime.hub.watch(self.slug, self)
         joined = await subscriptions_of(self.runtime).join(self, topic, self.subscription)
         if isinstance(joined, Refusal):

@@ -166,6 +166,9 @@ WS_HARD_LIMIT_BYTES = max(MAX_FRAME_BYTES * 4, env_int("WS_HARD_LIMIT_BYTES", 0)
 SEND_QUEUE_FRAMES = env_int("SEND_QUEUE_FRAMES", 10_000)
 # Message ids a consumer connection remembers as delivered-but-unacked (for ack validation).
 UNACKED_PER_CONNECTION = env_int("UNACKED_PER_CONNECTION", 50_000)
+# Characters of unacked frames a Pulsar subscription's consumer may hold (kept for their redelivery);
+# past it nothing more is sent to it until acks free room.
+UNACKED_CHARS_PER_CONNECTION = env_int("UNACKED_CHARS_PER_CONNECTION", 64 * 1024 * 1024)
 # Pulsar subscriptions (docs/architecture.md 18.3): one process serves a subscription at a time,
 # holding a lease this long, renewed every third of it; a crashed holder's standbys take over after it.
 SUBSCRIPTION_LEASE_S = env_float("SUBSCRIPTION_LEASE_S", 10.0)
@@ -173,6 +176,9 @@ SUBSCRIPTION_LEASE_S = env_float("SUBSCRIPTION_LEASE_S", 10.0)
 MIN_ACK_TIMEOUT_MS = env_int("MIN_ACK_TIMEOUT_MS", 1000)
 # Keys a Key_Shared subscription remembers the consumer of; keys with nothing in flight are evicted.
 KEY_SHARED_MAX_KEYS = env_int("KEY_SHARED_MAX_KEYS", 100_000)
+# A dead letter topic that could not be found or made is not looked up again for this long: its
+# messages are redelivered meanwhile, and the failure is logged once per period.
+DEAD_LETTER_RETRY_S = env_float("DEAD_LETTER_RETRY_S", 10.0)
 # permessage-deflate costs CPU on every frame; DASF clients do not ask for it anyway.
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", False)
 # How long a process trusts a cached topic + rights lookup (changes also invalidate it at once).

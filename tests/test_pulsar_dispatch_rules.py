@@ -9,7 +9,15 @@ from pydantic import ValidationError
 from app.pulsar.dispatch import Candidate, Dispatch, KeyMap, RoundRobin, first_attached
 from app.pulsar.flow import Flow, permit_count
 from app.pulsar.params import ConsumerParams, consumer_problem
-from app.pulsar.redelivery import Reason, Timers, ack_deadline, dead_letter_topic_problem, dead_letters, nack_due
+from app.pulsar.redelivery import (
+    Reason,
+    Timers,
+    ack_deadline,
+    dead_letter_creation_problem,
+    dead_letter_topic_problem,
+    dead_letters,
+    nack_due,
+)
 
 
 def c(id_: int, credit: int = 1, unacked: int = 0) -> Candidate:
@@ -178,6 +186,22 @@ def test_dead_letter_topic_only_own_or_an_admins(response_topic: bool, creator: 
     found = dead_letter_topic_problem("t-s-DLQ", response_topic=response_topic, creator=creator,
                                       principal="user:1", may_produce=may_produce)
     assert found is None if problem is None else problem in (found or "")
+
+
+@pytest.mark.parametrize(
+    ("explicit", "may_add_topics", "allow_auto", "allowed"),
+    [
+        (False, False, False, True),  # the default <topic>-<sub>-DLQ: any consumer
+        (True, True, False, True),  # a chosen name: a principal that may create topics
+        (True, False, True, True),  # a chosen name: ALLOW_AUTO_TOPIC_CREATION
+        (True, False, False, False),  # a chosen name, no right to create topics
+    ],
+)
+def test_missing_dead_letter_topic_creation(explicit: bool, may_add_topics: bool, allow_auto: bool,
+                                            allowed: bool) -> None:
+    """A missing dead letter topic is made under the default name for anyone, under a chosen one only with the right."""
+    found = dead_letter_creation_problem("t-x", explicit=explicit, may_add_topics=may_add_topics, allow_auto=allow_auto)
+    assert (found is None) is allowed
 
 
 def test_timers_due_in_time_order() -> None:

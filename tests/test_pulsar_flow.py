@@ -130,12 +130,14 @@ async def test_max_redeliver_count_moves_to_dead_letter_topic(server: ServerProc
 
 
 async def test_dead_letter_topic_created_when_missing(server: ServerProcess) -> None:
-    """A missing dead letter topic is created (not DASF, private) and the copy stored there."""
+    """A missing explicit dead letter topic is created (not DASF, private) for a principal that may create topics."""
     from app.broker.models import Topic
 
-    slug = make_topic(dasf=False)
+    user = make_user()
+    user.user_permissions.add(Permission.objects.get(codename="add_topic"))
+    slug = make_topic(dasf=False, consumers=(user,))
     ws = await consumer(server, slug, query="maxRedeliverCount=1&negativeAckRedeliveryDelay=0&deadLetterTopic="
-                        f"persistent://public/default/{slug}-dead")
+                        f"persistent://public/default/{slug}-dead", headers=auth(make_token(user)))
     prod = await producer(server, slug)
     mid = await send(prod, 1)
     for _ in range(2):
@@ -144,6 +146,29 @@ async def test_dead_letter_topic_created_when_missing(server: ServerProcess) -> 
     await eventually(lambda: len(stored(f"{slug}-dead")) == 1, message="dead letter stored")
     topic = Topic.objects.get(slug=f"{slug}-dead")
     assert not topic.supports_dasf and not topic.is_public
+
+
+async def test_default_dead_letter_topic_created_for_any_consumer(server: ServerProcess) -> None:
+    """The default <topic>-<sub>-DLQ is created for a consumer that may not create topics (anonymous)."""
+    slug = make_topic(dasf=False)
+    ws = await consumer(server, slug, query="maxRedeliverCount=1&negativeAckRedeliveryDelay=0")
+    prod = await producer(server, slug)
+    mid = await send(prod, 1)
+    for _ in range(2):
+        await message(ws)
+        await send_json(ws, {"type": "negativeAcknowledge", "messageId": mid})
+    await eventually(lambda: len(stored(f"{slug}-sub-DLQ")) == 1, message="dead letter stored")
+
+
+async def test_missing_explicit_dead_letter_topic_needs_the_right_to_create_topics(server: ServerProcess) -> None:
+    """A deadLetterTopic naming a missing topic, from a principal that may not create topics: 403, nothing made."""
+    from app.broker.models import Topic
+
+    slug = make_topic(dasf=False)
+    free_name = f"{slug}-anything"
+    status, body = await refused(consumer_url(server, slug, query=f"maxRedeliverCount=1&deadLetterTopic={free_name}"))
+    assert status == 403 and "may not create topics" in body, body
+    assert not Topic.objects.filter(slug=free_name).exists()
 
 
 async def test_dead_letter_name_squatted_by_auto_creation_is_409(auto_server: ServerProcess) -> None:
@@ -204,3 +229,19 @@ async def test_ack_of_a_nacked_message_waiting_is_taken(server: ServerProcess) -
     await ack(ws, got)
     await end_of_topic_round_trip(ws)
     await quiet(ws, 0.5)
+
+
+async def test_unusable_dead_letter_topic_is_looked_up_once_per_retry_period(server: ServerProcess) -> None:
+    """A dead letter topic that cannot serve: its message is redelivered, with one WARNING per DEAD_LETTER_RETRY_S."""
+    slug = make_topic(dasf=False)
+    ws = await consumer(server, slug, query="maxRedeliverCount=1&negativeAckRedeliveryDelay=0")
+    make_topic(f"{slug}-sub-DLQ", public=False, anonymous=False, dasf=False)  # an admin's, no right to publish
+    prod = await producer(server, slug)
+    mid = await send(prod, 1)
+    for count in range(6):
+        got = await message(ws)
+        assert (got["messageId"], got["redeliveryCount"]) == (mid, count)
+        await send_json(ws, {"type": "negativeAcknowledge", "messageId": mid})
+    await message(ws)
+    warnings = [line for line in server.output if "no dead letter topic" in line and slug in line]
+    assert len(warnings) == 1, warnings

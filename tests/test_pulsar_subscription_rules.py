@@ -105,11 +105,11 @@ def test_nacked_messages_count_against_credit() -> None:
     """A consumer's nacked messages waiting for redelivery use its credit, as unacked ones."""
     slot = Slot(1, member=None, flow=Flow(pull=False, queue_size=3, limit=100))  # type: ignore[arg-type]
     slot.ready = True
-    slot.unacked["a"] = item(1)
-    slot.nacked["b"] = item(2)
-    slot.nacked["c"] = item(3)
+    slot.hold(item(1))
+    slot.park(item(2))
+    slot.park(item(3))
     assert slot.candidate().credit == 0
-    slot.nacked.pop("c")
+    slot.take_nacked("m3")
     assert slot.candidate().credit == 1
 
 
@@ -118,8 +118,31 @@ def test_pull_mode_nacked_count_against_the_connection_limit() -> None:
     slot = Slot(1, member=None, flow=Flow(pull=True, queue_size=1000, limit=2))  # type: ignore[arg-type]
     slot.ready = True
     slot.flow.permit(10)
-    slot.nacked["a"], slot.nacked["b"] = item(1), item(2)
+    slot.park(item(1))
+    slot.park(item(2))
     assert slot.candidate().credit == 0
+
+
+def test_held_frames_bound_the_credit() -> None:
+    """Past UNACKED_CHARS_PER_CONNECTION of held frames no more is sent; one message always may go."""
+    flow = Flow(pull=False, queue_size=100, limit=100, char_limit=20)
+    slot = Slot(1, member=None, flow=flow)  # type: ignore[arg-type]
+    slot.ready = True
+    big = Pending("m1", 1, "x" * 50)
+    assert slot.candidate().credit == 100  # nothing held: even a frame over the limit goes
+    slot.hold(big)
+    assert slot.candidate().credit == 0
+    slot.take_unacked("m1")
+    assert (slot.held_chars, slot.candidate().credit) == (0, 100)
+
+
+def test_taking_everything_frees_the_held_characters() -> None:
+    """A consumer leaving gives back its unacked and nacked messages, and holds nothing after."""
+    slot = Slot(1, member=None, flow=Flow(pull=False, queue_size=10, limit=100))  # type: ignore[arg-type]
+    slot.hold(item(1))
+    slot.park(item(2))
+    unacked, nacked = slot.take_all()
+    assert ([p.message_id for p in unacked], [p.message_id for p in nacked], slot.held_chars) == (["m1"], ["m2"], 0)
 
 
 def test_key_shared_waits_per_key_in_order() -> None:

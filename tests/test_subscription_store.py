@@ -421,7 +421,7 @@ def test_dead_letter_copies_and_acks_in_one_transaction():
     """DeadLetter stores the copy on the dead letter topic and acks the original on the subscription."""
     topic = topic_of()
     user = make_user()
-    dlq = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}")
+    dlq = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}", explicit=False)
     state = open_subscription(topic.pk, "s", "Shared", f"user:{user.pk}")
     original, other = publish(topic, 2)
     copy = NewMessage(dlq.id, uuid.uuid4(), user.pk, f"user:{user.pk}", {}, "cGF5", None, timezone.now(), "{}")
@@ -436,7 +436,7 @@ def test_failed_dead_letter_changes_nothing():
     """A copy the database refuses (a reused messageId) leaves the original unacked on the subscription."""
     topic = topic_of()
     user = make_user()
-    dlq = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}")
+    dlq = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}", explicit=False)
     state = open_subscription(topic.pk, "s", "Shared", f"user:{user.pk}")
     (original,) = publish(topic)
     taken = NewMessage(dlq.id, uuid.uuid4(), None, "anonymous", {}, "", None, timezone.now(), "{}")
@@ -450,20 +450,20 @@ def test_dead_letter_topic_is_private_and_consumable_by_its_principal():
     """A created dead letter topic is not DASF, private, storing, and its principal may consume it."""
     user = make_user()
     slug = unique("dlq")
-    view = ensure_dead_letter_topic(slug, user, f"user:{user.pk}")
+    view = ensure_dead_letter_topic(slug, user, f"user:{user.pk}", explicit=False)
     topic = Topic.objects.get(slug=slug)
     assert (topic.supports_dasf, topic.is_public, topic.created_by) == (False, False, f"user:{user.pk}")
     assert view.rights.consume and view.policy.stores
-    assert ensure_dead_letter_topic(slug, user, f"user:{user.pk}").id == view.id
+    assert ensure_dead_letter_topic(slug, user, f"user:{user.pk}", explicit=False).id == view.id
 
 
 def test_dead_letter_topic_counts_against_topic_limit(settings):
     """Creating a dead letter topic past TOPICS_PER_PRINCIPAL is refused."""
     settings.TOPICS_PER_PRINCIPAL = 1
     user = make_user()
-    ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}")
+    ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}", explicit=False)
     with pytest.raises(TopicError, match="topic limit"):
-        ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}")
+        ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}", explicit=False)
 
 
 def test_dead_letter_topic_of_someone_else_is_refused():
@@ -471,9 +471,9 @@ def test_dead_letter_topic_of_someone_else_is_refused():
     user = make_user()
     slug = make_topic(public=False, anonymous=False, dasf=False)
     with pytest.raises(TopicError, match="not allowed"):
-        ensure_dead_letter_topic(slug, user, f"user:{user.pk}")
+        ensure_dead_letter_topic(slug, user, f"user:{user.pk}", explicit=False)
     with pytest.raises(TopicError, match="invalid topic name"):
-        ensure_dead_letter_topic("no/slash", user, f"user:{user.pk}")
+        ensure_dead_letter_topic("no/slash", user, f"user:{user.pk}", explicit=False)
 
 
 def test_dead_letter_topic_another_principal_created_is_refused():
@@ -482,7 +482,7 @@ def test_dead_letter_topic_another_principal_created_is_refused():
     slug = make_topic(dasf=False)
     Topic.objects.filter(slug=slug).update(created_by="user:0")
     with pytest.raises(TopicError, match="created by another principal"):
-        ensure_dead_letter_topic(slug, user, f"user:{user.pk}")
+        ensure_dead_letter_topic(slug, user, f"user:{user.pk}", explicit=False)
 
 
 def test_dead_letter_topic_anonymous_created_serves_anonymous():
@@ -491,12 +491,12 @@ def test_dead_letter_topic_anonymous_created_serves_anonymous():
 
     slug = make_topic(dasf=False)
     Topic.objects.filter(slug=slug).update(created_by="anonymous@127.0.0.9")
-    assert ensure_dead_letter_topic(slug, get_anonymous_user(), "anonymous").slug == slug
+    assert ensure_dead_letter_topic(slug, get_anonymous_user(), "anonymous", explicit=False).slug == slug
 
 
 def test_dead_letter_topic_with_storing_disabled_by_default_caches(settings):
     """When the server default stores nothing, a dead letter topic is created under cache."""
     settings.STORE_SOURCE_MESSAGES = "disabled"
     user = make_user()
-    view = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}")
+    view = ensure_dead_letter_topic(unique("dlq"), user, f"user:{user.pk}", explicit=False)
     assert view.policy is StorePolicy.CACHE

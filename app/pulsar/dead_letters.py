@@ -13,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.utils import timezone
 
 from app import codec
@@ -53,24 +54,35 @@ class DeadLetters:
         self.dispatcher = dispatcher
         # Dead letter topics made sure of, per (slug, principal): one lookup per dispatcher.
         self._topics: dict[tuple[str, str], TopicView] = {}
+        # Those that could not be found or made, until when they are not looked up again: a consumer
+        # nacking in a loop must not turn each redelivery into a lookup and a WARNING.
+        self._failed: dict[tuple[str, str], float] = {}
 
     async def move(self, item: Pending, member: Member) -> None:
         """Move ``item`` (taken from ``member``) to ``member``'s dead letter topic; when that topic
         cannot be used, ``item`` is queued again (with a WARNING)."""
         dispatcher = self.dispatcher
         slug = member.params.dead_letter_topic(dispatcher.slug, dispatcher.subscription)
-        topic = self._topics.get((slug, member.principal))
+        key = (slug, member.principal)
+        topic = self._topics.get(key)
         if topic is None:
-            try:
-                topic = await database_sync_to_async(services.ensure_dead_letter_topic)(
-                    slug, member.user, member.principal
-                )
-            except TopicError as exc:
-                logger.warning("subscription %s on %s: no dead letter topic (%s); redelivering %s",
-                               dispatcher.subscription, dispatcher.slug, exc, item.message_id)
+            now = self.runtime.loop.time()
+            if self._failed.get(key, now) > now:
                 dispatcher.requeue([item])
                 return
-            self._topics[(slug, member.principal)] = topic
+            try:
+                topic = await database_sync_to_async(services.ensure_dead_letter_topic)(
+                    slug, member.user, member.principal, explicit=member.params.deadLetterTopic is not None
+                )
+            except TopicError as exc:
+                retry_s: float = settings.DEAD_LETTER_RETRY_S
+                logger.warning("subscription %s on %s: no dead letter topic (%s); redelivering, tried again in %s s",
+                               dispatcher.subscription, dispatcher.slug, exc, retry_s)
+                self._failed[key] = now + retry_s
+                dispatcher.requeue([item])
+                return
+            self._failed.pop(key, None)
+            self._topics[key] = topic
             self.runtime.rights_changed(slug)  # it may be new: every process learns it exists
         copy = dead_letter_copy(item.text, topic, member.principal)
         target = topic

@@ -90,7 +90,8 @@ class SubscriptionDispatcher(TaskOwner):
 
     def add(self, member: Member) -> Slot:
         params = member.params
-        flow = Flow(pull=params.pullMode, queue_size=params.receiverQueueSize, limit=self.runtime.unacked_limit)
+        flow = Flow(pull=params.pullMode, queue_size=params.receiverQueueSize, limit=self.runtime.unacked_limit,
+                    char_limit=settings.UNACKED_CHARS_PER_CONNECTION)
         slot = Slot(next(self._ids), member, flow)
         self.slots.append(slot)
         return slot
@@ -117,15 +118,13 @@ class SubscriptionDispatcher(TaskOwner):
         if last:
             self.closing = True
         self.dispatch.left(slot.id)
-        items = list(slot.unacked.values())
-        slot.unacked.clear()
+        items, nacked = slot.take_all()
         for item in items:
             self.settle(item)
-        for message_id, item in slot.nacked.items():
-            self.timers.cancel(message_id)
-            self.holders.pop(message_id, None)
+        for item in nacked:
+            self.timers.cancel(item.message_id)
+            self.holders.pop(item.message_id, None)
             items.append(item)
-        slot.nacked.clear()
         if items and (self.slots or self.stores):
             await self.redeliveries.redeliver([(item, member) for item in items])
         return last
@@ -220,7 +219,7 @@ class SubscriptionDispatcher(TaskOwner):
                 return
 
     def _send(self, slot: Slot, item: Pending) -> None:
-        slot.unacked[item.message_id] = item
+        slot.hold(item)
         slot.flow.sent()
         self.holders[item.message_id] = slot
         self.dispatch.sent(item.key if self.dispatch.by_key else "")
@@ -288,7 +287,7 @@ class SubscriptionDispatcher(TaskOwner):
         item = self._take(member, message_id)
         if item is None or slot is None:
             return False
-        slot.nacked[message_id] = item
+        slot.park(item)
         self.holders[message_id] = slot
         due = nack_due(self.runtime.loop.time(), member.params.negativeAckRedeliveryDelay)
         self.timers.schedule(message_id, due, Reason.NACK)
@@ -304,7 +303,7 @@ class SubscriptionDispatcher(TaskOwner):
 
     def _take(self, member: Member, message_id: str) -> Pending | None:
         slot = self.slot_of(member)
-        item = slot.unacked.pop(message_id, None) if slot is not None else None
+        item = slot.take_unacked(message_id) if slot is not None else None
         if item is not None:
             self.settle(item)
         return item
@@ -312,7 +311,7 @@ class SubscriptionDispatcher(TaskOwner):
     def _take_back(self, message_id: str) -> Pending | None:
         """A message waiting for redelivery (nacked, or queued again), no longer waiting."""
         slot = self.holders.get(message_id)
-        if slot is not None and (item := slot.nacked.pop(message_id, None)) is not None:
+        if slot is not None and (item := slot.take_nacked(message_id)) is not None:
             self.timers.cancel(message_id)
             del self.holders[message_id]
             return item
@@ -346,10 +345,8 @@ class SubscriptionDispatcher(TaskOwner):
             self._timer_task.cancel()
             self._timer_task = None
         for slot in self.slots:
-            for item in slot.unacked.values():
+            for item in slot.take_all()[0]:
                 self.settle(item)
-            slot.unacked.clear()
-            slot.nacked.clear()
         self.holders.clear()
         self.queue.clear()
         self.timers = Timers()

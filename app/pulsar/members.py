@@ -55,17 +55,53 @@ class Pending:
 
 @dataclass(slots=True, eq=False)
 class Slot:
+    """One consumer of the subscription and the messages it holds: sent and not acked, or nacked and
+    waiting for their redelivery (still unacked as far as credit goes, Pulsar's sense). Their frames
+    are kept for the redelivery, so what they weigh is bounded too (``Flow.byte_limit``)."""
+
     id: int
     member: Member
     flow: Flow
     unacked: dict[str, Pending] = field(default_factory=dict)
-    # Nacked and waiting for their redelivery: still unacked as far as credit goes (Pulsar's sense).
     nacked: dict[str, Pending] = field(default_factory=dict)
+    # Characters of the frames held (unacked and nacked).
+    held_chars: int = 0
     ready: bool = False  # accepted: frames may be sent
 
     def candidate(self) -> Candidate:
         held = len(self.unacked) + len(self.nacked)
-        return Candidate(self.id, self.flow.credit(held) if self.ready else 0, len(self.unacked))
+        credit = self.flow.credit(held, self.held_chars) if self.ready else 0
+        return Candidate(self.id, credit, len(self.unacked))
+
+    def hold(self, item: Pending) -> None:
+        """``item`` was sent to this consumer."""
+        self.unacked[item.message_id] = item
+        self.held_chars += len(item.text)
+
+    def park(self, item: Pending) -> None:
+        """``item``, taken from it a moment ago, was nacked: it waits here for its redelivery."""
+        self.nacked[item.message_id] = item
+        self.held_chars += len(item.text)
+
+    def take_unacked(self, message_id: str) -> Pending | None:
+        item = self.unacked.pop(message_id, None)
+        if item is not None:
+            self.held_chars -= len(item.text)
+        return item
+
+    def take_nacked(self, message_id: str) -> Pending | None:
+        item = self.nacked.pop(message_id, None)
+        if item is not None:
+            self.held_chars -= len(item.text)
+        return item
+
+    def take_all(self) -> tuple[list[Pending], list[Pending]]:
+        """Everything it holds, (unacked, nacked), no longer held."""
+        unacked, nacked = list(self.unacked.values()), list(self.nacked.values())
+        self.unacked.clear()
+        self.nacked.clear()
+        self.held_chars = 0
+        return unacked, nacked
 
 
 def by_sequence(items: Iterable[Pending]) -> list[Pending]:

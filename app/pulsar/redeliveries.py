@@ -50,10 +50,10 @@ class Redeliveries:
                 if (slot := d.holders.get(message_id)) is None:
                     continue
                 if reason is Reason.NACK:
-                    if (item := slot.nacked.pop(message_id, None)) is not None:
+                    if (item := slot.take_nacked(message_id)) is not None:
                         del d.holders[message_id]
                         taken.append((item, slot.member))
-                elif (item := slot.unacked.pop(message_id, None)) is not None:
+                elif (item := slot.take_unacked(message_id)) is not None:
                     d.settle(item)
                     taken.append((item, slot.member))
             try:

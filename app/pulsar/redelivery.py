@@ -53,6 +53,19 @@ def dead_letter_topic_problem(slug: str, *, response_topic: bool, creator: str, 
     return None
 
 
+def dead_letter_creation_problem(slug: str, *, explicit: bool, may_add_topics: bool, allow_auto: bool) -> str | None:
+    """Why a missing dead letter topic ``slug`` may not be created for a subscription, or None.
+
+    The default name, ``<topic>-<subscription>-DLQ``, derives from a topic the principal may consume:
+    any consumer may have it made. A name the consumer chose (``deadLetterTopic``) is any topic name,
+    so making it takes the right to create topics (``CREATE_TOPIC_ON_MESSAGE`` and ``broker.add_topic``,
+    or ``ALLOW_AUTO_TOPIC_CREATION``): a consumer must not claim free names through its dead letters."""
+    if not explicit or may_add_topics or allow_auto:
+        return None
+    return (f"dead letter topic {shown(slug)} does not exist and this principal may not create topics; "
+            "name an existing one or leave deadLetterTopic out")
+
+
 class Timers:
     """At most one due time per message id; ``due`` hands out those that have come."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -15,9 +16,10 @@ from django.db.models import Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
 from app.broker.acks import remove_done
+from app.broker.admission import Refusal
 from app.broker.models import Message, Topic
 from app.broker.naming import topic_name_error
-from app.broker.permissions import grant, rights_on
+from app.broker.permissions import grant, may_add_topics, rights_on
 from app.broker.policy import StorePolicy
 from app.broker.quotas import creating_principal, hold_principal, topic_quota_error
 from app.broker.services import Replay, TopicError
@@ -25,7 +27,7 @@ from app.broker.topics import TopicView
 from app.leases.models import Lease
 from app.pulsar.delays import Mark
 from app.pulsar.models import Release, Subscription, SubscriptionMessage, SubscriptionType
-from app.pulsar.redelivery import dead_letter_topic_problem
+from app.pulsar.redelivery import dead_letter_creation_problem, dead_letter_topic_problem
 
 # Messages the removal rule is re-applied to per transaction when a subscription goes.
 RELEASE_PAGE = 500
@@ -329,17 +331,22 @@ def expire_subscriptions(now: datetime | None = None) -> int:
     return expired
 
 
-def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:
+def ensure_dead_letter_topic(slug: str, user: Any, principal: str, *, explicit: bool) -> TopicView:
     """The dead letter topic of a subscription, created when missing: not supports_dasf, private,
     its creator may produce to and consume it, counted by TOPICS_PER_PRINCIPAL; stored under the
     server's default policy, or `cache` when that stores nothing (a dead letter must not be lost).
-    An existing one must pass ``redelivery.dead_letter_topic_problem``. TopicError otherwise."""
+    ``explicit``: the consumer named it (``deadLetterTopic``), so creating it takes the right to
+    create topics. An existing one must pass ``redelivery.dead_letter_topic_problem``. TopicError
+    otherwise."""
     reason = topic_name_error(slug)
     if reason is not None:
         raise TopicError(f"{reason} (for dead letters)")
     with transaction.atomic():
         topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
         if topic is None:
+            reason = _creation_problem(slug, user, explicit)
+            if reason is not None:
+                raise TopicError(reason)
             hold_principal(user)
             reason = topic_quota_error(principal)
             if reason is not None:
@@ -358,13 +365,21 @@ def ensure_dead_letter_topic(slug: str, user: Any, principal: str) -> TopicView:
     return TopicView.of(topic, rights)
 
 
-def existing_dead_letter_problem(slug: str, user: Any, principal: str) -> str | None:
-    """Why the dead letter topic ``slug`` cannot take ``principal``'s dead letters; None when it
-    can or does not exist (the first dead letter creates it)."""
+def dead_letter_refusal(slug: str, user: Any, principal: str, *, explicit: bool) -> Refusal | None:
+    """Why a consumer handshake with ``maxRedeliverCount`` > 0 is refused for its dead letter topic
+    ``slug``: 409 an existing topic that may not serve, 403 a missing one this principal may not
+    have made; None when the first dead letter will find or make a usable one."""
     topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
     if topic is None:
-        return None
-    return _dead_letter_problem(topic, rights_on(user, topic).produce, principal)
+        reason = _creation_problem(slug, user, explicit)
+        return None if reason is None else Refusal(HTTPStatus.FORBIDDEN, reason)
+    reason = _dead_letter_problem(topic, rights_on(user, topic).produce, principal)
+    return None if reason is None else Refusal(HTTPStatus.CONFLICT, reason)
+
+
+def _creation_problem(slug: str, user: Any, explicit: bool) -> str | None:
+    return dead_letter_creation_problem(slug, explicit=explicit, may_add_topics=explicit and may_add_topics(user),
+                                        allow_auto=settings.ALLOW_AUTO_TOPIC_CREATION)
 
 
 def _dead_letter_problem(topic: Topic, may_produce: bool, principal: str) -> str | None:

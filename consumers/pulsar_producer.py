@@ -34,6 +34,7 @@ from app.pulsar.semantics import PathShape
 from consumers.auth import client_address
 from consumers.base import CLOSE_NAME_TAKEN
 from consumers.producer import TopicProducer
+from consumers.pulsar_routing import named_like_a_response_topic
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class PulsarProducer(TopicProducer):
         if topic is None:
             anonymous = self.principal == ANONYMOUS_PRINCIPAL
             allow_auto: bool = settings.ALLOW_AUTO_TOPIC_CREATION
+            response_shaped = await named_like_a_response_topic(runtime, slug, self.user, self.principal)
             may_add = not allow_auto and not anonymous and await database_sync_to_async(may_add_topics)(self.user)
-            decision = missing_topic(Need.PRODUCE, allow_auto=allow_auto, may_add_topics=may_add)
+            decision = missing_topic(Need.PRODUCE, allow_auto=allow_auto, may_add_topics=may_add,
+                                     response_shaped=response_shaped)
             if decision is MissingTopic.ON_FIRST_MESSAGE:
                 return None
             if decision is MissingTopic.REFUSE:

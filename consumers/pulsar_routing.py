@@ -34,6 +34,14 @@ def response_topic_sources(slug: str) -> list[str]:
     return [slug[:index] for index in reversed(cuts)][:MAX_SOURCES_TRIED]
 
 
+async def named_like_a_response_topic(runtime: BrokerRuntime, slug: str, user: Any, principal: str) -> bool:
+    """Whether a missing ``slug`` is named like a response topic of an existing topic."""
+    for source in response_topic_sources(slug):
+        if await runtime.topic_view(source, user, principal) is not None:
+            return True
+    return False
+
+
 class PulsarConsumerRoute:
     def __init__(self) -> None:
         self.dasf = TopicConsumer.as_asgi(path_shape=PathShape.PULSAR)
@@ -48,14 +56,9 @@ class PulsarConsumerRoute:
         if topic_name_error(slug) is None:
             try:
                 topic = await runtime.topic_view(slug, user, principal)
-                dasf = topic.supports_dasf if topic is not None else await self._awaited(runtime, slug, user, principal)
+                dasf = topic.supports_dasf if topic is not None else await named_like_a_response_topic(
+                    runtime, slug, user, principal
+                )
             except DATABASE_ERRORS as exc:
                 return await refuse_unread_handshake(receive, send, database_failed(exc))
         await (self.dasf if dasf else self.pulsar)(scope, receive, send)
-
-    async def _awaited(self, runtime: BrokerRuntime, slug: str, user: Any, principal: str) -> bool:
-        """Whether a missing ``slug`` is named like a response topic of an existing topic."""
-        for source in response_topic_sources(slug):
-            if await runtime.topic_view(source, user, principal) is not None:
-                return True
-        return False

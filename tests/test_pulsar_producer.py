@@ -323,6 +323,16 @@ async def test_auto_creation_makes_public_pulsar_topic(auto_server: ServerProces
     assert topic.is_public and not topic.supports_dasf
 
 
+async def test_auto_creation_skips_names_of_response_topics(auto_server: ServerProcess) -> None:
+    """On: a producer naming a missing response topic S_<suffix> of an existing S is accepted as on the DASF path,
+    and nothing is created (the request to S makes it, for its requester)."""
+    source = make_topic()
+    producer = await connect_from(producer_url(auto_server, f"{source}_abc"), address=next(_ADDRESSES))
+    ack = await publish(producer)
+    assert "error" in ack["result"], ack
+    assert not Topic.objects.filter(slug=f"{source}_abc").exists()
+
+
 async def test_auto_created_topic_counted_per_client_address(auto_server: ServerProcess) -> None:
     """Anonymous creators are counted per client address: one address past the limit gets 403, another does not."""
     crowded, other = next(_ADDRESSES), next(_ADDRESSES)

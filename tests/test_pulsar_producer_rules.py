@@ -113,3 +113,13 @@ def test_lease_name_digested_when_long_or_ambiguous(name: str) -> None:
 def test_missing_topic_decision(need: Need, allow_auto: bool, may_add: bool, expected: MissingTopic) -> None:
     """Auto-creation creates; otherwise only a producer whose first message may create the topic is accepted."""
     assert missing_topic(need, allow_auto=allow_auto, may_add_topics=may_add) is expected
+
+
+@pytest.mark.parametrize(("need", "allow_auto", "expected"), [
+    (Need.PRODUCE, True, MissingTopic.ON_FIRST_MESSAGE),
+    (Need.PRODUCE, False, MissingTopic.ON_FIRST_MESSAGE),
+    (Need.CONSUME, True, MissingTopic.REFUSE),
+])
+def test_response_shaped_names_never_auto_created(need: Need, allow_auto: bool, expected: MissingTopic) -> None:
+    """A missing name shaped like a response topic of an existing topic is never auto-created (its request makes it)."""
+    assert missing_topic(need, allow_auto=allow_auto, may_add_topics=False, response_shaped=True) is expected

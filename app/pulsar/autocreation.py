@@ -27,15 +27,22 @@ class MissingTopic(enum.Enum):
     REFUSE = "refuse"  # 404
 
 
-def missing_topic(need: Need, *, allow_auto: bool, may_add_topics: bool) -> MissingTopic:
+def missing_topic(need: Need, *, allow_auto: bool, may_add_topics: bool, response_shaped: bool = False) -> MissingTopic:
     """What a handshake on a Pulsar path naming a topic that does not exist gets.
+
+    ``response_shaped``: the name is that of a response topic (``S_<suffix>``) of an existing topic
+    ``S``. Such a name is never auto-created: a DASF request to ``S`` creates it, for its requester,
+    so whoever made it first could read the responses or refuse them. Its producer is accepted as
+    on the DASF path (the module answering opens it once the request made it).
 
     ``may_add_topics``: today's rule (``CREATE_TOPIC_ON_MESSAGE`` and ``broker.add_topic``, never
     for the anonymous principal) would let this principal's first message create it; that topic is
     a DASF topic, as the same first message makes on the DASF path. A consumer has no first
     message: without auto-creation its handshake is refused (the caller keeps today's wait for a
     DASF requester's response topic, which its request creates)."""
-    if allow_auto:
+    if response_shaped and need is Need.PRODUCE:
+        return MissingTopic.ON_FIRST_MESSAGE
+    if allow_auto and not response_shaped:
         return MissingTopic.CREATE
     if need is Need.PRODUCE and may_add_topics:
         return MissingTopic.ON_FIRST_MESSAGE

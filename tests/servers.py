@@ -60,7 +60,7 @@ WATCHED: list[ServerProcess] = []
 class ServerProcess:
     database_url: str
     env_extra: dict[str, str] = field(default_factory=dict)
-    port: int = 0
+    bound_port: int = 0
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     # How many lines of ``output`` the log check has judged, and when the last line arrived.
@@ -73,6 +73,14 @@ class ServerProcess:
     group: bool = False
     # Whether the last stop of a group ended it with SIGTERM alone.
     stopped_cleanly: bool | None = None
+    # Whether a test may have talked to the process since the log check last judged its output (its
+    # address was read, or it was started): only then does the check wait for its last words.
+    touched: bool = False
+
+    @property
+    def port(self) -> int:
+        self.touched = True
+        return self.bound_port
 
     @property
     def ws(self) -> str:
@@ -91,11 +99,12 @@ class ServerProcess:
     def started(self, line: str) -> bool:
         """Whether ``line`` says the process is ready (and take what it tells)."""
         if line.startswith(READY):
-            self.port = int(line[len(READY):])
+            self.bound_port = int(line[len(READY):])
             return True
         return False
 
     def start(self, port: int = 0) -> None:
+        self.touched = True
         self.proc = subprocess.Popen(
             self.command(port),
             cwd=self.workdir, env=self.environment(), start_new_session=self.group,

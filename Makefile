@@ -31,12 +31,13 @@ serve: install
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
-# PostgreSQL + Redis servers run once). Services that are down are started first when possible.
+# PostgreSQL + Redis servers, and tests of no database behaviour, run once). Services that are down
+# are started first when possible.
 test: install-dev
 	-@bash .ci/services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if [ "$$CI" = true ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
-		SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest -m "not pinned_backend" $(PYTEST_ARGS); \
+		SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest -m "not pinned_backend and not database_agnostic" $(PYTEST_ARGS); \
 	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; fi
 
 lint: install-dev

@@ -10,9 +10,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.databases import new_database_url
 from tests.protocol import unique
-from tests.servers import ROOT, ServerProcess, migrate, server_env, start_server
+from tests.servers import ROOT, ServerProcess, migrated_database_url, server_env, start_server
 
 
 @dataclass
@@ -43,8 +42,7 @@ class Cluster:
 
 
 def start_cluster(tmp: Path, redis_url: str, size: int = 2, **env: str) -> Cluster:
-    database_url = new_database_url(tmp, "cluster", backend="postgres")
-    migrate(database_url)
+    database_url = migrated_database_url(tmp, "cluster", backend="postgres")
     cluster = Cluster(database_url, redis_url, {"REDIS_URL": redis_url, **env})
     cluster.servers = [start_server(database_url, **cluster.env) for _ in range(size)]
     return cluster

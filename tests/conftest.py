@@ -15,8 +15,7 @@ import pytest
 
 from tests import protocol
 from tests.dasf_client import Modules
-from tests.databases import new_database_url
-from tests.servers import ServerProcess, migrate, start_server
+from tests.servers import ServerProcess, migrated_database_url, start_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,8 +65,7 @@ def server(_migrated: None) -> Iterator[ServerProcess]:
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of its own on a database of its own (for kills and restarts)."""
-    url = new_database_url(tmp_path, "own")
-    migrate(url)
+    url = migrated_database_url(tmp_path, "own")
     proc = start_server(url)
     yield proc
     proc.stop()
@@ -84,8 +82,7 @@ def own_server(_migrated: None) -> Iterator[ServerProcess]:
 @pytest.fixture
 def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A server on a database of its own, which the test may break."""
-    url = new_database_url(tmp_path, "breakable")
-    migrate(url)
+    url = migrated_database_url(tmp_path, "breakable")
     proc = start_server(url)
     yield proc
     proc.stop()

@@ -28,6 +28,24 @@ def new_database_url(directory: Path, name: str, backend: str = BACKEND) -> str:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
 
 
+def copy_database(template_url: str, directory: Path, name: str) -> str:
+    """A new database holding what ``template_url`` holds (no connection may be open to it)."""
+    if template_url.startswith("sqlite:///"):
+        import shutil
+
+        url = new_database_url(directory, name, backend="sqlite")
+        shutil.copyfile(template_url.removeprefix("sqlite:///"), url.removeprefix("sqlite:///"))
+        return url
+    import psycopg
+
+    template = template_url.rsplit("/", 1)[1]
+    db = f"switchyard_{name}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}" TEMPLATE "{template}"')
+    _created.append(db)
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+
+
 def drop_created() -> None:
     if not _created:
         return

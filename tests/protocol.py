@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import uuid
+from functools import cache
 from typing import Any
 
 import websockets
@@ -52,6 +53,25 @@ def make_user(name: str | None = None, **fields: Any) -> Any:
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create(username=name or unique("user"), **fields)
+
+
+# A password the staff users of a module share: Django's hash of it (PBKDF2, a million rounds, 0.3 s)
+# is made once, not once per user; the server still checks it against the stored hash at each login.
+STAFF_PASSWORD = "staff-password"
+
+
+@cache
+def password_hash(password: str) -> str:
+    from django.contrib.auth.hashers import make_password
+
+    return str(make_password(password))
+
+
+def set_password(user: Any, password: str = STAFF_PASSWORD) -> str:
+    """Give ``user`` ``password`` (hashed once per session) and save it; the password."""
+    user.password = password_hash(password)
+    user.save()
+    return password
 
 
 def make_token(user: Any) -> str:

@@ -7,10 +7,13 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.databases import BACKEND, copy_database, new_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "SWITCHYARD_READY port="
@@ -25,6 +28,21 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
 
 def migrate(database_url: str) -> None:
     manage(database_url, "migrate", "--noinput", "-v0")
+
+
+# One migrated database per backend and session, copied for each server that needs a database of its
+# own: a copy takes milliseconds, a migration in a process of its own a second or two.
+_MIGRATED_TEMPLATES: dict[str, str] = {}
+
+
+def migrated_database_url(directory: Path, name: str, backend: str = BACKEND) -> str:
+    """A new database with every migration applied (a copy of the session's migrated template)."""
+    template = _MIGRATED_TEMPLATES.get(backend)
+    if template is None:
+        template = new_database_url(Path(tempfile.mkdtemp(prefix="switchyard-template-")), "template", backend)
+        migrate(template)
+        _MIGRATED_TEMPLATES[backend] = template
+    return copy_database(template, directory, name)
 
 
 def manage(database_url: str, *args: str) -> str:
@@ -60,7 +78,7 @@ WATCHED: list[ServerProcess] = []
 class ServerProcess:
     database_url: str
     env_extra: dict[str, str] = field(default_factory=dict)
-    port: int = 0
+    bound_port: int = 0
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     # How many lines of ``output`` the log check has judged, and when the last line arrived.
@@ -73,6 +91,14 @@ class ServerProcess:
     group: bool = False
     # Whether the last stop of a group ended it with SIGTERM alone.
     stopped_cleanly: bool | None = None
+    # Whether a test may have talked to the process since the log check last judged its output (its
+    # address was read, or it was started): only then does the check wait for its last words.
+    touched: bool = False
+
+    @property
+    def port(self) -> int:
+        self.touched = True
+        return self.bound_port
 
     @property
     def ws(self) -> str:
@@ -91,11 +117,12 @@ class ServerProcess:
     def started(self, line: str) -> bool:
         """Whether ``line`` says the process is ready (and take what it tells)."""
         if line.startswith(READY):
-            self.port = int(line[len(READY):])
+            self.bound_port = int(line[len(READY):])
             return True
         return False
 
     def start(self, port: int = 0) -> None:
+        self.touched = True
         self.proc = subprocess.Popen(
             self.command(port),
             cwd=self.workdir, env=self.environment(), start_new_session=self.group,

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.browser import Answer, Browser
-from tests.protocol import auth, make_token, make_topic, make_user, unique
+from tests.protocol import auth, make_token, make_topic, make_user, set_password, unique
 from tests.servers import ServerProcess
 
 TOKENS = "/admin/switchyard_auth/token/"
@@ -24,10 +24,8 @@ def staff(superuser: bool = False, perms: tuple[str, ...] = ()) -> tuple[Any, st
     """A staff user with a password (and the given switchyard_auth permissions)."""
     from django.contrib.auth.models import Permission
 
-    password = unique("pw")
     user = make_user(is_staff=True, is_superuser=superuser)
-    user.set_password(password)
-    user.save()
+    password = set_password(user)
     for codename in perms:
         user.user_permissions.add(Permission.objects.get(content_type__app_label="switchyard_auth", codename=codename))
     return user, password

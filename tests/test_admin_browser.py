@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.chromium import open_page
-from tests.protocol import make_user, unique
+from tests.protocol import make_user, set_password
 from tests.servers import ServerProcess
 
 # What Chromium computes for elements no stylesheet touched.
@@ -23,10 +23,8 @@ async def page() -> AsyncIterator[Any]:
 
 
 def staff_user() -> tuple[str, str]:
-    password = unique("pw")
     user = make_user(is_staff=True)
-    user.set_password(password)
-    user.save()
+    password = set_password(user)
     return user.username, password
 
 

@@ -12,7 +12,7 @@ from app.outbox.emit import emit
 from app.outbox.models import OutboxEvent, Status
 from tests.browser import Browser
 from tests.outbox import clear_outbox
-from tests.protocol import auth, make_token, make_topic, make_user, unique
+from tests.protocol import auth, make_token, make_topic, make_user, set_password, unique
 from tests.servers import ServerProcess
 
 API = "/api/v1"
@@ -23,10 +23,8 @@ UNSAFE = ("post", "put", "patch", "delete")
 @pytest.fixture
 def admin_browser(server: ServerProcess) -> Browser:
     """A browser logged in to /admin/ as a new superuser, through the login form."""
-    password = unique("pw")
     user = make_user(is_superuser=True, is_staff=True)
-    user.set_password(password)
-    user.save()
+    password = set_password(user)
     browser = Browser(server.http)
     assert browser.admin_login(user.username, password).status == 302
     return browser

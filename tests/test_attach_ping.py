@@ -136,6 +136,7 @@ FLOOD_MIN_INTERVAL_S = 2.0
 FLOOD_ATTACHES = 40
 
 
+# Their tests are pinned_backend: a cluster is PostgreSQL + Redis in either pass.
 @pytest.fixture
 def two_pinging(tmp_path: Path) -> Iterator[Cluster]:
     """Two processes on a fresh PostgreSQL database and the real Redis; rounds an hour apart."""
@@ -148,6 +149,7 @@ def two_pinging(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
+@pytest.mark.pinned_backend
 async def test_attach_ping_reaches_consumers_in_other_processes(two_pinging: Cluster) -> None:
     """The first consumer in one process has the topic's consumers in the other pinged too."""
     first, second = two_pinging.servers
@@ -159,6 +161,7 @@ async def test_attach_ping_reaches_consumers_in_other_processes(two_pinging: Clu
     assert is_ping(frame), frame
 
 
+@pytest.mark.pinned_backend
 async def test_attach_detach_flood_pings_once_per_interval(two_pinging: Cluster) -> None:
     """A client attaching and detaching in a loop has the topic pinged at most once per
     ATTACH_PING_MIN_INTERVAL_S (seen by a consumer in the other process), not once per connection."""

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.databases import new_database_url
 from tests.protocol import auth, connect, make_token, make_topic, make_user, publish, unique
-from tests.servers import ServerProcess, manage, migrate, start_server
+from tests.servers import ServerProcess, manage, migrated_database_url, start_server
 
 IDLE_VIEWERS = 1000
 SERVED_WITHIN_S = 5.0
@@ -79,8 +78,7 @@ async def test_open_sockets_per_principal_are_bounded(limited_server):
 def roomy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A database of its own (a status viewer is sent every topic it may see: the session database
     has hundreds), and limits high enough for a thousand sockets from this test's one address."""
-    url = new_database_url(tmp_path_factory.mktemp("roomy"), "roomy")
-    migrate(url)
+    url = migrated_database_url(tmp_path_factory.mktemp("roomy"), "roomy")
     proc = start_server(url, MAX_CONNECTIONS_PER_ADDRESS="5000", CONNECT_BURST_PER_ADDRESS="5000")
     yield proc
     proc.stop()

@@ -123,6 +123,7 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Any]:
             proc.wait()
 
 
+@pytest.mark.database_agnostic
 def test_nginx_config_is_valid(tmp_path: Path) -> None:
     """``nginx -t`` accepts switchyard.conf with the upstream of processes on this host."""
     binary = require_program("nginx", "make deploy-tools")
@@ -147,6 +148,7 @@ async def test_nginx_proxies_websockets_and_http(server: ServerProcess, nginx_in
         assert answer.status == 200 and json.loads(answer.read()) == {"status": "ok"}
 
 
+@pytest.mark.database_agnostic
 def test_nginx_serves_collected_static_files(server: ServerProcess, nginx_in_front: Any) -> None:
     """nginx serves /static/ itself: the collected .gz copy to a client accepting gzip, cached for an hour only."""
     base = nginx_in_front(server)
@@ -182,6 +184,7 @@ async def test_nginx_passes_the_client_address(nginx_in_front: Any) -> None:
         server.stop()
 
 
+@pytest.mark.database_agnostic
 def test_compose_upstream_names_the_compose_servers() -> None:
     """upstream-compose.conf lists exactly compose.yaml's server services, on the port their image serves."""
     servers = {name for name, service in compose_services().items() if runs_server(service)}
@@ -200,6 +203,7 @@ def unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
+@pytest.mark.database_agnostic
 @pytest.mark.parametrize("name", ["switchyard.service", "switchyard@.service"])
 def test_server_units_run_serve_unprivileged(name: str) -> None:
     """The server units run ``manage.py serve`` from the venv as an unprivileged user, after the
@@ -220,6 +224,7 @@ def test_server_units_run_serve_unprivileged(name: str) -> None:
         assert service["ExecStart"].endswith("--port %i")
 
 
+@pytest.mark.database_agnostic
 def test_migration_unit_runs_once() -> None:
     """The migration unit is a oneshot running ``migrate`` with the same environment file."""
     service = unit("switchyard-migrate.service")["Service"]
@@ -228,6 +233,7 @@ def test_migration_unit_runs_once() -> None:
     assert service["EnvironmentFile"] == "/etc/switchyard/switchyard.env"
 
 
+@pytest.mark.database_agnostic
 def test_systemd_units_verify(tmp_path: Path) -> None:
     """``systemd-analyze verify`` accepts the units and warns about nothing (the venv's python is
     replaced by this one, which exists)."""
@@ -262,6 +268,7 @@ def runs_server(service: dict[str, Any]) -> bool:
     return "build" in service and "command" not in service
 
 
+@pytest.mark.database_agnostic
 def test_compose_has_every_part() -> None:
     """compose.yaml runs two or more servers, a one-off migration, PostgreSQL, Redis, RabbitMQ and nginx."""
     services = compose_services()
@@ -272,6 +279,7 @@ def test_compose_has_every_part() -> None:
     assert "8080:80" in services["nginx"]["ports"]
 
 
+@pytest.mark.database_agnostic
 def test_compose_references_resolve() -> None:
     """Every depends_on names a service, every named volume is declared, every bind mount and the
     Dockerfile exist, and servers start only after the migration succeeded."""
@@ -293,6 +301,7 @@ def test_compose_references_resolve() -> None:
             assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
+@pytest.mark.database_agnostic
 def test_compose_environment_names_are_settings() -> None:
     """The servers' environment sets only variables the settings (or uvicorn) read: a misspelt one
     would be ignored silently."""
@@ -303,6 +312,7 @@ def test_compose_environment_names_are_settings() -> None:
             assert not unknown, f"{name}: {sorted(unknown)}"
 
 
+@pytest.mark.database_agnostic
 def test_environment_example_names_are_settings() -> None:
     """deploy/switchyard.env.example names only variables the settings (or uvicorn) read."""
     names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (DEPLOY / "switchyard.env.example").read_text(), re.M))
@@ -310,6 +320,7 @@ def test_environment_example_names_are_settings() -> None:
     assert not names - settings_names() - OTHER_ENVIRONMENT, sorted(names - settings_names() - OTHER_ENVIRONMENT)
 
 
+@pytest.mark.database_agnostic
 def test_dockerfile_copies_the_packages_and_serves_unprivileged() -> None:
     """The image holds every package pyproject.toml installs and manage.py, and serves on port 8000
     as a user of its own."""
@@ -324,6 +335,7 @@ def test_dockerfile_copies_the_packages_and_serves_unprivileged() -> None:
     assert f'"--port", "{SERVER_IMAGE_PORT}"' in text and '"--host", "0.0.0.0"' in text
 
 
+@pytest.mark.database_agnostic
 def test_compose_config_with_docker(tmp_path: Path) -> None:
     """``docker compose config`` accepts compose.yaml (where the compose plugin is installed)."""
     docker = shutil.which("docker")

@@ -13,6 +13,8 @@ import pytest
 
 from tests.servers import ROOT
 
+pytestmark = pytest.mark.database_agnostic
+
 # Spelled in pieces, so that this file does not name them itself.
 OUTSIDE = ("../" + "shared", "DESIGN" + ".md", "PROTOCOL" + ".md", "STYLE" + ".md")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")

@@ -42,12 +42,14 @@ def upgrade_headers() -> bytes:
     b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n",
     b"GET /ws/" + unique().encode() + b" HTTP/1.1\r\n" + upgrade_headers(),
 ], ids=["http", "websocket"])
+@pytest.mark.database_agnostic
 async def test_incomplete_request_head_is_answered_408_and_closed(handshake_server: ServerProcess,
                                                                   head: bytes) -> None:
     """A request head that never completes is answered 408 and closed after HANDSHAKE_TIMEOUT_S."""
     assert status_of(await exchange(handshake_server, head)) == 408
 
 
+@pytest.mark.database_agnostic
 async def test_silent_connection_is_closed(handshake_server: ServerProcess) -> None:
     """A connection that sends nothing is closed after HANDSHAKE_TIMEOUT_S."""
     assert await exchange(handshake_server, b"") == b""
@@ -59,6 +61,7 @@ async def test_silent_connection_is_closed(handshake_server: ServerProcess) -> N
     # Within the head limit, but over the websocket parser's 8 KiB request line.
     ("/ws/" + "a" * 9000, True),
 ], ids=["http", "websocket", "websocket-line"])
+@pytest.mark.database_agnostic
 async def test_oversized_request_line_is_answered_414_and_closed(handshake_server: ServerProcess, path: str,
                                                                  upgrade: bool) -> None:
     """A request line over the limit is answered 414 and the connection is closed."""
@@ -73,6 +76,7 @@ async def test_oversized_request_line_is_answered_414_and_closed(handshake_serve
     # Within the head limit, but more headers than the websocket parser takes (128).
     (200, 1, True),
 ], ids=["http", "websocket", "websocket-count"])
+@pytest.mark.database_agnostic
 async def test_oversized_headers_are_answered_431_and_closed(handshake_server: ServerProcess, count: int,
                                                              value_bytes: int, upgrade: bool) -> None:
     """Request headers over the limit are answered 431 and the connection is closed."""

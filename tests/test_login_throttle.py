@@ -16,7 +16,7 @@ from django.utils import timezone
 from app.auth.login_throttle import LoginAttempt, address_key, admit, record_success, username_key, wait_s
 from app.auth.models import LoginFailure
 from tests.browser import Browser
-from tests.protocol import make_user, unique
+from tests.protocol import make_user, set_password, unique
 from tests.servers import ServerProcess, start_server
 
 USERNAME_MAX = 3
@@ -153,8 +153,7 @@ def throttled_server(_migrated: None) -> Iterator[ServerProcess]:
 
 def staff(password: str) -> str:
     user = make_user(is_staff=True, is_superuser=True)
-    user.set_password(password)
-    user.save()
+    set_password(user, password)
     return str(user.username)
 
 

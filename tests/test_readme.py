@@ -57,6 +57,7 @@ def first_screen(readme: str) -> FirstScreen:
     return FirstScreen(serve, module_name, module, commands, expected)
 
 
+@pytest.mark.database_agnostic
 def test_first_screen_is_found():
     """The parser finds the first screen's serve command, module, commands and expected output."""
     screen = first_screen(README.read_text())

@@ -78,6 +78,7 @@ def event(data: object) -> bytes:
     return json.dumps({"type": "t.large", "source": "/tests/body", "data": data}).encode()
 
 
+@pytest.mark.database_agnostic
 async def test_stalled_body_is_answered_408_and_closed(body_server: ServerProcess) -> None:
     """A body that stops arriving is answered 408 and closed after REQUEST_BODY_TIMEOUT_S."""
     response = await exchange(body_server, post_head(1000) + b'{"type": "t"')
@@ -85,6 +86,7 @@ async def test_stalled_body_is_answered_408_and_closed(body_server: ServerProces
     assert "not complete within" in json.loads(body_of(response))["detail"], response
 
 
+@pytest.mark.database_agnostic
 async def test_trickled_body_is_answered_408_within_the_deadline(body_server: ServerProcess) -> None:
     """A body that keeps trickling in is answered 408 at the deadline: it is one for the whole body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", body_server.port)
@@ -105,6 +107,7 @@ async def test_trickled_body_is_answered_408_within_the_deadline(body_server: Se
     assert status_of(response) == 408
 
 
+@pytest.mark.database_agnostic
 async def test_oversized_content_length_is_answered_413_at_once(body_server: ServerProcess) -> None:
     """A Content-Length over MAX_REQUEST_BODY_BYTES is answered 413 and closed before any of the body is sent."""
     response = await exchange(body_server, post_head(100_000_000))
@@ -112,6 +115,7 @@ async def test_oversized_content_length_is_answered_413_at_once(body_server: Ser
     assert f"over {BODY_LIMIT_BYTES} bytes" in json.loads(body_of(response))["detail"], response
 
 
+@pytest.mark.database_agnostic
 async def test_chunked_body_over_the_limit_is_answered_413(body_server: ServerProcess) -> None:
     """A chunked body is answered 413 and closed once it is over MAX_REQUEST_BODY_BYTES."""
     # No last chunk: the refusal must come from counting, not from the end of the body.
@@ -119,6 +123,7 @@ async def test_chunked_body_over_the_limit_is_answered_413(body_server: ServerPr
     assert status_of(await exchange(body_server, post_head(None) + body)) == 413
 
 
+@pytest.mark.database_agnostic
 async def test_chunked_trailers_over_the_limit_are_answered_413(body_server: ServerProcess) -> None:
     """Trailers after the last chunk count against the body limit: an endless trailer is answered 413."""
     trailer = b"X-Trailer: " + b"t" * (BODY_LIMIT_BYTES + HEAD_LIMIT_BYTES)  # never ends
@@ -126,6 +131,7 @@ async def test_chunked_trailers_over_the_limit_are_answered_413(body_server: Ser
     assert status_of(await exchange(body_server, post_head(None) + last_chunk + trailer)) == 413
 
 
+@pytest.mark.database_agnostic
 async def test_client_sending_an_oversized_body_reads_the_413(body_server: ServerProcess) -> None:
     """A client that sends its whole oversized body before reading still gets the 413 (not a reset)."""
     body = b" " * (64 * MIB)  # more than socket buffers hold: the server must read it to let it through
@@ -172,6 +178,7 @@ def queued_bytes(port: int) -> int:
     return total
 
 
+@pytest.mark.database_agnostic
 async def test_stalled_uploads_keep_memory_bounded(own_server: ServerProcess) -> None:
     """Many anonymous uploads of megabytes that then stall keep the server's peak memory growth bounded."""
     async with asyncio.timeout(TEST_BUDGET_S):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.databases import new_database_url, query
+from tests.databases import query
 from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, subscribe, unique
-from tests.servers import QUIET, READY, ROOT, ServerProcess, group_members, manage, migrate
+from tests.servers import QUIET, READY, ROOT, ServerProcess, group_members, manage, migrated_database_url
 
 RELOAD_TIMEOUT_S = 30.0
 # What uvicorn closes websockets with when it shuts down gracefully (a killed server: 1006).
@@ -45,8 +45,7 @@ def runserver(_migrated: None) -> Iterator[Runserver]:
 @pytest.fixture
 def own_runserver(tmp_path: Path) -> Iterator[Runserver]:
     """runserver on a database of its own, with garbage collection on (so it holds that lease)."""
-    url = new_database_url(tmp_path, "runserver")
-    migrate(url)
+    url = migrated_database_url(tmp_path, "runserver")
     proc = Runserver(url, {**QUIET, "GC_INTERVAL_S": "3600"}, group=True)
     proc.start()
     yield proc

@@ -26,6 +26,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
                           env=server_env(os.environ["DATABASE_URL"]), capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.database_agnostic
 def test_help_shows_every_default():
     """`serve --help` gives every option of its own a help text with its default."""
     from app.server.management.commands.serve import Command
@@ -40,6 +41,7 @@ def test_help_shows_every_default():
         assert default in " ".join(help_text.split()), help_text
 
 
+@pytest.mark.database_agnostic
 def test_busy_port_is_one_line():
     """A port in use ends `serve` with exit 1 and one line on stderr saying so, no traceback."""
     with socket.socket() as taken:
@@ -53,6 +55,7 @@ def test_busy_port_is_one_line():
     assert READY not in done.stdout
 
 
+@pytest.mark.database_agnostic
 def test_address_not_on_this_machine_is_one_line():
     """A host address this machine does not have ends `serve` with exit 1 and one line on stderr."""
     done = serve("--host", FOREIGN_ADDRESS, "--port", "0")
@@ -61,18 +64,21 @@ def test_address_not_on_this_machine_is_one_line():
                            "(use --host or HOST=, e.g. 127.0.0.1 or 0.0.0.0)\n")
 
 
+@pytest.mark.database_agnostic
 def test_port_out_of_range_is_one_line():
     """A port above 65535 ends `serve` with exit 1 and one line on stderr."""
     done = serve("--port", "70000")
     assert (done.returncode, done.stderr.count("\n")) == (1, 1) and "the port must be 0-65535" in done.stderr
 
 
+@pytest.mark.database_agnostic
 def test_empty_host_is_refused():
     """An empty host (which the socket API reads as every interface) ends `serve` with one line, exit 1."""
     done = serve("--host", "", "--port", "0")
     assert (done.returncode, done.stderr.count("\n")) == (1, 1) and "needs a host" in done.stderr
 
 
+@pytest.mark.database_agnostic
 def test_bracketed_ipv6_host_is_understood():
     """`--host [::1]`, written as in a URL, listens on ::1."""
     from app.server.serving import bind
@@ -82,6 +88,7 @@ def test_bracketed_ipv6_host_is_understood():
         assert sock.getsockname()[0] == "::1"
 
 
+@pytest.mark.database_agnostic
 def test_permission_denied_is_explained():
     """A port the user may not bind (below 1024, not root) is explained; an unknown host too."""
     assert describe_bind_error("127.0.0.1", 80, PermissionError(errno.EACCES, "Permission denied")) == (

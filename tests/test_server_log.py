@@ -131,6 +131,7 @@ def test_module_server_last(shared):
 '''
 
 
+@pytest.mark.database_agnostic
 def test_plugin_fails_each_test_at_teardown(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Undeclared ERRORs, tracebacks after a WARNING, a killed process's last words and a module server's
     shutdown ERROR each fail their own test at teardown; clean and declared ones pass."""
@@ -155,12 +156,14 @@ INFO_LINE = "2025-01-01 00:00:00,000 INFO app.fake: fine\n"
 TRACEBACK_LINES = ["Traceback (most recent call last):\n", '  File "x.py", line 1, in f\n', "ValueError: x\n"]
 
 
+@pytest.mark.database_agnostic
 def test_traceback_read_after_its_error_line_belongs_to_it() -> None:
     """A traceback read after the check judged its ERROR line is not judged again on its own."""
     output = [ERROR_LINE, *TRACEBACK_LINES, INFO_LINE]
     assert server_log.unexpected(output, 1, len(output), []) == []
 
 
+@pytest.mark.database_agnostic
 def test_traceback_read_after_an_info_line_is_judged() -> None:
     """A traceback read after the check judged a harmless log line is judged on its own."""
     output = [INFO_LINE, *TRACEBACK_LINES]

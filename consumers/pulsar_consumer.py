@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from app.broker import quotas
 from app.broker.admission import Refusal
+from app.broker.models import RESERVED_TOPICS
 from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from app.broker.services import TopicError
@@ -49,6 +50,8 @@ class PulsarConsumer(FrameConsumer):
         kwargs = self.scope["url_route"]["kwargs"]
         self.slug: str = kwargs["topic"]
         self.subscription: str = kwargs.get("subscription") or ""
+        if self.slug in RESERVED_TOPICS:
+            return Refusal(HTTPStatus.NOT_FOUND, f"{self.slug} is a reserved name, not a topic")
         if (problem := subscription_name_problem(self.subscription)) is not None:
             return Refusal(HTTPStatus.BAD_REQUEST, problem)
         try:

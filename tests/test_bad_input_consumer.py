@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from app.broker.models import Topic
 from tests.bad_input import (
@@ -24,6 +25,7 @@ from tests.bad_input import (
 )
 from tests.protocol import (
     auth,
+    connect,
     make_token,
     make_topic,
     make_user,
@@ -112,14 +114,21 @@ async def test_consumer_without_consume_permission(server: ServerProcess, socket
     await assert_flows(allowed, await sockets.connect(server.ws + slug, auth(make_token(owner))))
 
 
-@pytest.mark.parametrize("path", ["status-ping/sub", "v2/consumer/persistent/public/default/status-ping/sub"])
-async def test_consumer_of_status_ping(server: ServerProcess, sockets: Sockets, path: str) -> None:
+async def test_consumer_of_status_ping(server: ServerProcess, sockets: Sockets) -> None:
     """status-ping is reserved: a consumer socket on it gets an error frame, then close code 4404."""
-    consumer = await sockets.connect(server.ws + path)
+    consumer = await sockets.connect(server.ws + "status-ping/sub")
     frames, code = await closed_with(consumer)
     assert code == 4404, frames
     assert len(frames) == 1, frames
     assert_error(frames[0], "status-ping", "reserved")
+
+
+async def test_pulsar_consumer_of_status_ping(server: ServerProcess) -> None:
+    """status-ping is reserved: a /ws/v2/ consumer handshake on it is refused with HTTP 404 saying so."""
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(server.ws + "v2/consumer/persistent/public/default/status-ping/sub")
+    assert refused.value.response.status_code == 404
+    assert b"reserved" in refused.value.response.body
 
 
 @pytest.mark.parametrize("path", ["/nope/a/b/c", "/ws/a/b/c", "/ws/bad.topic", "/ws/", "/"])

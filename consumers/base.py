@@ -23,6 +23,7 @@ from app import codec
 from app.auth.services import principal_of
 from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
+from app.broker.topics import TopicView
 from consumers.frames import ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
 from consumers.refusals import DATABASE_ERRORS, database_failed, send_refusal
@@ -227,6 +228,17 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     async def until_released(self) -> None:
         """Called between frames while ``held``: return (and clear it) once frames may be taken."""
         self.held = False
+
+    async def reread_topic(self, slug: str) -> tuple[TopicView | None, bool]:
+        """``slug``'s topic and this connection's rights on it, read afresh (a change was announced),
+        and whether that worked. When it failed (logged), rights that cannot be read again must not be
+        kept, the change may have been a revocation: the caller stops serving and closes with 1011,
+        and the client reconnects to be judged afresh."""
+        try:
+            return await get_runtime().topic_view(slug, self.user, self.principal, fresh=True), True
+        except Exception:
+            logger.warning("re-reading rights on %s failed; closing the connection", slug, exc_info=True)
+            return None, False
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         """Answer a frame that cannot be taken; the connection stays open."""

@@ -286,12 +286,8 @@ class TopicConsumer(FrameConsumer):
             self.spawn(self._recheck_rights())
 
     async def _recheck_rights(self) -> None:
-        try:
-            topic = await self.runtime.topic_view(self.slug, self.user, self.principal, fresh=True)
-        except Exception:
-            # The change may have been a revocation: rights that cannot be read again are not
-            # kept. The client reconnects and is judged afresh.
-            logger.warning("re-reading rights on %s failed; closing the connection", self.slug, exc_info=True)
+        topic, read = await self.reread_topic(self.slug)
+        if not read:
             self._revoked_quietly()
             self.close(CLOSE_INTERNAL_ERROR)
             return

@@ -24,7 +24,7 @@ from app.auth.services import principal_of
 from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView
-from consumers.frames import ErrorFrame, ProducerAck
+from consumers.frames import ConsumerAck, ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
 from consumers.refusals import DATABASE_ERRORS, database_failed, send_refusal
 
@@ -239,6 +239,20 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         except Exception:
             logger.warning("re-reading rights on %s failed; closing the connection", slug, exc_info=True)
             return None, False
+
+    def refuse_control_frame(self, raw: dict[str, Any], note: str = "") -> None:
+        """A frame whose ``type`` this endpoint does not take: an error frame, never an ack."""
+        kind = raw["type"]
+        shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
+        self.refuse(f"unsupported control frame type {shown!r}{note}", raw)
+
+    def read_ack(self, raw: dict[str, Any]) -> ConsumerAck | None:
+        """``raw`` as a consumer's ack, or None once it was refused (nothing else may be in an ack)."""
+        try:
+            return ConsumerAck.model_validate(raw)
+        except ValidationError as exc:
+            self.refuse(f"invalid ack: {describe(exc)}", raw)
+            return None
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         """Answer a frame that cannot be taken; the connection stays open."""

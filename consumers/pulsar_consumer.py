@@ -36,7 +36,7 @@ from app.pulsar.services import dead_letter_refusal
 from app.pulsar.subscriptions import subscriptions_of
 from consumers.auth import client_address
 from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
-from consumers.frames import ConsumerAck, EndOfTopicFrame, MessageIdFrame
+from consumers.frames import EndOfTopicFrame, MessageIdFrame
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +176,11 @@ class PulsarConsumer(FrameConsumer):
         elif kind == "unsubscribe":
             await self._unsubscribe(dispatcher, raw)
         else:
-            shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
-            self.refuse(f"unsupported control frame type {shown!r}", raw)
+            self.refuse_control_frame(raw)
 
     def _ack(self, dispatcher: SubscriptionDispatcher, raw: dict[str, Any]) -> None:
-        try:
-            ack = ConsumerAck.model_validate(raw)
-        except ValidationError as exc:
-            self.refuse(f"invalid ack: {describe(exc)}", raw)
+        ack = self.read_ack(raw)
+        if ack is None:
             return
         if not dispatcher.ack(self, ack.messageId):
             self.refuse(f"unknown messageId {ack.messageId[:64]}", raw)

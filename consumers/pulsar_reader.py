@@ -39,8 +39,8 @@ from app.pulsar.reader import (
     live_action,
     start_after,
 )
-from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer, describe
-from consumers.frames import ConsumerAck, EndOfTopicFrame
+from consumers.base import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, FrameConsumer
+from consumers.frames import EndOfTopicFrame
 from consumers.outbound import frame_size
 from consumers.subscriber import REPLAY_PAGE
 
@@ -256,14 +256,10 @@ class TopicReader(FrameConsumer):
             if raw["type"] == "isEndOfTopic":
                 self.push_model(EndOfTopicFrame(endOfTopic=False))
                 return
-            kind = raw["type"]
-            shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
-            self.refuse(f"unsupported control frame type {shown!r}; a reader reads only acks", raw)
+            self.refuse_control_frame(raw, "; a reader reads only acks")
             return
-        try:
-            ack = ConsumerAck.model_validate(raw)
-        except ValidationError as exc:
-            self.refuse(f"invalid ack: {describe(exc)}", raw)
+        ack = self.read_ack(raw)
+        if ack is None:
             return
         if not self.in_flight.ack(ack.messageId):
             self.refuse(f"unknown messageId {ack.messageId[:64]}", raw)

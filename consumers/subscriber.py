@@ -18,7 +18,6 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from pydantic import ValidationError
 
 from app import codec
 from app.availability.attach_pings import pings_on_attach
@@ -36,9 +35,8 @@ from consumers.base import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NOT_FOUND,
     FrameConsumer,
-    describe,
 )
-from consumers.frames import ConsumerAck, EndOfTopicFrame
+from consumers.frames import EndOfTopicFrame
 from consumers.outbound import frame_size
 from consumers.probes import probe
 
@@ -333,14 +331,10 @@ class TopicConsumer(FrameConsumer):
                 return
             # A control frame (Pulsar's negativeAcknowledge, permit, unsubscribe, ...): never an
             # ack, whatever else it carries; a nacked message stays outstanding.
-            kind = raw["type"]
-            shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
-            self.refuse(f"unsupported control frame type {shown!r}; only acks are read here", raw)
+            self.refuse_control_frame(raw, "; only acks are read here")
             return
-        try:
-            ack = ConsumerAck.model_validate(raw)
-        except ValidationError as exc:
-            self.refuse(f"invalid ack: {describe(exc)}", raw)
+        ack = self.read_ack(raw)
+        if ack is None:
             return
         stored = self.unacked.pop(ack.messageId, None)
         if stored is None:

@@ -361,7 +361,7 @@ class SubscriptionDispatcher(TaskOwner):
         """Another process may serve now: stand by. What was in flight here is redelivered there. An
         Exclusive consumer is closed (1011, reconnect): another process may accept one now, and two
         may not be attached."""
-        logger.warning("subscription %s on %s: %s; standing by", self.subscription, self.slug, why)
+        logger.warning("subscription %s on %s: lease lost (%s), standing by", self.subscription, self.slug, why)
         self.runtime.hub.unsubscribe(self.slug, self)
         self.stand_by()
         if self.type == EXCLUSIVE:

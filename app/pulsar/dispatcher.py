@@ -338,9 +338,8 @@ class SubscriptionDispatcher(TaskOwner):
     # --- serving or not --------------------------------------------------------------------------
 
     def renewed(self, started: float) -> None:
-        """The lease was taken or renewed by a call that started at loop time ``started``. Should no
-        renewal follow in time, it stands by at the deadline (sends check it themselves: after a
-        pause, sockets are read before timers run)."""
+        """The lease was taken or renewed by a call that started at ``started`` (loop time); with no
+        renewal in time it stands by at the deadline (sends check it too: sockets go before timers)."""
         self.lease_deadline = lease_deadline(started, settings.SUBSCRIPTION_LEASE_S)
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -358,9 +357,8 @@ class SubscriptionDispatcher(TaskOwner):
         return self.serving and not may_act(self.runtime.loop.time(), self.lease_deadline)
 
     def lose_lease(self, why: str) -> None:
-        """Another process may serve now: stand by. What was in flight here is redelivered there. An
-        Exclusive consumer is closed (1011, reconnect): another process may accept one now, and two
-        may not be attached."""
+        """Another process may serve now: stand by (it redelivers what was in flight here). Exclusive
+        consumers are closed (1011, reconnect): another process may accept one now, two may not be."""
         logger.warning("subscription %s on %s: lease lost (%s), standing by", self.subscription, self.slug, why)
         self.runtime.hub.unsubscribe(self.slug, self)
         self.stand_by()

@@ -1,5 +1,6 @@
 """Deletes response topics whose ``garbage_collect_on`` has passed, and Pulsar subscriptions idle
-for SUBSCRIPTION_TTL_S, and removes what deleted subscriptions held (one process at a time)."""
+for SUBSCRIPTION_TTL_S, removes what deleted subscriptions held, and deletes leases that expired
+long ago (one process at a time)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from app.broker.services import collect_response_topics
+from app.leases.services import collect_expired
 from app.pulsar.services import expire_subscriptions, release_pending
 from relays.leader import run_as_leader
 
@@ -26,5 +28,8 @@ async def garbage_collection_loop() -> None:
         released = await database_sync_to_async(release_pending)()
         if released:
             logger.info("removed %d messages no subscription holds any more", released)
+        leases = await database_sync_to_async(collect_expired)()
+        if leases:
+            logger.info("deleted %d leases expired long ago", leases)
 
     await run_as_leader("garbage-collection", settings.GC_INTERVAL_S, job)

@@ -1,5 +1,5 @@
 """Response topics are collected once their last consumer left with nothing outstanding, or when no
-consumer attached to them in time."""
+consumer attached to them in time; leases expired long ago are deleted."""
 
 from __future__ import annotations
 
@@ -58,6 +58,20 @@ async def test_kept_while_a_response_is_outstanding(collecting_server):
     assert Topic.objects.get(slug=kept).garbage_collect_on is None
     again = await connect(f"{server.ws}{kept}/python-backend-2")
     assert (await recv_json(again))["messageId"] == ack["messageId"]
+
+
+async def test_leases_expired_long_ago_deleted(collecting_server):
+    """A lease whose holder died long ago (its row expired past EXPIRED_KEPT) is deleted; a live one stays."""
+    from django.utils import timezone
+
+    from app.leases.models import Lease
+    from app.leases.services import EXPIRED_KEPT
+
+    dead, live = unique("sub:0:"), unique("sub:0:")
+    Lease.objects.create(name=dead, holder="gone:1", expires_at=timezone.now() - 2 * EXPIRED_KEPT)
+    Lease.objects.create(name=live, holder="here:1", expires_at=timezone.now() + EXPIRED_KEPT)
+    await eventually(lambda: not Lease.objects.filter(name=dead).exists(), message="collection")
+    assert Lease.objects.filter(name=live).exists()
 
 
 @pytest.fixture(scope="module")

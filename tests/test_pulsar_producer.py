@@ -27,6 +27,7 @@ from tests.protocol import (
     auth,
     b64,
     connect,
+    eventually,
     make_token,
     make_topic,
     make_user,
@@ -225,6 +226,19 @@ async def test_unnamed_producers_never_conflict(server: ServerProcess) -> None:
     slug = make_topic(dasf=False)
     for query in ("", "", "?producerName=", "?producerName="):
         await connect(producer_url(server, slug, query))
+
+
+async def test_closed_named_producers_leave_no_lease_rows(server: ServerProcess) -> None:
+    """Opening and closing named producers leaves no lease row behind."""
+    from app.leases.models import Lease
+
+    slug = make_topic(dasf=False)
+    for n in range(20):
+        producer = await connect(producer_url(server, slug, f"?producerName=p{n}"))
+        await producer.close()
+    topic_id = Topic.objects.get(slug=slug).pk
+    await eventually(lambda: not Lease.objects.filter(name__startswith=f"producer:{topic_id}:").exists(),
+                     message="the lease rows deleted")
 
 
 async def test_killed_holders_name_expires(server: ServerProcess) -> None:

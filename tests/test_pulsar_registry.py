@@ -1,28 +1,33 @@
 """This process's subscription registry (app/pulsar/subscriptions.py) with a stand-in runtime, on the
-real database: what a consumer joins while a dispatcher is closing. The moments in between (an
-unsubscribe whose socket has not closed yet, a leave counting redeliveries) are too short to hit
-from outside a server process, so they are held open here."""
+real database: what a consumer joins while a dispatcher is closing; what a dispatcher does once its
+lease deadline has passed (a paused process, renewals failing); an ack while its message's
+redelivery is being counted. The moments in between (an unsubscribe whose socket has not closed
+yet, a leave counting redeliveries) are too short to hit from outside a server process, so they are
+held open here."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.db import OperationalError
 
+from app.broker.hub import Delivered
 from app.broker.models import Topic
 from app.broker.permissions import Rights
 from app.broker.topics import TopicView
-from app.pulsar import services
+from app.pulsar import services, subscriptions
 from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.members import Pending
 from app.pulsar.params import ConsumerParams
 from app.pulsar.subscriptions import Subscriptions
-from tests.protocol import make_topic
+from tests.protocol import eventually, make_topic
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Member:
     principal: str = "anonymous"
     user: Any = field(default_factory=AnonymousUser)
     sent: list[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
 
     def send(self, text: str) -> None:
         self.sent.append(text)
@@ -39,7 +45,7 @@ class Member:
         pass
 
     def evict(self, reason: str) -> None:
-        pass
+        self.evicted.append(reason)
 
 
 class Hub:
@@ -55,9 +61,12 @@ class Backplane:
         pass
 
 
+@dataclass
 class Writer:
+    submitted: list[Any] = field(default_factory=list)
+
     def submit(self, op: Any, done: Any = None) -> None:
-        pass
+        self.submitted.append(op)
 
     async def flush(self) -> None:
         pass
@@ -72,12 +81,12 @@ class Runtime:
     writer: Writer = field(default_factory=Writer)
 
 
-def member(subscription_type: str) -> Member:
-    return Member(ConsumerParams.model_validate({"subscriptionType": subscription_type}))
+def member(subscription_type: str, **params: Any) -> Member:
+    return Member(ConsumerParams.model_validate({"subscriptionType": subscription_type, **params}))
 
 
-def topic_view() -> TopicView:
-    topic = Topic.objects.get(slug=make_topic(dasf=False, policy="store"))
+def topic_view(policy: str = "store") -> TopicView:
+    topic = Topic.objects.get(slug=make_topic(dasf=False, policy=policy))
     return TopicView.of(topic, Rights(produce=True, consume=True, view_status=False))
 
 
@@ -134,3 +143,73 @@ async def test_other_type_joining_while_the_last_consumer_leaves_waits(blocked_c
     new = await asyncio.wait_for(joining, 10)
     assert isinstance(new, SubscriptionDispatcher) and new is not old and new.type == "Failover"
     await registry.leave(failover, new)
+
+
+def live() -> Delivered:
+    """A message of a topic that stores nothing, as the hub offers it."""
+    message_id = str(uuid.uuid4())
+    return Delivered(f'{{"messageId":"{message_id}","payload":""}}', message_id, None)
+
+
+async def test_paused_past_its_lease_sends_nothing_and_stands_by() -> None:
+    """A message arriving once the lease deadline has passed (a pause) is not sent; Failover stands by."""
+    registry = Subscriptions(Runtime(asyncio.get_running_loop()))  # type: ignore[arg-type]
+    who = member("Failover")
+    dispatcher = await joined(registry, who, topic_view("disabled"))
+    dispatcher.offer(live())
+    assert len(who.sent) == 1
+    dispatcher.lease_deadline = asyncio.get_running_loop().time()  # as after a pause longer than the lease
+    dispatcher.offer(live())
+    assert len(who.sent) == 1 and not dispatcher.serving and not who.evicted
+    await registry.leave(who, dispatcher)
+
+
+async def test_paused_exclusive_consumer_is_closed() -> None:
+    """An Exclusive consumer of a dispatcher past its lease deadline is closed (1011), sent nothing more."""
+    registry = Subscriptions(Runtime(asyncio.get_running_loop()))  # type: ignore[arg-type]
+    who = member("Exclusive")
+    dispatcher = await joined(registry, who, topic_view("disabled"))
+    dispatcher.lease_deadline = asyncio.get_running_loop().time()
+    dispatcher.offer(live())
+    assert not who.sent and who.evicted and not dispatcher.serving
+    await registry.leave(who, dispatcher)
+
+
+async def test_failing_renewals_stand_by_before_the_lease_ends(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals that keep failing (database unreachable): the holder stands by before its lease can end."""
+    settings.SUBSCRIPTION_LEASE_S = 1.5
+    loop = asyncio.get_running_loop()
+    registry = Subscriptions(Runtime(loop))  # type: ignore[arg-type]
+    who = member("Exclusive")
+    started = loop.time()
+    dispatcher = await joined(registry, who, topic_view("disabled"))
+
+    def unreachable(*args: Any) -> bool:
+        raise OperationalError("the database is unreachable")
+
+    monkeypatch.setattr(subscriptions, "acquire", unreachable)
+    await eventually(lambda: not dispatcher.serving, timeout=5, message="standing by")
+    assert loop.time() < started + 1.5 and who.evicted
+    await registry.leave(who, dispatcher)
+
+
+async def test_ack_while_its_redelivery_is_counted_is_taken(blocked_counting: threading.Event) -> None:
+    """An ack right after a nack (delay 0), while the redelivery is counted, is taken; no redelivery."""
+    runtime = Runtime(asyncio.get_running_loop())
+    registry = Subscriptions(runtime)  # type: ignore[arg-type]
+    who = member("Shared", negativeAckRedeliveryDelay=0)
+    dispatcher = await joined(registry, who, topic_view())
+    message_id = str(uuid.uuid4())
+    dispatcher.requeue([Pending(message_id, None, f'{{"messageId":"{message_id}","payload":""}}')])
+    assert len(who.sent) == 1
+    assert dispatcher.nack(who, message_id)  # type: ignore[arg-type]
+    await eventually(lambda: message_id in dispatcher.redeliveries._counting, timeout=5, message="the count")
+    assert dispatcher.ack(who, message_id)  # type: ignore[arg-type]
+    assert [op.message_id for op in runtime.writer.submitted] == [uuid.UUID(message_id)]
+    blocked_counting.set()
+    await eventually(lambda: not dispatcher.redeliveries._counting, timeout=5, message="the redelivery")
+    await asyncio.sleep(0.2)  # bounded: a redelivery would be sent at once
+    assert len(who.sent) == 1 and not dispatcher.queue
+    await registry.leave(who, dispatcher)

@@ -252,6 +252,32 @@ async def test_unsubscribe_with_other_consumers_is_an_error(server: ServerProces
     assert_error(await recv(ws), "other consumer")
 
 
+def lease_rows(slug: str) -> int:
+    """Lease rows of the topic's subscriptions."""
+    from app.broker.models import Topic
+    from app.leases.models import Lease
+
+    return Lease.objects.filter(name__startswith=f"sub:{Topic.objects.get(slug=slug).pk}:").count()
+
+
+async def test_unsubscribe_deletes_the_lease_row(server: ServerProcess) -> None:
+    """A deleted (unsubscribed) subscription leaves no lease row behind."""
+    slug = make_topic(dasf=False)
+    ws = await consumer(server, slug)
+    assert lease_rows(slug) == 1
+    await send_json(ws, {"type": "unsubscribe"})
+    await asyncio.wait_for(ws.wait_closed(), 10)
+    await eventually(lambda: lease_rows(slug) == 0, message="the lease row deleted")
+
+
+async def test_last_consumer_leaving_deletes_the_lease_row(server: ServerProcess) -> None:
+    """When a subscription's last consumer closes, its lease row goes (the subscription stays)."""
+    slug = make_topic(dasf=False)
+    ws = await consumer(server, slug)
+    await ws.close()
+    await eventually(lambda: lease_rows(slug) == 0, message="the lease row deleted")
+
+
 async def test_cache_message_stays_until_every_subscription_acked(server: ServerProcess) -> None:
     """Under cache, a message acked by one subscription stays until the other subscription acks it."""
     slug = make_topic(dasf=False, policy="cache")

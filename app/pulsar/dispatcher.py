@@ -29,9 +29,10 @@ from app.broker.delivery import needs_resync
 from app.broker.hub import Delivered
 from app.broker.services import SubscriptionAck
 from app.broker.topics import TopicView
+from app.leases.terms import lease_deadline, may_act
 from app.pulsar import services
 from app.pulsar.dead_letters import DeadLetters
-from app.pulsar.dispatch import Dispatch
+from app.pulsar.dispatch import EXCLUSIVE, Dispatch
 from app.pulsar.flow import Flow
 from app.pulsar.held import HeldMessages
 from app.pulsar.members import Member, Pending, Slot, by_sequence
@@ -76,6 +77,9 @@ class SubscriptionDispatcher(TaskOwner):
         self.held = HeldMessages(subscription_type, runtime.loop, self.wake)
         self._timer_task: asyncio.Task[None] | None = None
         self.serving = False  # holds the subscription's lease: dispatches
+        # The loop time it may serve until (app/leases/terms.py), moved by every successful renewal.
+        self.lease_deadline = 0.0
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self.deleted = False  # unsubscribed: nothing more is written for it
         # Set by the registry (app/pulsar/subscriptions.py).
         self.owner = ""  # the principal that created the subscription
@@ -202,6 +206,8 @@ class SubscriptionDispatcher(TaskOwner):
                 self.spawn(self._fetch())
 
     def _send_queued(self) -> None:
+        if not self.serving:
+            return
         candidates = [slot.candidate() for slot in self.slots]
         slots = {slot.id: slot for slot in self.slots}
         credit = sum(c.credit for c in candidates)
@@ -212,18 +218,24 @@ class SubscriptionDispatcher(TaskOwner):
                 target = self.dispatch.pick(key, candidates)
                 if target is None:
                     break
-                self._send(slots[target], self.queue.pop_first(key))
+                # Before every send: a process paused past its lease (another one serves now) finds
+                # out here, before it sends anything it queued meanwhile.
+                now = self.runtime.loop.time()
+                if not may_act(now, self.lease_deadline):
+                    self.lose_lease("its lease ran out before it was renewed")
+                    return
+                self._send(slots[target], self.queue.pop_first(key), now)
                 candidates = [slot.candidate() for slot in self.slots]
                 credit -= 1
             if credit <= 0:
                 return
 
-    def _send(self, slot: Slot, item: Pending) -> None:
+    def _send(self, slot: Slot, item: Pending, now: float) -> None:
         slot.hold(item)
         slot.flow.sent()
         self.holders[item.message_id] = slot
         self.dispatch.sent(item.key if self.dispatch.by_key else "")
-        deadline = ack_deadline(self.runtime.loop.time(), slot.member.params.ackTimeoutMillis)
+        deadline = ack_deadline(now, slot.member.params.ackTimeoutMillis)
         if deadline is not None:
             self.timers.schedule(item.message_id, deadline, Reason.ACK_TIMEOUT)
             self.wake.set()
@@ -309,13 +321,13 @@ class SubscriptionDispatcher(TaskOwner):
         return item
 
     def _take_back(self, message_id: str) -> Pending | None:
-        """A message waiting for redelivery (nacked, or queued again), no longer waiting."""
+        """A message waiting for redelivery (nacked, being counted, or queued again), no longer waiting."""
         slot = self.holders.get(message_id)
         if slot is not None and (item := slot.take_nacked(message_id)) is not None:
             self.timers.cancel(message_id)
             del self.holders[message_id]
             return item
-        return self.queue.take_back(message_id)
+        return self.queue.take_back(message_id) or self.redeliveries.take(message_id)
 
     def settle(self, item: Pending) -> None:
         """``item`` is no longer in flight."""
@@ -324,6 +336,34 @@ class SubscriptionDispatcher(TaskOwner):
         self.dispatch.settled(item.key if self.dispatch.by_key else "")
 
     # --- serving or not --------------------------------------------------------------------------
+
+    def renewed(self, started: float) -> None:
+        """The lease was taken or renewed by a call that started at ``started`` (loop time); with no
+        renewal in time it stands by at the deadline (sends check it too: sockets go before timers)."""
+        self.lease_deadline = lease_deadline(started, settings.SUBSCRIPTION_LEASE_S)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = self.runtime.loop.call_at(self.lease_deadline, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        # No renewal since (it would have replaced this timer); the loop may run it a clock tick early.
+        self._deadline_timer = None
+        if self.serving:
+            self.lose_lease("its lease ran out before it was renewed")
+
+    @property
+    def lease_lapsed(self) -> bool:
+        """Serving, but past the lease deadline: it must stand by before doing anything more."""
+        return self.serving and not may_act(self.runtime.loop.time(), self.lease_deadline)
+
+    def lose_lease(self, why: str) -> None:
+        """Another process may serve now: stand by (it redelivers what was in flight here). Exclusive
+        consumers are closed (1011, reconnect): another process may accept one now, two may not be."""
+        logger.warning("subscription %s on %s: lease lost (%s), standing by", self.subscription, self.slug, why)
+        self.runtime.hub.unsubscribe(self.slug, self)
+        self.stand_by()
+        if self.type == EXCLUSIVE:
+            self.evict_all("the subscription's lease was lost; reconnect")
 
     def start_serving(self, acked_through: int) -> None:
         """This process holds the lease: dispatch from the cursor on (what is stored comes from the
@@ -341,6 +381,9 @@ class SubscriptionDispatcher(TaskOwner):
         """Another process serves the subscription: forget what was queued and in flight here
         (that process redelivers it from the database)."""
         self.serving = False
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self._timer_task is not None:
             self._timer_task.cancel()
             self._timer_task = None

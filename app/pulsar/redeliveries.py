@@ -1,7 +1,9 @@
 """The redelivery side of a subscription's dispatcher (app/pulsar/dispatcher.py; rules in
 app/pulsar/redelivery.py): its timer task, which takes back messages whose ack timeout or nack
 delay came due (and wakes the due reads of held delayed messages), and the redelivery itself:
-counted once more, then queued again at the head, or moved to the dead letter topic."""
+counted once more, then queued again at the head, or moved to the dead letter topic. While it is
+counted (a database call) a message is in none of the dispatcher's places: it is listed here, so an
+ack arriving meanwhile is still taken (``take``), and the message is then not queued again."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ RETRY_S = 1.0
 class Redeliveries:
     def __init__(self, dispatcher: SubscriptionDispatcher) -> None:
         self.dispatcher = dispatcher
+        self._counting: dict[str, Pending] = {}  # message id -> the message, while it is counted
+
+    def take(self, message_id: str) -> Pending | None:
+        """The message being counted for its redelivery, which is then not queued again (acked)."""
+        return self._counting.pop(message_id, None)
 
     async def run(self) -> None:
         """Ack timeouts and nacks that come due are redelivered (or dead-lettered); held delayed
@@ -45,6 +52,10 @@ class Redeliveries:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(d.wake.wait(), timeout)
                 continue
+            if d.lease_lapsed:
+                # Paused past the lease: another process redelivers these now.
+                d.lose_lease("its lease ran out before it was renewed")
+                return
             taken: list[tuple[Pending, Member]] = []
             for message_id, reason in d.timers.due(loop.time()):
                 if (slot := d.holders.get(message_id)) is None:
@@ -67,9 +78,17 @@ class Redeliveries:
     async def redeliver(self, taken: list[tuple[Pending, Member]]) -> None:
         """Count each message once more, then queue it at the head, or move it to the dead letter
         topic when the count exceeds its consumer's maxRedeliverCount."""
-        d = self.dispatcher
         if not taken:
             return
+        self._counting.update((item.message_id, item) for item, _ in taken)
+        try:
+            await self._count_and_requeue(taken)
+        finally:
+            for item, _ in taken:  # nothing stays listed after a failure
+                self._counting.pop(item.message_id, None)
+
+    async def _count_and_requeue(self, taken: list[tuple[Pending, Member]]) -> None:
+        d = self.dispatcher
         counts: dict[str, int] = {}
         if d.stores and not d.deleted:
             try:
@@ -83,6 +102,8 @@ class Redeliveries:
                 logger.exception("counting redeliveries on subscription %s of %s failed", d.subscription, d.slug)
         back: list[Pending] = []
         for item, member in taken:
+            if self._counting.pop(item.message_id, None) is None:
+                continue  # acked meanwhile
             item.count = counts.get(item.message_id, item.count + 1)
             if dead_letters(item.count, member.params.maxRedeliverCount) and not d.deleted:
                 await d.dead_letters.move(item, member)

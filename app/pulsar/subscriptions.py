@@ -102,7 +102,7 @@ class Subscriptions:
         if refusal is not None:
             return refusal
         name = lease_name(dispatcher.topic.id, state.id)
-        held = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
+        held = await self._acquire(dispatcher, name)
         if not held and (dispatcher.type == EXCLUSIVE or state.type != dispatcher.type):
             why = "has a consumer" if state.type == EXCLUSIVE else f"has {state.type} consumers"
             return Refusal(HTTPStatus.CONFLICT, f"subscription {dispatcher.subscription} {why} on another server")
@@ -125,16 +125,6 @@ class Subscriptions:
             await self.runtime.writer.flush()
         dispatcher.start_serving(acked_through)
 
-    def _stand_by(self, dispatcher: SubscriptionDispatcher) -> None:
-        """The lease was lost (this process could not renew it in time): another process serves
-        now; what was in flight here is redelivered there. An Exclusive consumer is closed (1011,
-        reconnect): another process may accept one now, and two may not be attached."""
-        logger.warning("subscription %s on %s: lease lost, standing by", dispatcher.subscription, dispatcher.slug)
-        self.runtime.hub.unsubscribe(dispatcher.slug, dispatcher)
-        dispatcher.stand_by()
-        if dispatcher.type == EXCLUSIVE:
-            dispatcher.evict_all("the subscription's lease was lost; reconnect")
-
     async def _take_over(self, dispatcher: SubscriptionDispatcher) -> None:
         """The lease is taken after standing by: serve from the stored cursor, unless the subscription
         was deleted meanwhile (and maybe made anew): then its consumers reconnect (1011) and attach
@@ -143,23 +133,40 @@ class Subscriptions:
         if state is None or state.id != dispatcher.subscription_id:
             dispatcher.deleted = True
             dispatcher.evict_all("the subscription was deleted on another server; reconnect")
+            # Its row goes: nothing stops this dispatcher's keeper any more, and nobody else asks.
+            await database_sync_to_async(release)(lease_name(dispatcher.topic.id, dispatcher.subscription_id), HOLDER)
             return
         await self._serve(dispatcher, state.acked_through)
 
+    async def _acquire(self, dispatcher: SubscriptionDispatcher, name: str) -> bool:
+        """Take or renew the lease; when held, the dispatcher's deadline counts from before the call."""
+        started = self.runtime.loop.time()
+        held: bool = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
+        if held:
+            dispatcher.renewed(started)
+        return held
+
     async def _keep_lease(self, dispatcher: SubscriptionDispatcher, name: str) -> None:
         """Renew the lease while serving (and touch the subscription: it has consumers, so it does
-        not expire), try to take it while standing by."""
+        not expire), try to take it while standing by. Renewals are a third of the lease apart from
+        start to start, so a slow one does not push the next one towards the deadline. Should they
+        fail (or the process be paused) until the deadline, the dispatcher stands by by itself."""
         period = settings.SUBSCRIPTION_LEASE_S / 3
+        loop = self.runtime.loop
+        next_at = loop.time() + period
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if dispatcher.deleted:
+                return  # unsubscribed, or deleted by another process: its consumers are leaving
+            next_at = loop.time() + period
             try:
-                held = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
+                held = await self._acquire(dispatcher, name)
                 if held and dispatcher.serving:
                     await database_sync_to_async(services.touch)([dispatcher.subscription_id])
                 elif held and not dispatcher.deleted:
                     await self._take_over(dispatcher)
                 elif not held and dispatcher.serving:
-                    self._stand_by(dispatcher)
+                    dispatcher.lose_lease("another process holds its lease")
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -89,6 +90,10 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         # Back-pressure: while set, no frame is taken (the socket is not read, so TCP slows the
         # peer) until ``until_released`` returns.
         self.held = False
+        # Decided while the handshake was still pending (an eviction): it answers the handshake
+        # instead of an accept (or, when it came during the accept, is sent as an error frame).
+        self.handshake_refusal: Refusal | None = None
+        self.close_code = CLOSE_INTERNAL_ERROR  # set by close()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # channels' AsyncConsumer races the socket against a layer channel with asyncio.wait on
@@ -129,6 +134,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.principal = principal_of(self.user)
         self.token_id: int | None = self.scope.get("token_id")
         refusal = await self._decide_handshake()
+        if refusal is None and self.closing:
+            refusal = self.handshake_refusal or Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "closed while connecting; "
+                                                        "try again")
         if refusal is not None:
             await send_refusal(self.base_send, refusal)
             await self._cleanup()
@@ -144,6 +152,13 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             raise StopConsumer() from None
         self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES, settings.SEND_QUEUE_BYTES)
         self.outbound.start()
+        if self.closing:
+            # Closed during the accept: now that frames can go, say why and close.
+            if self.handshake_refusal is not None:
+                reason = self.handshake_refusal.reason
+                self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
+            self.spawn(self._close(self.close_code))
+            return
         await self.on_connect()
 
     async def _decide_handshake(self) -> Refusal | None:
@@ -271,7 +286,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         self.close(CLOSE_REVOKED)
 
     def push(self, text: str) -> None:
-        assert self.outbound is not None
+        if self.outbound is None:
+            return  # not accepted (yet): nothing can be sent; a refusal answers the handshake
         if not self.outbound.push(text):
             self.too_slow("send queue full")
 
@@ -292,11 +308,13 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.closing:
             return
         self.closing = True
-        self.spawn(self._close(code))
+        self.close_code = code
+        if self.outbound is not None:  # else the handshake is refused, or closed once accepted
+            self.spawn(self._close(code))
 
     async def _close(self, code: int) -> None:
-        assert self.outbound is not None
-        await self.outbound.close(code)
+        if self.outbound is not None:
+            await self.outbound.close(code)
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` as a task this connection owns (cancelled and awaited on disconnect)."""

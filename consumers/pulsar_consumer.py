@@ -45,6 +45,8 @@ CLOSE_NORMAL = 1000
 
 class PulsarConsumer(FrameConsumer):
     dispatcher: SubscriptionDispatcher | None = None
+    # Rights changed while the handshake was pending: looked at again once accepted.
+    rights_stale = False
 
     async def before_accept(self) -> Refusal | None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -108,6 +110,10 @@ class PulsarConsumer(FrameConsumer):
         if self.params.consumerName:
             logger.debug("consumer %s of %s on %s attached", self.params.consumerName[:64], self.subscription,
                          self.slug)
+        if self.rights_stale:
+            await self._recheck_rights()  # before anything is sent
+            if self.closing:
+                return
         if self.dispatcher is not None:
             self.dispatcher.ready(self)
 
@@ -128,8 +134,14 @@ class PulsarConsumer(FrameConsumer):
 
     def evict(self, reason: str) -> None:
         """Called by the dispatcher: this process can no longer serve this consumer; it reconnects."""
-        if not self.closing:
-            self.spawn(self._evict(reason))
+        if self.closing:
+            return
+        if self.outbound is None:
+            # The handshake is still pending: answered 503 instead (the client retries).
+            self.handshake_refusal = Refusal(HTTPStatus.SERVICE_UNAVAILABLE, reason)
+            self.close(CLOSE_INTERNAL_ERROR)
+            return
+        self.spawn(self._evict(reason))
 
     async def _evict(self, reason: str) -> None:
         await self._leave()
@@ -139,8 +151,12 @@ class PulsarConsumer(FrameConsumer):
     # --- rights ---------------------------------------------------------------------------
 
     def recheck_rights(self) -> None:
-        if not self.closing:
-            self.spawn(self._recheck_rights())
+        if self.closing:
+            return
+        if self.outbound is None:
+            self.rights_stale = True  # during the handshake: once accepted (on_connect)
+            return
+        self.spawn(self._recheck_rights())
 
     async def _recheck_rights(self) -> None:
         topic, read = await self.reread_topic(self.slug)

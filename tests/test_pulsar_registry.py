@@ -158,7 +158,7 @@ async def test_paused_past_its_lease_sends_nothing_and_stands_by() -> None:
     dispatcher = await joined(registry, who, topic_view("disabled"))
     dispatcher.offer(live())
     assert len(who.sent) == 1
-    dispatcher.lease_deadline = asyncio.get_running_loop().time()  # as after a pause longer than the lease
+    dispatcher.lease.deadline = asyncio.get_running_loop().time()  # as after a pause longer than the lease
     dispatcher.offer(live())
     assert len(who.sent) == 1 and not dispatcher.serving and not who.evicted
     await registry.leave(who, dispatcher)
@@ -169,7 +169,7 @@ async def test_paused_exclusive_consumer_is_closed() -> None:
     registry = Subscriptions(Runtime(asyncio.get_running_loop()))  # type: ignore[arg-type]
     who = member("Exclusive")
     dispatcher = await joined(registry, who, topic_view("disabled"))
-    dispatcher.lease_deadline = asyncio.get_running_loop().time()
+    dispatcher.lease.deadline = asyncio.get_running_loop().time()
     dispatcher.offer(live())
     assert not who.sent and who.evicted and not dispatcher.serving
     await registry.leave(who, dispatcher)

@@ -75,7 +75,8 @@ class _SharedGroup:
 
 @dataclass(slots=True)
 class _TopicSubscribers:
-    exclusive: list[Subscriber] = field(default_factory=list)
+    # A dict as an ordered set: subscribing twice keeps one entry (one offer per message).
+    exclusive: dict[Subscriber, None] = field(default_factory=dict)
     shared: dict[tuple[str, str], _SharedGroup] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -142,11 +143,14 @@ class Hub:
         return list(self._topics)
 
     def subscribe(self, slug: str, sub: Subscriber) -> None:
+        """Attach ``sub`` to ``slug``; attaching it again changes nothing."""
         subs = self._topics.setdefault(slug, _TopicSubscribers())
         if sub.shared:
-            subs.shared.setdefault(_shared_key(sub), _SharedGroup()).members.append(sub)
+            group = subs.shared.setdefault(_shared_key(sub), _SharedGroup())
+            if sub not in group.members:  # one subscription's connections: a short list
+                group.members.append(sub)
         else:
-            subs.exclusive.append(sub)
+            subs.exclusive[sub] = None
         self._presence_changed(slug)
 
     def unsubscribe(self, slug: str, sub: Subscriber) -> None:
@@ -163,8 +167,8 @@ class Hub:
                 group.members.remove(sub)
                 if not group.members:
                     del subs.shared[_shared_key(sub)]
-        elif sub in subs.exclusive:
-            subs.exclusive.remove(sub)
+        else:
+            subs.exclusive.pop(sub, None)
         if not subs:
             del self._topics[slug]
         self._presence_changed(slug)

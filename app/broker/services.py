@@ -158,7 +158,9 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
         else:
             acks.append(op)
     rows: list[tuple[Any, ...]] = []
-    for topic_id, indexes in inserts.items():
+    # Topic rows are locked in id order: two processes' batches (a dead letter op puts a second
+    # topic in one) cannot wait on each other.
+    for topic_id, indexes in sorted(inserts.items()):
         first = _allocate_sequences(topic_id, len(indexes))
         for offset, index in enumerate(indexes):
             op = _inserted(ops[index])

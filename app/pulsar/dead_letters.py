@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from app import codec
 from app.broker.hub import Delivered
-from app.broker.services import DeadLetter, NewMessage, OpResult, TopicError
+from app.broker.services import DeadLetter, NewMessage, OpResult
 from app.broker.topics import TopicView
 from app.pulsar import services
 
@@ -58,9 +58,10 @@ class DeadLetters:
         # nacking in a loop must not turn each redelivery into a lookup and a WARNING.
         self._failed: dict[tuple[str, str], float] = {}
 
-    async def move(self, item: Pending, member: Member) -> None:
-        """Move ``item`` (taken from ``member``) to ``member``'s dead letter topic; when that topic
-        cannot be used, ``item`` is queued again (with a WARNING)."""
+    async def move(self, item: Pending, member: Member, epoch: int) -> None:
+        """Move ``item`` (taken from ``member`` in the dispatcher's ``epoch``) to ``member``'s dead
+        letter topic; when that topic cannot be used (not allowed, or the database failed), ``item``
+        is queued again (with a WARNING)."""
         dispatcher = self.dispatcher
         slug = member.params.dead_letter_topic(dispatcher.slug, dispatcher.subscription)
         key = (slug, member.principal)
@@ -68,18 +69,19 @@ class DeadLetters:
         if topic is None:
             now = self.runtime.loop.time()
             if self._failed.get(key, now) > now:
-                dispatcher.requeue([item])
+                dispatcher.requeue([item], epoch)
                 return
             try:
                 topic = await database_sync_to_async(services.ensure_dead_letter_topic)(
                     slug, member.user, member.principal, explicit=member.params.deadLetterTopic is not None
                 )
-            except TopicError as exc:
+            except Exception as exc:
+                # TopicError, or the database failed: a consumer leaving must not fail for it.
                 retry_s: float = settings.DEAD_LETTER_RETRY_S
                 logger.warning("subscription %s on %s: no dead letter topic (%s); redelivering, tried again in %s s",
                                dispatcher.subscription, dispatcher.slug, exc, retry_s)
                 self._failed[key] = now + retry_s
-                dispatcher.requeue([item])
+                dispatcher.requeue([item], epoch)
                 return
             self._failed.pop(key, None)
             self._topics[key] = topic
@@ -94,7 +96,7 @@ class DeadLetters:
             else:
                 logger.warning("subscription %s on %s: moving %s to %s failed (%s); redelivering",
                                dispatcher.subscription, dispatcher.slug, item.message_id, target.slug, result)
-                dispatcher.requeue([item])
+                dispatcher.requeue([item], epoch)
 
         if dispatcher.stores:
             self.runtime.writer.submit(DeadLetter(

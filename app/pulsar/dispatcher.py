@@ -29,12 +29,12 @@ from app.broker.delivery import needs_resync
 from app.broker.hub import Delivered
 from app.broker.services import SubscriptionAck
 from app.broker.topics import TopicView
-from app.leases.terms import lease_deadline, may_act
 from app.pulsar import services
 from app.pulsar.dead_letters import DeadLetters
 from app.pulsar.dispatch import EXCLUSIVE, Dispatch
 from app.pulsar.flow import Flow
 from app.pulsar.held import HeldMessages
+from app.pulsar.lease_clock import LeaseClock
 from app.pulsar.members import Member, Pending, Slot, by_sequence
 from app.pulsar.redeliveries import RETRY_S, Redeliveries
 from app.pulsar.redelivery import Reason, Timers, ack_deadline, nack_due
@@ -77,9 +77,10 @@ class SubscriptionDispatcher(TaskOwner):
         self.held = HeldMessages(subscription_type, runtime.loop, self.wake)
         self._timer_task: asyncio.Task[None] | None = None
         self.serving = False  # holds the subscription's lease: dispatches
-        # The loop time it may serve until (app/leases/terms.py), moved by every successful renewal.
-        self.lease_deadline = 0.0
-        self._deadline_timer: asyncio.TimerHandle | None = None
+        # Moved on by every start and stand-by: what work begun before (a backlog read, a
+        # redelivery's count) brings back is dropped, the queue having been cleared since.
+        self.epoch = 0
+        self.lease = LeaseClock(runtime.loop, self._deadline_passed)  # moved by the registry's renewals
         self.deleted = False  # unsubscribed: nothing more is written for it
         # Set by the registry (app/pulsar/subscriptions.py).
         self.owner = ""  # the principal that created the subscription
@@ -221,7 +222,7 @@ class SubscriptionDispatcher(TaskOwner):
                 # Before every send: a process paused past its lease (another one serves now) finds
                 # out here, before it sends anything it queued meanwhile.
                 now = self.runtime.loop.time()
-                if not may_act(now, self.lease_deadline):
+                if not self.lease.may_act(now):
                     self.lose_lease("its lease ran out before it was renewed")
                     return
                 self._send(slots[target], self.queue.pop_first(key), now)
@@ -244,17 +245,23 @@ class SubscriptionDispatcher(TaskOwner):
     async def _fetch(self) -> None:
         """Read held messages that came due (ahead of what is queued), then the backlog after
         ``read_through``, until the database has no more or the queue is full."""
+        epoch = self.epoch
         try:
             while (self._more_in_db or self.held.releasing) and not self.deleted and len(self.queue) < self.window:
                 limit = min(BACKLOG_PAGE, self.window - len(self.queue))
                 if self.held.releasing:
-                    self.queue.put_first(await self.held.read_due(self.subscription_id, self.read_through, limit))
+                    due = await self.held.read_due(self.subscription_id, self.read_through, limit)
+                    if epoch != self.epoch:
+                        break
+                    self.queue.put_first(due)
                     self._send_queued()
                     continue
                 self._more_in_db = False
                 page = await database_sync_to_async(services.backlog)(
                     self.subscription_id, after=self.read_through, limit=limit, released=self.held.mark_for_read()
                 )
+                if epoch != self.epoch:
+                    break  # stood by meanwhile (and maybe serving again, from the cursor): read anew
                 for replay in page.replays:
                     if replay.sequence > self.read_through:
                         self.read_through = replay.sequence
@@ -337,24 +344,14 @@ class SubscriptionDispatcher(TaskOwner):
 
     # --- serving or not --------------------------------------------------------------------------
 
-    def renewed(self, started: float) -> None:
-        """The lease was taken or renewed by a call that started at ``started`` (loop time); with no
-        renewal in time it stands by at the deadline (sends check it too: sockets go before timers)."""
-        self.lease_deadline = lease_deadline(started, settings.SUBSCRIPTION_LEASE_S)
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer = self.runtime.loop.call_at(self.lease_deadline, self._deadline_passed)
-
     def _deadline_passed(self) -> None:
-        # No renewal since (it would have replaced this timer); the loop may run it a clock tick early.
-        self._deadline_timer = None
         if self.serving:
             self.lose_lease("its lease ran out before it was renewed")
 
     @property
     def lease_lapsed(self) -> bool:
         """Serving, but past the lease deadline: it must stand by before doing anything more."""
-        return self.serving and not may_act(self.runtime.loop.time(), self.lease_deadline)
+        return self.serving and not self.lease.may_act(self.runtime.loop.time())
 
     def lose_lease(self, why: str) -> None:
         """Another process may serve now: stand by (it redelivers what was in flight here). Exclusive
@@ -368,6 +365,7 @@ class SubscriptionDispatcher(TaskOwner):
     def start_serving(self, acked_through: int) -> None:
         """This process holds the lease: dispatch from the cursor on (what is stored comes from the
         database, read after ``acked_through``)."""
+        self.epoch += 1
         self.read_through = acked_through
         self._more_in_db = self.stores
         self.held.reset()
@@ -381,9 +379,8 @@ class SubscriptionDispatcher(TaskOwner):
         """Another process serves the subscription: forget what was queued and in flight here
         (that process redelivers it from the database)."""
         self.serving = False
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self.epoch += 1
+        self.lease.cancel()
         if self._timer_task is not None:
             self._timer_task.cancel()
             self._timer_task = None
@@ -395,7 +392,10 @@ class SubscriptionDispatcher(TaskOwner):
         self.timers = Timers()
         self.held.reset()
 
-    def requeue(self, items: list[Pending]) -> None:
-        """Put messages back at the head of the queue, in publish order."""
+    def requeue(self, items: list[Pending], epoch: int | None = None) -> None:
+        """Put messages back at the head of the queue, in publish order; taken back in ``epoch``
+        (when given), they are dropped once it is over: what is stored is read again instead."""
+        if epoch is not None and epoch != self.epoch:
+            return
         self.queue.put_first(by_sequence(items))
         self.pump()

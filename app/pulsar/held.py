@@ -29,9 +29,11 @@ class HeldMessages:
         self.released = Mark(timezone.now())
         self.due_at: float | None = None
         self.releasing = False
+        self._resets = 0  # a due read begun before a reset brings back nothing
 
     def reset(self) -> None:
         """Nothing read past yet (serving from the cursor on, or standing by)."""
+        self._resets += 1
         self.released = Mark(timezone.now())
         self.due_at = None
         self.releasing = False
@@ -76,10 +78,14 @@ class HeldMessages:
         return True
 
     async def read_due(self, subscription_id: int, through: int, limit: int) -> list[Pending]:
-        """The held messages that came due, at most ``limit``, in order of due time then sequence."""
+        """The held messages that came due, at most ``limit``, in order of due time then sequence
+        (none when it was reset meanwhile: what it read belongs to what was forgotten)."""
+        resets = self._resets
         due = await database_sync_to_async(services.due_messages)(
             subscription_id, released=self.released, now=timezone.now(), through=through, limit=limit
         )
+        if resets != self._resets:
+            return []
         self.released = due.released
         self.releasing = due.more
         if due.held_next is not None:

@@ -57,7 +57,7 @@ class Pending:
 class Slot:
     """One consumer of the subscription and the messages it holds: sent and not acked, or nacked and
     waiting for their redelivery (still unacked as far as credit goes, Pulsar's sense). Their frames
-    are kept for the redelivery, so what they weigh is bounded too (``Flow.byte_limit``)."""
+    are kept for the redelivery, so what they weigh is bounded too (``Flow.char_limit``)."""
 
     id: int
     member: Member
@@ -74,7 +74,10 @@ class Slot:
         return Candidate(self.id, credit, len(self.unacked))
 
     def hold(self, item: Pending) -> None:
-        """``item`` was sent to this consumer."""
+        """``item`` was sent to this consumer (again: counted once)."""
+        previous = self.unacked.get(item.message_id)
+        if previous is not None:
+            self.held_chars -= len(previous.text)
         self.unacked[item.message_id] = item
         self.held_chars += len(item.text)
 

@@ -89,6 +89,7 @@ class Redeliveries:
 
     async def _count_and_requeue(self, taken: list[tuple[Pending, Member]]) -> None:
         d = self.dispatcher
+        epoch = d.epoch  # taken in this one: once it is over they are dropped (read again if stored)
         counts: dict[str, int] = {}
         if d.stores and not d.deleted:
             try:
@@ -101,12 +102,23 @@ class Redeliveries:
                 # Delivered again all the same; the stored count lags by one.
                 logger.exception("counting redeliveries on subscription %s of %s failed", d.subscription, d.slug)
         back: list[Pending] = []
+        dead: list[tuple[Pending, Member]] = []
         for item, member in taken:
             if self._counting.pop(item.message_id, None) is None:
                 continue  # acked meanwhile
             item.count = counts.get(item.message_id, item.count + 1)
             if dead_letters(item.count, member.params.maxRedeliverCount) and not d.deleted:
-                await d.dead_letters.move(item, member)
+                dead.append((item, member))
             else:
                 back.append(item)
-        d.requeue(back)
+        d.requeue(back, epoch)
+        for item, member in dead:
+            try:
+                await d.dead_letters.move(item, member, epoch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not moved, not lost: delivered again, and the next messages are still moved.
+                logger.exception("moving %s of subscription %s on %s to its dead letter topic failed",
+                                 item.message_id, d.subscription, d.slug)
+                d.requeue([item], epoch)

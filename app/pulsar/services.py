@@ -97,7 +97,9 @@ def open_subscription(topic_id: int, name: str, type: str, principal: str, user:
             existing = Subscription.objects.filter(topic_id=topic_id, name=name).first()
             if existing is None:
                 raise TopicError(f"topic {topic_id} no longer exists") from None
-    Subscription.objects.filter(pk=existing.pk).update(last_active=now)
+    if not Subscription.objects.filter(pk=existing.pk).update(last_active=now):
+        # Deleted since it was read (unsubscribed, or collected): made anew.
+        return open_subscription(topic_id, name, type, principal, user)
     return SubscriptionState.of(existing)
 
 
@@ -106,7 +108,8 @@ def find_subscription(topic_id: int, name: str) -> SubscriptionState | None:
     found = Subscription.objects.filter(topic_id=topic_id, name=name).first()
     if found is None:
         return None
-    Subscription.objects.filter(pk=found.pk).update(last_active=timezone.now())
+    if not Subscription.objects.filter(pk=found.pk).update(last_active=timezone.now()):
+        return None  # deleted since it was read
     return SubscriptionState.of(found)
 
 
@@ -114,11 +117,14 @@ def set_subscription_type(subscription_id: int, type: str) -> None:
     Subscription.objects.filter(pk=subscription_id).update(type=SubscriptionType(type))
 
 
-def touch(subscription_ids: list[int]) -> None:
+def touch(subscription_ids: list[int]) -> int:
     """The subscriptions have (or just had) consumers: they do not expire (SUBSCRIPTION_TTL_S).
-    Called at every lease renewal of a served subscription and when its last consumer leaves."""
-    if subscription_ids:
-        Subscription.objects.filter(pk__in=subscription_ids).update(last_active=timezone.now())
+    Called at every lease renewal of a served subscription and when its last consumer leaves.
+    How many still exist (a renewal finding none: its subscription was deleted meanwhile)."""
+    if not subscription_ids:
+        return 0
+    touched: int = Subscription.objects.filter(pk__in=subscription_ids).update(last_active=timezone.now())
+    return touched
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,8 @@ class Subscriptions:
 
     async def _serve(self, dispatcher: SubscriptionDispatcher, acked_through: int) -> None:
         """This process holds the lease: dispatch from the cursor on."""
+        if dispatcher.serving:
+            return
         self.runtime.hub.subscribe(dispatcher.slug, dispatcher)
         if dispatcher.stores:
             # Live messages from other processes come from here on: the backlog read covers the rest.
@@ -131,19 +133,27 @@ class Subscriptions:
         to what is there now; nothing is acked against a deleted subscription."""
         state = await database_sync_to_async(services.find_subscription)(dispatcher.topic.id, dispatcher.subscription)
         if state is None or state.id != dispatcher.subscription_id:
-            dispatcher.deleted = True
-            dispatcher.evict_all("the subscription was deleted on another server; reconnect")
-            # Its row goes: nothing stops this dispatcher's keeper any more, and nobody else asks.
-            await database_sync_to_async(release)(lease_name(dispatcher.topic.id, dispatcher.subscription_id), HOLDER)
+            await self._gone(dispatcher)
             return
         await self._serve(dispatcher, state.acked_through)
+
+    async def _gone(self, dispatcher: SubscriptionDispatcher) -> None:
+        """The subscription was deleted (by another process, or collected): nothing more is served or
+        acked against its id; its consumers reconnect (1011) and attach to what is there now."""
+        dispatcher.deleted = True
+        if dispatcher.serving:
+            self.runtime.hub.unsubscribe(dispatcher.slug, dispatcher)
+            dispatcher.stand_by()
+        dispatcher.evict_all("the subscription was deleted on another server; reconnect")
+        # Its row goes: nothing stops this dispatcher's keeper any more, and nobody else asks.
+        await database_sync_to_async(release)(lease_name(dispatcher.topic.id, dispatcher.subscription_id), HOLDER)
 
     async def _acquire(self, dispatcher: SubscriptionDispatcher, name: str) -> bool:
         """Take or renew the lease; when held, the dispatcher's deadline counts from before the call."""
         started = self.runtime.loop.time()
         held: bool = await database_sync_to_async(acquire)(name, HOLDER, settings.SUBSCRIPTION_LEASE_S)
         if held:
-            dispatcher.renewed(started)
+            dispatcher.lease.renewed(started)
         return held
 
     async def _keep_lease(self, dispatcher: SubscriptionDispatcher, name: str) -> None:
@@ -162,8 +172,10 @@ class Subscriptions:
             try:
                 held = await self._acquire(dispatcher, name)
                 if held and dispatcher.serving:
-                    await database_sync_to_async(services.touch)([dispatcher.subscription_id])
-                elif held and not dispatcher.deleted:
+                    if not await database_sync_to_async(services.touch)([dispatcher.subscription_id]):
+                        await self._gone(dispatcher)
+                elif held and not dispatcher.deleted and dispatcher.started is not None and dispatcher.started.done():
+                    # (While the first consumer's start is still under way, it is the one to serve.)
                     await self._take_over(dispatcher)
                 elif not held and dispatcher.serving:
                     dispatcher.lose_lease("another process holds its lease")
@@ -173,9 +185,13 @@ class Subscriptions:
                 logger.exception("lease %s of subscription %s on %s", name, dispatcher.subscription, dispatcher.slug)
 
     async def leave(self, member: Member, dispatcher: SubscriptionDispatcher) -> None:
-        """``member`` is gone; the last one to leave stops the dispatcher and releases the lease."""
-        if await dispatcher.remove(member):
-            await self._stop(dispatcher)
+        """``member`` is gone; the last one to leave stops the dispatcher and releases the lease, even
+        when putting back what it held failed (else joining consumers would wait for good)."""
+        try:
+            await dispatcher.remove(member)
+        finally:
+            if dispatcher.closing and not dispatcher.slots:
+                await self._stop(dispatcher)
 
     async def _stop(self, dispatcher: SubscriptionDispatcher, *, forget: bool = True) -> None:
         """Stop the dispatcher (its last consumer left, or it was unsubscribed); once is enough.
@@ -186,6 +202,7 @@ class Subscriptions:
         dispatcher.stopped = True
         try:
             dispatcher.serving = False
+            dispatcher.lease.cancel()
             self.runtime.hub.unsubscribe(dispatcher.slug, dispatcher)
             started = dispatcher.started
             if started is not None and not started.done():
@@ -194,9 +211,10 @@ class Subscriptions:
                     await started
             await dispatcher.stop_tasks()
             if dispatcher.subscription_id and not dispatcher.deleted:
+                # Touched while the lease is held: released first, it could expire in between.
+                await database_sync_to_async(services.touch)([dispatcher.subscription_id])
                 name = lease_name(dispatcher.topic.id, dispatcher.subscription_id)
                 await database_sync_to_async(release)(name, HOLDER)
-                await database_sync_to_async(services.touch)([dispatcher.subscription_id])
         except Exception:
             logger.exception("stopping subscription %s on %s", dispatcher.subscription, dispatcher.slug)
         finally:
@@ -217,6 +235,9 @@ class Subscriptions:
         others = len(dispatcher.slots) - 1
         if others > 0:
             return f"subscription {dispatcher.subscription} has {others} other consumer(s); not deleted"
+        if dispatcher.lease_lapsed:
+            # Paused past its lease: another process may serve (and be acked on) it now.
+            dispatcher.lose_lease("its lease ran out before it was renewed")
         if not dispatcher.serving or dispatcher.closing:
             return f"subscription {dispatcher.subscription} has consumers attached on another server; not deleted"
         # Before the first await: nobody joins this dispatcher any more (a consumer joining now waits

@@ -87,3 +87,24 @@ def test_every_topic_watchers_skip_response_topic_changes():
     hub.watch("t", producer)
     assert hub.connections("t") == [producer, viewer]
     assert hub.connections("t", every_topic=False) == [producer]
+
+
+def test_subscribing_twice_delivers_once():
+    """A subscriber attached twice is offered each message once, and one unsubscribe detaches it."""
+    hub, a = Hub(), Sub()
+    hub.subscribe("t", a)
+    hub.subscribe("t", a)
+    hub.publish("t", item(1))
+    hub.unsubscribe("t", a)
+    assert a.got == ["1"] and hub.topics() == []
+
+
+def test_shared_member_subscribing_twice_is_one_member():
+    """A shared subscription's member attached twice takes one turn, and one unsubscribe detaches it."""
+    hub, a, b = Hub(), Sub(shared=True), Sub(shared=True)
+    for sub in (a, a, b):
+        hub.subscribe("t", sub)
+    for n in range(4):
+        hub.publish("t", item(n))
+    hub.unsubscribe("t", a)
+    assert len(a.got) == len(b.got) == 2 and hub.subscribers("t") == [b]

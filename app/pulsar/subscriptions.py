@@ -172,7 +172,8 @@ class Subscriptions:
             try:
                 held = await self._acquire(dispatcher, name)
                 if held and dispatcher.serving:
-                    if not await database_sync_to_async(services.touch)([dispatcher.subscription_id]):
+                    touched = await database_sync_to_async(services.touch)([dispatcher.subscription_id])
+                    if not touched and not dispatcher.deleted:  # (not by this process's unsubscribe)
                         await self._gone(dispatcher)
                 elif held and not dispatcher.deleted and dispatcher.started is not None and dispatcher.started.done():
                     # (While the first consumer's start is still under way, it is the one to serve.)

@@ -62,6 +62,33 @@ class MessageIdFrame(BaseModel):
     messageId: str
 
 
+class PermitFrame(BaseModel):
+    """consumer -> broker on ``/ws/v2/consumer/...`` in pull mode: ``permitMessages`` more messages
+    may be sent. Read field by field (app/pulsar/flow.py ``permit_count``); this is its shape."""
+
+    type: Literal["permit"]
+    permitMessages: int = Field(gt=0)
+
+
+class ControlFrame(BaseModel):
+    """consumer / reader -> broker on ``/ws/v2/...``: ``isEndOfTopic`` (answered with
+    ``EndOfTopicFrame``) or, on subscriptions, ``unsubscribe`` (deletes the subscription and closes)."""
+
+    type: Literal["isEndOfTopic", "unsubscribe"]
+
+
+class PulsarPublishFrame(ProducerFrame):
+    """producer -> broker on ``/ws/v2/producer/...`` for a topic with Pulsar semantics: a
+    ``ProducerFrame`` whose payload is required base64, checked field by field by
+    app/pulsar/frames.py ``publish_frame_error`` (``send-error:<code>`` acks); this is its shape."""
+
+    payload: str
+    key: str | None = None
+    deliverAt: int | None = Field(None, description="epoch milliseconds; 0 or less: no delay")
+    deliverAfterMs: int | None = Field(None, description="milliseconds from now; wins over deliverAt")
+    replicationClusters: list[str] | None = Field(None, description="accepted, ignored")
+
+
 # Fields the broker sets on deliveries; a producer's own values for them are not relayed.
 BROKER_FIELDS = ("messageId", "publishTime", "redeliveryCount")
 

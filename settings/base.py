@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "guardian",
     "channels",
+    # Installed so its docs page loads swagger-ui from its own static files, not from a CDN.
+    "ninja",
+    "app.api",
     "app.auth",
     "app.availability",
     "app.broker",

@@ -1,6 +1,7 @@
 from ninja import NinjaAPI
 
 from app.api.auth import Caller
+from app.api.contracts import router as contracts_router
 from app.api.grants import router as grants_router
 from app.api.outbox import router as outbox_router
 from app.api.topics import router as topics_router
@@ -10,3 +11,4 @@ api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1", auth=Ca
 api.add_router("/", topics_router)
 api.add_router("/", grants_router)
 api.add_router("/", outbox_router)
+api.add_router("/", contracts_router)

@@ -233,3 +233,17 @@ def test_session_create_needs_csrf(server: ServerProcess) -> None:
     assert refused.status == 403 and refused.json()["detail"].startswith("CSRF check failed")
     assert not Topic.objects.filter(slug=slug).exists()
     assert browser.send_json(f"{API}/topics", value={"name": slug}, headers=browser.csrf_headers()).status == 201
+
+
+# The OpenAPI document
+def test_every_resource_operation_is_documented(server: ServerProcess) -> None:
+    """Each topic and token operation has a summary and an example body for every answer it documents."""
+    paths = call(server, "/openapi.json")[1]["paths"]
+    resources = [f"{API}/topics", f"{API}/topics/{{slug}}", f"{API}/tokens", f"{API}/tokens/{{pk}}",
+                 f"{API}/tokens/{{pk}}/disable"]
+    for path in resources:
+        for method, operation in paths[path].items():
+            assert operation.get("summary"), (method, path)
+            for code, answer in operation["responses"].items():
+                if code != "204":
+                    assert "example" in answer["content"]["application/json"], (method, path, code)

@@ -30,12 +30,12 @@ def responses(ok: int, example: Any, *errors: int) -> tuple[dict[int, Any], dict
     """The ``response`` map of an operation whose success schema is given separately, and its
     ``openapi_extra``: an example of the success body (None for an empty answer) and of each error's."""
     schemas: dict[int, Any] = {code: ErrorOut for code in errors}
-    documented: dict[str, Any] = {}
+    documented: dict[int, Any] = {}
     if example is not None:
-        documented[str(ok)] = {"content": {"application/json": {"example": example}}}
+        documented[ok] = {"content": {"application/json": {"example": example}}}
     for code in errors:
         description, detail = ERRORS[code]
-        documented[str(code)] = {
+        documented[code] = {
             "description": description, "content": {"application/json": {"example": {"detail": detail}}},
         }
     return schemas, {"responses": documented}

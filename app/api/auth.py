@@ -1,5 +1,8 @@
 """Who is calling: ``Authorization: Token|Bearer <key>``, else the session user, else anonymous.
 
+An ``Authorization`` header that names no enabled token of an active user is a 401: a client that
+meant to authenticate learns its key is bad rather than being served as anonymous.
+
 ``Caller`` is the API-wide ninja auth, so every operation, present and future, resolves its caller
 here. ninja exempts its views from Django's CSRF middleware; a browser sends the session cookie
 with any cross-site form or fetch, so a session-authenticated unsafe request must pass Django's
@@ -12,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
@@ -25,11 +27,12 @@ CSRF_REFUSED = (
     "CSRF check failed: a session-authenticated write needs the csrftoken cookie's value in an X-CSRFToken "
     "header and a same-origin Origin or Referer (or authenticate with Authorization: Token <key>)"
 )
+INVALID_TOKEN = "invalid token (Authorization: Token <key> names no enabled token of an active user)"
 
 
 class Caller:
-    """ninja auth that never refuses: the caller (possibly anonymous) becomes ``request.auth``,
-    and each operation decides what that caller may do."""
+    """ninja auth that refuses only a bad token: the caller (possibly anonymous) becomes
+    ``request.auth``, and each operation decides what that caller may do."""
 
     # Tells ninja's interactive docs to send the CSRF token, so a logged-in admin can try writes there.
     csrf = True
@@ -39,7 +42,9 @@ class Caller:
         if header:
             key = key_from_authorization(header)
             user = await sync_to_async(user_for_key)(key) if key else None
-            return user or AnonymousUser()
+            if user is None:
+                raise HttpError(401, INVALID_TOKEN)
+            return user
         user = await request.auser()
         if user.is_authenticated and request.method not in SAFE_METHODS and check_csrf(request) is not None:
             raise HttpError(403, CSRF_REFUSED)

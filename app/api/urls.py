@@ -4,11 +4,15 @@ from app.api.auth import Caller
 from app.api.contracts import router as contracts_router
 from app.api.grants import router as grants_router
 from app.api.outbox import router as outbox_router
+from app.api.tokens import router as tokens_router
+from app.api.topic_resources import router as topic_resources_router
 from app.api.topics import router as topics_router
 
 # One auth for every operation: it resolves the caller and holds session writes to Django's CSRF check.
 api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1", auth=Caller())
 api.add_router("/", topics_router)
+api.add_router("/", topic_resources_router)
 api.add_router("/", grants_router)
 api.add_router("/", outbox_router)
+api.add_router("/", tokens_router)
 api.add_router("/", contracts_router)

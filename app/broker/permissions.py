@@ -11,13 +11,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
 from guardian.core import ObjectPermissionChecker
 from guardian.models import GroupObjectPermission, UserObjectPermission
-from guardian.shortcuts import assign_perm, get_users_with_perms
+from guardian.shortcuts import assign_perm, get_objects_for_user, get_users_with_perms
 from guardian.utils import get_anonymous_user
 
 from app.auth.services import ANONYMOUS_PRINCIPAL, principal_of
-from app.broker.models import Topic
+from app.broker.models import Topic, TopicQuerySet
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,24 @@ def rights_on(user: Any, topic: Topic) -> Rights:
         produce = checker.has_perm("can_consume", source)
     view = topic.is_public or consume or produce or checker.has_perm("can_view_status", topic)
     return Rights(produce=produce, consume=consume, view_status=view)
+
+
+def visible_topics(user: Any) -> TopicQuerySet:
+    """The topics ``rights_on`` lets this user see, as one query: public ones, those it holds any
+    right on, and response topics of topics it may consume (it may answer there)."""
+    holder = guardian_user(user)
+    if not getattr(holder, "is_active", False):
+        return Topic.objects.filter(is_public=True)
+    if holder.is_superuser:
+        return Topic.objects.all()
+    rights = ["broker.can_consume", "broker.can_produce", "broker.can_view_status"]
+    held = get_objects_for_user(holder, rights, Topic, any_perm=True, with_superuser=False,
+                                accept_global_perms=False)
+    consumed = get_objects_for_user(holder, "broker.can_consume", Topic, with_superuser=False,
+                                    accept_global_perms=False)
+    return Topic.objects.filter(
+        Q(is_public=True) | Q(pk__in=held.values("pk")) | Q(response_for__in=consumed.values("pk"))
+    )
 
 
 def may_add_topics(user: Any) -> bool:

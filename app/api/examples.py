@@ -1,0 +1,41 @@
+"""Error bodies and response examples for the OpenAPI document.
+
+Every refusal is ``{"detail": "<reason>"}`` (ninja's ``HttpError``); validation errors (422) carry
+ninja's list of problems instead, or a reason of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ninja import Schema
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+ERRORS: dict[int, tuple[str, str]] = {
+    401: ("the Authorization header names no enabled token of an active user",
+          "invalid token (Authorization: Token <key> names no enabled token of an active user)"),
+    403: ("the caller lacks the right (or a session write lacks its CSRF token)",
+          "needs the broker.change_topic permission"),
+    404: ("missing, or not visible to the caller (both answer alike)", "topic sensors-7 does not exist"),
+    409: ("conflicts with the current state", "topic sensors-7 exists"),
+    422: ("the request is invalid", "cursor: not a cursor of this list (pass next_cursor as it came)"),
+}
+
+
+def responses(ok: int, example: Any, *errors: int) -> tuple[dict[int, Any], dict[str, Any]]:
+    """The ``response`` map of an operation whose success schema is given separately, and its
+    ``openapi_extra``: an example of the success body (None for an empty answer) and of each error's."""
+    schemas: dict[int, Any] = {code: ErrorOut for code in errors}
+    documented: dict[int, Any] = {}
+    if example is not None:
+        documented[ok] = {"content": {"application/json": {"example": example}}}
+    for code in errors:
+        description, detail = ERRORS[code]
+        documented[code] = {
+            "description": description, "content": {"application/json": {"example": {"detail": detail}}},
+        }
+    return schemas, {"responses": documented}

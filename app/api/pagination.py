@@ -1,0 +1,68 @@
+"""Cursor pagination for every list of the API: keyset on one unique, ordered field.
+
+A page holds the rows after the cursor's key, so rows inserted or deleted meanwhile never shift a
+walk: each row present throughout is seen exactly once. The cursor is opaque to clients (base64 of
+the list's name and the last key); a cursor of another list, or garbage, is a 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from ninja import Field, Schema
+from ninja.errors import HttpError
+
+from app import codec
+
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+
+M = TypeVar("M", bound=Model)
+
+
+class PageParams(Schema):
+    cursor: str | None = Field(None, description="the `next_cursor` of the previous page; omit for the first")
+    limit: int = Field(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description=f"items per page (1-{PAGE_MAX})")
+
+
+@dataclass(frozen=True, slots=True)
+class Slice(Generic[M]):
+    rows: list[M]
+    next_cursor: str | None
+    # The request's own URL with the next cursor: what a client follows to walk every page.
+    next: str | None
+
+
+def encode_cursor(name: str, key: Any) -> str:
+    return base64.urlsafe_b64encode(codec.dumps_bytes([name, key])).decode().rstrip("=")
+
+
+def decode_cursor(name: str, cursor: str) -> Any:
+    try:
+        found = codec.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, codec.DecodeError):
+        found = None
+    if not (isinstance(found, list) and len(found) == 2 and found[0] == name):
+        raise HttpError(422, "cursor: not a cursor of this list (pass next_cursor as it came)")
+    return found[1]
+
+
+def keyset_page(request: HttpRequest, rows: QuerySet[M], key: str, params: PageParams) -> Slice[M]:
+    """The page of ``rows`` (ordered by the unique field ``key``) after ``params.cursor``. The
+    cursor is tied to the request's path, so one list's cursor cannot page another."""
+    name = request.path
+    if params.cursor is not None:
+        rows = rows.filter(**{f"{key}__gt": decode_cursor(name, params.cursor)})
+    found = list(rows.order_by(key)[: params.limit + 1])
+    page = found[: params.limit]
+    if len(found) <= params.limit:
+        return Slice(page, None, None)
+    cursor = encode_cursor(name, getattr(page[-1], key))
+    query = request.GET.copy()
+    query["cursor"] = cursor
+    return Slice(page, cursor, f"{request.path}?{query.urlencode()}")

@@ -25,6 +25,7 @@ from app.auth.services import principal_of
 from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView
+from app.server.metrics import TALLY
 from consumers.frames import ConsumerAck, ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
 from consumers.refusals import DATABASE_ERRORS, database_failed, send_refusal
@@ -77,6 +78,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     # The hub delivers to local connections directly, so a connection needs no channel-layer
     # channel of its own (that would put the layer on every frame's path).
     channel_layer_alias = "switchyard.no-layer"
+    # The ``kind`` label of this connection in switchyard_connections.
+    metrics_kind = "other"
 
     def __init__(self) -> None:
         self.outbound: Outbound | None = None
@@ -94,6 +97,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
         # instead of an accept (or, when it came during the accept, is sent as an error frame).
         self.handshake_refusal: Refusal | None = None
         self.close_code = CLOSE_INTERNAL_ERROR  # set by close()
+        # The kind this connection is counted as in switchyard_connections, once accepted.
+        self.counted_as = ""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # channels' AsyncConsumer races the socket against a layer channel with asyncio.wait on
@@ -132,6 +137,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
         self.principal = principal_of(self.user)
+        session = self.scope.get("switchyard.session")
+        if session is not None:  # the access log's, for the line at the session's end
+            session.principal = self.principal
         self.token_id: int | None = self.scope.get("token_id")
         refusal = await self._decide_handshake()
         if refusal is None and self.closing:
@@ -142,6 +150,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             await self._cleanup()
             raise StopConsumer()
         get_runtime().sockets.add(self)
+        self.counted_as = self.metrics_kind
+        TALLY.connections[self.counted_as] = TALLY.connections.get(self.counted_as, 0) + 1
         try:
             await self.base_send({"type": "websocket.accept"})
         except OSError:
@@ -168,6 +178,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             return database_failed(exc)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
+        TALLY.frames_in += 1
         text = message.get("text")
         if text is None:
             self.refuse("binary frames are not supported; send JSON text", None)
@@ -210,6 +221,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             return
         self.cleaned = self.closing = True
         get_runtime().sockets.discard(self)
+        if self.counted_as:
+            TALLY.connections[self.counted_as] -= 1
         try:
             await self.on_disconnect()
         except Exception:
@@ -264,13 +277,16 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     def read_ack(self, raw: dict[str, Any]) -> ConsumerAck | None:
         """``raw`` as a consumer's ack, or None once it was refused (nothing else may be in an ack)."""
         try:
-            return ConsumerAck.model_validate(raw)
+            ack = ConsumerAck.model_validate(raw)
+            TALLY.acks += 1
+            return ack
         except ValidationError as exc:
             self.refuse(f"invalid ack: {describe(exc)}", raw)
             return None
 
     def refuse(self, reason: str, raw: dict[str, Any] | None) -> None:
         """Answer a frame that cannot be taken; the connection stays open."""
+        TALLY.error(reason)
         self.push_model(ErrorFrame(result=f"error:{reason}", errorMsg=reason))
 
     # --- sending --------------------------------------------------------------------------
@@ -288,6 +304,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     def push(self, text: str) -> None:
         if self.outbound is None:
             return  # not accepted (yet): nothing can be sent; a refusal answers the handshake
+        TALLY.frames_out += 1
         if not self.outbound.push(text):
             self.too_slow("send queue full")
 
@@ -332,5 +349,6 @@ class AckingConsumer(FrameConsumer):
     """Sockets that answer every frame with a producer ack: refusals are acks with ``send-error``."""
 
     def refuse(self, reason: str, raw: dict[str, Any] | None, message_id: str | None = None) -> None:
+        TALLY.error(reason)
         self.push_model(ProducerAck(messageId=message_id or str(uuid.uuid4()), result=f"send-error:{reason}",
                                     errorMsg=reason, **context_echo(raw)))

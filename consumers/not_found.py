@@ -12,6 +12,8 @@ PULSAR_PREFIX = "/ws/v2/"
 
 
 class NotFoundConsumer(FrameConsumer):
+
+    metrics_kind = "not_found"
     def _path(self) -> str:
         return str(self.scope.get("path", ""))[:200]
 

@@ -29,6 +29,7 @@ from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
 
 class TopicProducer(AckingConsumer):
+    metrics_kind = "dasf_producer"
     topic: TopicView | None = None
 
     def __init__(self, path_shape: PathShape = PathShape.DASF) -> None:

@@ -44,6 +44,8 @@ CLOSE_NORMAL = 1000
 
 
 class PulsarConsumer(FrameConsumer):
+
+    metrics_kind = "pulsar_consumer"
     dispatcher: SubscriptionDispatcher | None = None
     # Rights changed while the handshake was pending: looked at again once accepted.
     rights_stale = False

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 
 class PulsarProducer(TopicProducer):
+
+    metrics_kind = "pulsar_producer"
     def __init__(self) -> None:
         super().__init__(PathShape.PULSAR)
         # (lease name, holder) while this connection holds its producerName.

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 class TopicReader(FrameConsumer):
+
+    metrics_kind = "pulsar_reader"
     # The hub's Subscriber protocol: a reader gets every message of its topic.
     shared = False
     subscription = "reader"

@@ -20,6 +20,8 @@ from consumers.frames import ProducerAck, ProducerFrame
 
 
 class StatusPingConsumer(AckingConsumer):
+
+    metrics_kind = "status_ping"
     async def on_connect(self) -> None:
         # Source topics this connection answered for, with its rights on them.
         self.topics: dict[str, TopicView] = {}

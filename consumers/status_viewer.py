@@ -24,6 +24,8 @@ MAX_TOPICS = 500
 
 
 class StatusViewerConsumer(FrameConsumer):
+
+    metrics_kind = "status_viewer"
     async def on_connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         names = [s for s in query.get("topics", [""])[0].split(",") if s]

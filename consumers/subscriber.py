@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 class TopicConsumer(FrameConsumer):
+
+    metrics_kind = "dasf_consumer"
     topic: TopicView | None = None
 
     def __init__(self, path_shape: PathShape = PathShape.DASF) -> None:

@@ -135,7 +135,10 @@ STORAGES = {
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "app.server.log_format.JsonFormatter"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "filters": {"unavailable_is_an_answer": {"()": "app.server.request_log.UnavailableIsAnAnswer"}},
     "root": {"handlers": ["console"], "level": env_str("SWITCHYARD_LOG_LEVEL", "INFO").upper()},
@@ -147,6 +150,13 @@ LOGGING: dict[str, Any] = {
 # One INFO line per HTTP request and websocket handshake on the logger "switchyard.access"
 # (app/server/access_log.py; credential-like query values masked).
 ACCESS_LOG = env_bool("ACCESS_LOG", True)
+# "json": every log line (access lines too) is one JSON object (app/server/log_format.py).
+LOG_FORMAT = env_choice("SWITCHYARD_LOG_FORMAT", "plain", ("plain", "json"))
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# /readyz: how long each dependency (database, channel layer, outbox targets) may take to answer.
+READINESS_TIMEOUT_S = env_float("READINESS_TIMEOUT_S", 2.0)
+# /metrics: with a token, only "Authorization: Bearer <token>" may scrape; without, loopback clients only.
+METRICS_TOKEN = env_opt("METRICS_TOKEN")
 
 # --- broker -------------------------------------------------------------------------------
 STORE_MESSAGES = env_choice("STORE_MESSAGES", "cache", STORE_POLICIES)

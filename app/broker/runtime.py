@@ -27,6 +27,7 @@ from app.broker.directory import TopicDirectory
 from app.broker.hub import Delivered, Hub
 from app.broker.models import Announcement
 from app.broker.topics import TopicView, ViewCache, view_topic
+from app.server.metrics import TALLY
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,9 @@ class BrokerRuntime(Receiver):
     def deliver(self, slug: str, item: Delivered) -> int:
         """Hand a message to the consumers of ``slug`` everywhere; the local connections reached."""
         self.backplane.deliver(slug, item)
-        return self.hub.publish(slug, item)
+        reached = self.hub.publish(slug, item)
+        TALLY.deliveries += reached
+        return reached
 
     def grant(self, slug: str, principal: str) -> None:
         """``principal`` may now consume ``slug``: attach its waiting connections everywhere."""
@@ -204,7 +207,7 @@ class BrokerRuntime(Receiver):
     # --- what other processes tell us ----------------------------------------------------
 
     def remote_delivery(self, slug: str, item: Delivered) -> None:
-        self.hub.publish(slug, item)
+        TALLY.deliveries += self.hub.publish(slug, item)
 
     def remote_grant(self, slug: str, principal: str) -> None:
         self.directory.found(slug, True)

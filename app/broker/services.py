@@ -23,6 +23,7 @@ from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import revoke_all
 from app.broker.policy import StorePolicy
 from app.pulsar.cursors import apply_subscription_acks
+from app.server.metrics import TALLY
 
 
 class TopicError(Exception):
@@ -248,6 +249,7 @@ def outstanding(
 
 
 def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:
+    TALLY.redeliveries += len(message_pks)
     existing = {d.message_id: d for d in Delivery.objects.filter(message_id__in=message_pks, principal=principal)}
     for delivery in existing.values():
         delivery.redelivery_count += 1

@@ -40,6 +40,7 @@ from app.pulsar.redeliveries import RETRY_S, Redeliveries
 from app.pulsar.redelivery import Reason, Timers, ack_deadline, nack_due
 from app.pulsar.tasks import TaskOwner
 from app.pulsar.waiting import Waiting
+from app.server.metrics import TALLY
 
 if TYPE_CHECKING:
     from app.broker.runtime import BrokerRuntime
@@ -265,6 +266,8 @@ class SubscriptionDispatcher(TaskOwner):
                 for replay in page.replays:
                     if replay.sequence > self.read_through:
                         self.read_through = replay.sequence
+                        if replay.redelivery_count:
+                            TALLY.redeliveries += 1
                         self.queue.append(Pending(replay.message_id, replay.sequence, replay.frame,
                                                   count=replay.redelivery_count))
                 if len(page.replays) >= limit:

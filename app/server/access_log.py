@@ -3,8 +3,15 @@
     127.0.0.1:50312 GET /api/v1/topics/x/status?token=*** 503 2.4 ms
     127.0.0.1:50318 WS /ws/hello-topic 101 5.1 ms
 
-A websocket is logged once, when its handshake is decided (101 accepted, 403 closed before accepting,
-or the status of the HTTP answer that refused it), never per frame. Query values whose name says
+A websocket is logged when its handshake is decided (101 accepted, 403 closed before accepting,
+or the status of the HTTP answer that refused it), and once more when an accepted one ends: who
+(the principal the consumer authenticated, in ``scope["switchyard.session"]``), the close code,
+the session's duration and its frames in and out; never per frame.
+
+    127.0.0.1:50318 WS /ws/hello-topic end alice 1000 5012.3 ms frames in=12 out=40
+
+With ``SWITCHYARD_LOG_FORMAT=json`` each line is a JSON object with these as fields
+(app/server/log_format.py). Query values whose name says
 they are a credential (``token``, ``key``, ``password``, ...) are masked, so a ``?token=`` key never
 reaches the log; the request target is logged as sent (percent-encoded) with anything unprintable
 escaped, and cut at ``MAX_TARGET_CHARS``.
@@ -79,10 +86,42 @@ def _client(scope: dict[str, Any]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:
+def access_fields(scope: dict[str, Any], status: int | None, duration_s: float) -> dict[str, Any]:
+    """What an access line says, as fields (the JSON log format's, and the plain line's)."""
     method = "WS" if scope["type"] == "websocket" else scope.get("method", "-")
+    return {"client": _client(scope), "method": _printable(method), "path": request_target(scope),
+            "status": status, "duration_ms": round(duration_s * 1000, 1)}
+
+
+def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:
+    fields = access_fields(scope, status, duration_s)
     shown = "-" if status is None else str(status)
-    return f"{_client(scope)} {_printable(method)} {request_target(scope)} {shown} {duration_s * 1000:.1f} ms"
+    return f"{fields['client']} {fields['method']} {fields['path']} {shown} {fields['duration_ms']:.1f} ms"
+
+
+def _log(scope: dict[str, Any], status: int | None, duration_s: float) -> None:
+    logger.info(access_line(scope, status, duration_s), extra={"access": access_fields(scope, status, duration_s)})
+
+
+class Session:
+    """An accepted websocket's figures, for its closing access line; the consumer sets ``principal``."""
+
+    __slots__ = ("principal", "frames_in", "frames_out", "close_code")
+
+    def __init__(self) -> None:
+        self.principal = "-"
+        self.frames_in = self.frames_out = 0
+        self.close_code: int | None = None
+
+
+def _log_session_end(scope: dict[str, Any], session: Session, duration_s: float) -> None:
+    fields = access_fields(scope, session.close_code, duration_s)
+    principal = _printable(session.principal)
+    fields.update(event="session_end", principal=principal, close_code=session.close_code,
+                  frames_in=session.frames_in, frames_out=session.frames_out)
+    code = "-" if session.close_code is None else str(session.close_code)
+    logger.info(f"{fields['client']} WS {fields['path']} end {principal} {code} {fields['duration_ms']:.1f} ms "
+                f"frames in={session.frames_in} out={session.frames_out}", extra={"access": fields})
 
 
 class AccessLog:
@@ -119,36 +158,54 @@ class AccessLog:
             status = status or 500
             raise
         finally:
-            logger.info(access_line(scope, status, time.monotonic() - started))
+            _log(scope, status, time.monotonic() - started)
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.monotonic()
-        logged = False
+        logged = accepted = False
+        session = Session()
+        scope = {**scope, "switchyard.session": session}
 
         def log(status: int | None) -> None:
             nonlocal logged
             if not logged:
                 logged = True
-                logger.info(access_line(scope, status, time.monotonic() - started))
+                _log(scope, status, time.monotonic() - started)
 
         def send_and_note(message: dict[str, Any]) -> Any:
-            # After the handshake a frame costs one call and one test: no coroutine of its own, the
-            # caller awaits send's.
-            if not logged:
-                kind = message["type"]
+            # After the handshake a frame costs one call, one test and one addition: no coroutine of
+            # its own, the caller awaits send's.
+            kind = message["type"]
+            if kind == "websocket.send":
+                session.frames_out += 1
+            elif kind == "websocket.close":
+                session.close_code = message.get("code", 1000)
+                log(_CLOSED_BEFORE_ACCEPT)
+            elif not logged:
                 if kind == "websocket.accept":
+                    nonlocal accepted
+                    accepted = True
                     log(101)
-                elif kind == "websocket.close":
-                    log(_CLOSED_BEFORE_ACCEPT)
                 elif kind == "websocket.http.response.start":
                     log(message["status"])
             return send(message)
 
+        async def receive_and_note() -> Any:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                session.frames_in += 1
+            elif kind == "websocket.disconnect" and session.close_code is None:
+                session.close_code = message.get("code", 1005)
+            return message
+
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive_and_note, send_and_note)
         finally:
             # The client left, or the application ended, before the handshake was decided.
             log(None)
+            if accepted:
+                _log_session_end(scope, session, time.monotonic() - started)
 
 
 class UvicornHandshakeLines(logging.Filter):

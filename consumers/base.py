@@ -25,6 +25,7 @@ from app.auth.services import principal_of
 from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView
+from app.server.access_log import Session
 from app.server.metrics import TALLY
 from consumers.frames import ConsumerAck, ErrorFrame, ProducerAck
 from consumers.outbound import Outbound
@@ -82,6 +83,7 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     metrics_kind = "other"
 
     def __init__(self) -> None:
+        self.session: Session | None = None  # the access log's (set on connect)
         self.outbound: Outbound | None = None
         self.user: Any = AnonymousUser()
         self.principal = "anonymous"
@@ -137,9 +139,10 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
         self.principal = principal_of(self.user)
-        session = self.scope.get("switchyard.session")
-        if session is not None:  # the access log's, for the line at the session's end
-            session.principal = self.principal
+        # The access log's figures for the line at the session's end (None when it is off).
+        self.session = self.scope.get("switchyard.session")
+        if self.session is not None:
+            self.session.principal = self.principal
         self.token_id: int | None = self.scope.get("token_id")
         refusal = await self._decide_handshake()
         if refusal is None and self.closing:
@@ -179,6 +182,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         TALLY.frames_in += 1
+        if self.session is not None:
+            self.session.frames_in += 1
         text = message.get("text")
         if text is None:
             self.refuse("binary frames are not supported; send JSON text", None)
@@ -212,6 +217,8 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             self.refuse("internal error (for example the database is unreachable); try again", raw)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.session is not None and self.session.close_code is None:
+            self.session.close_code = message.get("code", 1005)
         await self._cleanup()
         raise StopConsumer()
 

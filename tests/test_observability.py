@@ -64,7 +64,7 @@ def test_readyz_is_200_with_its_checks(server: ServerProcess) -> None:
     assert answer["unreachable"] == []
 
 
-@pytest.mark.server_errors(r"outbox|RabbitMQ|AMQP|amqp|Connect")
+@pytest.mark.server_errors(r"ERROR aiormq\.connection: error when creating transport")
 def test_readyz_names_an_unreachable_outbox_target(tmp_path: Path) -> None:
     """With AMQP_URL on a closed port, /readyz answers 503 naming outbox:rabbitmq, and only it."""
     from tests.servers import migrated_database_url
@@ -98,7 +98,6 @@ def test_readyz_names_an_unreachable_channel_layer(tmp_path: Path) -> None:
     assert outcome.startswith("unreachable")
 
 
-@pytest.mark.server_errors(r".*")
 def test_readyz_names_a_broken_database(breakable_server: ServerProcess) -> None:
     """A database that no longer has Switchyard's tables: /readyz answers 503 naming database."""
     run_sql(breakable_server.database_url, "DROP TABLE django_migrations")

@@ -190,17 +190,10 @@ class AccessLog:
                     log(message["status"])
             return send(message)
 
-        async def receive_and_note() -> Any:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                session.frames_in += 1
-            elif kind == "websocket.disconnect" and session.close_code is None:
-                session.close_code = message.get("code", 1005)
-            return message
-
         try:
-            await self.app(scope, receive_and_note, send_and_note)
+            # Frames in and a client's close are counted by the consumer (consumers/base.py): a
+            # wrapper here would add a coroutine to every frame received.
+            await self.app(scope, receive, send_and_note)
         finally:
             # The client left, or the application ended, before the handshake was decided.
             log(None)

@@ -21,6 +21,7 @@ from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 from app.outbox.emit import configured_targets
+from app.outbox.targets import rabbitmq, redis_streams
 
 Check = Callable[[], Awaitable[None]]
 
@@ -40,32 +41,19 @@ async def check_database() -> None:
     await asyncio.to_thread(_query_database)
 
 
-async def _redis_ping(url: str) -> None:
-    import redis.asyncio as aioredis
-
-    timeout = settings.READINESS_TIMEOUT_S
-    client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
-
-
 async def check_channel_layer() -> None:
     if settings.REDIS_URL:
-        await _redis_ping(settings.REDIS_URL)
+        await redis_streams.ping(settings.REDIS_URL, settings.READINESS_TIMEOUT_S)
 
 
 async def check_rabbitmq() -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(settings.AMQP_URL, timeout=settings.READINESS_TIMEOUT_S)
-    await connection.close()
+    assert settings.AMQP_URL
+    await rabbitmq.ping(settings.AMQP_URL, settings.READINESS_TIMEOUT_S)
 
 
 async def check_outbox_redis() -> None:
     assert settings.OUTBOX_REDIS_URL
-    await _redis_ping(settings.OUTBOX_REDIS_URL)
+    await redis_streams.ping(settings.OUTBOX_REDIS_URL, settings.READINESS_TIMEOUT_S)
 
 
 def checks() -> dict[str, Check]:

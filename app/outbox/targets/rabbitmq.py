@@ -28,6 +28,12 @@ STRUCTURED_TYPE = "application/cloudevents+json"
 CONNECT_TIMEOUT_S = 10.0
 
 
+async def ping(url: str, timeout_s: float) -> None:
+    """Connect to ``url`` and close again (``/readyz``); raises when RabbitMQ cannot be reached."""
+    connection = await aio_pika.connect(url, timeout=timeout_s)
+    await connection.close()
+
+
 def amqp_message(event: Outbound, mode: str) -> aio_pika.Message:
     common = {
         "delivery_mode": aio_pika.DeliveryMode.PERSISTENT,

@@ -22,6 +22,16 @@ logger = logging.getLogger(__name__)
 REFUSALS = ("WRONGTYPE", "ERR The ID specified", "ERR Invalid stream ID")
 
 
+async def ping(url: str, timeout_s: float) -> None:
+    """PING the Redis at ``url`` (``/readyz``: the outbox target, and the channel layer's Redis);
+    raises when it cannot be reached."""
+    client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
 def stream_fields(event: Outbound) -> dict[str, str | bytes]:
     fields: dict[str, str | bytes] = dict(event.string_attributes())
     if event.data is not None:

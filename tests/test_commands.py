@@ -221,3 +221,23 @@ def test_repeated_grant_says_unchanged():
     slug, alice = unique(), make_user()
     run("dasf_topic", slug, "--new", "-p", alice.username)
     assert run("dasf_topic", slug, "-p", alice.username).splitlines()[0] == f"topic {slug} unchanged"
+
+
+def test_keys_never_start_with_a_dash(monkeypatch):
+    """A new key never starts with '-' (a command line would read it as an option): such a draw is made again."""
+    import secrets
+
+    from app.auth.services import create_token
+
+    draws = iter(["-starts-with-a-dash", "fine-key"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(draws))
+    _, key = create_token(make_user())
+    assert key == "fine-key"
+
+
+def test_disabletoken_reads_a_key_after_double_dash():
+    """A key given after '--' is read as the key, whatever it starts with (older keys may start with '-')."""
+    from app.auth.services import create_token
+
+    token, key = create_token(make_user())
+    assert run("disabletoken", "--", key).startswith(f"disabled token {token.prefix}")

@@ -32,6 +32,10 @@ def hash_key(key: str) -> str:
 def issue_key(token: Token) -> str:
     """Give an unsaved ``token`` a new key; returns the clear key, of which only the hash is kept."""
     key = secrets.token_urlsafe(32)
+    while key.startswith("-"):
+        # A key is given on command lines (disabletoken, curl -H ...): one that starts with '-'
+        # would be read as an option there.
+        key = secrets.token_urlsafe(32)
     token.key_hash = hash_key(key)
     token.prefix = key[:8]
     return key

@@ -15,23 +15,13 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 
 from app.auth.services import principal_of
-from app.broker.naming import topic_name_error
+from app.broker.naming import response_topic_sources, topic_name_error
 from app.broker.runtime import BrokerRuntime, get_runtime
 from app.pulsar.semantics import PathShape
 from consumers.auth import refuse_unread_handshake
 from consumers.pulsar_consumer import PulsarConsumer
 from consumers.refusals import DATABASE_ERRORS, database_failed
 from consumers.subscriber import TopicConsumer
-
-# A response topic is named <source>_<suffix>; sources tried per missing name at most (the
-# longest first: the DASF client's suffix has no '_').
-MAX_SOURCES_TRIED = 4
-
-
-def response_topic_sources(slug: str) -> list[str]:
-    """The names whose response topic ``slug`` could be, longest first."""
-    cuts = [index for index, char in enumerate(slug) if char == "_" and 0 < index < len(slug) - 1]
-    return [slug[:index] for index in reversed(cuts)][:MAX_SOURCES_TRIED]
 
 
 async def named_like_a_response_topic(runtime: BrokerRuntime, slug: str, user: Any, principal: str) -> bool:

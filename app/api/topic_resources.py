@@ -29,11 +29,10 @@ from app.api.topics import _visible_topic
 from app.auth.services import principal_of
 from app.availability.rules import Availability
 from app.broker.models import Topic, TopicQuerySet
-from app.broker.naming import shown, topic_name_error
+from app.broker.naming import response_topic_sources, shown, topic_name_error
 from app.broker.permissions import grant, revoke_all, visible_topics
 from app.broker.policy import StorePolicy
 from app.broker.quotas import hold_principal, topic_quota_error
-from consumers.pulsar_routing import response_topic_sources
 
 router = Router(tags=["topics"])
 

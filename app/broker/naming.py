@@ -48,3 +48,14 @@ def _problem(slug: str) -> str | None:
     if slug in RESERVED_TOPICS:
         return "reserved"
     return None
+
+
+# A response topic is named <source>_<suffix>; sources tried per missing name at most (the
+# longest first: the DASF client's suffix has no '_').
+MAX_SOURCES_TRIED = 4
+
+
+def response_topic_sources(slug: str) -> list[str]:
+    """The names whose response topic ``slug`` could be, longest first."""
+    cuts = [index for index, char in enumerate(slug) if char == "_" and 0 < index < len(slug) - 1]
+    return [slug[:index] for index in reversed(cuts)][:MAX_SOURCES_TRIED]

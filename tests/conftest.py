@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,21 @@ def modules(tmp_path: Path) -> Iterator[Modules]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def blocked_counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """A subscription's count_redeliveries waits (in its thread) until the event is set: holds a
+    redelivery in the window between taking a message back and queueing it again."""
+    from app.pulsar import services
+
+    go = threading.Event()
+    counting = services.count_redeliveries
+
+    def held(subscription_id: int, message_ids: list[str]) -> dict[str, int]:
+        go.wait(10)
+        return counting(subscription_id, message_ids)
+
+    monkeypatch.setattr(services, "count_redeliveries", held)
+    yield go
+    go.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from app.broker.hub import Delivered
 from app.broker.models import Topic
 from app.broker.permissions import Rights
 from app.broker.topics import TopicView
-from app.pulsar import services, subscriptions
+from app.pulsar import subscriptions
 from app.pulsar.dispatcher import SubscriptionDispatcher
 from app.pulsar.members import Pending
 from app.pulsar.params import ConsumerParams
@@ -88,21 +87,6 @@ def member(subscription_type: str, **params: Any) -> Member:
 def topic_view(policy: str = "store") -> TopicView:
     topic = Topic.objects.get(slug=make_topic(dasf=False, policy=policy))
     return TopicView.of(topic, Rights(produce=True, consume=True, view_status=False))
-
-
-@pytest.fixture
-def blocked_counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """count_redeliveries waits (in its thread) until the event is set."""
-    go = threading.Event()
-    counting = services.count_redeliveries
-
-    def held(subscription_id: int, message_ids: list[str]) -> dict[str, int]:
-        go.wait(10)
-        return counting(subscription_id, message_ids)
-
-    monkeypatch.setattr(services, "count_redeliveries", held)
-    yield go
-    go.set()
 
 
 async def joined(registry: Subscriptions, who: Member, topic: TopicView) -> SubscriptionDispatcher:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,21 +47,6 @@ def sent_ids(who: Member) -> list[str]:
 
 def unreachable(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError("the database is unreachable")
-
-
-@pytest.fixture
-def blocked_counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """count_redeliveries waits (in its thread) until the event is set."""
-    go = threading.Event()
-    counting = services.count_redeliveries
-
-    def held(subscription_id: int, message_ids: list[str]) -> dict[str, int]:
-        go.wait(10)
-        return counting(subscription_id, message_ids)
-
-    monkeypatch.setattr(services, "count_redeliveries", held)
-    yield go
-    go.set()
 
 
 # --- a consumer leaving while the database fails --------------------------------------------------

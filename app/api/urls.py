@@ -3,6 +3,7 @@ from ninja import NinjaAPI
 from app.api.auth import Caller
 from app.api.contracts import router as contracts_router
 from app.api.grants import router as grants_router
+from app.api.messages import router as messages_router
 from app.api.outbox import router as outbox_router
 from app.api.tokens import router as tokens_router
 from app.api.topic_resources import router as topic_resources_router
@@ -12,6 +13,7 @@ from app.api.topics import router as topics_router
 api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1", auth=Caller())
 api.add_router("/", topics_router)
 api.add_router("/", topic_resources_router)
+api.add_router("/", messages_router)
 api.add_router("/", grants_router)
 api.add_router("/", outbox_router)
 api.add_router("/", tokens_router)

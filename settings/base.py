@@ -353,6 +353,11 @@ if REQUEST_BODY_TIMEOUT_S <= 0 or MAX_REQUEST_BODY_BYTES < 1:
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # Django refuses larger bodies with 400 and an ERROR log: the body limit above is the one limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Most operations one /api/v1/_bulk/ request may hold (its body is bounded by MAX_REQUEST_BODY_BYTES
+# too); a POST bulk holds its database transaction open while they all run.
+BULK_MAX_OPERATIONS = env_int("BULK_MAX_OPERATIONS", 100)
+if BULK_MAX_OPERATIONS < 1:
+    raise ValueError("BULK_MAX_OPERATIONS must be positive")
 
 # --- producer back-pressure -------------------------------------------------------
 # Bytes one producer connection may have submitted for storing and not yet committed (the memory

@@ -8,6 +8,10 @@ here. ninja exempts its views from Django's CSRF middleware; a browser sends the
 with any cross-site form or fetch, so a session-authenticated unsafe request must pass Django's
 CSRF check (token and Origin/Referer) here. Token requests need none: no browser attaches an
 ``Authorization`` header on its own.
+
+An operation of a bulk request (app/api/bulk.py) is a request the server builds: it carries the
+caller its bulk's credentials name as of that operation (``run_as``), and no CSRF check of its own
+(the bulk request, itself a write, passed it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user
 from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
@@ -28,6 +33,8 @@ CSRF_REFUSED = (
     "header and a same-origin Origin or Referer (or authenticate with Authorization: Token <key>)"
 )
 INVALID_TOKEN = "invalid token (Authorization: Token <key> names no enabled token of an active user)"
+# Set only on requests the server builds itself: no client can put an attribute on a request.
+_RUN_AS = "_switchyard_run_as"
 
 
 class Caller:
@@ -38,6 +45,11 @@ class Caller:
     csrf = True
 
     async def __call__(self, request: HttpRequest) -> Any:
+        if hasattr(request, _RUN_AS):
+            user = getattr(request, _RUN_AS)
+            if user is None:
+                raise HttpError(401, INVALID_TOKEN)
+            return user
         header = request.headers.get("Authorization", "")
         if header:
             key = key_from_authorization(header)
@@ -55,3 +67,18 @@ class Caller:
 def request_user(request: HttpRequest) -> Any:
     """The caller ``Caller`` resolved for this request."""
     return request.auth  # type: ignore[attr-defined]
+
+
+def caller_now(request: HttpRequest) -> Any | None:
+    """Whom ``request``'s credentials name now (synchronous): the token's user, else the session's
+    (anonymous without one); None for a token that no longer authenticates."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        key = key_from_authorization(header)
+        return user_for_key(key) if key else None
+    return get_user(request)
+
+
+def run_as(request: HttpRequest, user: Any | None) -> None:
+    """Make ``user`` the caller of a request the server built (None: a 401, as a revoked token gets)."""
+    setattr(request, _RUN_AS, user)

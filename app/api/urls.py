@@ -1,6 +1,7 @@
 from ninja import NinjaAPI
 
 from app.api.auth import Caller
+from app.api.bulk import router as bulk_router
 from app.api.contracts import router as contracts_router
 from app.api.grants import router as grants_router
 from app.api.messages import router as messages_router
@@ -18,3 +19,4 @@ api.add_router("/", grants_router)
 api.add_router("/", outbox_router)
 api.add_router("/", tokens_router)
 api.add_router("/", contracts_router)
+api.add_router("/", bulk_router)

@@ -1,0 +1,199 @@
+"""Bulk requests: ``/api/v1/_bulk/`` runs a JSON list of API operations in one request, in order.
+
+``POST`` runs them all in one database transaction and stops at the first that fails (a status
+outside 100-399): everything is rolled back and the answer is 502 with the results so far.
+``PUT`` runs them one after another without a transaction of its own (each as a direct request
+would) and answers 200 with every result. An operation may use earlier results (app/api/references.py).
+
+Each operation is a request of its own, answered by the same view a direct request reaches
+(app/api/subrequests.py), as the bulk's caller: its credentials are looked up again for each
+operation, so a token an earlier operation disabled fails the later ones with 401, as it would
+fail later requests. An operation's own ``Authorization`` or ``Cookie`` header is refused (422):
+it cannot name another caller. The bulk request, a write, passed the CSRF check of a session write
+once; its operations need none. Everything runs in one thread (one database connection), so one
+transaction really holds every query of every operation.
+
+What is done outside the database waits for the commit (announcements of changed topics, rights
+and tokens; outbox relays are woken on commit), so a rolled-back bulk tells no socket anything.
+The topic ping, which probes sockets at once, is refused in a POST bulk (422; PUT runs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Literal
+from urllib.parse import quote_plus
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from ninja import Body, Field, Router, Schema
+from ninja.errors import HttpError
+from pydantic import field_validator
+
+from app.api.auth import caller_now
+from app.api.examples import responses
+from app.api.references import LET_NAME, BadReference, Results, as_text, render, render_string
+from app.api.subrequests import API_ROOT, Refused, build, dispatch
+
+logger = logging.getLogger(__name__)
+
+router = Router(tags=["bulk"])
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+UNSAFE_SEGMENT = re.compile(r"^\.{1,2}$|[/?#]")
+
+
+class OperationIn(Schema):
+    method: Method = Field(description="any case")
+    path: str | list[str | int] = Field(
+        description="relative to /api/v1/: 'topics/sensors-7' or ['topics', 'sensors-7'] (segments joined with '/')"
+    )
+    data: Any = Field(None, description="the JSON body; omitted or null: none")
+    query: str = Field("", description="the query string, without '?': 'prefix=sensors&limit=20'")
+    headers: dict[str, str] = Field(default_factory=dict, description="more headers (not Authorization or Cookie)")
+    let: str | None = Field(None, pattern=f"^{LET_NAME.pattern}$",
+                            description="a name later operations use in <<name[data][field]>>")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class OperationOut(Schema):
+    method: str
+    path: str = Field(description="the path run, with its query string")
+    status: int
+    data: Any = Field(description="the answer's JSON body (null for none)")
+    info: str | None = Field(None, description="why the bulk refused the operation before any view saw it")
+
+
+EXAMPLE_IN = [
+    {"method": "post", "path": "topics", "data": {"name": "sensors-7"}, "let": "topic"},
+    {"method": "post", "path": "tokens", "data": {"comment": "gateway for <<topic[data][name]>>"}},
+    {"method": "get", "path": ["topics", "<<topic[data][name]>>"]},
+    {"method": "get", "path": "topics", "query": "prefix=<<0[data][name]>>&limit=5"},
+]
+EXAMPLE_OUT = [
+    {"method": "POST", "path": "/api/v1/topics", "status": 201, "data": {"name": "sensors-7", "public": False},
+     "info": None},
+    {"method": "POST", "path": "/api/v1/tokens", "status": 201, "data": {"id": 12, "comment": "gateway for sensors-7"},
+     "info": None},
+]
+FAILED_OUT = [
+    EXAMPLE_OUT[0],
+    {"method": "GET", "path": "/api/v1/topics/missing", "status": 404,
+     "data": {"detail": "topic missing does not exist"}, "info": None},
+]
+RESULTS_DOCS = responses(200, EXAMPLE_OUT, 401, 403, 422)
+RESULTS_DOCS[1]["responses"][502] = {
+    "description": "POST only: an operation failed, everything was rolled back; the results up to that one",
+    "content": {"application/json": {"example": FAILED_OUT}},
+}
+RESULTS_DOCS[1]["requestBody"] = {"content": {"application/json": {"example": EXAMPLE_IN}}}
+IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 401, 403, 422)
+IN_ORDER_DOCS[1]["requestBody"] = RESULTS_DOCS[1]["requestBody"]
+
+
+def _segments(path: str | list[str | int], results: Results) -> list[str]:
+    joined = path if isinstance(path, str) else "/".join(str(part).strip("/") for part in path)
+    segments = []
+    for part in joined.split("/"):
+        if not part:
+            continue
+        segment = as_text(render_string(part, results))
+        if UNSAFE_SEGMENT.search(segment):
+            raise Refused(422, f"path: segment {segment!r} must not be '.' or '..' nor hold '/', '?' or '#'")
+        segments.append(segment)
+    return segments
+
+
+def _refused(method: str, path: str, status: int, reason: str) -> OperationOut:
+    return OperationOut(method=method, path=path, status=status, data={"detail": reason}, info=reason)
+
+
+def _operation(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool) -> OperationOut:
+    method = operation.method
+    shown = str(operation.path)
+    try:
+        path = API_ROOT + "/".join(_segments(operation.path, results))
+        shown = path
+        query = as_text(render_string(operation.query, results, quote_plus))
+        shown = f"{path}?{query}" if query else path
+        data = render(operation.data, results)
+        headers = {name: as_text(render_string(value, results)) for name, value in operation.headers.items()}
+        answer = dispatch(build(outer, method, path, query, data, headers, caller_now(outer)), transactional)
+    except BadReference as error:
+        return _refused(method, shown, 422, str(error))
+    except Refused as refused:
+        return _refused(method, shown, refused.status, refused.reason)
+    except Exception:
+        # As Django's handler would for the request on its own: an error log, a 500.
+        logger.exception("bulk operation %s %s failed", method, shown)
+        return _refused(method, shown, 500, "internal error")
+    return OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None)
+
+
+class _Failed(Exception):
+    """Unwinds the bulk's transaction."""
+
+
+def _run(outer: HttpRequest, operations: list[OperationIn], transactional: bool) -> tuple[int, list[OperationOut]]:
+    results = Results()
+    done: list[OperationOut] = []
+
+    def run(operation: OperationIn) -> OperationOut:
+        result = _operation(outer, operation, results, transactional)
+        done.append(result)
+        results.add(result.model_dump(), operation.let)
+        return result
+
+    if not transactional:
+        for operation in operations:
+            run(operation)
+        return 200, done
+    try:
+        with transaction.atomic():
+            for operation in operations:
+                if not 100 <= run(operation).status < 400:
+                    raise _Failed
+    except _Failed:
+        return 502, done
+    return 200, done
+
+
+async def _bulk(request: HttpRequest, operations: list[OperationIn],
+                transactional: bool) -> tuple[int, list[OperationOut]]:
+    limit: int = settings.BULK_MAX_OPERATIONS
+    if len(operations) > limit:
+        raise HttpError(
+            422, f"a bulk holds at most {limit} operations (BULK_MAX_OPERATIONS); this one {len(operations)}"
+        )
+    names = [operation.let for operation in operations if operation.let is not None]
+    if len(set(names)) != len(names):
+        raise HttpError(422, "let: each name may be given once")
+    # One thread for the whole bulk: every operation's queries use its connection (app/api/subrequests.py).
+    answer: tuple[int, list[OperationOut]] = await sync_to_async(_run)(request, operations, transactional)
+    return answer
+
+
+@router.post("/_bulk/", url_name="bulk", response={200: list[OperationOut], 502: list[OperationOut], **RESULTS_DOCS[0]},
+             openapi_extra=RESULTS_DOCS[1], summary="Run API operations in one transaction: all or none")
+async def bulk_transactional(request: HttpRequest, operations: Body[list[OperationIn]]) -> Any:
+    status, results = await _bulk(request, operations, transactional=True)
+    if status != 502:
+        return status, results
+    response = JsonResponse([result.model_dump(mode="json") for result in results], status=502, safe=False)
+    # A rolled-back bulk is the client's failure, told in the body: not a server error for Django to log.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+@router.put("/_bulk/", url_name="bulk", response={200: list[OperationOut], **IN_ORDER_DOCS[0]},
+            openapi_extra=IN_ORDER_DOCS[1],
+            summary="Run API operations in order, each on its own (every status in the answer)")
+async def bulk_in_order(request: HttpRequest, operations: Body[list[OperationIn]]) -> tuple[int, list[OperationOut]]:
+    return await _bulk(request, operations, transactional=False)

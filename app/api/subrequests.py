@@ -1,0 +1,109 @@
+"""One bulk operation as a request of its own, answered by the view a direct request reaches.
+
+The request is built from the bulk's own (its client, server, scheme and ``Host``), resolved
+against the server's URLs under ``/api/v1/`` and run in the calling thread: ``dispatch`` is called
+from the bulk's one ``sync_to_async`` thread, the async view runs on the server's event loop, and
+every ``sync_to_async`` call it makes comes back to that thread (asgiref runs thread-sensitive code
+in the thread blocked in ``async_to_sync``). So every query of every operation uses that thread's
+database connection, and a transaction opened there holds them all.
+
+Middleware does not run again: the bulk request passed it. The caller is the one ``Caller`` gives
+the operation (app/api/auth.py), never one named by the operation's own headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, resolve
+
+from app.api.auth import run_as
+
+API_ROOT = "/api/v1/"
+NAMESPACE = "api-v1"
+BULK_URL_NAME = "bulk"
+# The topic ping sends probes to open sockets at once: no transaction can take that back.
+OUTSIDE_TRANSACTIONS = frozenset({"topic-ping"})
+# An operation runs as the bulk's caller: it cannot name another (nor is the body anything but JSON).
+REFUSED_HEADERS = frozenset({"authorization", "cookie", "host", "content-type", "content-length"})
+
+
+class Refused(Exception):
+    """The bulk refuses an operation before any view sees it."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    data: Any
+
+
+def build(outer: HttpRequest, method: str, path: str, query: str, data: Any, headers: dict[str, str],
+          caller: Any) -> ASGIRequest:
+    """The operation's request: ``path`` under the API root, ``data`` as its JSON body."""
+    for name in headers:
+        if name.lower() in REFUSED_HEADERS:
+            raise Refused(422, f"headers: {name} is not allowed in an operation (it runs as the bulk's caller)")
+    body = b"" if data is None else json.dumps(data).encode()
+    base: dict[str, Any] = getattr(outer, "scope", {})
+    try:
+        sent = [(name.lower().encode("latin1"), value.encode("latin1")) for name, value in headers.items()]
+    except UnicodeEncodeError:
+        raise Refused(422, "headers: names and values must be latin-1 text, as HTTP's are") from None
+    scope = {
+        "type": "http", "method": method, "path": path, "query_string": query.encode(), "root_path": "",
+        "scheme": outer.scheme, "client": base.get("client"), "server": base.get("server"),
+        "headers": [(b"host", outer.get_host().encode()), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), *sent],
+    }
+    request = ASGIRequest(scope, io.BytesIO(body))
+    run_as(request, caller)
+    return request
+
+
+def dispatch(request: ASGIRequest, transactional: bool) -> Answer:
+    """Resolve and run ``request`` in this (synchronous) thread; its answer's status and JSON body."""
+    match = _resolved(request)
+    if match.namespace != NAMESPACE:
+        raise Refused(404, f"no API operation at {request.path}")
+    if match.url_name == BULK_URL_NAME:
+        raise Refused(422, "a bulk cannot hold a bulk")
+    if transactional and match.url_name in OUTSIDE_TRANSACTIONS:
+        raise Refused(422, f"{request.path} acts outside the database at once: use PUT (no transaction)")
+    request.resolver_match = match
+    view = match.func
+    if iscoroutinefunction(view):
+        response: HttpResponseBase = async_to_sync(view)(request, *match.args, **match.kwargs)
+    else:
+        response = view(request, *match.args, **match.kwargs)
+    return Answer(response.status_code, _data(response))
+
+
+def _resolved(request: ASGIRequest) -> Any:
+    # As APPEND_SLASH would redirect: paths are written without one, and /_bulk/ has one.
+    for path in (request.path_info, request.path_info + "/"):
+        try:
+            return resolve(path)
+        except Resolver404:
+            continue
+    raise Refused(404, f"no API operation at {request.path}")
+
+
+def _data(response: HttpResponseBase) -> Any:
+    content = getattr(response, "content", b"")
+    if not content:
+        return None
+    if response.get("Content-Type", "").startswith("application/json"):
+        return json.loads(content)
+    return content.decode(response.charset or "utf-8", errors="replace")

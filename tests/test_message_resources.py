@@ -201,3 +201,33 @@ async def test_resend_needs_produce_and_consume(server: ServerProcess) -> None:
     grant(reader, Topic.objects.get(slug=slug), "can_consume")
     assert call(server, f"/topics/{slug}/messages/{ids[0]}/resend", "POST", make_token(reader))[0] == 403
     assert Message.objects.filter(topic__slug=slug).count() == 1
+
+
+# Re-sending inside a transactional bulk
+async def test_resend_in_a_rolled_back_bulk_leaves_no_copy(server: ServerProcess) -> None:
+    """A resend followed by a failing operation in a POST bulk stores nothing and delivers nothing."""
+    slug, _, key, ids = await stored_topic(server, 1)
+    consumer = await subscribe(server.ws, slug, headers=auth(key), probe=False)
+    await send_json(consumer, {"messageId": (await recv_json(consumer))["messageId"]})
+    status, results = call(server, "/_bulk/", "POST", key, [
+        {"method": "post", "path": f"topics/{slug}/messages/{ids[0]}/resend"},
+        {"method": "get", "path": f"topics/{slug}/messages/{uuid.uuid4()}"},
+    ])
+    assert status == 502 and [r["status"] for r in results] == [201, 404], results
+    assert list(Message.objects.filter(topic__slug=slug).values_list("message_id", flat=True)) == [uuid.UUID(ids[0])]
+    # A later resend outside the bulk is the next thing the consumer gets: the rolled-back copy never came.
+    status, sent = call(server, f"/topics/{slug}/messages/{ids[0]}/resend", "POST", key)
+    assert status == 201 and (await recv_json(consumer))["messageId"] == sent["message_id"]
+
+
+async def test_resend_in_a_committed_bulk_is_delivered(server: ServerProcess) -> None:
+    """Resends in a POST bulk that commits reach live consumers, in order."""
+    slug, _, key, ids = await stored_topic(server, 2)
+    consumer = await subscribe(server.ws, slug, headers=auth(key), probe=False)
+    for _ in ids:
+        await send_json(consumer, {"messageId": (await recv_json(consumer))["messageId"]})
+    status, results = call(server, "/_bulk/", "POST", key, [
+        {"method": "post", "path": f"topics/{slug}/messages/{message_id}/resend"} for message_id in ids
+    ])
+    assert status == 200, results
+    assert [(await recv_json(consumer))["messageId"] for _ in ids] == [r["data"]["message_id"] for r in results]

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 
-from app.api.references import BadReference, Results, render
+from app.api.references import MAX_DEPTH, BadReference, Results, render
 from app.auth.models import Token
 from app.broker.models import Announcement, Topic
 from tests.api_client import call
@@ -157,6 +157,32 @@ def test_bad_reference_fails_a_post_bulk(server: ServerProcess) -> None:
     assert not Topic.objects.filter(slug=name).exists()
 
 
+def test_index_of_other_digits_is_a_bad_reference(server: ServerProcess) -> None:
+    """A list index written with non-ASCII digits ('²') is a 422 like any missing field, not a 500."""
+    status, results = call(server, BULK, "PUT", creator_key(), [
+        {"method": "get", "path": "topics", "query": "limit=1"},
+        {"method": "get", "path": "topics", "data": "<<0[data][items][\u00b2]>>"},
+    ])
+    assert (status, statuses(results)) == (200, [200, 422])
+    assert "holds no [\u00b2]" in results[1]["info"]
+
+
+def test_deeply_nested_data_is_refused(server: ServerProcess) -> None:
+    """Data nested deeper than MAX_DEPTH is that operation's 422 (not a recursion error); up to it, it runs."""
+    def token_body(levels: int) -> dict[str, Any]:
+        extra: list[Any] = []
+        for _ in range(levels - 2):
+            extra = [extra]
+        return {"comment": "deep", "extra": extra}  # ``levels`` containers, the body the first
+
+    status, results = call(server, BULK, "PUT", creator_key(), [
+        {"method": "post", "path": "tokens", "data": token_body(MAX_DEPTH)},
+        {"method": "post", "path": "tokens", "data": token_body(500)},
+    ])
+    assert (status, statuses(results)) == (200, [201, 422]), results
+    assert results[1]["info"] == f"data: nested deeper than {MAX_DEPTH} levels"
+
+
 def test_whole_reference_keeps_the_value_type() -> None:
     """A string that is one reference becomes the value itself; inside a longer string, its JSON text."""
     results = Results()
@@ -271,6 +297,14 @@ def test_unknown_path_is_404_in_its_result(server: ServerProcess) -> None:
     """A path that names no API operation is that operation's 404."""
     status, results = call(server, BULK, "PUT", creator_key(), [{"method": "get", "path": "nowhere"}])
     assert (status, statuses(results), results[0]["path"]) == (200, [404], "/api/v1/nowhere")
+
+
+@pytest.mark.parametrize("path", ["", []])
+def test_api_root_is_no_operation(server: ServerProcess, path: Any) -> None:
+    """An empty path (the API root, whose view raises Http404) is that operation's 404, not a 500."""
+    status, results = call(server, BULK, "PUT", creator_key(), [{"method": "get", "path": path}])
+    assert (status, statuses(results)) == (200, [404])
+    assert results[0]["info"] == "no API operation at /api/v1/"
 
 
 def test_too_many_operations_are_refused_before_any_runs(server: ServerProcess) -> None:

@@ -3,6 +3,8 @@ one message, deleting one or many, and publishing one again to live consumers.""
 
 from __future__ import annotations
 
+import base64
+import json
 import urllib.parse
 import uuid
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
+from app.api.pagination import CURSOR_REFUSED
 from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import grant
 from tests.api_client import call
@@ -231,3 +234,39 @@ async def test_resend_in_a_committed_bulk_is_delivered(server: ServerProcess) ->
     ])
     assert status == 200, results
     assert [(await recv_json(consumer))["messageId"] for _ in ids] == [r["data"]["message_id"] for r in results]
+
+
+# Bad input: a 4xx with a JSON body, never a server error
+async def test_forged_cursor_is_a_422(server: ServerProcess) -> None:
+    """A cursor of this list whose key is no sequence (text, null, an object, NUL) is a 422."""
+    slug, _, key, _ = await stored_topic(server, 1)
+    path = f"/api/v1/topics/{slug}/messages"
+    for forged in ["x", None, {"a": 1}, [1, 2], "\x00", 2**70]:
+        cursor = base64.urlsafe_b64encode(json.dumps([path, forged]).encode()).decode()
+        status, body = call(server, path + query(cursor=cursor), key=key)
+        assert (status, body) == (422, {"detail": CURSOR_REFUSED}), forged
+
+
+async def test_publish_time_out_of_range_in_utc_is_a_422(server: ServerProcess) -> None:
+    """since/until whose UTC falls outside years 1-9999 are a 422, listing or purging."""
+    slug, _, key, ids = await stored_topic(server, 1)
+    _, deleter = holder_of("delete_message")
+    Topic.objects.filter(slug=slug).update(is_public=True)
+    path = f"/topics/{slug}/messages"
+    for bad in [{"until": "9999-12-31T23:59:59-14:00"}, {"since": "0001-01-01T00:00:00+14:00"}]:
+        status, body = call(server, path + query(**bad), key=key)
+        assert status == 422 and body["detail"][0]["loc"] == ["query", *bad], body
+        assert call(server, path + query(**bad), "DELETE", deleter)[0] == 422
+    assert ids_of(call(server, path + query(since="2000-01-01T00:00:00"), key=key)[1]) == ids
+
+
+async def test_nul_in_topic_name_and_filters(server: ServerProcess) -> None:
+    """NUL (which PostgreSQL refuses in text) in the topic name is a missing topic; in principal or producer a 422."""
+    slug, _, key, ids = await stored_topic(server, 1)
+    nul = urllib.parse.quote(slug + "\x00")
+    for method, path in [("GET", ""), ("DELETE", ""), ("GET", f"/{ids[0]}"), ("DELETE", f"/{ids[0]}"),
+                         ("POST", f"/{ids[0]}/resend")]:
+        assert call(server, f"/topics/{nul}/messages{path}", method, key)[0] == 404, (method, path)
+    for params in [{"producer": "\x00"}, {"state": "acked", "principal": "user:\x00"}]:
+        status, body = call(server, f"/topics/{slug}/messages" + query(**params), key=key)
+        assert status == 422 and "NUL" in body["detail"][0]["msg"], body

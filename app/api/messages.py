@@ -10,7 +10,7 @@ topic's policy: under ``cache`` an acked message is gone, under ``disabled`` not
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -18,6 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from pydantic import field_validator
 
 from app.api.auth import request_user
 from app.api.examples import responses
@@ -64,6 +65,26 @@ class MessageQuery(Schema):
         None, description="unacked: nobody acked it; acked: somebody did; redelivered: handed out again")
     principal: str | None = Field(None, description="the state of this principal only (e.g. user:12)")
     producer: str | None = Field(None, description="the producing principal")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Stored times are UTC: one without an offset means UTC, and one whose UTC is past the
+        # calendar's ends (0001-01-01T00:00+01:00) matches nothing the database can compare.
+        if value is None:
+            return None
+        try:
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range in UTC") from None
+
+    @field_validator("principal", "producer")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # No principal holds one, and PostgreSQL refuses it in text.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL")
+        return value
 
     def message_filter(self) -> MessageFilter:
         return MessageFilter(self.since, self.until, self.state, self.principal, self.producer)

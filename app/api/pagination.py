@@ -12,12 +12,19 @@ import binascii
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from django.core.exceptions import ValidationError
+from django.db.models import Field as ModelField
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from ninja import Field, Schema
 from ninja.errors import HttpError
 
 from app import codec
+
+# A forged cursor's key must still be a value the database takes: a signed 64-bit integer, or
+# text without NUL (PostgreSQL refuses it in text).
+KEY_RANGE = range(-(2**63), 2**63)
+CURSOR_REFUSED = "cursor: not a cursor of this list (pass next_cursor as it came)"
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
@@ -48,8 +55,19 @@ def decode_cursor(name: str, cursor: str) -> Any:
     except (binascii.Error, ValueError, codec.DecodeError):
         found = None
     if not (isinstance(found, list) and len(found) == 2 and found[0] == name):
-        raise HttpError(422, "cursor: not a cursor of this list (pass next_cursor as it came)")
+        raise HttpError(422, CURSOR_REFUSED)
     return found[1]
+
+
+def _cursor_key(field: ModelField[Any, Any], value: Any) -> Any:
+    """``value`` as ``field`` holds it; a 422 for one it cannot hold (the cursor was made up)."""
+    try:
+        key = field.to_python(value)
+    except ValidationError:
+        key = None
+    if (isinstance(key, int) and key in KEY_RANGE) or (isinstance(key, str) and "\x00" not in key):
+        return key
+    raise HttpError(422, CURSOR_REFUSED)
 
 
 def keyset_page(request: HttpRequest, rows: QuerySet[M], key: str, params: PageParams) -> Slice[M]:
@@ -57,7 +75,9 @@ def keyset_page(request: HttpRequest, rows: QuerySet[M], key: str, params: PageP
     cursor is tied to the request's path, so one list's cursor cannot page another."""
     name = request.path
     if params.cursor is not None:
-        rows = rows.filter(**{f"{key}__gt": decode_cursor(name, params.cursor)})
+        field = rows.model._meta.pk if key == "pk" else rows.model._meta.get_field(key)
+        assert isinstance(field, ModelField), key  # a keyset key is a column of the rows
+        rows = rows.filter(**{f"{key}__gt": _cursor_key(field, decode_cursor(name, params.cursor))})
     found = list(rows.order_by(key)[: params.limit + 1])
     page = found[: params.limit]
     if len(found) <= params.limit:

@@ -18,6 +18,9 @@ from app import codec
 REFERENCE = re.compile(r"<<([A-Za-z0-9_]+)((?:\[[^\[\]<>]*\])+)>>")
 FIELD = re.compile(r"\[([^\[\]<>]*)\]")
 LET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+INDEX = re.compile(r"[0-9]+")
+# Deeper data is refused (a 422) before rendering it would exhaust the thread's recursion limit.
+MAX_DEPTH = 100
 
 
 class BadReference(ValueError):
@@ -54,7 +57,8 @@ class Results:
 def _field(found: Any, field: str, text: str, index: int) -> Any:
     if isinstance(found, Mapping) and field in found:
         return found[field]
-    if isinstance(found, Sequence) and not isinstance(found, str) and field.isdigit() and int(field) < len(found):
+    listed = isinstance(found, Sequence) and not isinstance(found, str)
+    if listed and INDEX.fullmatch(field) and int(field) < len(found):
         return found[int(field)]
     raise BadReference(f"{text}: the result of operation {index} holds no [{field}] there")
 
@@ -63,15 +67,17 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else codec.dumps(value)
 
 
-def render(value: Any, results: Results, quote: Callable[[str], str] | None = None) -> Any:
+def render(value: Any, results: Results, quote: Callable[[str], str] | None = None, depth: int = 0) -> Any:
     """``value`` (any JSON) with every reference in its strings resolved. ``quote`` escapes a value
     put inside a longer string (a query string's, so a value cannot add parameters)."""
     if isinstance(value, str):
         return render_string(value, results, quote)
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        raise BadReference(f"data: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [render(item, results, quote) for item in value]
+        return [render(item, results, quote, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: render(item, results, quote) for key, item in value.items()}
+        return {key: render(item, results, quote, depth + 1) for key, item in value.items()}
     return value
 
 

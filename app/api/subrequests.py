@@ -20,7 +20,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
 from app.api.auth import run_as
@@ -83,10 +83,14 @@ def dispatch(request: ASGIRequest, transactional: bool) -> Answer:
         raise Refused(422, f"{request.path} acts outside the database at once: use PUT (no transaction)")
     request.resolver_match = match
     view = match.func
-    if iscoroutinefunction(view):
-        response: HttpResponseBase = async_to_sync(view)(request, *match.args, **match.kwargs)
-    else:
-        response = view(request, *match.args, **match.kwargs)
+    try:
+        if iscoroutinefunction(view):
+            response: HttpResponseBase = async_to_sync(view)(request, *match.args, **match.kwargs)
+        else:
+            response = view(request, *match.args, **match.kwargs)
+    except Http404:
+        # Django's handler answers 404 for it (the API root raises it): no operation there.
+        raise Refused(404, f"no API operation at {request.path}") from None
     return Answer(response.status_code, _data(response))
 
 

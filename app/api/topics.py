@@ -51,7 +51,8 @@ def _api_names(api_info: Any) -> ApiInfoSummary | None:
 def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
     """The topic and the caller's rights on it; 404 alike whether it is missing or hidden from the
     caller, so the answer tells nobody which private topics exist."""
-    topic = Topic.objects.select_related("response_for").filter(slug=slug).first()
+    # No topic's name holds NUL (nor may PostgreSQL be asked for one).
+    topic = None if "\x00" in slug else Topic.objects.select_related("response_for").filter(slug=slug).first()
     if topic is not None:
         rights = rights_on(user, topic)
         if rights.view_status:

@@ -270,3 +270,13 @@ async def test_nul_in_topic_name_and_filters(server: ServerProcess) -> None:
     for params in [{"producer": "\x00"}, {"state": "acked", "principal": "user:\x00"}]:
         status, body = call(server, f"/topics/{slug}/messages" + query(**params), key=key)
         assert status == 422 and "NUL" in body["detail"][0]["msg"], body
+
+
+async def test_resend_of_another_requesters_request_is_refused(server: ServerProcess) -> None:
+    """A request whose response topic the caller may not consume is not re-sent: its answers are another's."""
+    slug, _, key, ids = await stored_topic(server, 1)
+    answers = make_topic(public=False, anonymous=False, consumers=(make_user(),))
+    Message.objects.filter(message_id=ids[0]).update(response_topic=Topic.objects.get(slug=answers))
+    status, body = call(server, f"/topics/{slug}/messages/{ids[0]}/resend", "POST", key)
+    assert status == 403 and answers in body["detail"], body
+    assert Message.objects.filter(topic__slug=slug).count() == 1

@@ -27,7 +27,7 @@ from app.api.topics import _visible_topic
 from app.broker import stored
 from app.broker.hub import Delivered
 from app.broker.models import Message, Topic
-from app.broker.permissions import Rights
+from app.broker.permissions import Rights, rights_on
 from app.broker.runtime import BrokerRuntime, get_runtime
 from app.broker.stored import DeliveryFacts, DeliveryState, MessageFilter, Resent
 
@@ -181,6 +181,10 @@ def _resend(user: Any, slug: str, message_id: uuid.UUID, runtime: BrokerRuntime)
     if not rights.produce:
         raise _refuse(user, "re-sending needs the right to produce to the topic")
     message = _message(topic, message_id)
+    answers = message.response_topic
+    if answers is not None and not rights_on(user, answers).consume:
+        # As on the websocket: nobody sends a request whose answers go into another's response topic.
+        raise _refuse(user, f"its answers go to {answers.slug}, which only its requester may consume")
 
     def deliver(sent: Resent) -> None:
         # After the commit, on this request's worker thread: the hub belongs to the event loop.

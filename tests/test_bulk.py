@@ -129,6 +129,16 @@ def test_reference_inside_a_query_cannot_add_parameters(server: ServerProcess) -
     assert results[1]["status"] == 200
 
 
+def test_query_that_is_one_reference_is_escaped_too(server: ServerProcess) -> None:
+    """A query string that is a single reference is escaped like one inside a longer string."""
+    status, results = call(server, BULK, "PUT", creator_key(), [
+        {"method": "post", "path": "tokens", "data": {"comment": "limit=1"}},
+        {"method": "get", "path": "topics", "query": "<<0[data][comment]>>"},
+    ])
+    assert status == 200
+    assert results[1]["path"] == "/api/v1/topics?limit%3D1"
+
+
 @pytest.mark.parametrize(("reference", "reason"), [
     ("<<7[data][name]>>", "operation 7 has not run"),
     ("<<0[data][nope]>>", "holds no [nope]"),

@@ -83,7 +83,7 @@ def render(value: Any, results: Results, quote: Callable[[str], str] | None = No
 
 def render_string(text: str, results: Results, quote: Callable[[str], str] | None = None) -> Any:
     whole = REFERENCE.fullmatch(text)
-    if whole is not None:
+    if whole is not None and quote is None:
         return results.value(whole[1], whole[2], text)
 
     def replaced(match: re.Match[str]) -> str:

@@ -274,6 +274,13 @@ def test_emit_bad_base64_is_422(server: ServerProcess) -> None:
     assert status == 422 and "base64" in answer["detail"]
 
 
+def test_emit_non_ascii_base64_is_422(server: ServerProcess) -> None:
+    """data_base64 with a character outside ASCII is refused with 422, not a 500."""
+    body = {"type": "t", "source": "/tests/emit", "data_base64": "\u00e5AAA"}
+    status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
+    assert status == 422 and "base64" in answer["detail"]
+
+
 def test_emit_duplicate_source_and_id_is_409(server: ServerProcess) -> None:
     """Emitting a source + id pair a second time is a 409; the first event stays alone."""
     key = superuser_key()

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import Permission
 
+from app.api.unstorable import NUL_REFUSED
 from app.auth.models import Token
 from app.auth.services import hash_key
 from tests.api_client import API, call
@@ -41,6 +42,12 @@ def test_create_needs_add_token(server: ServerProcess) -> None:
     assert call(server, "/tokens", "POST", make_token(user), {})[0] == 403
     assert call(server, "/tokens", "POST", None, {})[0] == 401
     assert Token.objects.filter(user=user).count() == 1
+
+
+def test_nul_in_a_comment_is_not_a_server_error(server: ServerProcess) -> None:
+    """A comment with a NUL is stored (SQLite), or refused with 422 where PostgreSQL cannot hold it."""
+    status, body = call(server, "/tokens", "POST", token_maker()[1], {"comment": "gate\x00way"})
+    assert (status == 201 and body["comment"] == "gate\x00way") or (status, body["detail"]) == (422, NUL_REFUSED)
 
 
 def test_only_superusers_create_for_others(server: ServerProcess) -> None:

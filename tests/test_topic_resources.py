@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from guardian.models import UserObjectPermission
 from guardian.shortcuts import get_perms
 
+from app.api.unstorable import NUL_REFUSED
 from app.broker.models import Topic
 from app.broker.permissions import grant
 from tests.api_client import API, call
@@ -220,6 +221,12 @@ async def test_delete_closes_consumers_and_drops_grants(server: ServerProcess) -
     await closed_with(ws, 4403)
     assert not Topic.objects.filter(slug=slug).exists()
     assert not UserObjectPermission.objects.filter(object_pk=str(pk), content_type__model="topic").exists()
+
+
+def test_nul_in_a_name_is_not_a_server_error(server: ServerProcess) -> None:
+    """A NUL in a topic name is not found (SQLite), or refused with 422 where PostgreSQL cannot hold it."""
+    status, body = call(server, "/topics/sensors%00-7", key=superuser_key())
+    assert status == 404 or (status, body["detail"]) == (422, NUL_REFUSED)
 
 
 # CSRF

@@ -16,6 +16,8 @@ class ErrorOut(Schema):
 
 
 ERRORS: dict[int, tuple[str, str]] = {
+    # ninja's own answer to a body that does not parse; operations of ours may refuse a request with it too.
+    400: ("the body is not JSON, or the operation does not apply to this resource", "Cannot parse request body"),
     401: ("the Authorization header names no enabled token of an active user",
           "invalid token (Authorization: Token <key> names no enabled token of an active user)"),
     403: ("the caller lacks the right (or a session write lacks its CSRF token)",
@@ -26,15 +28,18 @@ ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def responses(ok: int, example: Any, *errors: int) -> tuple[dict[int, Any], dict[str, Any]]:
+def responses(ok: int, example: Any, *errors: int,
+              details: dict[int, str] | None = None) -> tuple[dict[int, Any], dict[str, Any]]:
     """The ``response`` map of an operation whose success schema is given separately, and its
-    ``openapi_extra``: an example of the success body (None for an empty answer) and of each error's."""
+    ``openapi_extra``: an example of the success body (None for none shown) and of each error's
+    (``details`` replaces the generic example's reason for this operation)."""
     schemas: dict[int, Any] = {code: ErrorOut for code in errors}
     documented: dict[int, Any] = {}
     if example is not None:
         documented[ok] = {"content": {"application/json": {"example": example}}}
     for code in errors:
         description, detail = ERRORS[code]
+        detail = (details or {}).get(code, detail)
         documented[code] = {
             "description": description, "content": {"application/json": {"example": {"detail": detail}}},
         }

@@ -15,6 +15,7 @@ from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from app.api.auth import request_user
+from app.api.examples import responses
 from app.broker.models import Topic
 
 router = Router(tags=["topics"])
@@ -53,7 +54,13 @@ def _apply(admin: Any, slug: str, username: str, change: GrantIn) -> GrantOut:
     return GrantOut(topic=slug, user=username, rights=sorted(held))
 
 
-@router.put("/topics/{slug}/grants/{username}", response=GrantOut, summary="Grant or revoke rights on a topic")
+GRANT_DOCS = responses(200, {"topic": "sensors-7", "user": "alice", "rights": ["can_consume", "can_view_status"]},
+                       400, 401, 403, 404, 422,
+                       details={403: "changing rights needs a staff user with broker.change_topic"})
+
+
+@router.put("/topics/{slug}/grants/{username}", response={200: GrantOut, **GRANT_DOCS[0]}, openapi_extra=GRANT_DOCS[1],
+            summary="Grant or revoke rights on a topic")
 async def put_grant(request: HttpRequest, slug: str, username: str, change: GrantIn) -> GrantOut:
     admin = request_user(request)
     result: GrantOut = await sync_to_async(_apply)(admin, slug, username, change)

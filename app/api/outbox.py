@@ -7,7 +7,6 @@ Reading needs ``outbox.view_outboxevent``, emitting ``outbox.add_outboxevent``, 
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from app import codec
 from app.api.auth import request_user
+from app.api.examples import responses
 from app.broker.permissions import may_add_topics
 from app.broker.topics import view_topic
 from app.outbox import claims
@@ -185,7 +185,8 @@ def _emit(user: Any, body: EmitIn) -> EventOut:
             raise HttpError(422, "give data or data_base64, not both")
         try:
             fields["data"] = base64.b64decode(body.data_base64, validate=True)
-        except binascii.Error:
+        # A character outside ASCII is a ValueError of its own, not a binascii.Error.
+        except ValueError:
             raise HttpError(422, "data_base64 is not valid base64") from None
     _check_routing(user, body)
     try:
@@ -231,43 +232,66 @@ def _stats(user: Any) -> Stats:
     return Stats.model_validate({name: int(v) if name != "lag_s" else v for name, v in figures.items()})
 
 
-@router.get("/outbox/events", response=EventPage, summary="List outbox events (oldest first)")
+# Every operation needs a permission: 401 anonymous, 403 without it.
+NEEDS = {401: "authentication required (Authorization: Token <key>)",
+         403: "needs the outbox.view_outboxevent permission", 404: "outbox event 7 does not exist"}
+LIST_DOCS = responses(200, None, 401, 403, 422, details=NEEDS)
+EMIT_DOCS = responses(201, None, 400, 401, 403, 409, 422,
+                      details={**NEEDS, 403: "not allowed to publish to topic sensors-7",
+                               409: "an event with source '/orders' and id 'o-7' exists"})
+GET_DOCS = responses(200, None, 401, 403, 404, 422, details=NEEDS)
+RETRY_DOCS = responses(200, None, 401, 403, 404, 409, 422,
+                       details={**NEEDS, 409: "event 7 is published; only failed or retry events can be retried"})
+DELETE_DOCS = responses(204, None, 401, 403, 404, 409, 422,
+                        details={**NEEDS, 409: "event 7 is pending; only dead letters (failed) can be deleted"})
+RETRY_ALL_DOCS = responses(200, None, 401, 403, 422, details=NEEDS)
+STATS_DOCS = responses(200, None, 401, 403, details=NEEDS)
+
+
+@router.get("/outbox/events", response={200: EventPage, **LIST_DOCS[0]}, openapi_extra=LIST_DOCS[1],
+            summary="List outbox events (oldest first)")
 async def list_events(request: HttpRequest, filters: Query[EventFilter]) -> EventPage:
     page: EventPage = await sync_to_async(_list)(request_user(request), filters)
     return page
 
 
-@router.post("/outbox/events", response={201: EventOut}, summary="Emit a CloudEvent through the outbox")
+@router.post("/outbox/events", response={201: EventOut, **EMIT_DOCS[0]}, openapi_extra=EMIT_DOCS[1],
+             summary="Emit a CloudEvent through the outbox")
 async def emit_event(request: HttpRequest, body: EmitIn) -> tuple[int, EventOut]:
     event: EventOut = await sync_to_async(_emit)(request_user(request), body)
     return 201, event
 
 
-@router.get("/outbox/events/{pk}", response=EventOut, summary="One outbox event")
+@router.get("/outbox/events/{pk}", response={200: EventOut, **GET_DOCS[0]}, openapi_extra=GET_DOCS[1],
+            summary="One outbox event")
 async def get_event(request: HttpRequest, pk: int) -> EventOut:
     event: EventOut = await sync_to_async(_get)(request_user(request), pk)
     return event
 
 
-@router.post("/outbox/events/{pk}/retry", response=EventOut, summary="Retry a dead letter now")
+@router.post("/outbox/events/{pk}/retry", response={200: EventOut, **RETRY_DOCS[0]}, openapi_extra=RETRY_DOCS[1],
+             summary="Retry a dead letter now")
 async def retry_event(request: HttpRequest, pk: int) -> EventOut:
     event: EventOut = await sync_to_async(_retry_one)(request_user(request), pk)
     return event
 
 
-@router.delete("/outbox/events/{pk}", response={204: None}, summary="Delete a dead letter")
+@router.delete("/outbox/events/{pk}", response={204: None, **DELETE_DOCS[0]}, openapi_extra=DELETE_DOCS[1],
+               summary="Delete a dead letter")
 async def delete_event(request: HttpRequest, pk: int) -> tuple[int, None]:
     await sync_to_async(_delete)(request_user(request), pk)
     return 204, None
 
 
-@router.post("/outbox/dead-letters/retry", response=Retried, summary="Retry every dead letter (of a type or key)")
+@router.post("/outbox/dead-letters/retry", response={200: Retried, **RETRY_ALL_DOCS[0]},
+             openapi_extra=RETRY_ALL_DOCS[1], summary="Retry every dead letter (of a type or key)")
 async def retry_dead_letters(request: HttpRequest, type: str | None = None, key: str | None = None) -> Retried:
     result: Retried = await sync_to_async(_retry_failed)(request_user(request), type, key)
     return result
 
 
-@router.get("/outbox/stats", response=Stats, summary="Events per status and the relay's lag")
+@router.get("/outbox/stats", response={200: Stats, **STATS_DOCS[0]}, openapi_extra=STATS_DOCS[1],
+            summary="Events per status and the relay's lag")
 async def outbox_stats(request: HttpRequest) -> Stats:
     result: Stats = await sync_to_async(_stats)(request_user(request))
     return result

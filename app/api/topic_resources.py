@@ -208,10 +208,10 @@ def _delete(user: Any, slug: str) -> None:
 LIST_DOCS = responses(200, {"items": [TOPIC_EXAMPLE], "next_cursor": "WyIvYXBpL3YxL3RvcGljcyIsInNlbnNvcnMtNyJd",
                             "next": "/api/v1/topics?limit=1&cursor=WyIvYXBpL3YxL3RvcGljcyIsInNlbnNvcnMtNyJd"},
                       401, 422)
-CREATE_DOCS = responses(201, TOPIC_EXAMPLE, 401, 403, 409, 422)
-GET_DOCS = responses(200, TOPIC_EXAMPLE, 401, 404)
-UPDATE_DOCS = responses(200, TOPIC_EXAMPLE, 401, 403, 404, 409, 422)
-DELETE_DOCS = responses(204, None, 401, 403, 404)
+CREATE_DOCS = responses(201, TOPIC_EXAMPLE, 400, 401, 403, 409, 422)
+GET_DOCS = responses(200, TOPIC_EXAMPLE, 401, 404, 422)
+UPDATE_DOCS = responses(200, TOPIC_EXAMPLE, 400, 401, 403, 404, 409, 422)
+DELETE_DOCS = responses(204, None, 401, 403, 404, 422)
 
 
 @router.get("/topics", response={200: TopicPage, **LIST_DOCS[0]}, openapi_extra=LIST_DOCS[1],

@@ -12,6 +12,7 @@ from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from app.api.auth import request_user
+from app.api.examples import responses
 from app.availability.api_info import names
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus, ping_topic, status_of
@@ -60,13 +61,19 @@ def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
     raise HttpError(404, f"topic {slug} does not exist")
 
 
-@router.get("/topics/{slug}/status", response={200: StatusOut, 503: StatusOut},
-            summary="Availability of a topic's consumers")
+NOT_PINGED = "topic is excluded from pings (supports_dasf is off)"
+STATUS_DOCS = responses(200, None, 400, 401, 404, 422, details={400: NOT_PINGED})
+PING_DOCS = responses(202, None, 400, 401, 403, 404, 422,
+                      details={400: NOT_PINGED, 403: "not allowed to ping this topic"})
+
+
+@router.get("/topics/{slug}/status", response={200: StatusOut, 503: StatusOut, **STATUS_DOCS[0]},
+            openapi_extra=STATUS_DOCS[1], summary="Availability of a topic's consumers")
 async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]:
     user = request_user(request)
     topic, rights = await sync_to_async(_visible_topic)(slug, user)
     if not topic.supports_dasf:
-        raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
+        raise HttpError(400, NOT_PINGED)
     status: TopicStatus = await sync_to_async(status_of)(topic.pk)
     body = StatusOut(topic=slug, status=status.status, last_ping=status.last_ping, last_pong=status.last_pong,
                      api_info=_api_names(status.api_info))
@@ -74,7 +81,8 @@ async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]
 
 
 # Named for the bulk endpoint, which refuses it in a transaction (its probes go out at once).
-@router.post("/topics/{slug}/ping", response={202: PingOut}, url_name="topic-ping",
+@router.post("/topics/{slug}/ping", response={202: PingOut, **PING_DOCS[0]}, openapi_extra=PING_DOCS[1],
+             url_name="topic-ping",
              summary="Ping a topic's consumers now")
 async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
     user = request_user(request)
@@ -84,7 +92,7 @@ async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
     if topic.is_response_topic:
         raise HttpError(400, "response topics are never pinged (their consumer is a requester)")
     if not topic.supports_dasf:
-        raise HttpError(400, "topic is excluded from pings (supports_dasf is off)")
+        raise HttpError(400, NOT_PINGED)
     now = timezone.now()
     await sync_to_async(ping_topic)(topic.pk, now)
     reached = get_runtime().deliver(slug, probe("ping"))

@@ -9,6 +9,7 @@ from app.api.outbox import router as outbox_router
 from app.api.tokens import router as tokens_router
 from app.api.topic_resources import router as topic_resources_router
 from app.api.topics import router as topics_router
+from app.api.unstorable import refuse_nul
 
 # One auth for every operation: it resolves the caller and holds session writes to Django's CSRF check.
 api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1", auth=Caller())
@@ -20,3 +21,4 @@ api.add_router("/", outbox_router)
 api.add_router("/", tokens_router)
 api.add_router("/", contracts_router)
 api.add_router("/", bulk_router)
+refuse_nul(api)

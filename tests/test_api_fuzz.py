@@ -1,0 +1,102 @@
+"""Schemathesis against the OpenAPI document and a real server: every operation, as a superuser and
+as an unprivileged user, answers no 5xx and only what the document declares (status, content type,
+body schema, headers).
+
+Operations come from the document, so an endpoint added later is fuzzed without touching this file.
+The document is built in process when the module is collected (the call /api/v1/openapi.json makes,
+and a test checks the server serves the same): schemathesis' schemas loaded from a fixture fail on
+pytest 9.2, and a collected schema gives each operation a test id of its own.
+
+Generation is deterministic (fixed seed, derandomized, no example database) so CI replays the same
+requests; examples per operation are few so the module stays within a minute on two cores. The
+server is a throwaway one on a database of its own: the admin's DELETEs may remove whatever they hit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.api_client import call
+from tests.protocol import auth, unique
+from tests.servers import ServerProcess, manage, migrated_database_url, start_server
+
+MAX_EXAMPLES = 20
+SEED = 14
+CHECKS = [
+    not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+    response_headers_conformance,
+]
+# Generated requests never need more; a hang is a failure, not a slow test.
+REQUEST_TIMEOUT_S = 10
+
+
+@pytest.fixture(scope="module")
+def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server on a database of its own, which the fuzzing may fill and empty."""
+    directory: Path = tmp_path_factory.mktemp("fuzz")
+    proc = start_server(migrated_database_url(directory, "fuzz"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, str]:
+    """The module's token of each role (a management command per token costs a Django start-up)."""
+    return {}
+
+
+@pytest.fixture(params=["superuser", "user"])
+def caller_key(request: pytest.FixtureRequest, fuzzed_server: ServerProcess, keys: dict[str, str]) -> str:
+    """A working token of a superuser, or of a user with no rights at all: the module's, unless an
+    earlier test's DELETE or disable revoked it (any order of tests then sees the same callers)."""
+    role = request.param
+    if role not in keys or call(fuzzed_server, "/tokens?limit=1", key=keys[role])[0] == 401:
+        flags = ["--superuser"] if role == "superuser" else []
+        keys[role] = manage(fuzzed_server.database_url, "createtoken", unique(role), "--create-user", *flags)
+    return keys[role]
+
+
+def _document() -> dict[str, Any]:
+    """What /api/v1/openapi.json serves (the same call its view makes, as JSON: status codes become
+    strings), read when the module is collected."""
+    from ninja.responses import NinjaJSONEncoder
+
+    from app.api.urls import api
+
+    document: dict[str, Any] = json.loads(json.dumps(api.get_openapi_schema(), cls=NinjaJSONEncoder))
+    return document
+
+
+schema = schemathesis.openapi.from_dict(_document(), config=SchemathesisConfig.from_dict({
+    "seed": SEED,
+    "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+}))
+
+
+def test_fuzzed_document_is_the_served_one(fuzzed_server: ServerProcess) -> None:
+    """The document the operations come from is what the server serves at /api/v1/openapi.json."""
+    assert call(fuzzed_server, "/openapi.json") == (200, _document())
+
+
+@schema.parametrize()
+# The token fixture runs once per operation and role, not per example: that is meant.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_operation_conforms(case: schemathesis.Case, fuzzed_server: ServerProcess, caller_key: str) -> None:
+    """The operation answers no 5xx, and its status, content type, headers and body are documented."""
+    case.call_and_validate(base_url=fuzzed_server.http, headers=auth(caller_key), checks=CHECKS,
+                           timeout=REQUEST_TIMEOUT_S)

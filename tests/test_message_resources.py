@@ -16,7 +16,18 @@ from app.api.pagination import CURSOR_REFUSED
 from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import grant
 from tests.api_client import call
-from tests.protocol import auth, connect, make_token, make_topic, make_user, publish, recv_json, send_json, subscribe
+from tests.protocol import (
+    auth,
+    connect,
+    eventually,
+    make_token,
+    make_topic,
+    make_user,
+    publish,
+    recv_json,
+    send_json,
+    subscribe,
+)
 from tests.servers import ServerProcess
 
 
@@ -85,6 +96,8 @@ async def test_list_filters_by_delivery_state(server: ServerProcess) -> None:
         frame = await recv_json(consumer)
         if frame["messageId"] == ids[1]:
             await send_json(consumer, {"messageId": frame["messageId"]})
+    # Acks are committed by the group-commit writer, after the frame is read.
+    await eventually(lambda: Delivery.objects.filter(message__message_id=ids[1], acked_at__isnull=False).exists())
     path = f"/topics/{slug}/messages"
     status, acked = call(server, path + query(state="acked"), key=key)
     assert status == 200 and ids_of(acked) == [ids[1]] and acked["items"][0]["acked_by"] == [f"user:{user.pk}"]

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from ninja import Body, Field, Router, Schema
 from ninja.errors import HttpError
-from pydantic import field_validator
+from pydantic import StrictInt, StrictStr, field_validator
 
 from app.api.auth import caller_now
 from app.api.examples import responses
@@ -48,7 +48,8 @@ UNSAFE_SEGMENT = re.compile(r"^\.{1,2}$|[/?#]")
 
 class OperationIn(Schema):
     method: Method = Field(description="any case")
-    path: str | list[str | int] = Field(
+    # Strict: a JSON true is no segment (lax pydantic would make it 1).
+    path: str | list[StrictStr | StrictInt] = Field(
         description="relative to /api/v1/: 'topics/sensors-7' or ['topics', 'sensors-7'] (segments joined with '/')"
     )
     data: Any = Field(None, description="the JSON body; omitted or null: none")
@@ -88,17 +89,17 @@ FAILED_OUT = [
     {"method": "GET", "path": "/api/v1/topics/missing", "status": 404,
      "data": {"detail": "topic missing does not exist"}, "info": None},
 ]
-RESULTS_DOCS = responses(200, EXAMPLE_OUT, 401, 403, 422)
+RESULTS_DOCS = responses(200, EXAMPLE_OUT, 400, 401, 403, 422)
 RESULTS_DOCS[1]["responses"][502] = {
     "description": "POST only: an operation failed, everything was rolled back; the results up to that one",
     "content": {"application/json": {"example": FAILED_OUT}},
 }
 RESULTS_DOCS[1]["requestBody"] = {"content": {"application/json": {"example": EXAMPLE_IN}}}
-IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 401, 403, 422)
+IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 400, 401, 403, 422)
 IN_ORDER_DOCS[1]["requestBody"] = RESULTS_DOCS[1]["requestBody"]
 
 
-def _segments(path: str | list[str | int], results: Results) -> list[str]:
+def _segments(path: str | list[StrictStr | StrictInt], results: Results) -> list[str]:
     joined = path if isinstance(path, str) else "/".join(str(part).strip("/") for part in path)
     segments = []
     for part in joined.split("/"):

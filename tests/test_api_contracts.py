@@ -9,6 +9,7 @@ import re
 import urllib.request
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -134,3 +135,51 @@ def test_docs_page_assets_are_local(server: ServerProcess) -> None:
     assert assets and all(asset.startswith("/static/") for asset in assets), assets
     for asset in assets:
         assert get(server, asset)[0] == 200
+
+
+# OpenAPI examples
+@cache
+def openapi_document() -> dict[str, Any]:
+    from ninja.responses import NinjaJSONEncoder
+
+    from app.api.urls import api
+
+    document: dict[str, Any] = json.loads(json.dumps(api.get_openapi_schema(), cls=NinjaJSONEncoder))
+    return document
+
+
+def json_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """Every JSON request and response body of every operation, named ``METHOD path status``."""
+    found = []
+    for path, operations in openapi_document()["paths"].items():
+        for method, operation in operations.items():
+            request = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if request is not None:
+                found.append((f"{method.upper()} {path} request", request))
+            for status, response in operation["responses"].items():
+                body = response.get("content", {}).get("application/json")
+                if body is not None:
+                    found.append((f"{method.upper()} {path} {status}", body))
+    return found
+
+
+def test_every_json_body_has_an_example() -> None:
+    """Each operation shows an example of its request body and of every answer with a body."""
+    assert [name for name, body in json_bodies() if "example" not in body] == []
+
+
+def test_examples_match_their_schemas() -> None:
+    """Every example validates against the schema it illustrates."""
+    components = openapi_document()["components"]
+    wrong = []
+    for name, body in json_bodies():
+        validator = jsonschema.Draft202012Validator({**body["schema"], "components": components})
+        wrong += [f"{name}: {error.message}" for error in validator.iter_errors(body["example"])]
+    assert wrong == []
+
+
+def test_example_check_is_not_vacuous() -> None:
+    """An example that breaks its schema is caught."""
+    components = openapi_document()["components"]
+    topic = {"$ref": "#/components/schemas/TopicOut"}
+    assert list(jsonschema.Draft202012Validator({**topic, "components": components}).iter_errors({"name": 7}))

@@ -47,7 +47,7 @@ UNSAFE_SEGMENT = re.compile(r"^\.{1,2}$|[/?#]")
 
 
 class OperationIn(Schema):
-    method: Method = Field(description="any case")
+    method: Method = Field(description="GET, POST, PUT, PATCH or DELETE, in any case ('post' as vstutils writes it)")
     # Strict: a JSON true is no segment (lax pydantic would make it 1).
     path: str | list[StrictStr | StrictInt] = Field(
         description="relative to /api/v1/: 'topics/sensors-7' or ['topics', 'sensors-7'] (segments joined with '/')"
@@ -73,10 +73,10 @@ class OperationOut(Schema):
 
 
 EXAMPLE_IN = [
-    {"method": "post", "path": "topics", "data": {"name": "sensors-7"}, "let": "topic"},
-    {"method": "post", "path": "tokens", "data": {"comment": "gateway for <<topic[data][name]>>"}},
-    {"method": "get", "path": ["topics", "<<topic[data][name]>>"]},
-    {"method": "get", "path": "topics", "query": "prefix=<<0[data][name]>>&limit=5"},
+    {"method": "POST", "path": "topics", "data": {"name": "sensors-7"}, "let": "topic"},
+    {"method": "POST", "path": "tokens", "data": {"comment": "gateway for <<topic[data][name]>>"}},
+    {"method": "GET", "path": ["topics", "<<topic[data][name]>>"]},
+    {"method": "GET", "path": "topics", "query": "prefix=<<0[data][name]>>&limit=5"},
 ]
 EXAMPLE_OUT = [
     {"method": "POST", "path": "/api/v1/topics", "status": 201, "data": {"name": "sensors-7", "public": False},
@@ -89,14 +89,12 @@ FAILED_OUT = [
     {"method": "GET", "path": "/api/v1/topics/missing", "status": 404,
      "data": {"detail": "topic missing does not exist"}, "info": None},
 ]
-RESULTS_DOCS = responses(200, EXAMPLE_OUT, 400, 401, 403, 422)
+RESULTS_DOCS = responses(200, EXAMPLE_OUT, 400, 401, 403, 422, request=EXAMPLE_IN)
 RESULTS_DOCS[1]["responses"][502] = {
     "description": "POST only: an operation failed, everything was rolled back; the results up to that one",
     "content": {"application/json": {"example": FAILED_OUT}},
 }
-RESULTS_DOCS[1]["requestBody"] = {"content": {"application/json": {"example": EXAMPLE_IN}}}
-IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 400, 401, 403, 422)
-IN_ORDER_DOCS[1]["requestBody"] = RESULTS_DOCS[1]["requestBody"]
+IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 400, 401, 403, 422, request=EXAMPLE_IN)
 
 
 def _segments(path: str | list[StrictStr | StrictInt], results: Results) -> list[str]:

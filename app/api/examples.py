@@ -28,19 +28,24 @@ ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def responses(ok: int, example: Any, *errors: int,
-              details: dict[int, str] | None = None) -> tuple[dict[int, Any], dict[str, Any]]:
+def responses(ok: int, example: Any, *errors: int, details: dict[int, str] | None = None,
+              request: Any = None, others: dict[int, Any] | None = None) -> tuple[dict[int, Any], dict[str, Any]]:
     """The ``response`` map of an operation whose success schema is given separately, and its
-    ``openapi_extra``: an example of the success body (None for none shown) and of each error's
-    (``details`` replaces the generic example's reason for this operation)."""
+    ``openapi_extra``: an example of the success body (None for an empty answer), of each error's
+    (``details`` replaces the generic example's reason for this operation), of the request body
+    (``request``) and of other answers with a schema of their own (``others``: status -> example)."""
     schemas: dict[int, Any] = {code: ErrorOut for code in errors}
     documented: dict[int, Any] = {}
-    if example is not None:
-        documented[ok] = {"content": {"application/json": {"example": example}}}
+    for code, shown in ((ok, example), *(others or {}).items()):
+        if shown is not None:
+            documented[code] = {"content": {"application/json": {"example": shown}}}
     for code in errors:
         description, detail = ERRORS[code]
         detail = (details or {}).get(code, detail)
         documented[code] = {
             "description": description, "content": {"application/json": {"example": {"detail": detail}}},
         }
-    return schemas, {"responses": documented}
+    extra: dict[str, Any] = {"responses": documented}
+    if request is not None:
+        extra["requestBody"] = {"content": {"application/json": {"example": request}}}
+    return schemas, extra

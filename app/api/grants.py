@@ -55,7 +55,7 @@ def _apply(admin: Any, slug: str, username: str, change: GrantIn) -> GrantOut:
 
 
 GRANT_DOCS = responses(200, {"topic": "sensors-7", "user": "alice", "rights": ["can_consume", "can_view_status"]},
-                       400, 401, 403, 404, 422,
+                       400, 401, 403, 404, 422, request={"can_consume": True, "can_view_status": True},
                        details={403: "changing rights needs a staff user with broker.change_topic"})
 
 

@@ -235,17 +235,30 @@ def _stats(user: Any) -> Stats:
 # Every operation needs a permission: 401 anonymous, 403 without it.
 NEEDS = {401: "authentication required (Authorization: Token <key>)",
          403: "needs the outbox.view_outboxevent permission", 404: "outbox event 7 does not exist"}
-LIST_DOCS = responses(200, None, 401, 403, 422, details=NEEDS)
-EMIT_DOCS = responses(201, None, 400, 401, 403, 409, 422,
+EVENT_EXAMPLE = {
+    "pk": 7, "id": "o-7", "specversion": "1.0", "source": "/orders", "type": "order.created",
+    "time": "2025-05-01T12:00:00Z", "subject": "order/7", "datacontenttype": "application/json", "dataschema": None,
+    "data": {"order": 7, "total": "12.50"}, "data_base64": None, "extensions": {"tenant": "acme"}, "key": "order-7",
+    "target": "rabbitmq", "destination": "orders", "status": "published", "attempts": 1,
+    "next_attempt_at": "2025-05-01T12:00:00Z", "last_error": "", "created_at": "2025-05-01T12:00:00Z",
+    "published_at": "2025-05-01T12:00:00.004Z",
+}
+EMIT_EXAMPLE = {"type": "order.created", "source": "/orders", "id": "o-7", "subject": "order/7",
+                "datacontenttype": "application/json", "data": {"order": 7, "total": "12.50"}, "key": "order-7"}
+PENDING = {**EVENT_EXAMPLE, "status": "pending", "attempts": 0, "published_at": None}
+LIST_DOCS = responses(200, {"items": [EVENT_EXAMPLE], "next_after": 7}, 401, 403, 422, details=NEEDS)
+EMIT_DOCS = responses(201, PENDING, 400, 401, 403, 409, 422, request=EMIT_EXAMPLE,
                       details={**NEEDS, 403: "not allowed to publish to topic sensors-7",
                                409: "an event with source '/orders' and id 'o-7' exists"})
-GET_DOCS = responses(200, None, 401, 403, 404, 422, details=NEEDS)
-RETRY_DOCS = responses(200, None, 401, 403, 404, 409, 422,
+GET_DOCS = responses(200, EVENT_EXAMPLE, 401, 403, 404, 422, details=NEEDS)
+RETRY_DOCS = responses(200, {**PENDING, "attempts": 5, "last_error": "rabbitmq: connection refused"},
+                       401, 403, 404, 409, 422,
                        details={**NEEDS, 409: "event 7 is published; only failed or retry events can be retried"})
 DELETE_DOCS = responses(204, None, 401, 403, 404, 409, 422,
                         details={**NEEDS, 409: "event 7 is pending; only dead letters (failed) can be deleted"})
-RETRY_ALL_DOCS = responses(200, None, 401, 403, 422, details=NEEDS)
-STATS_DOCS = responses(200, None, 401, 403, details=NEEDS)
+RETRY_ALL_DOCS = responses(200, {"retried": 3}, 401, 403, 422, details=NEEDS)
+STATS_DOCS = responses(200, {"pending": 2, "processing": 1, "published": 10452, "retry": 0, "failed": 3,
+                             "lag_s": 0.012}, 401, 403, details=NEEDS)
 
 
 @router.get("/outbox/events", response={200: EventPage, **LIST_DOCS[0]}, openapi_extra=LIST_DOCS[1],

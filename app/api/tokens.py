@@ -124,7 +124,8 @@ def _delete(user: Any, pk: int) -> None:
 
 
 LIST_DOCS = responses(200, {"items": [TOKEN_EXAMPLE], "next_cursor": None, "next": None}, 401, 422)
-CREATE_DOCS = responses(201, {**TOKEN_EXAMPLE, "key": "Xk3v9QaB…(43 characters)"}, 400, 401, 403, 404, 422)
+CREATE_DOCS = responses(201, {**TOKEN_EXAMPLE, "key": "Xk3v9QaB…(43 characters)"}, 400, 401, 403, 404, 422,
+                        request={"comment": "sensor gateway"})
 DISABLE_DOCS = responses(200, {**TOKEN_EXAMPLE, "enabled": False}, 401, 404, 422)
 DELETE_DOCS = responses(204, None, 401, 404, 422)
 

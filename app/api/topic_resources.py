@@ -208,9 +208,11 @@ def _delete(user: Any, slug: str) -> None:
 LIST_DOCS = responses(200, {"items": [TOPIC_EXAMPLE], "next_cursor": "WyIvYXBpL3YxL3RvcGljcyIsInNlbnNvcnMtNyJd",
                             "next": "/api/v1/topics?limit=1&cursor=WyIvYXBpL3YxL3RvcGljcyIsInNlbnNvcnMtNyJd"},
                       401, 422)
-CREATE_DOCS = responses(201, TOPIC_EXAMPLE, 400, 401, 403, 409, 422)
+CREATE_DOCS = responses(201, TOPIC_EXAMPLE, 400, 401, 403, 409, 422,
+                        request={"name": "sensors-7", "public": False, "supports_dasf": True, "store_messages": None})
 GET_DOCS = responses(200, TOPIC_EXAMPLE, 401, 404, 422)
-UPDATE_DOCS = responses(200, TOPIC_EXAMPLE, 400, 401, 403, 404, 409, 422)
+UPDATE_DOCS = responses(200, {**TOPIC_EXAMPLE, "store_messages": "store", "policy": "store"},
+                        400, 401, 403, 404, 409, 422, request={"store_messages": "store"})
 DELETE_DOCS = responses(204, None, 401, 403, 404, 422)
 
 

@@ -62,8 +62,12 @@ def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
 
 
 NOT_PINGED = "topic is excluded from pings (supports_dasf is off)"
-STATUS_DOCS = responses(200, None, 400, 401, 404, 422, details={400: NOT_PINGED})
-PING_DOCS = responses(202, None, 400, 401, 403, 404, 422,
+ONLINE = {"topic": "sensors-7", "status": "online", "last_ping": "2025-05-01T12:00:00Z",
+          "last_pong": "2025-05-01T12:00:00.020Z", "api_info": {"functions": ["version", "add"], "classes": []}}
+STATUS_DOCS = responses(200, ONLINE, 400, 401, 404, 422, details={400: NOT_PINGED},
+                        others={503: {**ONLINE, "status": "offline", "last_pong": "2025-05-01T11:58:00Z"}})
+PING_DOCS = responses(202, {"topic": "sensors-7", "pinged_at": "2025-05-01T12:00:00Z", "consumers_reached": 2,
+                            "status_url": "/api/v1/topics/sensors-7/status"}, 400, 401, 403, 404, 422,
                       details={400: NOT_PINGED, 403: "not allowed to ping this topic"})
 
 

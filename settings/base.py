@@ -353,6 +353,11 @@ if REQUEST_BODY_TIMEOUT_S <= 0 or MAX_REQUEST_BODY_BYTES < 1:
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # Django refuses larger bodies with 400 and an ERROR log: the body limit above is the one limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# About the most one page of stored messages over HTTP holds (the sum of their frames' sizes; one
+# message always goes): a page of 200 messages of MAX_FRAME_BYTES each would be 200 MiB.
+API_PAGE_MAX_BYTES = env_int("API_PAGE_MAX_BYTES", 4 * 1024 * 1024)
+if API_PAGE_MAX_BYTES < 1:
+    raise ValueError("API_PAGE_MAX_BYTES must be positive")
 # Most operations one /api/v1/_bulk/ request may hold (its body is bounded by MAX_REQUEST_BODY_BYTES
 # too); a POST bulk holds its database transaction open while they all run.
 BULK_MAX_OPERATIONS = env_int("BULK_MAX_OPERATIONS", 100)

@@ -9,10 +9,12 @@ import urllib.parse
 import uuid
 from typing import Any
 
+import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from app.api.pagination import CURSOR_REFUSED
+from app.broker import stored
 from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import grant
 from tests.api_client import call
@@ -113,6 +115,40 @@ async def test_state_of_one_principal(server: ServerProcess) -> None:
     assert ids_of(call(server, path + query(state="unacked", principal=f"user:{user.pk}"), key=key)[1]) == ids
 
 
+async def test_list_filters_redelivered_messages(server: ServerProcess) -> None:
+    """state=redelivered holds the messages handed out again to some principal, with their count."""
+    slug, user, key, ids = await stored_topic(server, 2)
+    Delivery.objects.create(message=Message.objects.get(message_id=ids[0]), principal=f"user:{user.pk}",
+                            redelivery_count=2)
+    status, page = call(server, f"/topics/{slug}/messages" + query(state="redelivered"), key=key)
+    assert status == 200 and ids_of(page) == ids[:1] and page["items"][0]["redelivery_count"] == 2
+
+
+async def test_principal_without_state_is_422(server: ServerProcess) -> None:
+    """principal= says whose state is meant: alone it filters nothing, so it is refused."""
+    slug, user, key, _ = await stored_topic(server, 1)
+    assert call(server, f"/topics/{slug}/messages" + query(principal=f"user:{user.pk}"), key=key)[0] == 422
+
+
+async def test_page_ends_at_the_byte_budget(server: ServerProcess) -> None:
+    """Large messages fill a page by API_PAGE_MAX_BYTES (4 MiB), not by limit; the walk sees them all."""
+    user = make_user()
+    key = make_token(user)
+    slug = make_topic(public=False, anonymous=False, policy="store", dasf=False, consumers=(user,), producers=(user,))
+    producer = await connect(server.ws + slug, auth(key))
+    big = "x" * (600 * 1024)
+    ids = [(await publish(producer, n, payload=big))["messageId"] for n in range(8)]
+    status, first = call(server, f"/topics/{slug}/messages?limit=50", key=key)
+    assert status == 200 and 1 <= len(first["items"]) < len(ids) and first["next"] is not None
+    seen = ids_of(first)
+    url = first["next"]
+    while url is not None:
+        page = call(server, url, key=key)[1]
+        seen += ids_of(page)
+        url = page["next"]
+    assert seen == ids
+
+
 async def test_get_one_message(server: ServerProcess) -> None:
     """A stored message by id; an id the topic does not hold is 404; a malformed id 422."""
     slug, _, key, ids = await stored_topic(server, 1)
@@ -178,6 +214,40 @@ async def test_purge_deletes_what_matches_the_filters(server: ServerProcess) -> 
     assert call(server, f"/topics/{slug}/messages", "DELETE", key)[0] == 403
 
 
+async def test_deleting_on_a_hidden_topic_is_404(server: ServerProcess) -> None:
+    """broker.delete_message does not reveal private topics: one the caller may not see is 404."""
+    slug, _, _, ids = await stored_topic(server, 1)
+    _, deleter = holder_of("delete_message")
+    for path in (f"/topics/{slug}/messages/{ids[0]}", f"/topics/{slug}/messages"):
+        assert call(server, path, "DELETE", deleter) == (404, {"detail": f"topic {slug} does not exist"})
+    assert Message.objects.filter(topic__slug=slug).count() == 1
+
+
+def test_purge_goes_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge larger than a chunk deletes every match, a chunk per transaction."""
+    slug = make_topic(policy="store", dasf=False)
+    topic = Topic.objects.get(slug=slug)
+    for sequence in range(1, 6):
+        Message.objects.create(topic=topic, sequence=sequence, producer_principal="anonymous", frame="{}",
+                               publish_time=timezone.now())
+    Topic.objects.filter(pk=topic.pk).update(last_sequence=5)
+    monkeypatch.setattr(stored, "PURGE_CHUNK", 2)
+    assert stored.purge(topic, stored.MessageFilter()) == 5
+    assert not Message.objects.filter(topic=topic).exists()
+
+
+def test_purge_spares_messages_published_after_it_began() -> None:
+    """Messages above the sequence the purge started at are left: a purge ends while producers go on."""
+    slug = make_topic(policy="store", dasf=False)
+    topic = Topic.objects.get(slug=slug)
+    for sequence in (1, 2):
+        Message.objects.create(topic=topic, sequence=sequence, producer_principal="anonymous", frame="{}",
+                               publish_time=timezone.now())
+    Topic.objects.filter(pk=topic.pk).update(last_sequence=1)  # sequence 2 is not committed as far as it knows
+    assert stored.purge(topic, stored.MessageFilter()) == 1
+    assert list(Message.objects.filter(topic=topic).values_list("sequence", flat=True)) == [2]
+
+
 # Re-sending
 async def test_resend_reaches_live_consumers_as_a_new_message(server: ServerProcess) -> None:
     """The copy has a new id and sequence, the original's payload and properties, and is delivered live."""
@@ -194,6 +264,23 @@ async def test_resend_reaches_live_consumers_as_a_new_message(server: ServerProc
     stored = Message.objects.get(message_id=sent["message_id"])
     assert stored.sequence == sent["sequence"] > Message.objects.get(message_id=ids[0]).sequence
     assert stored.producer_principal == f"user:{user.pk}"
+
+
+def test_resent_copy_is_due_at_once() -> None:
+    """The copy's frame keeps the original's fields but not its delay nor its redelivery count."""
+    slug = make_topic(policy="store", dasf=False)
+    topic = Topic.objects.get(slug=slug)
+    original = Message.objects.create(
+        topic=topic, sequence=1, producer_principal="anonymous", publish_time=timezone.now(), payload="cA==",
+        frame=json.dumps({"payload": "cA==", "key": "k", "deliverAt": 1, "deliverAfterMs": 5, "redeliveryCount": 3}),
+    )
+    Topic.objects.filter(pk=topic.pk).update(last_sequence=1)
+    delivered: list[stored.Resent] = []
+    sent = stored.resend(original, topic, make_user(), timezone.now(), delivered.append)
+    frame = json.loads(sent.frame)
+    assert frame == {"payload": "cA==", "key": "k", "messageId": str(sent.message_id),
+                     "publishTime": sent.publish_time.isoformat()}
+    assert delivered == [sent] and Message.objects.get(message_id=sent.message_id).deliver_at is None
 
 
 async def test_resend_on_a_topic_that_stores_nothing_now(server: ServerProcess) -> None:

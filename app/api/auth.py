@@ -32,6 +32,7 @@ CSRF_REFUSED = (
     "CSRF check failed: a session-authenticated write needs the csrftoken cookie's value in an X-CSRFToken "
     "header and a same-origin Origin or Referer (or authenticate with Authorization: Token <key>)"
 )
+AUTHENTICATION_REQUIRED = "authentication required (Authorization: Token <key>)"
 INVALID_TOKEN = "invalid token (Authorization: Token <key> names no enabled token of an active user)"
 # Set only on requests the server builds itself: no client can put an attribute on a request.
 _RUN_AS = "_switchyard_run_as"
@@ -82,3 +83,16 @@ def caller_now(request: HttpRequest) -> Any | None:
 def run_as(request: HttpRequest, user: Any | None) -> None:
     """Make ``user`` the caller of a request the server built (None: a 401, as a revoked token gets)."""
     setattr(request, _RUN_AS, user)
+
+
+def refusal(user: Any, reason: str) -> HttpError:
+    """The answer to a caller lacking a right: 401 when anonymous (a token may help), else 403."""
+    if not user.is_authenticated:
+        return HttpError(401, AUTHENTICATION_REQUIRED)
+    return HttpError(403, reason)
+
+
+def require_permission(user: Any, permission: str) -> None:
+    """Refuse (``refusal``) a caller without the model permission ``permission``."""
+    if not (user.is_active and user.has_perm(permission)):
+        raise refusal(user, f"needs the {permission} permission")

@@ -9,18 +9,21 @@ topic's policy: under ``cache`` an acked message is gone, under ``disabled`` not
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models.functions import Length
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
-from app.api.auth import request_user
+from app.api.auth import refusal, request_user
 from app.api.examples import responses
 from app.api.pagination import PageParams, keyset_page
 from app.api.topics import _visible_topic
@@ -86,6 +89,12 @@ class MessageQuery(Schema):
             raise ValueError("must not contain NUL")
         return value
 
+    @model_validator(mode="after")
+    def _principal_with_state(self) -> MessageQuery:
+        if self.principal is not None and self.state is None:
+            raise ValueError("principal names whose delivery state is meant: give state too")
+        return self
+
     def message_filter(self) -> MessageFilter:
         return MessageFilter(self.since, self.until, self.state, self.principal, self.producer)
 
@@ -126,23 +135,17 @@ def message_out(message: Message, topic: Topic, facts: DeliveryFacts) -> Message
     )
 
 
-def _refuse(user: Any, reason: str) -> HttpError:
-    if not user.is_authenticated:
-        return HttpError(401, f"authentication required (Authorization: Token <key>): {reason}")
-    return HttpError(403, reason)
-
-
 def _readable(user: Any, slug: str) -> tuple[Topic, Rights]:
     topic, rights = _visible_topic(slug, user)
     if not (rights.consume or user.has_perm(VIEW_MESSAGE)):
-        raise _refuse(user, "reading a topic's messages needs the right to consume it")
+        raise refusal(user, "reading a topic's messages needs the right to consume it")
     return topic, rights
 
 
 def _deletable(user: Any, slug: str) -> Topic:
     topic, _ = _visible_topic(slug, user)
     if not user.has_perm(DELETE_MESSAGE):
-        raise _refuse(user, f"needs the {DELETE_MESSAGE} permission")
+        raise refusal(user, f"needs the {DELETE_MESSAGE} permission")
     return topic
 
 
@@ -153,10 +156,17 @@ def _message(topic: Topic, message_id: uuid.UUID) -> Message:
     return message
 
 
+def _frame_chars(message: Any) -> int:
+    return int(message.frame_chars)
+
+
 def _list(request: HttpRequest, user: Any, slug: str, query: MessageListQuery) -> MessagePage:
     topic, _ = _readable(user, slug)
-    rows = stored.filtered(topic, query.message_filter()).select_related("response_topic")
-    page = keyset_page(request, rows, "sequence", query)
+    # The frame is not shown, only weighed: a page ends at API_PAGE_MAX_BYTES of them.
+    rows = (stored.filtered(topic, query.message_filter()).select_related("response_topic").defer("frame")
+            .annotate(frame_chars=Length("frame")))
+    page = keyset_page(request, rows, "sequence", query, weigh=_frame_chars,
+                       max_weight=settings.API_PAGE_MAX_BYTES)
     facts = stored.delivery_facts(page.rows)
     return MessagePage(items=[message_out(m, topic, facts.get(m.pk, DeliveryFacts())) for m in page.rows],
                        next_cursor=page.next_cursor, next=page.next)
@@ -179,17 +189,19 @@ def _purge(user: Any, slug: str, query: MessageQuery) -> PurgeOut:
 def _resend(user: Any, slug: str, message_id: uuid.UUID, runtime: BrokerRuntime) -> ResentOut:
     topic, rights = _readable(user, slug)
     if not rights.produce:
-        raise _refuse(user, "re-sending needs the right to produce to the topic")
+        raise refusal(user, "re-sending needs the right to produce to the topic")
     message = _message(topic, message_id)
     answers = message.response_topic
     if answers is not None and not rights_on(user, answers).consume:
         # As on the websocket: nobody sends a request whose answers go into another's response topic.
-        raise _refuse(user, f"its answers go to {answers.slug}, which only its requester may consume")
+        raise refusal(user, f"its answers go to {answers.slug}, which only its requester may consume")
 
     def deliver(sent: Resent) -> None:
-        # After the commit, on this request's worker thread: the hub belongs to the event loop.
+        # After the commit, on this request's worker thread: the hub belongs to the event loop. A
+        # fresh context, as app/broker/signals.py: tasks the delivery starts (a consumer's gap
+        # repair) must not inherit asgiref's context of this request, which ends.
         item = Delivered(sent.frame, str(sent.message_id), sent.sequence)
-        runtime.loop.call_soon_threadsafe(runtime.deliver, topic.slug, item)
+        runtime.loop.call_soon_threadsafe(runtime.deliver, topic.slug, item, context=contextvars.Context())
 
     sent = stored.resend(message, topic, user, timezone.now(), deliver)
     return ResentOut(message_id=sent.message_id, sequence=sent.sequence, publish_time=sent.publish_time,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +29,8 @@ CURSOR_REFUSED = "cursor: not a cursor of this list (pass next_cursor as it came
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
+# Rows read at a time for a list whose rows are weighed (they may be large).
+WEIGHED_CHUNK = 10
 
 M = TypeVar("M", bound=Model)
 
@@ -70,17 +73,28 @@ def _cursor_key(field: ModelField[Any, Any], value: Any) -> Any:
     raise HttpError(422, CURSOR_REFUSED)
 
 
-def keyset_page(request: HttpRequest, rows: QuerySet[M], key: str, params: PageParams) -> Slice[M]:
+def keyset_page(request: HttpRequest, rows: QuerySet[M], key: str, params: PageParams,
+                weigh: Callable[[M], int] | None = None, max_weight: int = 0) -> Slice[M]:
     """The page of ``rows`` (ordered by the unique field ``key``) after ``params.cursor``. The
-    cursor is tied to the request's path, so one list's cursor cannot page another."""
+    cursor is tied to the request's path, so one list's cursor cannot page another. With
+    ``weigh``, the page also ends before the row that would take it past ``max_weight`` (one
+    row always goes): rows are read a few at a time, so big rows never sit in memory by the
+    hundred."""
     name = request.path
     if params.cursor is not None:
         field = rows.model._meta.pk if key == "pk" else rows.model._meta.get_field(key)
         assert isinstance(field, ModelField), key  # a keyset key is a column of the rows
         rows = rows.filter(**{f"{key}__gt": _cursor_key(field, decode_cursor(name, params.cursor))})
-    found = list(rows.order_by(key)[: params.limit + 1])
-    page = found[: params.limit]
-    if len(found) <= params.limit:
+    page: list[M] = []
+    weight = 0
+    more = False
+    for row in rows.order_by(key)[: params.limit + 1].iterator(chunk_size=WEIGHED_CHUNK if weigh else PAGE_MAX + 1):
+        weight += weigh(row) if weigh is not None else 0
+        if len(page) == params.limit or (page and weigh is not None and weight > max_weight):
+            more = True
+            break
+        page.append(row)
+    if not more:
         return Slice(page, None, None)
     cursor = encode_cursor(name, getattr(page[-1], key))
     query = request.GET.copy()

@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
-from app.api.auth import request_user
+from app.api.auth import AUTHENTICATION_REQUIRED, request_user
 from app.api.examples import responses
 from app.api.pagination import PageParams, keyset_page
 from app.auth.models import Token
@@ -70,7 +70,7 @@ def token_out(token: Token) -> TokenOut:
 
 def _caller(user: Any) -> Any:
     if not user.is_authenticated:
-        raise HttpError(401, "authentication required (Authorization: Token <key>)")
+        raise HttpError(401, AUTHENTICATION_REQUIRED)
     return user
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
-from app.api.auth import request_user
+from app.api.auth import request_user, require_permission
 from app.api.examples import responses
 from app.api.pagination import PageParams, keyset_page
 from app.api.topics import _visible_topic
@@ -97,13 +97,6 @@ def topic_out(topic: Topic, now: datetime) -> TopicOut:
     )
 
 
-def _require(user: Any, permission: str) -> None:
-    if not user.is_authenticated:
-        raise HttpError(401, "authentication required (Authorization: Token <key>)")
-    if not (user.is_active and user.has_perm(permission)):
-        raise HttpError(403, f"needs the {permission} permission")
-
-
 def _policy_q(policy: StorePolicy) -> Q:
     """Topics whose policy in force is ``policy``: their own, else the default for their kind."""
     matches = Q(store_messages=policy.value)
@@ -144,7 +137,7 @@ def _list(request: HttpRequest, user: Any, filters: TopicFilter) -> TopicPage:
 
 
 def _create(user: Any, body: TopicIn) -> TopicOut:
-    _require(user, "broker.add_topic")
+    require_permission(user, "broker.add_topic")
     if (body.public, body.supports_dasf, body.store_messages) != (False, True, None) and not user.has_perm(
         "broker.change_topic"
     ):
@@ -181,7 +174,7 @@ def _get(user: Any, slug: str) -> TopicOut:
 
 def _update(user: Any, slug: str, change: TopicChange) -> TopicOut:
     topic, _ = _visible_topic(slug, user)
-    _require(user, "broker.change_topic")
+    require_permission(user, "broker.change_topic")
     if topic.is_response_topic:
         raise HttpError(409, f"{slug} is a response topic; its settings follow its source")
     given = change.model_fields_set
@@ -198,7 +191,7 @@ def _update(user: Any, slug: str, change: TopicChange) -> TopicOut:
 
 def _delete(user: Any, slug: str) -> None:
     topic, _ = _visible_topic(slug, user)
-    _require(user, "broker.delete_topic")
+    require_permission(user, "broker.delete_topic")
     with transaction.atomic():
         # guardian keeps grants by primary key: they go with the topic and its response topics.
         revoke_all([topic.pk, *topic.response_topics.values_list("pk", flat=True)])

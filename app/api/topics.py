@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +100,8 @@ async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
         raise HttpError(400, NOT_PINGED)
     now = timezone.now()
     await sync_to_async(ping_topic)(topic.pk, now)
-    reached = get_runtime().deliver(slug, probe("ping"))
+    # In a fresh context: tasks the delivery starts must not inherit this request's (its end would
+    # strand their database calls; app/broker/signals.py).
+    reached = contextvars.Context().run(get_runtime().deliver, slug, probe("ping"))
     return 202, PingOut(topic=slug, pinged_at=now, consumers_reached=reached,
                         status_url=f"/api/v1/topics/{slug}/status")

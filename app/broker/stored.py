@@ -95,16 +95,23 @@ def find(topic: Topic, message_id: uuid.UUID) -> Message | None:
 
 def delete(message: Message) -> None:
     """Delete one stored message with its delivery and subscription rows."""
-    delete_messages([message.pk])
+    with transaction.atomic():
+        delete_messages([message.pk])
 
 
 def purge(topic: Topic, filters: MessageFilter) -> int:
-    """Delete the topic's stored messages that match ``filters``; how many went."""
-    pks = list(filtered(topic, filters).values_list("pk", flat=True))
-    for start in range(0, len(pks), PURGE_CHUNK):
+    """Delete the topic's stored messages that match ``filters``, a chunk per transaction; how
+    many went. Messages published meanwhile are not purged: a purge ends even while producers go on."""
+    last = Topic.objects.filter(pk=topic.pk).values_list("last_sequence", flat=True).first() or 0
+    matching = filtered(topic, filters).filter(sequence__lte=last).order_by("sequence")
+    deleted = 0
+    while True:
         with transaction.atomic():
-            delete_messages(pks[start:start + PURGE_CHUNK])
-    return len(pks)
+            pks = list(matching.values_list("pk", flat=True)[:PURGE_CHUNK])
+            delete_messages(pks)
+        deleted += len(pks)
+        if len(pks) < PURGE_CHUNK:
+            return deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +128,14 @@ def resend(message: Message, topic: Topic, user: Any, now: datetime,
     time; payload, properties, context, key and response topic as they were), produced by
     ``user``. It is stored per the topic's policy now, and ``deliver`` gets it once committed:
     inside a caller's transaction (a bulk request) nothing reaches consumers unless that commits.
-    A delay the original asked for (deliverAt) is not repeated: the copy is due at once."""
+    A delay the original asked for (deliverAt, deliverAfterMs) is not repeated: the copy is due at once."""
     message_id = uuid.uuid4()
     frame = codec.loads(message.frame)
     frame["messageId"] = str(message_id)
     frame["publishTime"] = now.isoformat()
-    frame.pop("redeliveryCount", None)
+    # The copy is due at once, and its redeliveries are counted afresh.
+    for stale in ("redeliveryCount", "deliverAt", "deliverAfterMs"):
+        frame.pop(stale, None)
     text = codec.dumps(frame)
     if not topic.policy.stores:
         sent = Resent(message_id, None, now, text)

@@ -140,11 +140,11 @@ LOGGING: dict[str, Any] = {
         "json": {"()": "app.server.log_format.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"unavailable_is_an_answer": {"()": "app.server.request_log.UnavailableIsAnAnswer"}},
+    "filters": {"answers_are_not_errors": {"()": "app.server.request_log.AnswersAreNotErrors"}},
     "root": {"handlers": ["console"], "level": env_str("SWITCHYARD_LOG_LEVEL", "INFO").upper()},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
-        "django.request": {"filters": ["unavailable_is_an_answer"]},
+        "django.request": {"filters": ["answers_are_not_errors"]},
     },
 }
 # One INFO line per HTTP request and websocket handshake on the logger "switchyard.access"
@@ -363,6 +363,11 @@ if API_PAGE_MAX_BYTES < 1:
 BULK_MAX_OPERATIONS = env_int("BULK_MAX_OPERATIONS", 100)
 if BULK_MAX_OPERATIONS < 1:
     raise ValueError("BULK_MAX_OPERATIONS must be positive")
+# Most bytes of results (answers' bodies, paths, reasons) one bulk keeps and answers: the operation
+# whose answer passes it is the last run (a POST bulk is rolled back, 502), its answer left out.
+BULK_MAX_RESULT_BYTES = env_int("BULK_MAX_RESULT_BYTES", 4 * 1024 * 1024)
+if BULK_MAX_RESULT_BYTES < 1:
+    raise ValueError("BULK_MAX_RESULT_BYTES must be positive")
 
 # --- producer back-pressure -------------------------------------------------------
 # Bytes one producer connection may have submitted for storing and not yet committed (the memory

@@ -1,24 +1,33 @@
 """Bulk requests (/api/v1/_bulk/) on a real server: POST all-or-nothing in one transaction (checked by
 the database's state), PUT in order, references to earlier results, the caller's rights, CSRF, and
-the refusals (nested bulks, too many operations, malformed bodies, bad references)."""
+the refusals (nested bulks, too many operations, malformed bodies, bad references) and the limits on
+what references may add to an operation and on the results a bulk keeps."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 
-from app.api.references import MAX_DEPTH, BadReference, Results, render
+from app.api.references import MAX_DEPTH, BadReference, Budget, Results, render, render_text
 from app.auth.models import Token
 from app.broker.models import Announcement, Topic
 from tests.api_client import call
 from tests.browser import Browser
-from tests.protocol import make_token, make_topic, make_user, set_password, unique
-from tests.servers import ServerProcess
+from tests.protocol import eventually, make_token, make_topic, make_user, set_password, unique
+from tests.servers import ServerProcess, start_server
 
 BULK = "/_bulk/"
+# A result of about 12 KB (its path echoes the query), whoever calls: the first operation of the
+# amplification tests, each use of it in a later one adding 12 KB.
+BIG_QUERY = "prefix=" + "x" * 12_000
+BIG_RESULT = {"method": "get", "path": "topics", "query": BIG_QUERY}
+# BULK_MAX_RESULT_BYTES of the capped server: two BIG_RESULTs fit, the third passes it.
+RESULT_CAP = 30_000
 
 
 def key_with(*codenames: str) -> tuple[Any, str]:
@@ -193,13 +202,19 @@ def test_deeply_nested_data_is_refused(server: ServerProcess) -> None:
     assert results[1]["info"] == f"data: nested deeper than {MAX_DEPTH} levels"
 
 
+def budget(results: Results, limit: int = 10_000, in_json: bool = True) -> Budget:
+    return Budget(results, "data", limit, "SOME_LIMIT", in_json=in_json)
+
+
 def test_whole_reference_keeps_the_value_type() -> None:
     """A string that is one reference becomes the value itself; inside a longer string, its JSON text."""
     results = Results()
     results.add({"status": 201, "data": {"id": 7, "tags": ["a"], "ok": True}}, "made")
-    assert render({"id": "<<0[data][id]>>", "tags": "<<made[data][tags]>>", "ok": ["<<0[data][ok]>>"]}, results) == {
-        "id": 7, "tags": ["a"], "ok": [True]}
-    assert render("id <<0[data][id]>> of <<made[data][tags][0]>>: <<0[data][tags]>>", results) == 'id 7 of a: ["a"]'
+    rendered = render({"id": "<<0[data][id]>>", "tags": "<<made[data][tags]>>", "ok": ["<<0[data][ok]>>"]},
+                      budget(results))
+    assert rendered == {"id": 7, "tags": ["a"], "ok": [True]}
+    assert render("id <<0[data][id]>> of <<made[data][tags][0]>>: <<0[data][tags]>>",
+                  budget(results)) == 'id 7 of a: ["a"]'
 
 
 def test_reference_to_the_running_operation_is_refused() -> None:
@@ -207,7 +222,115 @@ def test_reference_to_the_running_operation_is_refused() -> None:
     results = Results()
     results.add({"data": {}}, None)
     with pytest.raises(BadReference, match="operation 1 has not run"):
-        render("<<1[data]>>", results)
+        render("<<1[data]>>", budget(results))
+
+
+@pytest.mark.parametrize("data", [["<<0[data]>>"] * 2000, ["x <<0[data]>>"] * 2000, "<<0[data]>>" * 2000])
+def test_budget_stops_rendering_once_passed(data: Any) -> None:
+    """2,000 uses of a 1 KB value against 10 KB: refused once the count passes the limit, not after all of them."""
+    results = Results()
+    results.add({"data": "v" * 1000}, None)
+    spent = budget(results)
+    with pytest.raises(BadReference, match=r"data: its references add more than 10000 bytes \(SOME_LIMIT\)"):
+        render(data, spent)
+    assert spent.limit < spent.used <= spent.limit + 1002
+
+
+def test_budget_counts_what_each_use_puts_in() -> None:
+    """A value counts as written: JSON-escaped in the body, escaped by the query's quote in a head."""
+    results = Results()
+    results.add({"data": {"text": "a\"b", "list": [1, 2]}}, None)
+    body = budget(results)
+    render({"whole": "<<0[data][list]>>", "inside": "<<0[data][text]>>!"}, body)
+    assert body.used == len("[1, 2]") + len('a\\"b')
+    head = budget(results, in_json=False)
+    assert render_text("q=<<0[data][text]>>", head, lambda text: text.replace('"', "%22")) == "q=a%22b"
+    assert head.used == len("a%22b")
+
+
+# Limits: what references may add, what a bulk keeps
+AMPLIFIED = {
+    "data": ({"method": "post", "path": "tokens", "data": {"comment": "x", "extra": ["<<0[path]>>"] * 2000}},
+             "data: its references add more than", "DATA_UPLOAD_MAX_MEMORY_SIZE"),
+    "query": ({"method": "get", "path": "topics", "query": "prefix=<<0[path]>><<0[path]>>"},
+              "path, query and headers: its references add more than", "MAX_REQUEST_HEAD_BYTES"),
+    "headers": ({"method": "get", "path": "topics", "headers": {"X-Note": "<<0[path]>><<0[path]>>"}},
+                "path, query and headers: its references add more than", "MAX_REQUEST_HEAD_BYTES"),
+    "path": ({"method": "get", "path": ["topics", "<<0[path]>><<0[path]>>"]},
+             "path, query and headers: its references add more than", "MAX_REQUEST_HEAD_BYTES"),
+}
+
+
+@pytest.mark.parametrize("part", list(AMPLIFIED))
+@pytest.mark.parametrize("key", [None, "creator"])
+def test_references_cannot_amplify_an_operation_under_put(server: ServerProcess, part: str, key: str | None) -> None:
+    """References that would make an operation's body or head larger than a direct request's may be are
+    its 422, before any view saw it (info; not the 401 an anonymous token create gets), also anonymous."""
+    operation, reason, setting = AMPLIFIED[part]
+    status, results = call(server, BULK, "PUT", key and creator_key(), [BIG_RESULT, operation, BIG_RESULT])
+    assert (status, statuses(results)) == (200, [200, 422, 200]), results
+    assert results[1]["info"].startswith(reason) and setting in results[1]["info"]
+
+
+@pytest.mark.parametrize("part", list(AMPLIFIED))
+def test_references_cannot_amplify_an_anonymous_post_bulk(server: ServerProcess, part: str) -> None:
+    """Under POST such an operation fails the bulk: 502, and nothing after it runs."""
+    operation, reason, _ = AMPLIFIED[part]
+    status, results = call(server, BULK, "POST", None, [BIG_RESULT, operation, BIG_RESULT])
+    assert (status, statuses(results)) == (502, [200, 422])
+    assert results[1]["info"].startswith(reason)
+
+
+def test_head_over_the_server_limit_is_refused(server: ServerProcess) -> None:
+    """An operation whose own headers make a head larger than MAX_REQUEST_HEAD_BYTES is its 422 (directly: 431)."""
+    status, results = call(server, BULK, "PUT", None, [
+        {"method": "get", "path": "topics", "headers": {"X-Note": "x" * settings.MAX_REQUEST_HEAD_BYTES}},
+    ])
+    assert (status, statuses(results)) == (200, [422])
+    assert "more than MAX_REQUEST_HEAD_BYTES" in results[0]["info"]
+
+
+@pytest.fixture(scope="module")
+def capped_server() -> Iterator[ServerProcess]:
+    """A server whose bulks keep at most RESULT_CAP bytes of results."""
+    proc = start_server(os.environ["DATABASE_URL"], BULK_MAX_RESULT_BYTES=str(RESULT_CAP))
+    yield proc
+    proc.stop()
+
+
+def left_out(result: dict[str, Any]) -> bool:
+    info = result["info"] or ""
+    return result["data"] is None and f"would pass BULK_MAX_RESULT_BYTES ({RESULT_CAP} bytes)" in info
+
+
+@pytest.mark.parametrize("key", [None, "creator"])
+def test_result_cap_stops_a_put_bulk(capped_server: ServerProcess, key: str | None) -> None:
+    """The operation whose answer passes BULK_MAX_RESULT_BYTES is the last run, its answer left out (also anonymous)."""
+    name = unique("capped")
+    status, results = call(capped_server, BULK, "PUT", key and creator_key(),
+                           [BIG_RESULT, BIG_RESULT, BIG_RESULT, create(name)])
+    assert (status, statuses(results)) == (200, [200, 200, 200])
+    assert left_out(results[2]) and not any(map(left_out, results[:2]))
+    assert not Topic.objects.filter(slug=name).exists()
+
+
+def test_result_cap_fails_a_post_bulk(capped_server: ServerProcess) -> None:
+    """Under POST passing BULK_MAX_RESULT_BYTES fails the bulk: 502, and what ran is rolled back."""
+    name = unique("capped")
+    status, results = call(capped_server, BULK, "POST", creator_key(),
+                           [create(name), BIG_RESULT, BIG_RESULT, BIG_RESULT])
+    assert (status, statuses(results)) == (502, [201, 200, 200, 200])
+    assert left_out(results[3])
+    assert not Topic.objects.filter(slug=name).exists()
+
+
+async def test_failed_post_bulk_is_no_server_error(capped_server: ServerProcess) -> None:
+    """A POST bulk's 502 is logged by django.request as a WARNING (the server_log check fails on an ERROR)."""
+    mark = len(capped_server.output)
+    status, _ = call(capped_server, BULK, "POST", None, [{"method": "get", "path": "nowhere"}])
+    assert status == 502
+    await eventually(lambda: any("WARNING django.request: Bad Gateway: /api/v1/_bulk/" in line
+                                 for line in capped_server.output[mark:]), message="the 502's log line")
 
 
 # Rights and identity

@@ -16,6 +16,13 @@ transaction really holds every query of every operation.
 What is done outside the database waits for the commit (announcements of changed topics, rights
 and tokens; outbox relays are woken on commit), so a rolled-back bulk tells no socket anything.
 The topic ping, which probes sockets at once, is refused in a POST bulk (422; PUT runs it).
+
+A bulk costs no more than its requests would on their own: what references add to an operation is
+counted as it is rendered (app/api/references.py ``Budget``), and an operation whose body would pass
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` or whose path, query and headers would pass ``MAX_REQUEST_HEAD_BYTES``
+is refused (422) before it is built in full. The results a bulk keeps (and answers) are at most
+``BULK_MAX_RESULT_BYTES``: the operation whose answer passes it is the last run, its answer left out
+and not parsed.
 """
 
 from __future__ import annotations
@@ -28,14 +35,14 @@ from urllib.parse import quote_plus
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from ninja import Body, Field, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StrictInt, StrictStr, field_validator
 
 from app.api.auth import caller_now
 from app.api.examples import responses
-from app.api.references import LET_NAME, BadReference, Results, as_text, render, render_string
+from app.api.references import LET_NAME, BadReference, Budget, Results, render, render_text
 from app.api.subrequests import API_ROOT, Refused, build, dispatch
 
 logger = logging.getLogger(__name__)
@@ -69,7 +76,8 @@ class OperationOut(Schema):
     path: str = Field(description="the path run, with its query string")
     status: int
     data: Any = Field(description="the answer's JSON body (null for none)")
-    info: str | None = Field(None, description="why the bulk refused the operation before any view saw it")
+    info: str | None = Field(None, description="why the bulk refused the operation before any view saw it, "
+                                               "or left its answer out (BULK_MAX_RESULT_BYTES)")
 
 
 EXAMPLE_IN = [
@@ -89,21 +97,21 @@ FAILED_OUT = [
     {"method": "GET", "path": "/api/v1/topics/missing", "status": 404,
      "data": {"detail": "topic missing does not exist"}, "info": None},
 ]
-RESULTS_DOCS = responses(200, EXAMPLE_OUT, 400, 401, 403, 422, request=EXAMPLE_IN)
-RESULTS_DOCS[1]["responses"][502] = {
-    "description": "POST only: an operation failed, everything was rolled back; the results up to that one",
-    "content": {"application/json": {"example": FAILED_OUT}},
-}
+RESULTS_DOCS = responses(
+    200, EXAMPLE_OUT, 400, 401, 403, 422, request=EXAMPLE_IN, others={502: FAILED_OUT},
+    descriptions={502: "an operation failed (or the results passed BULK_MAX_RESULT_BYTES): everything was rolled "
+                       "back; the results up to that one"},
+)
 IN_ORDER_DOCS = responses(200, [*EXAMPLE_OUT, FAILED_OUT[1]], 400, 401, 403, 422, request=EXAMPLE_IN)
 
 
-def _segments(path: str | list[StrictStr | StrictInt], results: Results) -> list[str]:
+def _segments(path: str | list[StrictStr | StrictInt], budget: Budget) -> list[str]:
     joined = path if isinstance(path, str) else "/".join(str(part).strip("/") for part in path)
     segments = []
     for part in joined.split("/"):
         if not part:
             continue
-        segment = as_text(render_string(part, results))
+        segment = render_text(part, budget)
         if UNSAFE_SEGMENT.search(segment):
             raise Refused(422, f"path: segment {segment!r} must not be '.' or '..' nor hold '/', '?' or '#'")
         segments.append(segment)
@@ -114,51 +122,76 @@ def _refused(method: str, path: str, status: int, reason: str) -> OperationOut:
     return OperationOut(method=method, path=path, status=status, data={"detail": reason}, info=reason)
 
 
-def _operation(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool) -> OperationOut:
+def _operation(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool,
+               room: int) -> tuple[OperationOut, int]:
+    """The operation's result, and its size in bytes (its answer's body, path and reason); an answer
+    over ``room`` bytes is not parsed."""
     method = operation.method
     shown = str(operation.path)
+    head = Budget(results, "path, query and headers", settings.MAX_REQUEST_HEAD_BYTES, "MAX_REQUEST_HEAD_BYTES",
+                  in_json=False)
+    body = Budget(results, "data", settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE", in_json=True)
     try:
-        path = API_ROOT + "/".join(_segments(operation.path, results))
+        path = API_ROOT + "/".join(_segments(operation.path, head))
         shown = path
-        query = as_text(render_string(operation.query, results, quote_plus))
+        query = render_text(operation.query, head, quote_plus)
         shown = f"{path}?{query}" if query else path
-        data = render(operation.data, results)
-        headers = {name: as_text(render_string(value, results)) for name, value in operation.headers.items()}
-        answer = dispatch(build(outer, method, path, query, data, headers, caller_now(outer)), transactional)
+        data = render(operation.data, body)
+        headers = {name: render_text(value, head) for name, value in operation.headers.items()}
+        answer = dispatch(build(outer, method, path, query, data, headers, caller_now(outer)), transactional,
+                          room - len(shown))
     except BadReference as error:
-        return _refused(method, shown, 422, str(error))
+        result = _refused(method, shown, 422, str(error))
     except Refused as refused:
-        return _refused(method, shown, refused.status, refused.reason)
+        result = _refused(method, shown, refused.status, refused.reason)
     except Exception:
         # As Django's handler would for the request on its own: an error log, a 500.
         logger.exception("bulk operation %s %s failed", method, shown)
-        return _refused(method, shown, 500, "internal error")
-    return OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None)
+        result = _refused(method, shown, 500, "internal error")
+    else:
+        return (OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None),
+                len(shown) + answer.size)
+    return result, len(shown) + 2 * len(result.info or "")
 
 
 class _Failed(Exception):
     """Unwinds the bulk's transaction."""
 
 
-def _run(outer: HttpRequest, operations: list[OperationIn], transactional: bool) -> tuple[int, list[OperationOut]]:
+def _run_in_order(outer: HttpRequest, operations: list[OperationIn], transactional: bool,
+                  done: list[OperationOut]) -> bool:
+    """Run ``operations`` one after another, each result appended to ``done``; False if they stopped
+    early: at a failed operation in a transaction, or at the one whose answer passed BULK_MAX_RESULT_BYTES."""
     results = Results()
-    done: list[OperationOut] = []
-
-    def run(operation: OperationIn) -> OperationOut:
-        result = _operation(outer, operation, results, transactional)
+    limit: int = settings.BULK_MAX_RESULT_BYTES
+    kept = 0
+    for operation in operations:
+        result, size = _operation(outer, operation, results, transactional, limit - kept)
+        kept += size
+        if kept > limit:
+            done.append(OperationOut(
+                method=result.method, path=result.path, status=result.status, data=None,
+                info=f"the bulk's results would pass BULK_MAX_RESULT_BYTES ({limit} bytes) with this answer "
+                     f"({size} bytes): it is left out and no later operation was run",
+            ))
+            return False
         done.append(result)
-        results.add(result.model_dump(), operation.let)
-        return result
+        # The result itself, not a copy (model_dump would copy its data).
+        results.add(dict(result), operation.let)
+        if transactional and not 100 <= result.status < 400:
+            return False
+    return True
 
+
+def _run(outer: HttpRequest, operations: list[OperationIn], transactional: bool) -> tuple[int, list[OperationOut]]:
+    done: list[OperationOut] = []
     if not transactional:
-        for operation in operations:
-            run(operation)
+        _run_in_order(outer, operations, transactional, done)
         return 200, done
     try:
         with transaction.atomic():
-            for operation in operations:
-                if not 100 <= run(operation).status < 400:
-                    raise _Failed
+            if not _run_in_order(outer, operations, transactional, done):
+                raise _Failed
     except _Failed:
         return 502, done
     return 200, done
@@ -181,14 +214,11 @@ async def _bulk(request: HttpRequest, operations: list[OperationIn],
 
 @router.post("/_bulk/", url_name="bulk", response={200: list[OperationOut], 502: list[OperationOut], **RESULTS_DOCS[0]},
              openapi_extra=RESULTS_DOCS[1], summary="Run API operations in one transaction: all or none")
-async def bulk_transactional(request: HttpRequest, operations: Body[list[OperationIn]]) -> Any:
-    status, results = await _bulk(request, operations, transactional=True)
-    if status != 502:
-        return status, results
-    response = JsonResponse([result.model_dump(mode="json") for result in results], status=502, safe=False)
-    # A rolled-back bulk is the client's failure, told in the body: not a server error for Django to log.
-    response._has_been_logged = True  # type: ignore[attr-defined]
-    return response
+async def bulk_transactional(request: HttpRequest,
+                             operations: Body[list[OperationIn]]) -> tuple[int, list[OperationOut]]:
+    # Its 502 is the client's failure, told in the body: Django logs it as a WARNING, not an ERROR
+    # (app/server/request_log.py).
+    return await _bulk(request, operations, transactional=True)
 
 
 @router.put("/_bulk/", url_name="bulk", response={200: list[OperationOut], **IN_ORDER_DOCS[0]},

@@ -29,16 +29,20 @@ ERRORS: dict[int, tuple[str, str]] = {
 
 
 def responses(ok: int, example: Any, *errors: int, details: dict[int, str] | None = None,
-              request: Any = None, others: dict[int, Any] | None = None) -> tuple[dict[int, Any], dict[str, Any]]:
+              request: Any = None, others: dict[int, Any] | None = None,
+              descriptions: dict[int, str] | None = None) -> tuple[dict[int, Any], dict[str, Any]]:
     """The ``response`` map of an operation whose success schema is given separately, and its
     ``openapi_extra``: an example of the success body (None for an empty answer), of each error's
     (``details`` replaces the generic example's reason for this operation), of the request body
-    (``request``) and of other answers with a schema of their own (``others``: status -> example)."""
+    (``request``) and of other answers with a schema of their own (``others``: status -> example;
+    ``descriptions`` says when the success or such an answer comes, instead of the status's name)."""
     schemas: dict[int, Any] = {code: ErrorOut for code in errors}
     documented: dict[int, Any] = {}
     for code, shown in ((ok, example), *(others or {}).items()):
         if shown is not None:
             documented[code] = {"content": {"application/json": {"example": shown}}}
+        if code in (descriptions or {}):
+            documented.setdefault(code, {})["description"] = (descriptions or {})[code]
     for code in errors:
         description, detail = ERRORS[code]
         detail = (details or {}).get(code, detail)

@@ -4,11 +4,13 @@
 A string that is exactly one reference becomes the referenced value itself, of any JSON type (so
 ``"<<0[data][id]>>"`` is the number 12); a reference inside a longer string is replaced by the
 value's text (a string as it is, anything else as JSON). A reference to an operation that has not
-run, or to a field its result does not hold, is a ``BadReference``: that operation fails.
+run, or to a field its result does not hold, is a ``BadReference``: that operation fails, as does
+one whose references would add more than its part may hold (``Budget``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -67,27 +69,74 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else codec.dumps(value)
 
 
-def render(value: Any, results: Results, quote: Callable[[str], str] | None = None, depth: int = 0) -> Any:
-    """``value`` (any JSON) with every reference in its strings resolved. ``quote`` escapes a value
-    put inside a longer string (a query string's, so a value cannot add parameters)."""
+class Budget:
+    """The bytes references may add to one part of one operation (its body, or its head: path, query
+    and headers). Each use of a reference counts the size of what it puts in, and the part is refused
+    (a ``BadReference``: a 422) as soon as the count passes ``limit``, before more is built: 2,000
+    references to a 14 KB result are refused after a few hundred, not rendered into 28 MB. Each
+    distinct reference is looked up, turned to text and measured once: a large value is not
+    serialised again for each use.
+
+    ``in_json``: the part is JSON (the body), where text counts as its JSON string escape does."""
+
+    def __init__(self, results: Results, part: str, limit: int, setting: str, in_json: bool) -> None:
+        self.results = results
+        self.part = part
+        self.limit = limit
+        self.setting = setting
+        self.in_json = in_json
+        self.used = 0
+        self._values: dict[str, tuple[Any, int]] = {}
+        self._texts: dict[tuple[str, Callable[[str], str] | None], tuple[str, int]] = {}
+
+    def _spend(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise BadReference(
+                f"{self.part}: its references add more than {self.limit} bytes ({self.setting}); it was not run"
+            )
+
+    def value(self, match: re.Match[str]) -> Any:
+        """The value a whole-string reference in JSON stands for (the value itself, any type)."""
+        known = self._values.get(match[0])
+        if known is None:
+            found = self.results.value(match[1], match[2], match[0])
+            # As the body is written (app/api/subrequests.py): json.dumps, ASCII.
+            known = self._values[match[0]] = (found, len(json.dumps(found)))
+        self._spend(known[1])
+        return known[0]
+
+    def text(self, match: re.Match[str], quote: Callable[[str], str] | None) -> str:
+        """The text a reference puts inside a longer string (``quote``d, if given)."""
+        known = self._texts.get((match[0], quote))
+        if known is None:
+            text = as_text(self.results.value(match[1], match[2], match[0]))
+            if quote is not None:
+                text = quote(text)
+            size = len(json.dumps(text)) - 2 if self.in_json else len(text.encode())
+            known = self._texts[(match[0], quote)] = (text, size)
+        self._spend(known[1])
+        return known[0]
+
+
+def render(value: Any, budget: Budget, depth: int = 0) -> Any:
+    """``value`` (any JSON) with every reference in its strings resolved: a string that is one
+    reference becomes the value, a reference inside a longer string the value's text."""
     if isinstance(value, str):
-        return render_string(value, results, quote)
+        whole = REFERENCE.fullmatch(value)
+        if whole is not None:
+            return budget.value(whole)
+        return render_text(value, budget)
     if isinstance(value, list | dict) and depth >= MAX_DEPTH:
         raise BadReference(f"data: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [render(item, results, quote, depth + 1) for item in value]
+        return [render(item, budget, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: render(item, results, quote, depth + 1) for key, item in value.items()}
+        return {key: render(item, budget, depth + 1) for key, item in value.items()}
     return value
 
 
-def render_string(text: str, results: Results, quote: Callable[[str], str] | None = None) -> Any:
-    whole = REFERENCE.fullmatch(text)
-    if whole is not None and quote is None:
-        return results.value(whole[1], whole[2], text)
-
-    def replaced(match: re.Match[str]) -> str:
-        found = as_text(results.value(match[1], match[2], match[0]))
-        return quote(found) if quote is not None else found
-
-    return REFERENCE.sub(replaced, text)
+def render_text(text: str, budget: Budget, quote: Callable[[str], str] | None = None) -> str:
+    """``text`` with each reference replaced by its value's text, escaped by ``quote`` if given (a
+    query string's, so a value cannot add parameters; also when the reference is the whole text)."""
+    return REFERENCE.sub(lambda match: budget.text(match, quote), text)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
@@ -47,6 +48,8 @@ class Refused(Exception):
 class Answer:
     status: int
     data: Any
+    # The body's length in bytes; ``data`` is None, the body not parsed, if it is over the room given.
+    size: int
 
 
 def build(outer: HttpRequest, method: str, path: str, query: str, data: Any, headers: dict[str, str],
@@ -56,6 +59,15 @@ def build(outer: HttpRequest, method: str, path: str, query: str, data: Any, hea
         if name.lower() in REFUSED_HEADERS:
             raise Refused(422, f"headers: {name} is not allowed in an operation (it runs as the bulk's caller)")
     body = b"" if data is None else json.dumps(data).encode()
+    # As a direct request's would be refused (413, 431): what its references made of it too.
+    body_limit: int = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if len(body) > body_limit:
+        raise Refused(422, f"data: {len(body)} bytes as JSON, more than DATA_UPLOAD_MAX_MEMORY_SIZE ({body_limit})")
+    head_limit: int = settings.MAX_REQUEST_HEAD_BYTES
+    head = len(path.encode()) + len(query.encode()) + sum(len(f"{name}: {value}".encode())
+                                                          for name, value in headers.items())
+    if head > head_limit:
+        raise Refused(422, f"path, query and headers: {head} bytes, more than MAX_REQUEST_HEAD_BYTES ({head_limit})")
     base: dict[str, Any] = getattr(outer, "scope", {})
     try:
         sent = [(name.lower().encode("latin1"), value.encode("latin1")) for name, value in headers.items()]
@@ -72,8 +84,9 @@ def build(outer: HttpRequest, method: str, path: str, query: str, data: Any, hea
     return request
 
 
-def dispatch(request: ASGIRequest, transactional: bool) -> Answer:
-    """Resolve and run ``request`` in this (synchronous) thread; its answer's status and JSON body."""
+def dispatch(request: ASGIRequest, transactional: bool, room: int) -> Answer:
+    """Resolve and run ``request`` in this (synchronous) thread; its answer's status and JSON body,
+    parsed (once) only if it is at most ``room`` bytes: the bulk keeps no more (BULK_MAX_RESULT_BYTES)."""
     match = _resolved(request)
     if match.namespace != NAMESPACE:
         raise Refused(404, f"no API operation at {request.path}")
@@ -91,7 +104,8 @@ def dispatch(request: ASGIRequest, transactional: bool) -> Answer:
     except Http404:
         # Django's handler answers 404 for it (the API root raises it): no operation there.
         raise Refused(404, f"no API operation at {request.path}") from None
-    return Answer(response.status_code, _data(response))
+    content: bytes = getattr(response, "content", b"")
+    return Answer(response.status_code, _data(response, content) if len(content) <= room else None, len(content))
 
 
 def _resolved(request: ASGIRequest) -> Any:
@@ -104,8 +118,7 @@ def _resolved(request: ASGIRequest) -> Any:
     raise Refused(404, f"no API operation at {request.path}")
 
 
-def _data(response: HttpResponseBase) -> Any:
-    content = getattr(response, "content", b"")
+def _data(response: HttpResponseBase, content: bytes) -> Any:
     if not content:
         return None
     if response.get("Content-Type", "").startswith("application/json"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, Literal
 from urllib.parse import quote_plus
 
@@ -33,10 +34,12 @@ from ninja import Body, Field, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StrictInt, StrictStr, field_validator
 
-from app.api.auth import caller_now
+from app.api.auth import caller_now, request_user
 from app.api.examples import responses
 from app.api.references import LET_NAME, BadReference, Results, as_text, render, render_string
 from app.api.subrequests import API_ROOT, Refused, build, dispatch
+from app.auth.services import principal_of
+from app.server.access_log import log_bulk_operation
 
 logger = logging.getLogger(__name__)
 
@@ -115,25 +118,39 @@ def _refused(method: str, path: str, status: int, reason: str) -> OperationOut:
 
 
 def _operation(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool) -> OperationOut:
+    """Run one operation, and give it an access line of its own, as a direct request has."""
+    started = time.monotonic()
+    result, caller = _answer(outer, operation, results, transactional)
+    log_bulk_operation(getattr(outer, "scope", {}), result.method, result.path, result.status,
+                       "-" if caller is None else principal_of(caller), time.monotonic() - started)
+    return result
+
+
+def _answer(outer: HttpRequest, operation: OperationIn, results: Results,
+            transactional: bool) -> tuple[OperationOut, Any]:
+    """The operation's result and whom it ran as (None: credentials that no longer authenticate)."""
     method = operation.method
     shown = str(operation.path)
+    # Until the credentials are looked up again, the bulk's caller.
+    caller = request_user(outer)
     try:
+        caller = caller_now(outer)
         path = API_ROOT + "/".join(_segments(operation.path, results))
         shown = path
         query = as_text(render_string(operation.query, results, quote_plus))
         shown = f"{path}?{query}" if query else path
         data = render(operation.data, results)
         headers = {name: as_text(render_string(value, results)) for name, value in operation.headers.items()}
-        answer = dispatch(build(outer, method, path, query, data, headers, caller_now(outer)), transactional)
+        answer = dispatch(build(outer, method, path, query, data, headers, caller), transactional)
     except BadReference as error:
-        return _refused(method, shown, 422, str(error))
+        return _refused(method, shown, 422, str(error)), caller
     except Refused as refused:
-        return _refused(method, shown, refused.status, refused.reason)
+        return _refused(method, shown, refused.status, refused.reason), caller
     except Exception:
         # As Django's handler would for the request on its own: an error log, a 500.
         logger.exception("bulk operation %s %s failed", method, shown)
-        return _refused(method, shown, 500, "internal error")
-    return OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None)
+        return _refused(method, shown, 500, "internal error"), caller
+    return OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None), caller
 
 
 class _Failed(Exception):

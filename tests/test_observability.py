@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import urllib.error
@@ -13,7 +14,19 @@ from typing import Any
 import pytest
 
 from app.server.metrics import error_category
-from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, subscribe
+from tests.api_client import call
+from tests.protocol import (
+    connect,
+    eventually,
+    make_token,
+    make_topic,
+    make_user,
+    publish,
+    recv_json,
+    send_json,
+    subscribe,
+    unique,
+)
 from tests.servers import ROOT, ServerProcess, run_sql, start_server
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "switchyard.json"
@@ -205,6 +218,79 @@ async def test_json_log_lines_are_objects_with_session_ends(tmp_path: Path) -> N
         assert end["duration_ms"] >= 0 and end["path"] == f"/ws/{slug}"
         http = [json.loads(line) for line in proc.output if line.startswith("{") and "/healthz" in line]
         assert http and http[0]["status"] == 200 and http[0]["logger"] == "switchyard.access"
+    finally:
+        proc.stop()
+
+
+async def access_line(server: ServerProcess, *needles: str) -> str:
+    """The one access line (text format) holding every needle, once it is logged."""
+    def found() -> list[str]:
+        return [line for line in server.output if "switchyard.access" in line and all(n in line for n in needles)]
+
+    await eventually(found, message=f"an access line with {needles}")
+    assert len(found()) == 1, found()
+    return found()[0]
+
+
+async def test_api_access_line_names_the_tokens_principal(server: ServerProcess) -> None:
+    """An HTTP API request's access line names the principal its token authenticated."""
+    user, marker = make_user(), unique("probe")
+    assert call(server, f"/tokens?probe={marker}", key=make_token(user))[0] == 200
+    await access_line(server, f" GET /api/v1/tokens?probe={marker} 200 user:{user.pk} ")
+
+
+async def test_anonymous_api_access_line_says_anonymous(server: ServerProcess) -> None:
+    """An API request without credentials is logged as the anonymous principal."""
+    marker = unique("probe")
+    assert call(server, f"/topics?probe={marker}")[0] == 200
+    await access_line(server, f" GET /api/v1/topics?probe={marker} 200 anonymous ")
+
+
+async def test_admin_access_line_names_the_session_user(server: ServerProcess) -> None:
+    """A request outside the API that looked up its session user (the admin) is logged as that user."""
+    from django.test import Client
+
+    user, marker = make_user(is_staff=True, is_superuser=True), unique("probe")
+    client = Client()
+    client.force_login(user)
+    cookie = {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+    assert fetch(f"{server.http}/admin/?probe={marker}", cookie)[0] == 200
+    await access_line(server, f" GET /admin/?probe={marker} 200 user:{user.pk} ")
+
+
+async def test_bulk_operations_have_access_lines(server: ServerProcess) -> None:
+    """Each operation of a bulk request has an access line with its status and caller, marked bulk."""
+    user, marker = make_user(), unique("probe")
+    operations = [{"method": "GET", "path": "tokens", "query": f"probe={marker}"},
+                  {"method": "GET", "path": ["topics", marker]}]
+    assert call(server, "/_bulk/", "PUT", make_token(user), operations)[0] == 200
+    first = await access_line(server, f" GET /api/v1/tokens?probe={marker} 200 user:{user.pk} ")
+    second = await access_line(server, f" GET /api/v1/topics/{marker} 404 user:{user.pk} ")
+    assert first.rstrip().endswith(" ms bulk") and second.rstrip().endswith(" ms bulk")
+    await access_line(server, f" PUT /api/v1/_bulk/ 200 user:{user.pk} ")
+
+
+async def test_json_access_lines_name_the_caller_and_bulk_operations(_migrated: None) -> None:
+    """SWITCHYARD_LOG_FORMAT=json: an API request's line has the caller's principal, and each bulk
+    operation a line of its own (event bulk_operation) with method, path, status, principal, duration."""
+    proc = start_server(os.environ["DATABASE_URL"], SWITCHYARD_LOG_FORMAT="json")
+    try:
+        user = make_user(is_superuser=True)
+        operations = [{"method": "post", "path": "tokens", "data": {"comment": "from a bulk"}}]
+        assert call(proc, "/_bulk/", "POST", make_token(user), operations)[0] == 200
+
+        def access() -> list[dict[str, Any]]:
+            lines = [json.loads(line) for line in proc.output if line.startswith("{")]
+            return [line for line in lines if line.get("logger") == "switchyard.access" and "/api/v1/" in line["path"]]
+
+        await eventually(lambda: len(access()) == 2, message="the bulk's line and its operation's")
+        operation, bulk = access()
+        assert {k: operation[k] for k in ("event", "method", "path", "status", "principal")} == {
+            "event": "bulk_operation", "method": "POST", "path": "/api/v1/tokens", "status": 201,
+            "principal": f"user:{user.pk}"}
+        assert operation["duration_ms"] >= 0
+        assert (bulk["path"], bulk["status"], bulk["principal"]) == ("/api/v1/_bulk/", 200, f"user:{user.pk}")
+        assert "event" not in bulk
     finally:
         proc.stop()
 

@@ -117,7 +117,8 @@ def test_granted_user_lists_oldest_first(server: ServerProcess) -> None:
     pks = [event().pk, event(Status.FAILED).pk, event(Status.PUBLISHED).pk]
     status, page = call(server, "/outbox/events", key=key_with("view_outboxevent"))
     assert status == 200
-    assert [item["pk"] for item in page["items"]] == pks and page["next_after"] is None
+    assert [item["pk"] for item in page["items"]] == pks
+    assert (page["next_cursor"], page["next"]) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -137,20 +138,40 @@ def test_list_filters(server: ServerProcess, name: str, value: str, expected: li
     assert [item["pk"] for item in page["items"]] == [rows[n - 1].pk for n in expected]
 
 
-def test_list_pages_with_after_and_limit(server: ServerProcess) -> None:
-    """Full pages give next_after (the last pk); following it reaches every event once."""
-    pks = [event().pk for _ in range(5)]
+def walk(server: ServerProcess, key: str, path: str) -> list[list[int]]:
+    """The pks of every page, following ``next`` from ``path`` until it is null."""
+    pages: list[list[int]] = []
+    url: str | None = path
+    while url is not None:
+        status, page = call(server, url.removeprefix(API), key=key)
+        assert status == 200, page
+        pages.append([item["pk"] for item in page["items"]])
+        assert (page["next_cursor"] is None) == (page["next"] is None)
+        url = page["next"]
+    return pages
+
+
+def test_list_pages_with_cursor_and_limit(server: ServerProcess) -> None:
+    """Following next reaches every event once; a last page that is exactly full has no next."""
+    pks = [event().pk for _ in range(4)]
+    assert walk(server, superuser_key(), "/outbox/events?limit=2") == [pks[0:2], pks[2:4]]
+
+
+def test_list_walk_keeps_filters_and_after(server: ServerProcess) -> None:
+    """after= starts the walk past a pk, and each next keeps the filters."""
+    rows = [event(Status.FAILED if n % 2 else Status.PENDING) for n in range(7)]
+    failed = [row.pk for row in rows if row.status == Status.FAILED]
+    pages = walk(server, superuser_key(), f"/outbox/events?status=failed&after={rows[1].pk}&limit=1")
+    assert pages == [[pk] for pk in failed[1:]]
+
+
+def test_list_refuses_another_lists_cursor(server: ServerProcess) -> None:
+    """A cursor of another list is a 422."""
+    make_token(make_user())
     key = superuser_key()
-    seen: list[list[int]] = []
-    after: int | None = 0
-    while after is not None:
-        status, page = call(server, f"/outbox/events?after={after}&limit=2", key=key)
-        assert status == 200
-        seen.append([item["pk"] for item in page["items"]])
-        after = page["next_after"]
-        if after is not None:
-            assert after == seen[-1][-1]
-    assert seen == [pks[0:2], pks[2:4], pks[4:]]
+    status, tokens = call(server, "/tokens?limit=1", key=key)
+    assert status == 200 and tokens["next_cursor"] is not None
+    assert call(server, f"/outbox/events?cursor={tokens['next_cursor']}", key=key)[0] == 422
 
 
 # One event

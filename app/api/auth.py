@@ -24,7 +24,8 @@ from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
 
-from app.auth.services import key_from_authorization, user_for_key
+from app.auth.services import key_from_authorization, principal_of, user_for_key
+from app.server.access_log import note_caller
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -40,12 +41,19 @@ _RUN_AS = "_switchyard_run_as"
 
 class Caller:
     """ninja auth that refuses only a bad token: the caller (possibly anonymous) becomes
-    ``request.auth``, and each operation decides what that caller may do."""
+    ``request.auth``, and each operation decides what that caller may do. The access line names
+    it (app/server/access_log.py)."""
 
     # Tells ninja's interactive docs to send the CSRF token, so a logged-in admin can try writes there.
     csrf = True
 
     async def __call__(self, request: HttpRequest) -> Any:
+        user = await self._resolve(request)
+        # A request the bulk built has a scope of its own without the access log's Who: a no-op there.
+        note_caller(getattr(request, "scope", {}), principal_of(user))
+        return user
+
+    async def _resolve(self, request: HttpRequest) -> Any:
         if hasattr(request, _RUN_AS):
             user = getattr(request, _RUN_AS)
             if user is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, Literal
 from urllib.parse import quote_plus
 
@@ -40,10 +41,12 @@ from ninja import Body, Field, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StrictInt, StrictStr, field_validator
 
-from app.api.auth import caller_now
+from app.api.auth import caller_now, request_user
 from app.api.examples import responses
 from app.api.references import LET_NAME, BadReference, Budget, Results, render, render_text
 from app.api.subrequests import API_ROOT, Refused, build, dispatch
+from app.auth.services import principal_of
+from app.server.access_log import log_bulk_operation
 
 logger = logging.getLogger(__name__)
 
@@ -124,22 +127,35 @@ def _refused(method: str, path: str, status: int, reason: str) -> OperationOut:
 
 def _operation(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool,
                room: int) -> tuple[OperationOut, int]:
-    """The operation's result, and its size in bytes (its answer's body, path and reason); an answer
-    over ``room`` bytes is not parsed."""
+    """Run one operation, and give it an access line of its own, as a direct request has."""
+    started = time.monotonic()
+    result, size, caller = _answer(outer, operation, results, transactional, room)
+    log_bulk_operation(getattr(outer, "scope", {}), result.method, result.path, result.status,
+                       "-" if caller is None else principal_of(caller), time.monotonic() - started)
+    return result, size
+
+
+def _answer(outer: HttpRequest, operation: OperationIn, results: Results, transactional: bool,
+            room: int) -> tuple[OperationOut, int, Any]:
+    """The operation's result, its size in bytes (its answer's body, path and reason; an answer
+    over ``room`` bytes is not parsed), and whom it ran as (None: credentials that no longer
+    authenticate)."""
     method = operation.method
     shown = str(operation.path)
+    # Until the credentials are looked up again, the bulk's caller.
+    caller = request_user(outer)
     head = Budget(results, "path, query and headers", settings.MAX_REQUEST_HEAD_BYTES, "MAX_REQUEST_HEAD_BYTES",
                   in_json=False)
     body = Budget(results, "data", settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE", in_json=True)
     try:
+        caller = caller_now(outer)
         path = API_ROOT + "/".join(_segments(operation.path, head))
         shown = path
         query = render_text(operation.query, head, quote_plus)
         shown = f"{path}?{query}" if query else path
         data = render(operation.data, body)
         headers = {name: render_text(value, head) for name, value in operation.headers.items()}
-        answer = dispatch(build(outer, method, path, query, data, headers, caller_now(outer)), transactional,
-                          room - len(shown))
+        answer = dispatch(build(outer, method, path, query, data, headers, caller), transactional, room - len(shown))
     except BadReference as error:
         result = _refused(method, shown, 422, str(error))
     except Refused as refused:
@@ -150,8 +166,8 @@ def _operation(outer: HttpRequest, operation: OperationIn, results: Results, tra
         result = _refused(method, shown, 500, "internal error")
     else:
         return (OperationOut(method=method, path=shown, status=answer.status, data=answer.data, info=None),
-                len(shown) + answer.size)
-    return result, len(shown) + 2 * len(result.info or "")
+                len(shown) + answer.size, caller)
+    return result, len(shown) + 2 * len(result.info or ""), caller
 
 
 class _Failed(Exception):

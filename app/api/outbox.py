@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from app import codec
 from app.api.auth import request_user
 from app.api.examples import responses
+from app.api.pagination import PageParams, keyset_page
 from app.broker.permissions import may_add_topics
 from app.broker.topics import view_topic
 from app.outbox import claims
@@ -30,8 +31,6 @@ from app.outbox.emit import TargetNotConfigured, emit_many
 from app.outbox.models import OutboxEvent, Status
 
 router = Router(tags=["outbox"])
-
-PAGE_MAX = 500
 
 
 class EventOut(Schema):
@@ -60,7 +59,8 @@ class EventOut(Schema):
 
 class EventPage(Schema):
     items: list[EventOut]
-    next_after: int | None = Field(None, description="pass as ?after= for the next page")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+    next: str | None = Field(description="the URL of the next page; null on the last")
 
 
 class EmitIn(Schema):
@@ -79,13 +79,12 @@ class EmitIn(Schema):
     destination: str = ""
 
 
-class EventFilter(Schema):
+class EventFilter(PageParams):
     status: Status | None = None
     target: str | None = None
     type: str | None = None
     key: str | None = None
-    after: int = Field(0, description="only events with a larger pk")
-    limit: int = Field(100, ge=1, le=PAGE_MAX)
+    after: int | None = Field(None, description="only events with a larger pk (where to start a walk)")
 
 
 class Retried(Schema):
@@ -139,17 +138,17 @@ def _event(pk: int) -> OutboxEvent:
     return row
 
 
-def _list(user: Any, filters: EventFilter) -> EventPage:
+def _list(request: HttpRequest, user: Any, filters: EventFilter) -> EventPage:
     _require(user, "outbox.view_outboxevent")
-    rows = OutboxEvent.objects.filter(pk__gt=filters.after)
+    rows = OutboxEvent.objects.all()
     for name in ("status", "target", "type", "key"):
         value = getattr(filters, name)
         if value is not None:
             rows = rows.filter(**{name: value})
-    page = list(rows.order_by("pk")[: filters.limit])
-    return EventPage(
-        items=[event_out(r) for r in page], next_after=page[-1].pk if len(page) == filters.limit else None
-    )
+    if filters.after is not None:
+        rows = rows.filter(pk__gt=filters.after)
+    page = keyset_page(request, rows, "pk", filters)
+    return EventPage(items=[event_out(r) for r in page.rows], next_cursor=page.next_cursor, next=page.next)
 
 
 def _get(user: Any, pk: int) -> EventOut:
@@ -246,7 +245,10 @@ EVENT_EXAMPLE = {
 EMIT_EXAMPLE = {"type": "order.created", "source": "/orders", "id": "o-7", "subject": "order/7",
                 "datacontenttype": "application/json", "data": {"order": 7, "total": "12.50"}, "key": "order-7"}
 PENDING = {**EVENT_EXAMPLE, "status": "pending", "attempts": 0, "published_at": None}
-LIST_DOCS = responses(200, {"items": [EVENT_EXAMPLE], "next_after": 7}, 401, 403, 422, details=NEEDS)
+NEXT_CURSOR = "WyIvYXBpL3YxL291dGJveC9ldmVudHMiLDdd"
+LIST_DOCS = responses(200, {"items": [EVENT_EXAMPLE], "next_cursor": NEXT_CURSOR,
+                            "next": f"/api/v1/outbox/events?limit=1&cursor={NEXT_CURSOR}"},
+                      401, 403, 422, details=NEEDS)
 EMIT_DOCS = responses(201, PENDING, 400, 401, 403, 409, 422, request=EMIT_EXAMPLE,
                       details={**NEEDS, 403: "not allowed to publish to topic sensors-7",
                                409: "an event with source '/orders' and id 'o-7' exists"})
@@ -264,7 +266,7 @@ STATS_DOCS = responses(200, {"pending": 2, "processing": 1, "published": 10452, 
 @router.get("/outbox/events", response={200: EventPage, **LIST_DOCS[0]}, openapi_extra=LIST_DOCS[1],
             summary="List outbox events (oldest first)")
 async def list_events(request: HttpRequest, filters: Query[EventFilter]) -> EventPage:
-    page: EventPage = await sync_to_async(_list)(request_user(request), filters)
+    page: EventPage = await sync_to_async(_list)(request, request_user(request), filters)
     return page
 
 

@@ -1,14 +1,25 @@
 """One INFO line per HTTP request and per websocket handshake (``ACCESS_LOG``), secrets masked.
 
-    127.0.0.1:50312 GET /api/v1/topics/x/status?token=*** 503 2.4 ms
-    127.0.0.1:50318 WS /ws/hello-topic 101 5.1 ms
+    127.0.0.1:50312 GET /api/v1/topics/x/status?token=*** 503 user:7 2.4 ms
+    127.0.0.1:50318 WS /ws/hello-topic 101 anonymous 5.1 ms
+
+Who called is the principal (app/auth/services.py ``principal_of``) the application found: this
+middleware puts a ``Who`` in the scope (``WHO``; for websockets the ``Session``), which the HTTP
+API's auth (app/api/auth.py ``Caller``), Django's view of the session user when a view looked it up
+(app/server/session_caller.py) or the websocket consumer fills; ``-`` when none did (a bad token,
+a static file).
 
 A websocket is logged when its handshake is decided (101 accepted, 403 closed before accepting,
 or the status of the HTTP answer that refused it), and once more when an accepted one ends: who
 (the principal the consumer authenticated, in ``scope["switchyard.session"]``), the close code,
 the session's duration and its frames in and out; never per frame.
 
-    127.0.0.1:50318 WS /ws/hello-topic end alice 1000 5012.3 ms frames in=12 out=40
+    127.0.0.1:50318 WS /ws/hello-topic end user:7 1000 5012.3 ms frames in=12 out=40
+
+Each operation of a bulk request (app/api/bulk.py) has a line of its own, marked ``bulk`` (the
+bulk request's own line follows them):
+
+    127.0.0.1:50312 POST /api/v1/topics 201 user:7 3.0 ms bulk
 
 With ``SWITCHYARD_LOG_FORMAT=json`` each line is a JSON object with these as fields
 (app/server/log_format.py). Query values whose name says
@@ -29,7 +40,7 @@ import queue
 import time
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 logger = logging.getLogger("switchyard.access")
 
@@ -41,6 +52,10 @@ MAX_TARGET_CHARS = 512
 MAX_QUEUED_LINES = 10_000
 # uvicorn answers a websocket closed before it was accepted with 403.
 _CLOSED_BEFORE_ACCEPT = 403
+# The scope key of the request's ``Who`` (a websocket's ``Session``).
+WHO = "switchyard.session"
+NOBODY = "-"
+_PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 
 
 def _printable(text: str) -> str:
@@ -86,38 +101,83 @@ def _client(scope: dict[str, Any]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def access_fields(scope: dict[str, Any], status: int | None, duration_s: float) -> dict[str, Any]:
-    """What an access line says, as fields (the JSON log format's, and the plain line's)."""
-    method = "WS" if scope["type"] == "websocket" else scope.get("method", "-")
-    return {"client": _client(scope), "method": _printable(method), "path": request_target(scope),
-            "status": status, "duration_ms": round(duration_s * 1000, 1)}
+class Who:
+    """Who called, for the access line: the application sets ``principal`` once it knows."""
 
-
-def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:
-    fields = access_fields(scope, status, duration_s)
-    shown = "-" if status is None else str(status)
-    return f"{fields['client']} {fields['method']} {fields['path']} {shown} {fields['duration_ms']:.1f} ms"
-
-
-def _log(scope: dict[str, Any], status: int | None, duration_s: float) -> None:
-    logger.info(access_line(scope, status, duration_s), extra={"access": access_fields(scope, status, duration_s)})
-
-
-class Session:
-    """An accepted websocket's figures, for its closing access line; the consumer sets ``principal``."""
-
-    __slots__ = ("principal", "frames_in", "frames_out", "close_code")
+    __slots__ = ("principal",)
 
     def __init__(self) -> None:
-        self.principal = "-"
+        self.principal = NOBODY
+
+
+class Session(Who):
+    """An accepted websocket's figures, for its closing access line; the consumer sets ``principal``."""
+
+    __slots__ = ("frames_in", "frames_out", "close_code")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.frames_in = self.frames_out = 0
         self.close_code: int | None = None
 
 
+def note_caller(scope: dict[str, Any], principal: str) -> None:
+    """Tell the access line of the request of ``scope`` who called (nothing when there is no access log)."""
+    who = scope.get(WHO)
+    if isinstance(who, Who):
+        who.principal = principal
+
+
+def noted_caller(scope: dict[str, Any]) -> str | None:
+    """Who the application said called, if it said so."""
+    who = scope.get(WHO)
+    return who.principal if isinstance(who, Who) and who.principal != NOBODY else None
+
+
+def access_fields(scope: dict[str, Any], status: int | None, duration_s: float) -> dict[str, Any]:
+    """What an access line says, as fields (the JSON log format's, and the plain line's)."""
+    method = "WS" if scope["type"] == "websocket" else scope.get("method", "-")
+    who = scope.get(WHO)
+    principal = who.principal if isinstance(who, Who) else NOBODY
+    return {"client": _client(scope), "method": _printable(method), "path": request_target(scope),
+            "status": status, "principal": _printable(principal), "duration_ms": round(duration_s * 1000, 1)}
+
+
+def _line(fields: dict[str, Any]) -> str:
+    shown = "-" if fields["status"] is None else str(fields["status"])
+    return (f"{fields['client']} {fields['method']} {fields['path']} {shown} {fields['principal']} "
+            f"{fields['duration_ms']:.1f} ms")
+
+
+def access_line(scope: dict[str, Any], status: int | None, duration_s: float) -> str:
+    return _line(access_fields(scope, status, duration_s))
+
+
+def _log(scope: dict[str, Any], status: int | None, duration_s: float) -> None:
+    fields = access_fields(scope, status, duration_s)
+    logger.info(_line(fields), extra={"access": fields})
+
+
+def log_bulk_operation(bulk_scope: dict[str, Any], method: str, target: str, status: int, principal: str,
+                       duration_s: float) -> None:
+    """The access line of one operation of the bulk request of ``bulk_scope`` (``target``: its path
+    and query). Only while the bulk request has an access line itself (``ACCESS_LOG``)."""
+    if not isinstance(bulk_scope.get(WHO), Who):
+        return
+    # As a client would send it: percent-encoded (what is not printable ASCII), then masked and cut.
+    path, _, query = quote(target, safe=_PRINTABLE_ASCII).partition("?")
+    who = Who()
+    who.principal = principal
+    scope = {"type": "http", "method": method, "raw_path": path.encode(), "query_string": query.encode(),
+             "client": bulk_scope.get("client"), WHO: who}
+    fields = {**access_fields(scope, status, duration_s), "event": "bulk_operation"}
+    logger.info(f"{_line(fields)} bulk", extra={"access": fields})
+
+
 def _log_session_end(scope: dict[str, Any], session: Session, duration_s: float) -> None:
     fields = access_fields(scope, session.close_code, duration_s)
-    principal = _printable(session.principal)
-    fields.update(event="session_end", principal=principal, close_code=session.close_code,
+    principal = fields["principal"]
+    fields.update(event="session_end", close_code=session.close_code,
                   frames_in=session.frames_in, frames_out=session.frames_out)
     code = "-" if session.close_code is None else str(session.close_code)
     logger.info(f"{fields['client']} WS {fields['path']} end {principal} {code} {fields['duration_ms']:.1f} ms "
@@ -143,6 +203,7 @@ class AccessLog:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.monotonic()
         status: int | None = None
+        scope = {**scope, WHO: Who()}
 
         # A plain function returning send's awaitable: no coroutine of its own per message.
         def send_and_note(message: dict[str, Any]) -> Any:
@@ -164,7 +225,7 @@ class AccessLog:
         started = time.monotonic()
         logged = accepted = False
         session = Session()
-        scope = {**scope, "switchyard.session": session}
+        scope = {**scope, WHO: session}
 
         def log(status: int | None) -> None:
             nonlocal logged

@@ -2,8 +2,9 @@
 
 Every record has ``time``, ``level``, ``logger`` and ``message``; an exception adds ``exception``
 (the traceback, as text). Access lines (app/server/access_log.py) add their fields (``client``,
-``method``, ``path``, ``status``, ``duration_ms``, for websockets ``event``, ``principal``,
-``close_code``, ``frames_in``, ``frames_out``), passed as the record's ``access`` attribute.
+``method``, ``path``, ``status``, ``principal``, ``duration_ms``; ``event``: ``session_end`` at a
+websocket's end, with ``close_code``, ``frames_in``, ``frames_out``, or ``bulk_operation`` for an
+operation of a bulk request), passed as the record's ``access`` attribute.
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@
 
 Each check has ``READINESS_TIMEOUT_S``; they run concurrently. A failed check names the exception
 class only: a message could carry a URL with its password.
+
+The database check holds a thread of the default pool while its query runs, and a hung database
+holds it until the query returns. So at most one database check is in flight per process
+(app/server/single_flight.py): a probe arriving meanwhile waits for that one, within its own
+timeout, and is answered "check still running" when it does not end in time. The other checks are
+coroutines, cancelled at their timeout, and run per probe.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from django.http import HttpRequest, JsonResponse
 
 from app.outbox.emit import configured_targets
 from app.outbox.targets import rabbitmq, redis_streams
+from app.server.single_flight import SingleFlight
 
 Check = Callable[[], Awaitable[None]]
 
@@ -37,8 +44,11 @@ def _query_database() -> None:
         connections.close_all()
 
 
-async def check_database() -> None:
+async def _database_query() -> None:
     await asyncio.to_thread(_query_database)
+
+
+check_database = SingleFlight(_database_query)
 
 
 async def check_channel_layer() -> None:
@@ -67,10 +77,14 @@ def checks() -> dict[str, Check]:
 
 
 async def _outcome(check: Check) -> str:
+    joined = isinstance(check, SingleFlight) and check.in_flight()
     try:
         async with asyncio.timeout(settings.READINESS_TIMEOUT_S):
             await check()
     except TimeoutError:
+        if joined:
+            return (f"unreachable: check still running (started by an earlier probe; no answer within "
+                    f"{settings.READINESS_TIMEOUT_S} s)")
         return f"unreachable: no answer within {settings.READINESS_TIMEOUT_S} s"
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
-from app.broker.models import Topic
+from app.broker.models import Message, Topic
 from app.outbox.emit import emit
 from app.outbox.models import OutboxEvent, Status
 from tests.browser import Browser
@@ -106,17 +107,20 @@ def test_every_unsafe_operation_needs_csrf(server: ServerProcess, admin_browser:
     slug = make_topic()
     target = make_user()
     failed = failed_event(slug)
+    stored = Message.objects.create(topic=Topic.objects.get(slug=slug), sequence=1, producer_principal="anonymous",
+                                    frame="{}", publish_time=timezone.now())
     paths = admin_browser.request(f"{API}/openapi.json").json()["paths"]
     unsafe = [(method, path) for path, ops in paths.items() for method in ops if method in UNSAFE]
     assert {("post", f"{API}/topics/{{slug}}/ping"), ("put", f"{API}/topics/{{slug}}/grants/{{username}}"),
             ("post", f"{API}/outbox/events"), ("post", f"{API}/outbox/dead-letters/retry")} <= set(unsafe)
     for method, path in unsafe:
-        url = path.format(slug=slug, pk=failed.pk, username=target.username)
+        url = path.format(slug=slug, pk=failed.pk, username=target.username, message_id=stored.message_id)
         answer = admin_browser.send_json(url, method.upper(), {"can_consume": True},
                                          headers={"Origin": admin_browser.base})
         assert csrf_refused(answer), (method, path, answer.status, answer.body)
     failed.refresh_from_db()
     assert failed.status == Status.FAILED and OutboxEvent.objects.count() == 1
     assert Topic.objects.get(slug=slug).last_ping is None
+    assert list(Message.objects.filter(topic__slug=slug)) == [stored]
     assert not target.has_perm("broker.can_consume", Topic.objects.get(slug=slug))
 

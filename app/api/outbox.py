@@ -20,7 +20,7 @@ from ninja.errors import HttpError
 from pydantic import ValidationError
 
 from app import codec
-from app.api.auth import request_user
+from app.api.auth import request_user, require_permission
 from app.api.examples import responses
 from app.api.pagination import PageParams, keyset_page
 from app.broker.permissions import may_add_topics
@@ -124,13 +124,6 @@ def event_out(row: OutboxEvent) -> EventOut:
     )
 
 
-def _require(user: Any, permission: str) -> None:
-    if not user.is_authenticated:
-        raise HttpError(401, "authentication required (Authorization: Token <key>)")
-    if not (user.is_active and user.has_perm(permission)):
-        raise HttpError(403, f"needs the {permission} permission")
-
-
 def _event(pk: int) -> OutboxEvent:
     row = OutboxEvent.objects.filter(pk=pk).first()
     if row is None:
@@ -139,7 +132,7 @@ def _event(pk: int) -> OutboxEvent:
 
 
 def _list(request: HttpRequest, user: Any, filters: EventFilter) -> EventPage:
-    _require(user, "outbox.view_outboxevent")
+    require_permission(user, "outbox.view_outboxevent")
     rows = OutboxEvent.objects.all()
     for name in ("status", "target", "type", "key"):
         value = getattr(filters, name)
@@ -152,7 +145,7 @@ def _list(request: HttpRequest, user: Any, filters: EventFilter) -> EventPage:
 
 
 def _get(user: Any, pk: int) -> EventOut:
-    _require(user, "outbox.view_outboxevent")
+    require_permission(user, "outbox.view_outboxevent")
     return event_out(_event(pk))
 
 
@@ -177,7 +170,7 @@ def _problem(error: Any) -> str:
 
 
 def _emit(user: Any, body: EmitIn) -> EventOut:
-    _require(user, "outbox.add_outboxevent")
+    require_permission(user, "outbox.add_outboxevent")
     fields = body.model_dump(exclude={"data_base64"}, exclude_none=True)
     if body.data_base64 is not None:
         if body.data is not None:
@@ -199,7 +192,7 @@ def _emit(user: Any, body: EmitIn) -> EventOut:
 
 
 def _retry_one(user: Any, pk: int) -> EventOut:
-    _require(user, "outbox.change_outboxevent")
+    require_permission(user, "outbox.change_outboxevent")
     row = _event(pk)
     if row.status not in (Status.FAILED, Status.RETRY):
         raise HttpError(409, f"event {pk} is {row.status}; only failed or retry events can be retried")
@@ -208,7 +201,7 @@ def _retry_one(user: Any, pk: int) -> EventOut:
 
 
 def _retry_failed(user: Any, type: str | None, key: str | None) -> Retried:
-    _require(user, "outbox.change_outboxevent")
+    require_permission(user, "outbox.change_outboxevent")
     selected = Q(status=Status.FAILED)
     if type is not None:
         selected &= Q(type=type)
@@ -218,7 +211,7 @@ def _retry_failed(user: Any, type: str | None, key: str | None) -> Retried:
 
 
 def _delete(user: Any, pk: int) -> None:
-    _require(user, "outbox.delete_outboxevent")
+    require_permission(user, "outbox.delete_outboxevent")
     deleted, _ = OutboxEvent.objects.filter(pk=pk, status=Status.FAILED).delete()
     if not deleted:
         row = _event(pk)
@@ -226,7 +219,7 @@ def _delete(user: Any, pk: int) -> None:
 
 
 def _stats(user: Any) -> Stats:
-    _require(user, "outbox.view_outboxevent")
+    require_permission(user, "outbox.view_outboxevent")
     figures = claims.stats()
     return Stats.model_validate({name: int(v) if name != "lag_s" else v for name, v in figures.items()})
 

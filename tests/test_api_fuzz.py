@@ -14,6 +14,7 @@ server is a throwaway one on a database of its own: the admin's DELETEs may remo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
@@ -32,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.api_client import call
-from tests.protocol import auth, unique
+from tests.protocol import auth, connect, publish, unique
 from tests.servers import ServerProcess, manage, migrated_database_url, start_server
 
 MAX_EXAMPLES = 20
@@ -57,11 +59,27 @@ CHECKS = [
 REQUEST_TIMEOUT_S = 10
 
 
+# A topic holding a stored message on the fuzzed server: generated path parameters are swapped for
+# these about half the time, so operations also answer with real data (checked against their schemas)
+# rather than 404 for made-up names only.
+SEEDED = {"slug": "fuzz-seeded", "message_id": "5f0c8d52-9a4e-4b43-8a1e-2d7f3c6b9e01"}
+
+
+async def _seed(proc: ServerProcess) -> None:
+    manage(proc.database_url, "dasf_topic", SEEDED["slug"], "--new", "--anonymous", "--no-dasf",
+           "--store-messages", "store")
+    producer = await connect(proc.ws + SEEDED["slug"])
+    ack = await publish(producer, messageId=SEEDED["message_id"], properties={"kind": "seed"})
+    assert ack["result"] == "ok", ack
+    await producer.close()
+
+
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server on a database of its own, which the fuzzing may fill and empty."""
     directory: Path = tmp_path_factory.mktemp("fuzz")
     proc = start_server(migrated_database_url(directory, "fuzz"))
+    asyncio.run(_seed(proc))
     yield proc
     proc.stop()
 
@@ -98,6 +116,12 @@ schema = schemathesis.openapi.from_dict(_document(), config=SchemathesisConfig.f
     "seed": SEED,
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
 }))
+
+
+@schema.hook
+def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    known = {name: SEEDED[name] for name in path_parameters or {} if name in SEEDED}
+    return st.sampled_from([path_parameters, {**(path_parameters or {}), **known}] if known else [path_parameters])
 
 
 def test_fuzzed_document_is_the_served_one(fuzzed_server: ServerProcess) -> None:

@@ -32,12 +32,19 @@ serve: install
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
 # PostgreSQL + Redis servers, and tests of no database behaviour, run once). Services that are down
-# are started first when possible.
+# are started first when possible. Each pass runs on TEST_JOBS pytest-xdist workers (each its own
+# session: database, static files, Redis names; tests/environment.py), then the few tests that stop
+# and start a shared service run alone.
+TEST_JOBS ?= 2
+PG_PASS   := SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest
+PG_TESTS  := not pinned_backend and not database_agnostic
 test: install-dev
 	-@bash .ci/services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not restarts_services" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "restarts_services" $(PYTEST_ARGS)
 	@if [ "$$CI" = true ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
-		SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest -m "not pinned_backend and not database_agnostic" $(PYTEST_ARGS); \
+		$(PG_PASS) -n $(TEST_JOBS) --dist loadfile -m "$(PG_TESTS) and not restarts_services" $(PYTEST_ARGS) && \
+		$(PG_PASS) -m "$(PG_TESTS) and restarts_services" $(PYTEST_ARGS); \
 	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; fi
 
 lint: install-dev

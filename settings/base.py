@@ -99,6 +99,9 @@ REDIS_URL = env_opt("REDIS_URL")
 # pub/sub fits: one PUBLISH per message whatever the number of processes, nothing to expire.
 # Lost messages are repaired from the database. See benchmarks/RESULTS.md for the measurement.
 CHANNEL_LAYER_KIND = env_choice("CHANNEL_LAYER_KIND", "pubsub", ("pubsub", "core"))
+# Names every channel and group on Redis: processes that share a Redis but not a database (test
+# sessions run side by side) must not hear each other's backplane.
+CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "asgi")
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": (
         {"BACKEND": "channels.layers.InMemoryChannelLayer"}
@@ -109,7 +112,11 @@ CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
                 if CHANNEL_LAYER_KIND == "pubsub"
                 else "channels_redis.core.RedisChannelLayer"
             ),
-            "CONFIG": {"hosts": [REDIS_URL], **({} if CHANNEL_LAYER_KIND == "pubsub" else {"capacity": 10_000})},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": CHANNEL_LAYER_PREFIX,
+                **({} if CHANNEL_LAYER_KIND == "pubsub" else {"capacity": 10_000}),
+            },
         }
     ),
 }

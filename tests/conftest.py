@@ -19,6 +19,17 @@ from tests.dasf_client import Modules
 from tests.servers import ServerProcess, migrated_database_url, start_server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, tests that stop a shared service are skipped: the other workers'
+    tests use it meanwhile (make test runs them alone afterwards)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    alone = pytest.mark.skip(reason="restarts a shared service: run without -n (make test does)")
+    for item in items:
+        if item.get_closest_marker("restarts_services") is not None:
+            item.add_marker(alone)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _migrated(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     from django.core.management import call_command

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 from tests.databases import BACKEND, drop_created, new_database_url
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="switchyard-tests-"))
 os.environ["DATABASE_URL"] = new_database_url(SESSION_DIR, "session")
+# The session's own names on Redis (channels and groups): sessions that run side by side (pytest-xdist
+# workers, each on a database of its own) share the Redis server, and a token revocation broadcast by
+# one session's cluster must not close another session's sockets. Set here, not inherited: an xdist
+# worker starts with its controller's environment.
+os.environ["CHANNEL_LAYER_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
+# Static files collected into the session's own directory (tests/conftest.py runs collectstatic):
+# collectstatic rewrites every gzipped copy, which a server of another session running side by side
+# may be serving at that moment.
+os.environ["SWITCHYARD_STATIC_ROOT"] = str(SESSION_DIR / "static")
 # ORM helpers run inside async tests; the servers under test never get this flag.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 # Test settings, for this process and every server it starts (tests/servers.py server_env copies

@@ -95,7 +95,12 @@ async def connect(url: str, headers: dict[str, str] | None = None) -> ClientConn
 
 
 async def recv_json(ws: ClientConnection, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    # Not asyncio.wait_for: on Python 3.11 it returns a frame that arrived as the waiting task was
+    # cancelled and drops the cancellation, so a task reading frames in a loop (tests/test_attach_ping.py
+    # answer_pings) outlived its cancel and the test hung on `await task`.
+    async with asyncio.timeout(timeout):
+        raw = await ws.recv()
+    frame = json.loads(raw)
     assert isinstance(frame, dict), frame
     return frame
 

@@ -261,6 +261,7 @@ REDIS_DOWN_ERRORS = (
 LIVE_S = 0.4
 
 
+@pytest.mark.restarts_services
 @pytest.mark.server_errors(*REDIS_DOWN_ERRORS)
 async def test_redis_restart_loses_nothing(cluster: Cluster) -> None:
     """Messages published while Redis is down are acked ok and reach the consumer on the other process."""
@@ -330,6 +331,7 @@ POSTGRES_DOWN_ERRORS = (
 )
 
 
+@pytest.mark.restarts_services
 @pytest.mark.server_errors(*POSTGRES_DOWN_ERRORS)
 async def test_postgres_restart_errors_then_recovers(single: Cluster) -> None:
     """While PostgreSQL is down every publish is refused with an error ack; once it is back publishing works again."""

@@ -148,6 +148,7 @@ async def _rabbitmqctl(*args: str) -> None:
     assert proc.returncode == 0, err.decode()
 
 
+@pytest.mark.restarts_services
 @pytest.mark.slow
 async def test_events_survive_a_rabbitmq_restart(amqp: str) -> None:
     """500 events emitted across `rabbitmqctl stop_app` / `start_app` all arrive, in order per key."""

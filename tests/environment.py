@@ -5,6 +5,7 @@ this process and the server processes it starts."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -20,8 +21,11 @@ os.environ["DATABASE_URL"] = new_database_url(SESSION_DIR, "session")
 os.environ["CHANNEL_LAYER_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
 # Static files collected into the session's own directory (tests/conftest.py runs collectstatic):
 # collectstatic rewrites every gzipped copy, which a server of another session running side by side
-# may be serving at that moment.
-os.environ["SWITCHYARD_STATIC_ROOT"] = str(SESSION_DIR / "static")
+# may be serving at that moment. A directory of its own, open to other users: nginx's workers (the
+# deploy tests) read it as www-data, and mkdtemp makes a directory its owner's alone.
+STATIC_DIR = Path(tempfile.mkdtemp(prefix="switchyard-static-"))
+STATIC_DIR.chmod(0o755)
+os.environ["SWITCHYARD_STATIC_ROOT"] = str(STATIC_DIR)
 # ORM helpers run inside async tests; the servers under test never get this flag.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 # Test settings, for this process and every server it starts (tests/servers.py server_env copies
@@ -41,3 +45,4 @@ def pytest_unconfigure() -> None:
 
     connections.close_all()
     drop_created()
+    shutil.rmtree(STATIC_DIR, ignore_errors=True)

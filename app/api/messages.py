@@ -25,7 +25,7 @@ from pydantic import field_validator, model_validator
 
 from app.api.auth import refusal, request_user
 from app.api.examples import responses
-from app.api.pagination import PageParams, keyset_page
+from app.api.pagination import PageOut, PageParams, keyset_page
 from app.api.topics import _visible_topic
 from app.broker import stored
 from app.broker.hub import Delivered
@@ -55,10 +55,8 @@ class MessageOut(Schema):
     redelivery_count: int = Field(description="the most times it was handed out again to one principal")
 
 
-class MessagePage(Schema):
+class MessagePage(PageOut):
     items: list[MessageOut]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
-    next: str | None = Field(description="the URL of the next page; null on the last")
 
 
 class MessageQuery(Schema):

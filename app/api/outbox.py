@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from app import codec
 from app.api.auth import request_user, require_permission
 from app.api.examples import responses
-from app.api.pagination import PageParams, keyset_page
+from app.api.pagination import PageOut, PageParams, keyset_page
 from app.broker.permissions import may_add_topics
 from app.broker.topics import view_topic
 from app.outbox import claims
@@ -57,10 +57,8 @@ class EventOut(Schema):
     published_at: datetime | None
 
 
-class EventPage(Schema):
+class EventPage(PageOut):
     items: list[EventOut]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
-    next: str | None = Field(description="the URL of the next page; null on the last")
 
 
 class EmitIn(Schema):

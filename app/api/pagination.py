@@ -40,6 +40,13 @@ class PageParams(Schema):
     limit: int = Field(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description=f"items per page (1-{PAGE_MAX})")
 
 
+class PageOut(Schema):
+    """Where a list goes on: each list's page schema adds its ``items``."""
+
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+    next: str | None = Field(description="the URL of the next page; null on the last")
+
+
 @dataclass(frozen=True, slots=True)
 class Slice(Generic[M]):
     rows: list[M]

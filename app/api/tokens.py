@@ -21,7 +21,7 @@ from ninja.errors import HttpError
 
 from app.api.auth import AUTHENTICATION_REQUIRED, request_user
 from app.api.examples import responses
-from app.api.pagination import PageParams, keyset_page
+from app.api.pagination import PageOut, PageParams, keyset_page
 from app.auth.models import Token
 from app.auth.services import create_token
 
@@ -43,10 +43,8 @@ class NewTokenOut(TokenOut):
     key: str = Field(description="the secret: shown in this answer only, stored as its sha256 hash")
 
 
-class TokenPage(Schema):
+class TokenPage(PageOut):
     items: list[TokenOut]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
-    next: str | None = Field(description="the URL of the next page; null on the last")
 
 
 class TokenFilter(PageParams):

@@ -24,7 +24,7 @@ from ninja.errors import HttpError
 
 from app.api.auth import request_user, require_permission
 from app.api.examples import responses
-from app.api.pagination import PageParams, keyset_page
+from app.api.pagination import PageOut, PageParams, keyset_page
 from app.api.topics import _visible_topic
 from app.auth.services import principal_of
 from app.availability.rules import Availability
@@ -50,10 +50,8 @@ class TopicOut(Schema):
     created: datetime
 
 
-class TopicPage(Schema):
+class TopicPage(PageOut):
     items: list[TopicOut]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
-    next: str | None = Field(description="the URL of the next page; null on the last")
 
 
 class TopicFilter(PageParams):

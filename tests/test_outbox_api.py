@@ -7,7 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -300,6 +300,21 @@ def test_emit_non_ascii_base64_is_422(server: ServerProcess) -> None:
     body = {"type": "t", "source": "/tests/emit", "data_base64": "\u00e5AAA"}
     status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
     assert status == 422 and "base64" in answer["detail"]
+
+
+def test_emit_time_with_a_large_offset_is_kept_as_its_instant(server: ServerProcess) -> None:
+    """A time whose offset PostgreSQL cannot store (+20:49) is taken as the UTC instant it names."""
+    body = {"type": "t", "source": "/tests/emit", "id": unique("evt"), "time": "2025-01-01T20:49:00+20:49"}
+    status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
+    assert status == 201, answer
+    assert OutboxEvent.objects.get(pk=answer["pk"]).time == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_emit_time_outside_the_calendar_in_utc_is_422(server: ServerProcess) -> None:
+    """A time whose UTC falls before year 1 is refused with 422."""
+    body = {"type": "t", "source": "/tests/emit", "time": "0001-01-01T00:00:00+01:00"}
+    status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
+    assert status == 422, answer
 
 
 def test_emit_duplicate_source_and_id_is_409(server: ServerProcess) -> None:

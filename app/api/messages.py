@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -25,6 +25,7 @@ from pydantic import field_validator, model_validator
 
 from app.api.auth import refusal, request_user
 from app.api.examples import responses
+from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
 from app.api.topics import _visible_topic
 from app.broker import stored
@@ -60,24 +61,12 @@ class MessagePage(PageOut):
 
 
 class MessageQuery(Schema):
-    since: datetime | None = Field(None, description="published at or after")
-    until: datetime | None = Field(None, description="published before")
+    since: UtcDatetime | None = Field(None, description="published at or after (no offset: UTC)")
+    until: UtcDatetime | None = Field(None, description="published before (no offset: UTC)")
     state: DeliveryState | None = Field(
         None, description="unacked: nobody acked it; acked: somebody did; redelivered: handed out again")
     principal: str | None = Field(None, description="the state of this principal only (e.g. user:12)")
     producer: str | None = Field(None, description="the producing principal")
-
-    @field_validator("since", "until")
-    @classmethod
-    def _in_utc(cls, value: datetime | None) -> datetime | None:
-        # Stored times are UTC: one without an offset means UTC, and one whose UTC is past the
-        # calendar's ends (0001-01-01T00:00+01:00) matches nothing the database can compare.
-        if value is None:
-            return None
-        try:
-            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-        except OverflowError:
-            raise ValueError("out of range in UTC") from None
 
     @field_validator("principal", "producer")
     @classmethod

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from app import codec
 from app.api.auth import request_user, require_permission
 from app.api.examples import responses
+from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
 from app.broker.permissions import may_add_topics
 from app.broker.topics import view_topic
@@ -65,7 +66,7 @@ class EmitIn(Schema):
     type: str
     source: str
     id: str | None = None
-    time: datetime | None = None
+    time: UtcDatetime | None = Field(None, description="when it happened (no offset: UTC)")
     subject: str | None = None
     datacontenttype: str | None = None
     dataschema: str | None = None

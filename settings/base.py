@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 import django_stubs_ext
 
-from settings.env import env_bool, env_choice, env_float, env_int, env_opt, env_str
+from settings.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 
 # Lets model admins and querysets be subscripted for the type checker at run time too.
 django_stubs_ext.monkeypatch()
@@ -41,7 +42,19 @@ INSTALLED_APPS = [
     "app.leases",
     "app.outbox",
     "app.pulsar",
+    "app.cqrs",
 ]
+
+# Users' own Django apps (models, master or replica, services that emit), after Switchyard's own:
+# comma-separated import paths found on PYTHONPATH. `manage.py migrate` creates their tables and
+# `manage.py serve` serves them (README "Your own apps").
+SWITCHYARD_APPS = env_list("SWITCHYARD_APPS")
+for _app in SWITCHYARD_APPS:
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", _app):
+        raise ValueError(f"SWITCHYARD_APPS: {_app!r} is not an import path (comma-separated, e.g. shop,billing.apps)")
+    if _app in INSTALLED_APPS:
+        raise ValueError(f"SWITCHYARD_APPS: {_app!r} is installed already")
+INSTALLED_APPS += SWITCHYARD_APPS
 
 MIDDLEWARE = [
     # Outermost, so it sees the session user whatever looked it up (the access line's who).

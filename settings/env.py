@@ -44,3 +44,8 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated list; blanks around items and empty items are dropped."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]

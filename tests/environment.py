@@ -26,6 +26,10 @@ os.environ["CHANNEL_LAYER_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
 STATIC_DIR = Path(tempfile.mkdtemp(prefix="switchyard-static-"))
 STATIC_DIR.chmod(0o755)
 os.environ["SWITCHYARD_STATIC_ROOT"] = str(STATIC_DIR)
+# The test packages installed as a user installs their own apps (README "Your own apps"): this process,
+# every server and every management command of the session have them, and their tables are migrated.
+TEST_APPS = ("tests.apps.notes",)
+os.environ["SWITCHYARD_APPS"] = ",".join(TEST_APPS)
 # ORM helpers run inside async tests; the servers under test never get this flag.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 # Test settings, for this process and every server it starts (tests/servers.py server_env copies

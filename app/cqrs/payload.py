@@ -1,0 +1,49 @@
+"""The CQRS message, exactly as django-cqrs (3.x) puts it on the wire (its ``TransportPayload``).
+
+A master's change becomes one JSON object; its replicas apply it. Field names and meanings are
+django-cqrs's, so either side may be django-cqrs itself:
+
+- ``signal_type``: ``SAVE`` (created or updated), ``DELETE``, ``SYNC`` (re-sent on demand);
+- ``cqrs_id``: the model's replication name (its ``CQRS_ID``), also the RabbitMQ routing key;
+- ``instance_data``: the serialised instance, with ``cqrs_revision`` and ``cqrs_updated`` inside;
+- ``instance_pk``: the primary key; ``previous_data``: old values of ``CQRS_TRACKED_FIELDS`` (or null);
+- ``correlation_id``, ``retries`` (consumer-side attempts so far), ``expires`` (ISO time without
+  microseconds, or null for never), ``meta`` (free-form, or null).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+
+class SignalType(enum.StrEnum):
+    SAVE = "SAVE"
+    DELETE = "DELETE"
+    SYNC = "SYNC"
+
+
+class TransportPayload(BaseModel):
+    # django-cqrs ignores keys it does not know; so do we (a newer master may add some).
+    model_config = ConfigDict(extra="ignore")
+
+    signal_type: SignalType
+    cqrs_id: str = Field(min_length=1)
+    instance_data: dict[str, Any]
+    instance_pk: Any = None
+    previous_data: dict[str, Any] | None = None
+    correlation_id: Any = None
+    retries: int = Field(0, ge=0)
+    expires: datetime | None = None
+    meta: dict[str, Any] | None = None
+
+    @field_serializer("expires")
+    def _expires(self, value: datetime | None) -> str | None:
+        # As django-cqrs writes it: seconds precision, ISO 8601 with the offset.
+        return None if value is None else value.replace(microsecond=0).isoformat()
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires is not None and self.expires <= now

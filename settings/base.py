@@ -318,6 +318,11 @@ OUTBOX_REDIS_MAXLEN = env_int("OUTBOX_REDIS_MAXLEN", 1_000_000)
 # The own-topics target: the topic used when an event names none; missing topics are created.
 OUTBOX_TOPIC = env_str("OUTBOX_TOPIC", "events")
 
+# --- CQRS replication (app/cqrs, django-cqrs's wire format) -----------------------------
+# The durable topic exchange CQRS payloads go through on RabbitMQ (django-cqrs's default name): a
+# master's events are routed by their cqrs_id, a replica's queue is bound to the ids it replicates.
+CQRS_EXCHANGE = env_str("CQRS_EXCHANGE", "cqrs")
+
 # --- topic creation limits (squatting and floods) -------------------------------------------
 # Longest topic name anywhere: websocket URLs, auto-created, response and event topics. The slug
 # column holds 200 characters, so no more may be allowed.

@@ -322,6 +322,13 @@ OUTBOX_TOPIC = env_str("OUTBOX_TOPIC", "events")
 # The durable topic exchange CQRS payloads go through on RabbitMQ (django-cqrs's default name): a
 # master's events are routed by their cqrs_id, a replica's queue is bound to the ids it replicates.
 CQRS_EXCHANGE = env_str("CQRS_EXCHANGE", "cqrs")
+# Master side: seconds until a replica drops a change it has not applied (payload ``expires``;
+# django-cqrs's default is one day; 0 = never), whether a save(update_fields=...) replicates too
+# (django-cqrs's CQRS_AUTO_UPDATE_FIELDS), and the dotted path of a function
+# (signal_type, cqrs_id, instance_pk, queue) -> correlation_id (django-cqrs's correlation_function).
+CQRS_MESSAGE_TTL_S = env_int("CQRS_MESSAGE_TTL_S", 86_400)
+CQRS_AUTO_UPDATE_FIELDS = env_bool("CQRS_AUTO_UPDATE_FIELDS", False)
+CQRS_CORRELATION_FUNCTION = env_opt("CQRS_CORRELATION_FUNCTION")
 
 # --- topic creation limits (squatting and floods) -------------------------------------------
 # Longest topic name anywhere: websocket URLs, auto-created, response and event topics. The slug

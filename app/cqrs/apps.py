@@ -6,3 +6,8 @@ class CqrsConfig(AppConfig):
     label = "switchyard_cqrs"
     verbose_name = "CQRS replication"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from app.cqrs import changes
+
+        changes.connect_masters()

@@ -5,6 +5,12 @@ Binary mode: each attribute is an application property (a RabbitMQ header) named
 ``cloudEvents:<name>``, ``datacontenttype`` is the AMQP content-type and ``data`` is the body.
 Routing key: the event's destination, else its type. Unroutable events are returned by
 RabbitMQ (``mandatory``) and refused here, instead of being confirmed and silently dropped.
+
+CQRS payloads (data content type ``app.cqrs.events.CONTENT_TYPE``) are published as django-cqrs's
+``RabbitMQTransport`` does, so an unmodified django-cqrs replica consumes them: the payload JSON as
+the body (``text/plain``), persistent, on the durable topic exchange ``CQRS_EXCHANGE`` (declared on
+the first one), routing key the payload's ``cqrs_id`` (or the event's destination: a SYNC for one
+replica queue), no CloudEvents headers.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aio_pika.exceptions import DeliveryError, PublishError
 from django.conf import settings
 
+from app import codec
+from app.cqrs.events import CONTENT_TYPE as CQRS_CONTENT_TYPE
 from app.outbox.cloudevents import Outbound
 from app.outbox.targets import PublishRejected, TargetUnavailable
 
@@ -51,6 +59,19 @@ def amqp_message(event: Outbound, mode: str) -> aio_pika.Message:
     )
 
 
+def cqrs_message(event: Outbound) -> tuple[aio_pika.Message, str]:
+    """The django-cqrs message and its routing key."""
+    body = event.data or b""
+    try:
+        routing_key = event.destination or str(codec.loads(body)["cqrs_id"])
+    except (codec.DecodeError, KeyError, TypeError) as exc:
+        raise PublishRejected(f"not a CQRS payload (no cqrs_id): {exc!r}") from exc
+    message = aio_pika.Message(
+        body, content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=event.id
+    )
+    return message, routing_key
+
+
 class RabbitMQTarget:
     name = "rabbitmq"
 
@@ -61,6 +82,7 @@ class RabbitMQTarget:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._cqrs_exchange: AbstractExchange | None = None
 
     async def connect(self) -> None:
         if not self.url:
@@ -88,10 +110,14 @@ class RabbitMQTarget:
     async def publish(self, event: Outbound) -> None:
         if self._exchange is None or self._channel is None or self._channel.is_closed:
             raise TargetUnavailable("RabbitMQ channel is not open")
-        message = amqp_message(event, self.mode)
         try:
-            await self._exchange.publish(
-                message, event.destination or event.type, mandatory=settings.OUTBOX_AMQP_MANDATORY,
+            if event.datacontenttype == CQRS_CONTENT_TYPE:
+                exchange = self._cqrs_exchange or await self._declare_cqrs_exchange(self._channel)
+                message, routing_key = cqrs_message(event)
+            else:
+                exchange, message, routing_key = self._exchange, amqp_message(event, self.mode), ""
+            await exchange.publish(
+                message, routing_key or event.destination or event.type, mandatory=settings.OUTBOX_AMQP_MANDATORY,
                 timeout=settings.OUTBOX_PUBLISH_TIMEOUT_S,
             )
         except PublishError as exc:
@@ -103,8 +129,14 @@ class RabbitMQTarget:
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise TargetUnavailable(f"RabbitMQ: {exc!r}") from exc
 
+    async def _declare_cqrs_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+        # django-cqrs's exchange: durable, topic (replicas bind their queues by cqrs_id).
+        self._cqrs_exchange = await channel.declare_exchange(settings.CQRS_EXCHANGE, "topic", durable=True)
+        return self._cqrs_exchange
+
     async def close(self) -> None:
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        self._cqrs_exchange = None
         if connection is not None:
             try:
                 await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT_S)

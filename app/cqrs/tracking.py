@@ -1,0 +1,60 @@
+"""``CQRS_TRACKED_FIELDS``: the values a master's tracked fields had when loaded or last saved, so a
+SAVE can carry what changed as ``previous_data`` (django-cqrs's ``CQRSTracker``, without
+django-model-utils).
+
+Values are kept as django-cqrs keeps them: JSON-ready (dates, times and UUIDs as text), a foreign
+key by its column (``author_id``) but reported under the field's name (``author``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from django.db import models
+
+ALL_FIELDS = "__all__"
+# Instance attributes (not fields): the loaded values and the previous_data of the pending SAVE.
+SAVED_ATTR = "_cqrs_tracked_saved"
+PREVIOUS_ATTR = "_cqrs_previous_data"
+
+
+def json_value(value: Any) -> Any:
+    return str(value) if isinstance(value, date | datetime | UUID) else value
+
+
+def tracked_attnames(model: type[models.Model]) -> dict[str, str]:
+    """Tracked column name -> field name, for a model with CQRS_TRACKED_FIELDS."""
+    declared = getattr(model, "CQRS_TRACKED_FIELDS", None)
+    return {
+        field.attname: field.name
+        for field in model._meta.concrete_fields
+        if declared == ALL_FIELDS or field.name in (declared or ())
+    }
+
+
+def current(instance: models.Model) -> dict[str, Any]:
+    """Tracked values now, by column name; deferred (never loaded) fields are left out, not fetched."""
+    loaded = instance.__dict__
+    return {attname: json_value(loaded[attname]) for attname in tracked_attnames(type(instance)) if attname in loaded}
+
+
+def remember(instance: models.Model) -> None:
+    """Take the tracked values as the saved ones (after loading or saving)."""
+    instance.__dict__[SAVED_ATTR] = current(instance)
+
+
+def changed(instance: models.Model, adding: bool) -> dict[str, Any]:
+    """Previous values of the tracked fields this save changes, by field name. A new instance
+    reports each tracked field with a value as previously null (django-cqrs's ``changed_initial``)."""
+    names = tracked_attnames(type(instance))
+    now = current(instance)
+    if adding:
+        return {name: None for attname, name in names.items() if now.get(attname) is not None}
+    saved: dict[str, Any] = instance.__dict__.get(SAVED_ATTR, {})
+    return {names[attname]: old for attname, old in saved.items() if attname in now and now[attname] != old}
+
+
+def on_post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    remember(instance)

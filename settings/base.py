@@ -329,6 +329,21 @@ CQRS_EXCHANGE = env_str("CQRS_EXCHANGE", "cqrs")
 CQRS_MESSAGE_TTL_S = env_int("CQRS_MESSAGE_TTL_S", 86_400)
 CQRS_AUTO_UPDATE_FIELDS = env_bool("CQRS_AUTO_UPDATE_FIELDS", False)
 CQRS_CORRELATION_FUNCTION = env_opt("CQRS_CORRELATION_FUNCTION")
+# This replica's durable queue (django-cqrs's ``CQRS['queue']``); set, the server consumes it
+# (``manage.py cqrs_consume`` does without the server). Unset: no replica consumer in the server.
+CQRS_QUEUE = env_opt("CQRS_QUEUE")
+if CQRS_QUEUE and not AMQP_URL:
+    raise ValueError("CQRS_QUEUE is set but AMQP_URL is not: the replica consumer reads RabbitMQ")
+# Failed applies are tried again this many times (django-cqrs's default 30; negative: forever),
+# then the payload goes to ``dead_letter_<CQRS_QUEUE>``.
+CQRS_MAX_RETRIES = env_int("CQRS_MAX_RETRIES", 30)
+# Wait before retry n (counted from 0): CQRS_RETRY_DELAY_S * 2**n, at most CQRS_RETRY_DELAY_MAX_S.
+CQRS_RETRY_DELAY_S = env_float("CQRS_RETRY_DELAY_S", 2.0)
+CQRS_RETRY_DELAY_MAX_S = env_float("CQRS_RETRY_DELAY_MAX_S", 60.0)
+# Dead letters expire from their queue after this long (django-cqrs's 10 days; 0: kept forever).
+CQRS_DEAD_MESSAGE_TTL_S = env_int("CQRS_DEAD_MESSAGE_TTL_S", 864000)
+# Unacknowledged messages the consumer holds, including those waiting for a retry.
+CQRS_PREFETCH_COUNT = env_int("CQRS_PREFETCH_COUNT", 100)
 
 # --- topic creation limits (squatting and floods) -------------------------------------------
 # Longest topic name anywhere: websocket URLs, auto-created, response and event topics. The slug

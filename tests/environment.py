@@ -28,7 +28,7 @@ STATIC_DIR.chmod(0o755)
 os.environ["SWITCHYARD_STATIC_ROOT"] = str(STATIC_DIR)
 # The test packages installed as a user installs their own apps (README "Your own apps"): this process,
 # every server and every management command of the session have them, and their tables are migrated.
-TEST_APPS = ("tests.apps.notes", "tests.apps.cqrs_master")
+TEST_APPS = ("tests.apps.notes", "tests.apps.cqrs_master", "tests.apps.cqrs_replica")
 os.environ["SWITCHYARD_APPS"] = ",".join(TEST_APPS)
 # ORM helpers run inside async tests; the servers under test never get this flag.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"

@@ -18,6 +18,7 @@ from app.server.static_files import StaticFiles
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
 from relays.announcements import announcement_loop
+from relays.cqrs_consumer import cqrs_consumer_loop
 from relays.garbage_collection import garbage_collection_loop
 from relays.outbox import outbox_relay_loop
 from relays.ping import attach_ping_loop, ping_loop
@@ -82,6 +83,8 @@ class Lifespan:
             loops.append(("garbage-collection", garbage_collection_loop()))
         for index in range(settings.OUTBOX_RELAY_TASKS):
             loops.append((f"outbox-relay-{index}", outbox_relay_loop(name=str(index))))
+        if settings.CQRS_QUEUE:
+            loops.append(("cqrs-consumer", cqrs_consumer_loop()))
         self.tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
 
     async def stop(self) -> None:

@@ -1,0 +1,169 @@
+"""What a replica does with one received message (django-cqrs's consumer controller and the
+decisions of its RabbitMQ consumer), as plain functions: no event loop, no broker.
+
+``receive`` turns a body into a ``Verdict``: ``ack`` (applied, or a no-op such as a stale revision),
+``retry`` (after ``delay_s``, republished with ``retries`` + 1) or ``dead_letter`` (malformed,
+unknown ``cqrs_id``, expired, or out of retries). The payload is applied in one transaction that
+has committed when ``receive`` returns, so the caller acks after the commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import enum
+import json
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydantic
+from django.db import transaction
+from django.utils import timezone
+
+from app.cqrs.payload import SignalType, TransportPayload
+from app.cqrs.replica import ReplicaRegistry
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("instance_pk", "signal_type", "cqrs_id", "instance_data")
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"  # including no-ops the model decided on (stale or duplicate revisions)
+    IGNORED = "ignored"  # a SYNC for another queue to a CQRS_ONLY_DIRECT_SYNCS model
+    FAILED = "failed"  # the model returned nothing (django-cqrs's failure signal)
+
+
+def apply(payload: TransportPayload, direct: bool = False) -> Outcome:
+    """Apply ``payload`` to its replica model in one transaction (none for CQRS_NO_DB_OPERATIONS
+    models); exceptions propagate (the transaction is rolled back). ``direct``: it came to this
+    replica's queue alone (routing key ``cqrs.<queue>.<cqrs_id>``), not broadcast."""
+    model = ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id)
+    if model is None:
+        raise LookupError(f"no replica model with CQRS_ID {payload.cqrs_id!r}")
+    signal = payload.signal_type
+    if signal is SignalType.SYNC and model.CQRS_ONLY_DIRECT_SYNCS and not direct:
+        return Outcome.IGNORED
+    # The model may keep what it is given: a copy, as django-cqrs does.
+    data = copy.deepcopy(payload.instance_data)
+    kwargs: dict[str, Any] = {}
+    if model.CQRS_META:
+        kwargs["meta"] = copy.deepcopy(payload.meta)
+    atomic = contextlib.nullcontext() if model.CQRS_NO_DB_OPERATIONS else transaction.atomic()
+    with atomic:
+        if signal is SignalType.DELETE:
+            result = model.cqrs_delete(data, **kwargs)
+        else:
+            kwargs["previous_data"] = copy.deepcopy(payload.previous_data)
+            if signal is SignalType.SYNC:
+                kwargs["sync"] = True
+            result = model.cqrs_save(data, **kwargs)
+    return Outcome.APPLIED if result else Outcome.FAILED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # "ack", "retry" or "dead_letter"
+    payload: TransportPayload | None = None  # None only for bodies that are no payload at all
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+def parse(body: bytes, cqrs_ids: Collection[str] | None = None) -> TransportPayload | str:
+    """The payload in ``body``, or why it is not one this replica takes."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        return "body is not JSON"
+    if not isinstance(raw, dict):
+        return "body is not a JSON object"
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        payload = TransportPayload.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        return f"invalid payload: {exc.errors(include_url=False)}"
+    if ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id) is None or (
+        cqrs_ids and payload.cqrs_id not in cqrs_ids
+    ):
+        return f"no replica model here for CQRS_ID {payload.cqrs_id!r}"
+    return payload
+
+
+def receive(
+    body: bytes, routing_key: str = "", queue: str = "", cqrs_ids: Collection[str] | None = None,
+    now: datetime | None = None,
+) -> Verdict:
+    """Decide on (and apply) one message from the replica's queue."""
+    parsed = parse(body, cqrs_ids)
+    if isinstance(parsed, str):
+        logger.warning("CQRS message dead-lettered: %s: %.200r", parsed, body)
+        return Verdict("dead_letter", reason=parsed)
+    payload = parsed
+    if payload.is_expired(now or timezone.now()):
+        logger.warning("CQRS payload expired at %s, dead-lettered: pk = %s (%s).",
+                       payload.expires, payload.instance_pk, payload.cqrs_id)
+        return Verdict("dead_letter", payload, reason="expired")
+    error: Exception | None = None
+    try:
+        outcome = apply(payload, direct=bool(queue) and routing_key.startswith(f"cqrs.{queue}."))
+    except Exception as exc:
+        error, outcome = exc, Outcome.FAILED
+    if outcome is not Outcome.FAILED:
+        return Verdict("ack", payload)
+    return after_failure(payload, error)
+
+
+def after_failure(payload: TransportPayload, error: Exception | None) -> Verdict:
+    """Retry with back-off while the model allows, else dead-letter."""
+    model = ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id)
+    assert model is not None  # parse() checked it
+    revision = payload.instance_data.get("cqrs_revision")
+    what = f"pk = {payload.instance_pk}, cqrs_revision = {revision} ({payload.cqrs_id})"
+    if model.should_retry_cqrs(payload.retries, error):
+        delay = float(model.get_cqrs_retry_delay(payload.retries))
+        # The traceback once, with the dead letter: a retried failure is often a passing one.
+        logger.warning("CQRS %s failed (retry %d in %.1f s): %s: %r", payload.signal_type, payload.retries + 1,
+                       delay, what, error if error is not None else "the model returned nothing")
+        return Verdict("retry", payload.model_copy(update={"retries": payload.retries + 1}), delay_s=delay)
+    if error is not None:
+        logger.error("CQRS %s failed after %d retries, dead-lettered: %s", payload.signal_type,
+                     payload.retries, what, exc_info=error)
+    else:
+        logger.error("CQRS %s not applied after %d retries, dead-lettered: %s", payload.signal_type,
+                     payload.retries, what)
+    return Verdict("dead_letter", payload, reason="out of retries")
+
+
+# --- RabbitMQ layout (django-cqrs's rabbit_mq transport) ------------------------------------------
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"dead_letter_{queue}"
+
+
+def bindings(queue: str, cqrs_ids: Collection[str] | None = None) -> list[tuple[str, str]]:
+    """(queue, routing key) pairs on the CQRS exchange: the replica's queue gets each ``cqrs_id``
+    and ``cqrs.<queue>.<cqrs_id>`` (SYNCs sent to this replica alone, and its own retries); its
+    dead letter queue ``cqrs.dead_letter_<queue>.<cqrs_id>``."""
+    pairs = []
+    for cqrs_id in sorted(ReplicaRegistry.models):
+        if cqrs_ids and cqrs_id not in cqrs_ids:
+            continue
+        pairs.append((queue, cqrs_id))
+        pairs.append((queue, requeue_routing_key(queue, cqrs_id)))
+        pairs.append((dead_letter_queue(queue), requeue_routing_key(dead_letter_queue(queue), cqrs_id)))
+    return pairs
+
+
+def requeue_routing_key(queue: str, cqrs_id: str) -> str:
+    return f"cqrs.{queue}.{cqrs_id}"
+
+
+def wire(payload: TransportPayload) -> bytes:
+    """The payload as django-cqrs writes it (every key, nulls included)."""
+    return payload.model_dump_json().encode()

@@ -1,0 +1,286 @@
+"""Replica models, as django-cqrs 3.x has them (``dj_cqrs.mixins.ReplicaMixin`` and its manager).
+
+A replica model names the master model it copies (``CQRS_ID``) and gets ``cqrs_revision`` and
+``cqrs_updated`` columns. A payload is applied through ``cqrs_save`` / ``cqrs_delete``, with
+django-cqrs's semantics:
+
+- SAVE creates or updates by primary key; a payload whose ``cqrs_revision`` is older than the
+  stored one, or equal to it (a duplicate: RabbitMQ delivers at least once), changes nothing;
+- SYNC (re-sent on demand) applies whatever revision it carries (an older one is logged);
+- DELETE deletes by the master's ``id`` (deleting what is not there is success).
+
+Class attributes, as django-cqrs's: ``CQRS_MAPPING`` (master field -> replica field, the primary key
+among them), ``CQRS_CUSTOM_SERIALIZATION`` (no check of the mapped fields: override ``cqrs_create``
+and ``cqrs_update``), ``CQRS_SELECT_FOR_UPDATE`` (lock the row while it is updated),
+``CQRS_NO_DB_OPERATIONS`` (no default database work: ``cqrs_save`` and ``cqrs_delete`` are the
+model's own hooks), ``CQRS_META`` (hooks receive ``meta``), ``CQRS_ONLY_DIRECT_SYNCS``.
+
+django-cqrs logs stale and duplicate payloads as ERROR; here they are ordinary at-least-once
+traffic (a redelivery after a consumer restart, a retry overtaken by a newer change) and logged at
+INFO (duplicate) or WARNING (older).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models.signals import class_prepared
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicaRegistry:
+    """Replica classes by ``CQRS_ID`` (the routing keys the replica's queue is bound to)."""
+
+    models: ClassVar[dict[str, type[Any]]] = {}
+
+    @classmethod
+    def register_model(cls, model_cls: type[Any]) -> None:
+        cqrs_id = getattr(model_cls, "CQRS_ID", None)
+        if not cqrs_id:
+            raise ValueError(f"{model_cls.__name__}: CQRS_ID must be set for every replica model")
+        known = cls.models.get(cqrs_id)
+        if known is not None and known is not model_cls:
+            raise ValueError(f"Two models can't have the same CQRS_ID: {cqrs_id}.")
+        cls.models[cqrs_id] = model_cls
+
+    @classmethod
+    def get_model_by_cqrs_id(cls, cqrs_id: str) -> type[Any] | None:
+        return cls.models.get(cqrs_id)
+
+
+class RawReplicaMixin:
+    """A replica without a table of its own: its ``cqrs_save`` / ``cqrs_delete`` do the work.
+    Register it with ``ReplicaRegistry.register_model`` (as with django-cqrs)."""
+
+    CQRS_ID: ClassVar[str | None] = None
+    CQRS_NO_DB_OPERATIONS: ClassVar[bool] = True
+    CQRS_META: ClassVar[bool] = False
+    CQRS_ONLY_DIRECT_SYNCS: ClassVar[bool] = False
+
+    @classmethod
+    def cqrs_save(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def cqrs_delete(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
+        """Whether a failed payload is tried again (``CQRS_MAX_RETRIES``; negative: forever)."""
+        max_retries: int = settings.CQRS_MAX_RETRIES
+        return max_retries < 0 or current_retry < max_retries
+
+    @staticmethod
+    def get_cqrs_retry_delay(current_retry: int) -> float:
+        """Seconds before the next try: ``CQRS_RETRY_DELAY_S`` doubled per retry so far, capped at
+        ``CQRS_RETRY_DELAY_MAX_S`` (django-cqrs waits the same delay every time)."""
+        base: float = settings.CQRS_RETRY_DELAY_S
+        cap: float = settings.CQRS_RETRY_DELAY_MAX_S
+        return float(min(cap, base * 2 ** min(current_retry, 32)))
+
+
+class ReplicaMixin(RawReplicaMixin, models.Model):
+    """A model replicating a master model (registered by its ``CQRS_ID`` when the class is built)."""
+
+    CQRS_MAPPING: ClassVar[dict[str, str] | None] = None
+    CQRS_CUSTOM_SERIALIZATION: ClassVar[bool] = False
+    CQRS_SELECT_FOR_UPDATE: ClassVar[bool] = False
+    CQRS_NO_DB_OPERATIONS: ClassVar[bool] = False
+
+    cqrs_revision = models.IntegerField()
+    cqrs_updated = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def cqrs_save(  # type: ignore[override]
+        cls,
+        master_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create or update the instance from the master's data; the instance, or None when the
+        data cannot be applied (missing fields: django-cqrs retries those too)."""
+        if cls.CQRS_NO_DB_OPERATIONS:
+            return super().cqrs_save(master_data, previous_data=previous_data, sync=sync, meta=meta)
+        return save_instance(cls, master_data, previous_data, sync, meta)
+
+    @classmethod
+    def cqrs_create(
+        cls,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create from mapped data; override for custom serialization."""
+        return cls._default_manager.create(**mapped_data)
+
+    def cqrs_update(
+        self,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Update from mapped data; override for custom serialization."""
+        for key, value in mapped_data.items():
+            setattr(self, key, value)
+        self.save()
+        return self
+
+    @classmethod
+    def cqrs_delete(cls, master_data: dict[str, Any], meta: dict[str, Any] | None = None) -> bool:  # type: ignore[override]
+        """Delete by the master's ``id``; True even when there was nothing to delete."""
+        if cls.CQRS_NO_DB_OPERATIONS:
+            return bool(super().cqrs_delete(master_data, meta=meta))
+        return delete_instance(cls, master_data)
+
+
+def _check_mapping(model_cls: type[ReplicaMixin]) -> None:
+    mapping = model_cls.CQRS_MAPPING
+    if mapping is None:
+        return
+    names = list(mapping.values())
+    fields = {f.name for f in model_cls._meta.fields}
+    pk_name = model_cls._meta.pk.name
+    problems = []
+    if len(set(names)) != len(names):
+        problems.append("duplicate names")
+    if pk_name not in names:
+        problems.append(f"the primary key {pk_name!r} is not in it")
+    if set(names) - fields:
+        problems.append(f"no such fields: {sorted(set(names) - fields)}")
+    if problems:
+        raise ValueError(f"{model_cls.__name__}.CQRS_MAPPING: {'; '.join(problems)}")
+
+
+def _register(sender: type[Any], **kwargs: Any) -> None:
+    if issubclass(sender, ReplicaMixin):
+        _check_mapping(sender)
+        ReplicaRegistry.register_model(sender)
+
+
+class_prepared.connect(_register, dispatch_uid="switchyard_cqrs_replica")
+
+
+# --- default database work (django-cqrs's ReplicaManager) ---------------------------------------
+
+
+def save_instance(
+    model: type[ReplicaMixin],
+    master_data: dict[str, Any],
+    previous_data: dict[str, Any] | None,
+    sync: bool,
+    meta: dict[str, Any] | None,
+) -> Any:
+    mapped = _map_save_data(model, master_data)
+    if mapped is None:
+        return None
+    mapped_previous = _map_previous_data(model, previous_data) if previous_data else None
+    pk_name = model._meta.pk.name
+    qs = model._default_manager.filter(**{pk_name: mapped[pk_name]}).order_by()
+    if model.CQRS_SELECT_FOR_UPDATE:
+        qs = qs.select_for_update()
+    hook_kwargs: dict[str, Any] = {"previous_data": mapped_previous}
+    if model.CQRS_META:
+        hook_kwargs["meta"] = meta
+    instance = qs.first()
+    if instance is None:
+        return model.cqrs_create(sync, mapped, **hook_kwargs)
+    if not _newer(model, instance, mapped, sync):
+        return instance
+    return instance.cqrs_update(sync, mapped, **hook_kwargs)
+
+
+def _newer(model: type[ReplicaMixin], instance: ReplicaMixin, mapped: dict[str, Any], sync: bool) -> bool:
+    """Whether the payload's revision may replace the stored one (django-cqrs's checks)."""
+    pk = mapped[model._meta.pk.name]
+    new, existing = mapped["cqrs_revision"], instance.cqrs_revision
+    if sync:
+        if existing > new:
+            logger.warning("CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
+                           pk, new, existing, model.CQRS_ID)
+        return True
+    if existing > new:
+        logger.warning("Wrong CQRS sync order (skipped): pk = %s, cqrs_revision = new %s / existing %s (%s).",
+                       pk, new, existing, model.CQRS_ID)
+        return False
+    if existing == new:
+        logger.info("Received duplicate CQRS data (skipped): pk = %s, cqrs_revision = %s (%s).",
+                    pk, new, model.CQRS_ID)
+        return False
+    if new != existing + 1:
+        logger.warning("Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
+                       new - existing - 1, pk, new, model.CQRS_ID)
+    return True
+
+
+def delete_instance(model: type[ReplicaMixin], master_data: dict[str, Any]) -> bool:
+    if "id" not in master_data:
+        logger.warning("CQRS PK is not provided in data (%s).", model.CQRS_ID)
+        return False
+    if not _cqrs_fields_are_filled(model, master_data):
+        return False
+    model._default_manager.filter(pk=master_data["id"]).delete()
+    return True
+
+
+def _map_save_data(model: type[ReplicaMixin], master_data: dict[str, Any]) -> dict[str, Any] | None:
+    if not _cqrs_fields_are_filled(model, master_data):
+        return None
+    mapped = _initial_mapping(model, master_data)
+    if mapped is None:
+        return None
+    if model._meta.pk.name not in mapped:
+        logger.warning("CQRS PK is not provided in data (%s).", model.CQRS_ID)
+        return None
+    if model.CQRS_CUSTOM_SERIALIZATION:
+        return mapped
+    mapped = _known_fields(model, mapped)
+    required = {f.name for f in model._meta.fields if not f.null}
+    if required - mapped.keys():
+        logger.warning("Not all required CQRS fields are provided in data (%s): %s missing.",
+                       model.CQRS_ID, sorted(required - mapped.keys()))
+        return None
+    return mapped
+
+
+def _initial_mapping(model: type[ReplicaMixin], master_data: dict[str, Any]) -> dict[str, Any] | None:
+    if model.CQRS_MAPPING is None:
+        return dict(master_data)
+    mapped = {"cqrs_revision": master_data["cqrs_revision"], "cqrs_updated": master_data["cqrs_updated"]}
+    for master_name, replica_name in model.CQRS_MAPPING.items():
+        if master_name not in master_data:
+            logger.warning("Bad master-replica mapping for %s (%s).", master_name, model.CQRS_ID)
+            return None
+        mapped[replica_name] = master_data[master_name]
+    return mapped
+
+
+def _map_previous_data(model: type[ReplicaMixin], previous_data: dict[str, Any]) -> dict[str, Any]:
+    if model.CQRS_MAPPING is None:
+        return previous_data
+    mapped = {
+        replica: previous_data[master] for master, replica in model.CQRS_MAPPING.items() if master in previous_data
+    }
+    return _known_fields(model, mapped)
+
+
+def _known_fields(model: type[ReplicaMixin], data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in model._meta.fields}
+    return {key: value for key, value in data.items() if key in names}
+
+
+def _cqrs_fields_are_filled(model: type[Any], data: dict[str, Any]) -> bool:
+    if "cqrs_revision" in data and "cqrs_updated" in data:
+        return True
+    logger.warning("CQRS sync fields are not provided in data (%s).", model.CQRS_ID)
+    return False

@@ -1,0 +1,166 @@
+"""The CQRS replica consumer loop: RabbitMQ in django-cqrs's layout, through aio-pika (the replica's
+one module that imports it; the outbox's is app/outbox/targets/rabbitmq.py).
+
+Layout, as django-cqrs 3.x declares it: the durable topic exchange ``CQRS_EXCHANGE``; the durable
+queue ``CQRS_QUEUE`` bound to each replica ``cqrs_id`` and to ``cqrs.<queue>.<cqrs_id>`` (direct
+SYNCs and retries); the durable queue ``dead_letter_<queue>`` bound to
+``cqrs.dead_letter_<queue>.<cqrs_id>``.
+
+Messages are taken one at a time, in queue order, with manual acks: a message is acked only once
+its transaction has committed (app/cqrs/apply.py decides), so a consumer killed mid-stream loses
+nothing and what it redelivers is a duplicate revision, a no-op. A failed apply keeps its message
+unacked while it waits, then republishes it with ``retries`` + 1 to ``cqrs.<queue>.<cqrs_id>`` (after
+the confirm) and acks the original, as django-cqrs does; the revision check keeps each instance right
+when a newer change overtakes the retried one. Dead letters go to ``dead_letter_<queue>``, with the
+``CQRS_DEAD_MESSAGE_TTL_S`` expiration, and the original is acked. A lost connection is reopened
+with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from django.conf import settings
+
+from app.cqrs import apply as cqrs
+from app.cqrs.apply import Verdict
+from relays.database_thread import DatabaseThread
+from relays.periodic import backoff_s
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+RECONNECT_BASE_S = 1.0
+
+
+class CqrsConsumer:
+    def __init__(
+        self,
+        queue: str | None = None,
+        cqrs_ids: Collection[str] | None = None,
+        url: str | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue_name = queue or settings.CQRS_QUEUE or ""
+        self.cqrs_ids = frozenset(cqrs_ids or ())
+        self.url = url or settings.AMQP_URL or ""
+        self.on_ready = on_ready
+        self.retrying: set[asyncio.Task[None]] = set()
+        self._db = DatabaseThread("cqrs-consumer")
+
+    async def run(self) -> None:
+        """Consume until cancelled; never returns."""
+        if not self.queue_name or not self.url:
+            raise RuntimeError("the CQRS consumer needs CQRS_QUEUE and AMQP_URL")
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self._session()
+                    failures = 0  # the connection ended after working: reconnect at once
+                    logger.warning("CQRS consumer: the RabbitMQ channel closed, reconnecting")
+                except asyncio.CancelledError:
+                    raise
+                except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                    failures += 1
+                    logger.warning("CQRS consumer: RabbitMQ unavailable (%d in a row): %r", failures, exc)
+                except Exception:
+                    failures += 1
+                    logger.exception("CQRS consumer failed (%d in a row)", failures)
+                await asyncio.sleep(backoff_s(RECONNECT_BASE_S, failures))
+        finally:
+            await self._db.close()
+
+    async def _session(self) -> None:
+        """One connection: declare the layout, consume until the channel closes."""
+        connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=settings.CQRS_PREFETCH_COUNT)
+            exchange = await self._declare(channel)
+            queue = await channel.get_queue(self.queue_name, ensure=False)
+            async with queue.iterator() as messages:
+                if self.on_ready is not None:
+                    self.on_ready()
+                    self.on_ready = None
+                async for message in messages:
+                    await self._handle(channel, exchange, message)
+        finally:
+            await self._close(connection)
+
+    async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
+        exchange = await channel.declare_exchange(settings.CQRS_EXCHANGE, "topic", durable=True)
+        await channel.declare_queue(self.queue_name, durable=True)
+        await channel.declare_queue(cqrs.dead_letter_queue(self.queue_name), durable=True)
+        for queue_name, routing_key in cqrs.bindings(self.queue_name, self.cqrs_ids):
+            queue = await channel.get_queue(queue_name, ensure=False)
+            await queue.bind(exchange, routing_key)
+        return exchange
+
+    async def _handle(
+        self, channel: AbstractChannel, exchange: AbstractExchange, message: AbstractIncomingMessage
+    ) -> None:
+        verdict = await self._db.call(
+            cqrs.receive, message.body, message.routing_key or "", self.queue_name, self.cqrs_ids
+        )
+        if verdict.action == "ack":
+            await message.ack()
+        elif verdict.action == "retry":
+            task = asyncio.create_task(self._retry_later(exchange, message, verdict))
+            self.retrying.add(task)
+            task.add_done_callback(self.retrying.discard)
+        else:
+            await self._dead_letter(channel, message, verdict)
+
+    async def _retry_later(
+        self, exchange: AbstractExchange, message: AbstractIncomingMessage, verdict: Verdict
+    ) -> None:
+        """Republish after the delay, then ack; unacked meanwhile, so a crash loses nothing."""
+        assert verdict.payload is not None
+        try:
+            await asyncio.sleep(verdict.delay_s)
+            routing_key = cqrs.requeue_routing_key(self.queue_name, verdict.payload.cqrs_id)
+            await exchange.publish(_message(cqrs.wire(verdict.payload)), routing_key)
+            await message.ack()
+        except asyncio.CancelledError:
+            raise
+        except (OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            # The original stays unacked and comes back with the next connection.
+            logger.warning("CQRS consumer: could not requeue a retry: %r", exc)
+
+    async def _dead_letter(
+        self, channel: AbstractChannel, message: AbstractIncomingMessage, verdict: Verdict
+    ) -> None:
+        # Straight to the queue through the default exchange: a body with no valid cqrs_id has
+        # no binding, and a payload lands in the same queue django-cqrs's binding would take it to.
+        body = message.body if verdict.payload is None else cqrs.wire(verdict.payload)
+        ttl = settings.CQRS_DEAD_MESSAGE_TTL_S
+        await channel.default_exchange.publish(
+            _message(body, expiration=ttl if ttl > 0 else None), cqrs.dead_letter_queue(self.queue_name)
+        )
+        await message.ack()
+
+    async def _close(self, connection: AbstractConnection) -> None:
+        for task in list(self.retrying):
+            task.cancel()
+        if self.retrying:
+            await asyncio.wait(self.retrying)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(connection.close()), CONNECT_TIMEOUT_S)
+
+
+def _message(body: bytes, expiration: int | None = None) -> aio_pika.Message:
+    # As django-cqrs publishes: persistent, content type text/plain, expiration in milliseconds.
+    return aio_pika.Message(
+        body, content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration,
+    )
+
+
+async def cqrs_consumer_loop(**options: object) -> None:
+    await CqrsConsumer(**options).run()  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser deploy-tools clean bench bench-outbox
+.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,5 +73,16 @@ browser:
 deploy-tools:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { $(APT_INSTALL) nginx; }
 
+# The real django-cqrs, in a virtualenv of its own, for tests/test_cqrs_interop.py (tests/djcqrs_project
+# runs in it: Switchyard's replica and master against django-cqrs's own).
+DJCQRS_VENV := .venv-djcqrs
+$(DJCQRS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(DJCQRS_VENV)
+	$(DJCQRS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DJCQRS_VENV)/bin/pip install -q 'django-cqrs==3.1.0' 'django>=5,<6'
+	touch $@
+
+djcqrs-env: $(DJCQRS_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DJCQRS_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -254,3 +254,13 @@ class RelayProcess(ServerProcess):
 
     def started(self, line: str) -> bool:
         return line.startswith("SWITCHYARD_RELAY_READY")
+
+
+class ConsumerProcess(ServerProcess):
+    """``manage.py cqrs_consume`` (the CQRS replica consumer) in a process of its own."""
+
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "manage.py", "cqrs_consume"]
+
+    def started(self, line: str) -> bool:
+        return line.startswith("SWITCHYARD_CQRS_READY")

@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import random
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from app.cqrs.apply import Outcome, apply, bindings, parse, receive
 from app.cqrs.payload import SignalType, TransportPayload
 from tests.apps.cqrs_replica.models import Author, Book, HookCall, Person
 from tests.protocol import eventually, unique
-from tests.servers import ServerProcess, start_server
+from tests.servers import ConsumerProcess, start_server
 from tests.services import require_rabbitmq
 
 _ids = itertools.count(random.randrange(10**8, 2 * 10**9, 10**6))
@@ -186,16 +185,6 @@ def test_bindings_follow_django_cqrs() -> None:
 
 
 # --- the consumer on RabbitMQ -----------------------------------------------------------------------
-
-
-class ConsumerProcess(ServerProcess):
-    """``manage.py cqrs_consume`` in a process of its own."""
-
-    def command(self, port: int) -> list[str]:
-        return [sys.executable, "manage.py", "cqrs_consume"]
-
-    def started(self, line: str) -> bool:
-        return line.startswith("SWITCHYARD_CQRS_READY")
 
 
 @dataclass

@@ -164,3 +164,56 @@ def _message(body: bytes, expiration: int | None = None) -> aio_pika.Message:
 
 async def cqrs_consumer_loop(**options: object) -> None:
     await CqrsConsumer(**options).run()  # type: ignore[arg-type]
+
+
+# --- cqrs_dead_letters: the dead letter queue by hand (django-cqrs's command) ----------------------
+
+
+async def dead_letters(action: str, write: Callable[[str], None], queue: str | None = None,
+                       url: str | None = None) -> None:
+    """``retry`` (republish each to the replica's queue, app/cqrs/dead_letters.py), ``dump`` (print
+    each body, leave them queued) or ``purge`` the messages of ``dead_letter_<queue>``, with
+    django-cqrs's output. The layout is declared first, as the consumer declares it."""
+    from django.utils import timezone
+
+    from app.cqrs.dead_letters import revived
+
+    consumer = CqrsConsumer(queue=queue, url=url)
+    if not consumer.queue_name or not consumer.url:
+        raise RuntimeError("the CQRS dead letters need CQRS_QUEUE and AMQP_URL")
+    connection = await aio_pika.connect(consumer.url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await consumer._declare(channel)
+        dead = await channel.declare_queue(cqrs.dead_letter_queue(consumer.queue_name), durable=True)
+        count = dead.declaration_result.message_count or 0
+        if action == "purge":
+            write(f"Total dead letters: {count}")
+            if count:
+                await dead.purge()
+                write("Purged")
+            return
+        if action == "retry":
+            write(f"Total dead letters: {count}")
+        held: list[AbstractIncomingMessage] = []
+        for number in range(1, count + 1):
+            message = await dead.get(no_ack=False, fail=False, timeout=CONNECT_TIMEOUT_S)
+            if message is None:
+                break
+            if action == "dump":
+                write(message.body.decode("utf-8", "replace"))
+                held.append(message)
+                continue
+            write(f"Retrying: {number}/{count}")
+            again = revived(message.body, consumer.queue_name, timezone.now())
+            if again is None:
+                write(f"Not a CQRS payload, left in the queue: {message.body[:200]!r}")
+                held.append(message)
+                continue
+            await exchange.publish(_message(again[1]), again[0])
+            write(again[1].decode())
+            await message.ack()
+        for message in held:  # back to the queue, in order, once all were read
+            await message.nack(requeue=True)
+    finally:
+        await connection.close()

@@ -332,6 +332,9 @@ CQRS_CORRELATION_FUNCTION = env_opt("CQRS_CORRELATION_FUNCTION")
 # This replica's durable queue (django-cqrs's ``CQRS['queue']``); set, the server consumes it
 # (``manage.py cqrs_consume`` does without the server). Unset: no replica consumer in the server.
 CQRS_QUEUE = env_opt("CQRS_QUEUE")
+# False: the server leaves CQRS_QUEUE to ``manage.py cqrs_consume``. Per-instance order needs one
+# consumer per queue, so deployments with several server processes turn it off.
+CQRS_CONSUME_IN_SERVER = env_bool("CQRS_CONSUME_IN_SERVER", True)
 if CQRS_QUEUE and not AMQP_URL:
     raise ValueError("CQRS_QUEUE is set but AMQP_URL is not: the replica consumer reads RabbitMQ")
 # Failed applies are tried again this many times (django-cqrs's default 30; negative: forever),
@@ -344,6 +347,9 @@ CQRS_RETRY_DELAY_MAX_S = env_float("CQRS_RETRY_DELAY_MAX_S", 60.0)
 CQRS_DEAD_MESSAGE_TTL_S = env_int("CQRS_DEAD_MESSAGE_TTL_S", 864000)
 # Unacknowledged messages the consumer holds, including those waiting for a retry.
 CQRS_PREFETCH_COUNT = env_int("CQRS_PREFETCH_COUNT", 100)
+if CQRS_PREFETCH_COUNT < 1:
+    # AMQP reads a prefetch count of 0 as "no limit": the consumer would take the whole queue.
+    raise ValueError("CQRS_PREFETCH_COUNT must be at least 1")
 
 # --- topic creation limits (squatting and floods) -------------------------------------------
 # Longest topic name anywhere: websocket URLs, auto-created, response and event topics. The slug

@@ -7,18 +7,21 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 from django.db import transaction
+from django.db.models import F
 from django.test import override_settings
 from django.utils import timezone
 
 from app.cqrs.events import CONTENT_TYPE
-from app.outbox.models import OutboxEvent
-from tests.apps.cqrs_master.models import Author, Book, Draft, Shelf
+from app.outbox.models import OutboxEvent, Status
+from tests.apps.cqrs_master.models import Author, Book, Counter, Draft, Shelf
 from tests.outbox import AmqpInbox, clear_outbox, running_relays
+from tests.protocol import eventually
 from tests.services import require_rabbitmq
 
 # django-cqrs's TransportPayload.to_dict() keys, all always present.
@@ -229,6 +232,35 @@ def test_bulk_helpers_roll_back_with_the_transaction() -> None:
     assert payloads() == [] and not Book.objects.filter(author=author).exists()
 
 
+def test_save_with_f_expression_sends_the_stored_value() -> None:
+    """A save of ``F("views") + 1`` sends the value it stored, and the instance holds it after."""
+    counter = Counter.objects.create(views=4)
+    clear_outbox()
+    counter.views = F("views") + 1
+    counter.save()
+    assert payloads()[0]["instance_data"]["views"] == 5
+    assert counter.views == 5
+
+
+def test_tracked_field_saved_with_f_expression_is_tracked_by_value() -> None:
+    """A tracked field outside CQRS_FIELDS saved as an expression is refreshed: the next save
+    reports its previous value, not the expression."""
+    counter = Counter.objects.create(hits=1)
+    counter.hits = F("hits") + 1
+    counter.save()
+    clear_outbox()
+    counter.hits = 10
+    counter.save()
+    assert payloads()[0]["previous_data"] == {"hits": 2}
+
+
+def test_decimal_is_a_json_number() -> None:
+    """A Decimal goes as a JSON number, as django-cqrs's ujson writes it (Decimal("1.50") -> 1.5)."""
+    Counter.objects.create(price=Decimal("1.50"))
+    [row] = OutboxEvent.objects.filter(datacontenttype=CONTENT_TYPE)
+    assert json.loads(row.data)["instance_data"]["price"] == 1.5
+
+
 @override_settings(CQRS_MESSAGE_TTL_S=0)
 def test_ttl_zero_never_expires() -> None:
     """CQRS_MESSAGE_TTL_S=0: expires is null."""
@@ -293,3 +325,16 @@ async def test_rabbitmq_instance_events_arrive_in_order(replica_queue: AmqpInbox
         messages = await replica_queue.until(6)
     got = [(json.loads(m.body)["signal_type"], json.loads(m.body)["instance_data"]["cqrs_revision"]) for m in messages]
     assert got == [("SAVE", 0), ("SAVE", 1), ("SAVE", 2), ("SAVE", 3), ("SAVE", 4), ("DELETE", 5)]
+
+
+@override_settings(OUTBOX_AMQP_MANDATORY=True)
+async def test_change_no_replica_is_bound_to_is_published(cqrs_amqp: str) -> None:
+    """With no queue bound to its cqrs_id, a change is dropped by RabbitMQ and settled as published
+    (as django-cqrs), so the instance's later changes are not held behind it."""
+    author = Author.objects.create(name="nobody listens")
+    author.name = "still nobody"
+    author.save()
+    async with running_relays():
+        await eventually(
+            lambda: set(OutboxEvent.objects.values_list("status", flat=True)) == {Status.PUBLISHED}, 15,
+            "both changes published")

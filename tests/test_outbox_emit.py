@@ -195,3 +195,16 @@ def test_same_key_emitter_waits_for_the_open_transaction() -> None:
     for thread in threads:
         thread.join(30)
     assert pks["first"] < pks["second"]
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="the advisory locks are PostgreSQL's")
+def test_one_transaction_emits_fifteen_thousand_keyed_events() -> None:
+    """15,000 keyed events in one transaction stay within PostgreSQL's shared lock table."""
+    events = [EventIn(type="com.example.bulk", source="/tests/emit", key=f"bulk-{n}") for n in range(15_000)]
+    with transaction.atomic():
+        created = emit_many(events)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            held = cursor.fetchone()[0]
+    assert len(created) == 15_000 and OutboxEvent.objects.filter(type="com.example.bulk").count() == 15_000
+    assert held <= 1024

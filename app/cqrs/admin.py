@@ -31,7 +31,9 @@ class CQRSAdminMasterSyncMixin:
         """Override to adjust the rows before they are synced (select_related, ...)."""
         return queryset
 
-    @admin.action(description=gettext_lazy("Synchronize selected %(verbose_name_plural)s via CQRS"))
+    # Only for those who may change the rows (django-cqrs offers it to anyone who sees the list).
+    @admin.action(permissions=["change"],
+                  description=gettext_lazy("Synchronize selected %(verbose_name_plural)s via CQRS"))
     def sync_items(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         report = sync.sync_rows(self._cqrs_sync_queryset(queryset))
         failed = [pk for pk, _ in report.failures]

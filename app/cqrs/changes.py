@@ -4,7 +4,6 @@ models without replication keep Django's fast deletes)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -17,13 +16,6 @@ from app.cqrs.payload import SignalType, TransportPayload
 
 if TYPE_CHECKING:
     from app.cqrs.mixins import MasterMixin
-
-
-def json_value(value: Any) -> Any:
-    """A field value as instance_data holds it (django-cqrs: dates, times, UUIDs as text)."""
-    if isinstance(value, Decimal):
-        return str(value)
-    return tracking.json_value(value)
 
 
 def emit_change(sender: type[MasterMixin], instance: MasterMixin, signal: SignalType, using: str,

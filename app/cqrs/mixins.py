@@ -64,8 +64,7 @@ class MasterMixin(models.Model):
     def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict[str, Any]:
         """instance_data: CQRS_FIELDS or CQRS_SERIALIZER, with cqrs_revision and cqrs_updated."""
         using = using or self._state.db or router.db_for_write(type(self), instance=self)
-        if isinstance(self.cqrs_revision, Combinable):
-            self.refresh_from_db(using=using, fields=["cqrs_revision"])
+        self._refresh_expressions(using)
         if self.CQRS_SERIALIZER:
             instance = self if sync else self.relate_cqrs_serialization(type(self)._default_manager.using(using)).get(
                 pk=self.pk
@@ -77,10 +76,26 @@ class MasterMixin(models.Model):
                 if self.CQRS_FIELDS != ALL_FIELDS and field.name not in self.CQRS_FIELDS:
                     continue
                 value = field.value_from_object(self)
-                data[field.name] = changes.json_value(value)
+                data[field.name] = tracking.json_value(value)
         data["cqrs_revision"] = self.cqrs_revision
         data["cqrs_updated"] = str(self.cqrs_updated)
         return data
+
+    def _refresh_expressions(self, using: str) -> None:
+        """Load the stored values of replicated or tracked fields saved as expressions
+        (``obj.views = F("views") + 1``), which hold the expression, not a value, after the save
+        (django-cqrs's ``_refresh_f_expr_values``)."""
+        replicated = None if self.CQRS_SERIALIZER or self.CQRS_FIELDS == ALL_FIELDS else set(self.CQRS_FIELDS)
+        tracked = set(tracking.tracked_attnames(type(self)))
+        stale = [
+            field.attname
+            for field in self._meta.concrete_fields
+            if isinstance(self.__dict__.get(field.attname), Combinable)
+            and (field.name == "cqrs_revision" or replicated is None or field.name in replicated
+                 or field.attname in tracked)
+        ]
+        if stale:
+            self.refresh_from_db(using=using, fields=stale)
 
     def get_tracked_fields_data(self) -> dict[str, Any] | None:
         """previous_data of the pending SAVE: previous values of changed tracked fields."""

@@ -9,6 +9,7 @@ key by its column (``author_id``) but reported under the field's name (``author`
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,11 @@ PREVIOUS_ATTR = "_cqrs_previous_data"
 
 
 def json_value(value: Any) -> Any:
+    """A field value as instance_data and previous_data hold it, as django-cqrs's ujson writes it:
+    dates, times and UUIDs as text, a Decimal as a JSON number (a float: ``Decimal("1.50")`` is
+    ``1.5``, so digits beyond a float's precision are lost, as with django-cqrs)."""
+    if isinstance(value, Decimal):
+        return float(value)
     return str(value) if isinstance(value, date | datetime | UUID) else value
 
 

@@ -9,6 +9,7 @@ A rolled-back transaction leaves no event behind, so nothing is published for it
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,12 @@ from django.utils import timezone
 from app.outbox import wakeup
 from app.outbox.cloudevents import EventIn, Extension, TargetName, encode_data
 from app.outbox.models import OutboxEvent
+
+# The first half of the two-integer advisory lock on a key's bucket ("SwYd"), so other users of
+# advisory locks in the database do not collide with it. A few buckets bound the locks one
+# transaction holds well below the shared lock table (max_locks_per_transaction × connections).
+KEY_LOCK_NAMESPACE = 0x53775964
+KEY_LOCK_BUCKETS = 1024
 
 
 class TargetNotConfigured(ValueError):
@@ -88,24 +95,33 @@ def emit_many(events: Iterable[EventIn], *, using: str = "default") -> list[Outb
     if not rows:
         return rows
     with transaction.atomic(using=using):
-        _serialise_keys(sorted({row.key for row in rows if row.key is not None}), using)
+        _serialise_keys({row.key for row in rows if row.key is not None}, using)
         created = OutboxEvent.objects.using(using).bulk_create(rows)
         wakeup.notify_relays(using)
     return created
 
 
-def _serialise_keys(keys: list[str], using: str) -> None:
+def _serialise_keys(keys: set[str], using: str) -> None:
     """Make id order the commit order within each key: on PostgreSQL, ids are handed out at insert
     and transactions commit in any order, so a relay could publish a key's later event before an
-    earlier one commits. A transaction-scoped advisory lock per key (taken in sorted order, so two
-    emitters cannot deadlock) holds a key's next emitter until this transaction ends. SQLite
-    already runs one writing transaction at a time."""
+    earlier one commits. A transaction-scoped advisory lock on the key's bucket holds the key's
+    next emitter until this transaction ends. Buckets, not keys: one lock per key would exhaust
+    PostgreSQL's shared lock table ("out of shared memory") in a transaction of some ten thousand
+    keyed events (a bulk update, a cascading delete, cqrs_sync); keys sharing a bucket merely wait
+    for each other. Taken in sorted order, so two emitters cannot deadlock. SQLite already runs one
+    writing transaction at a time."""
     if not keys or connections[using].vendor != "postgresql":
         return
     with connections[using].cursor() as cursor:
         cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k ORDER BY k", [keys]
+            "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",
+            [KEY_LOCK_NAMESPACE, key_buckets(keys)],
         )
+
+
+def key_buckets(keys: Iterable[str]) -> list[int]:
+    """The distinct lock buckets of ``keys``, sorted (crc32: the same in every process)."""
+    return sorted({zlib.crc32(key.encode()) % KEY_LOCK_BUCKETS for key in keys})
 
 
 async def aemit(type: str, source: str, data: Any = None, **options: Any) -> OutboxEvent:

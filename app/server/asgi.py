@@ -83,7 +83,7 @@ class Lifespan:
             loops.append(("garbage-collection", garbage_collection_loop()))
         for index in range(settings.OUTBOX_RELAY_TASKS):
             loops.append((f"outbox-relay-{index}", outbox_relay_loop(name=str(index))))
-        if settings.CQRS_QUEUE:
+        if settings.CQRS_QUEUE and settings.CQRS_CONSUME_IN_SERVER:
             loops.append(("cqrs-consumer", cqrs_consumer_loop()))
         self.tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
 

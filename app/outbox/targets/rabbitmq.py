@@ -111,13 +111,18 @@ class RabbitMQTarget:
         if self._exchange is None or self._channel is None or self._channel.is_closed:
             raise TargetUnavailable("RabbitMQ channel is not open")
         try:
+            mandatory = settings.OUTBOX_AMQP_MANDATORY
             if event.datacontenttype == CQRS_CONTENT_TYPE:
                 exchange = self._cqrs_exchange or await self._declare_cqrs_exchange(self._channel)
                 message, routing_key = cqrs_message(event)
+                # As django-cqrs: a cqrs_id no replica has bound yet is dropped, not returned
+                # (returned, it would fail and block the instance's later changes); a replica that
+                # binds later catches up through cqrs_sync.
+                mandatory = False
             else:
                 exchange, message, routing_key = self._exchange, amqp_message(event, self.mode), ""
             await exchange.publish(
-                message, routing_key or event.destination or event.type, mandatory=settings.OUTBOX_AMQP_MANDATORY,
+                message, routing_key or event.destination or event.type, mandatory=mandatory,
                 timeout=settings.OUTBOX_PUBLISH_TIMEOUT_S,
             )
         except PublishError as exc:

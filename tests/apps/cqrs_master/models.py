@@ -42,3 +42,15 @@ class Draft(MasterMixin):
 
     def get_cqrs_meta(self, **kwargs: Any) -> dict[str, Any]:
         return {"never": "sent"}
+
+
+class Counter(MasterMixin):
+    """Saved with expressions (``F("views") + 1``) and holding a Decimal."""
+
+    CQRS_ID = "test_counter"
+    CQRS_FIELDS = ("id", "views", "price")
+    CQRS_TRACKED_FIELDS = ("views", "hits")
+
+    views = models.IntegerField(default=0)
+    hits = models.IntegerField(default=0)
+    price = models.DecimalField(max_digits=8, decimal_places=2, default=0)

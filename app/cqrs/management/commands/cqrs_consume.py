@@ -2,7 +2,13 @@
 command name and ``-cid`` filter) in the foreground until SIGTERM or SIGINT.
 
 Needs ``AMQP_URL`` and ``CQRS_QUEUE``. Prints ``SWITCHYARD_CQRS_READY`` once the queues are declared,
-bound and consumed. Run it beside servers that leave ``CQRS_QUEUE`` unset, or instead of them.
+bound and consumed. Run it beside servers that leave ``CQRS_QUEUE`` unset (or set
+``CQRS_CONSUME_IN_SERVER=false``), or instead of them: one consumer per queue.
+
+django-cqrs's other options are accepted so its command lines keep working: ``--workers/-w`` only as
+1 (more consumers of one queue would apply an instance's changes out of order); ``--reload/-r`` and
+the options of its reloading supervisor, ``--ignore-paths``, ``--sigint-timeout`` and
+``--sigkill-timeout``, are ignored with a warning (no reloading here: restart the command).
 """
 
 from __future__ import annotations
@@ -44,8 +50,27 @@ class Command(BaseCommand):
         parser.add_argument("--cqrs-id", "-cid", nargs="*", type=str, default=None,
                             help="consume only these CQRS_IDs (default: every replica model)")
         parser.add_argument("--queue", default=None, help="the replica's queue (default: CQRS_QUEUE)")
+        parser.add_argument("--workers", "-w", type=int, default=1,
+                            help="django-cqrs's worker count: only 1 (per-instance order needs one consumer)")
+        parser.add_argument("--reload", "-r", action="store_true", default=False,
+                            help="django-cqrs's autoreload: not supported, ignored")
+        parser.add_argument("--ignore-paths", nargs="?", type=str, default=None,
+                            help="django-cqrs's autoreload option: ignored")
+        parser.add_argument("--sigint-timeout", nargs="?", type=int, default=5,
+                            help="django-cqrs's autoreload option: ignored")
+        parser.add_argument("--sigkill-timeout", nargs="?", type=int, default=1,
+                            help="django-cqrs's autoreload option: ignored")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["workers"] != 1:
+            raise CommandError(
+                "--workers must be 1: several consumers of one queue would apply an instance's changes out of order")
+        ignored = [name for name, given in (("--reload", options["reload"]),
+                                            ("--ignore-paths", options["ignore_paths"] is not None),
+                                            ("--sigint-timeout", options["sigint_timeout"] != 5),
+                                            ("--sigkill-timeout", options["sigkill_timeout"] != 1)) if given]
+        if ignored:
+            self.stderr.write(f"warning: {', '.join(ignored)} not supported (no autoreload), ignored")
         queue = options["queue"] or settings.CQRS_QUEUE
         if not queue:
             raise CommandError("set CQRS_QUEUE (or --queue): the replica's queue name")

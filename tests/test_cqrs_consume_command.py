@@ -1,0 +1,39 @@
+"""``manage.py cqrs_consume``: django-cqrs's options, and the settings that keep one consumer per queue."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@override_settings(AMQP_URL=None, CQRS_QUEUE="replica")
+def test_django_cqrs_options_parse_and_ignored_ones_warn() -> None:
+    """``-w 1 -r --ignore-paths --sigint-timeout --sigkill-timeout`` parse; the reload ones are named as ignored."""
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="AMQP_URL"):  # past the options: stops before consuming
+        call_command("cqrs_consume", "-w", "1", "-r", "--ignore-paths", "env,node_modules", "--sigint-timeout", "3",
+                     "--sigkill-timeout", "2", stderr=err)
+    assert "--reload, --ignore-paths, --sigint-timeout, --sigkill-timeout not supported" in err.getvalue()
+
+
+@override_settings(AMQP_URL="amqp://guest:guest@127.0.0.1:5672/", CQRS_QUEUE="replica")
+def test_more_than_one_worker_is_refused() -> None:
+    """``--workers 2`` is refused: two consumers of one queue would reorder an instance's changes."""
+    with pytest.raises(CommandError, match="out of order"):
+        call_command("cqrs_consume", "--workers", "2")
+
+
+def test_prefetch_count_zero_is_refused_at_startup() -> None:
+    """CQRS_PREFETCH_COUNT=0 (unlimited in AMQP) stops the process at startup."""
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "CQRS_PREFETCH_COUNT": "0"}, timeout=60)
+    assert done.returncode != 0 and "CQRS_PREFETCH_COUNT must be at least 1" in done.stderr

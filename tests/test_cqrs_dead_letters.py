@@ -1,0 +1,106 @@
+"""``cqrs_dead_letters retry|dump|purge`` on a real RabbitMQ replica layout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.core.management import CommandError
+from django.test import override_settings
+
+from tests.cqrs_commands import (
+    run,
+)
+from tests.protocol import unique
+from tests.services import require_rabbitmq
+
+# --- cqrs_dead_letters (RabbitMQ) ------------------------------------------------------------------------
+
+
+DEAD = {"signal_type": "SAVE", "cqrs_id": "test_author", "instance_pk": 1, "previous_data": None,
+        "instance_data": {"id": 1, "name": "dead", "cqrs_revision": 3, "cqrs_updated": "2025-01-02T03:04:05+00:00"},
+        "correlation_id": None, "retries": 5, "expires": "2025-01-03T03:04:05+00:00", "meta": None}
+
+
+@dataclass
+class DeadLetters:
+    channel: Any
+    queue: str
+
+    async def count(self, name: str) -> int:
+        declared = await self.channel.declare_queue(name, durable=True, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+    async def take(self, name: str) -> list[Any]:
+        queue = await self.channel.declare_queue(name, durable=True, passive=True)
+        got = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            got.append(message)
+        return got
+
+
+@pytest.fixture
+async def dead_letters() -> AsyncIterator[DeadLetters]:
+    """A replica queue layout on RabbitMQ whose dead letter queue holds a payload and a non-payload."""
+    import aio_pika
+
+    url = require_rabbitmq()
+    exchange, queue = unique("test.cqrs"), unique("replica")
+    connection = await aio_pika.connect(url, timeout=10)
+    channel = await connection.channel()
+    await channel.declare_exchange(exchange, "topic", durable=True)
+    await channel.declare_queue(queue, durable=True)
+    await channel.declare_queue(f"dead_letter_{queue}", durable=True)
+    for body in (json.dumps(DEAD).encode(), b"not json"):
+        await channel.default_exchange.publish(aio_pika.Message(body), f"dead_letter_{queue}")
+    try:
+        with override_settings(AMQP_URL=url, CQRS_EXCHANGE=exchange, CQRS_QUEUE=queue):
+            yield DeadLetters(channel, queue)
+    finally:
+        for name in (queue, f"dead_letter_{queue}"):
+            await channel.queue_delete(name)
+        await channel.exchange_delete(exchange)
+        await connection.close()
+
+
+async def dead_letters_command(action: str) -> str:
+    out, _ = await asyncio.wait_for(asyncio.to_thread(run, "cqrs_dead_letters", action), 30)
+    return out
+
+
+async def test_dead_letters_dump_prints_and_keeps_them(dead_letters: DeadLetters) -> None:
+    """dump prints each dead letter's body and leaves it in dead_letter_<queue>."""
+    out = await dead_letters_command("dump")
+    assert out.splitlines() == [json.dumps(DEAD), "not json"]
+    assert await dead_letters.count(f"dead_letter_{dead_letters.queue}") == 2
+
+
+async def test_dead_letters_retry_requeues_payloads(dead_letters: DeadLetters) -> None:
+    """retry republishes a payload to cqrs.<queue>.<cqrs_id> with retries 0 and a new expiry."""
+    out = await dead_letters_command("retry")
+    lines = out.splitlines()
+    assert lines[:2] == ["Total dead letters: 2", "Retrying: 1/2"] and lines[3] == "Retrying: 2/2"
+    [message] = await dead_letters.take(dead_letters.queue)
+    body = json.loads(message.body)
+    assert message.routing_key == f"cqrs.{dead_letters.queue}.test_author" and json.loads(lines[2]) == body
+    assert body["retries"] == 0 and body["expires"] > DEAD["expires"]
+    assert {**body, "retries": 5, "expires": DEAD["expires"]} == DEAD
+    assert [m.body for m in await dead_letters.take(f"dead_letter_{dead_letters.queue}")] == [b"not json"]
+
+
+async def test_dead_letters_purge_empties_the_queue(dead_letters: DeadLetters) -> None:
+    """purge removes every dead letter."""
+    assert await dead_letters_command("purge") == "Total dead letters: 2\nPurged\n"
+    assert await dead_letters.count(f"dead_letter_{dead_letters.queue}") == 0
+
+
+def test_dead_letters_need_rabbitmq() -> None:
+    """Without AMQP_URL and CQRS_QUEUE the command refuses; without an action argparse does."""
+    with override_settings(AMQP_URL=None, CQRS_QUEUE=None), pytest.raises(CommandError, match="need AMQP_URL"):
+        run("cqrs_dead_letters", "purge")
+    with pytest.raises(CommandError, match="required: command"):
+        run("cqrs_dead_letters")

@@ -9,11 +9,13 @@ SYNCs and retries); the durable queue ``dead_letter_<queue>`` bound to
 Messages are taken one at a time, in queue order, with manual acks: a message is acked only once
 its transaction has committed (app/cqrs/apply.py decides), so a consumer killed mid-stream loses
 nothing and what it redelivers is a duplicate revision, a no-op. A failed apply keeps its message
-unacked while it waits, then republishes it with ``retries`` + 1 to ``cqrs.<queue>.<cqrs_id>`` (after
-the confirm) and acks the original, as django-cqrs does; the revision check keeps each instance right
-when a newer change overtakes the retried one. Dead letters go to ``dead_letter_<queue>``, with the
-``CQRS_DEAD_MESSAGE_TTL_S`` expiration, and the original is acked. A lost connection is reopened
-with back-off.
+unacked and tries it again here after the delay, with ``retries`` + 1, until it is applied or
+dead-lettered (django-cqrs republishes it to the end of the queue, where newer changes of its
+instance overtake it); meanwhile later messages of the same instance are held behind it
+(app/cqrs/ordering.py) and other instances go on. Dead letters go to ``dead_letter_<queue>``, with
+the ``CQRS_DEAD_MESSAGE_TTL_S`` expiration, and the original is acked. An unavailable database
+(a PostgreSQL restart) stops the consumer on the message at hand, which is tried again with
+back-off: no retry is counted. A lost connection is reopened with back-off.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from collections.abc import Callable, Collection
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from django.conf import settings
+from django.db import close_old_connections
 
 from app.cqrs import apply as cqrs
 from app.cqrs.apply import Verdict
+from app.cqrs.ordering import InstanceOrder, Key, instance_key
 from relays.database_thread import DatabaseThread
 from relays.periodic import backoff_s
 
@@ -51,6 +55,7 @@ class CqrsConsumer:
         self.url = url or settings.AMQP_URL or ""
         self.on_ready = on_ready
         self.retrying: set[asyncio.Task[None]] = set()
+        self.order: InstanceOrder[AbstractIncomingMessage] = InstanceOrder()
         self._db = DatabaseThread("cqrs-consumer")
 
     async def run(self) -> None:
@@ -105,37 +110,64 @@ class CqrsConsumer:
     async def _handle(
         self, channel: AbstractChannel, exchange: AbstractExchange, message: AbstractIncomingMessage
     ) -> None:
-        verdict = await self._db.call(
-            cqrs.receive, message.body, message.routing_key or "", self.queue_name, self.cqrs_ids
-        )
-        if verdict.action == "ack":
-            await message.ack()
-        elif verdict.action == "retry":
-            task = asyncio.create_task(self._retry_later(exchange, message, verdict))
+        key = instance_key(message.body)
+        if self.order.busy(key):
+            assert key is not None
+            self.order.hold(key, message)
+            return
+        verdict = await self._decide(message.body, message.routing_key or "")
+        if verdict.action == "retry":
+            self.order.block(key)
+            task = asyncio.create_task(self._settle_in_order(channel, key, message, verdict))
             self.retrying.add(task)
             task.add_done_callback(self.retrying.discard)
         else:
-            await self._dead_letter(channel, message, verdict)
+            await self._settle(channel, message, verdict)
 
-    async def _retry_later(
-        self, exchange: AbstractExchange, message: AbstractIncomingMessage, verdict: Verdict
+    async def _decide(self, body: bytes, routing_key: str) -> Verdict:
+        """``receive`` on the database thread; while the database is unavailable the same message
+        is tried again with back-off (unacked: an outage of any length loses and dead-letters
+        nothing; a longer one than RabbitMQ's ack timeout redelivers it with a new channel)."""
+        failures = 0
+        while True:
+            try:
+                return await self._db.call(_fresh_receive, body, routing_key, self.queue_name, self.cqrs_ids)
+            except cqrs.DatabaseUnavailable as exc:
+                failures += 1
+                logger.warning("CQRS consumer: the database is unavailable (%d in a row): %s", failures, exc)
+                await asyncio.sleep(backoff_s(RECONNECT_BASE_S, failures))
+
+    async def _settle_in_order(
+        self, channel: AbstractChannel, key: Key | None, message: AbstractIncomingMessage, verdict: Verdict
     ) -> None:
-        """Republish after the delay, then ack; unacked meanwhile, so a crash loses nothing."""
-        assert verdict.payload is not None
+        """Retry ``message`` (unacked meanwhile, so a crash loses nothing) until it is applied or
+        dead-lettered, then handle the messages of its instance held behind it, in order."""
+        current: AbstractIncomingMessage | None = message
         try:
-            await asyncio.sleep(verdict.delay_s)
-            routing_key = cqrs.requeue_routing_key(self.queue_name, verdict.payload.cqrs_id)
-            await exchange.publish(_message(cqrs.wire(verdict.payload)), routing_key)
-            await message.ack()
+            while current is not None:
+                while verdict.action == "retry":
+                    assert verdict.payload is not None
+                    await asyncio.sleep(verdict.delay_s)
+                    verdict = await self._decide(cqrs.wire(verdict.payload), current.routing_key or "")
+                await self._settle(channel, current, verdict)
+                current = self.order.next(key)
+                if current is not None:
+                    verdict = await self._decide(current.body, current.routing_key or "")
         except asyncio.CancelledError:
             raise
-        except (OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-            # The original stays unacked and comes back with the next connection.
-            logger.warning("CQRS consumer: could not requeue a retry: %r", exc)
+        except Exception as exc:
+            # Back to the queue, the unsettled message first, so RabbitMQ redelivers them in order.
+            logger.warning("CQRS consumer: could not settle a retried message, requeued: %r", exc)
+            for unsettled in ([current] if current is not None else []) + self.order.abandon(key):
+                with contextlib.suppress(Exception):
+                    await unsettled.nack(requeue=True)
 
-    async def _dead_letter(
+    async def _settle(
         self, channel: AbstractChannel, message: AbstractIncomingMessage, verdict: Verdict
     ) -> None:
+        if verdict.action == "ack":
+            await message.ack()
+            return
         # Straight to the queue through the default exchange: a body with no valid cqrs_id has
         # no binding, and a payload lands in the same queue django-cqrs's binding would take it to.
         body = message.body if verdict.payload is None else cqrs.wire(verdict.payload)
@@ -150,8 +182,15 @@ class CqrsConsumer:
             task.cancel()
         if self.retrying:
             await asyncio.wait(self.retrying)
+        self.order = InstanceOrder()  # the held deliveries come back with the next channel
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(connection.close()), CONNECT_TIMEOUT_S)
+
+
+def _fresh_receive(body: bytes, routing_key: str, queue: str, cqrs_ids: Collection[str]) -> Verdict:
+    # As django-cqrs before each message: drop a connection the database closed (a restart).
+    close_old_connections()
+    return cqrs.receive(body, routing_key, queue, cqrs_ids)
 
 
 def _message(body: bytes, expiration: int | None = None) -> aio_pika.Message:

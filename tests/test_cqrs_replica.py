@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from app.cqrs.apply import Outcome, apply, bindings, parse, receive
+from app.cqrs.ordering import InstanceOrder, instance_key
 from app.cqrs.payload import SignalType, TransportPayload
-from tests.apps.cqrs_replica.models import Author, Book, HookCall, Person
+from tests.apps.cqrs_replica.models import Author, Book, Event, HookCall, Person
 from tests.protocol import eventually, unique
-from tests.servers import ConsumerProcess, start_server
+from tests.servers import ConsumerProcess, run_sql, start_server
 from tests.services import require_rabbitmq
 
 _ids = itertools.count(random.randrange(10**8, 2 * 10**9, 10**6))
@@ -149,6 +150,50 @@ def test_receive_dead_letters_an_expired_payload() -> None:
     body = wire("test_author", pk, 0, name="late") | {"expires": "2020-01-01T00:00:00+00:00"}
     verdict = receive(json.dumps(body).encode())
     assert (verdict.action, verdict.reason, author(pk)) == ("dead_letter", "expired", None)
+
+
+def test_receive_takes_a_naive_expires_as_utc() -> None:
+    """A naive ``expires`` (a master with USE_TZ=False) is UTC: a past one is dead-lettered, not a crash."""
+    pk = new_pk()
+    body = wire("test_author", pk, 0, name="late") | {"expires": "2020-01-01T00:00:00"}
+    verdict = receive(json.dumps(body).encode())
+    assert (verdict.action, verdict.reason, author(pk)) == ("dead_letter", "expired", None)
+
+
+def test_receive_dead_letters_on_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's should_retry_cqrs override that raises dead-letters the message instead of looping."""
+    def refuse(current_retry: int, exception: BaseException | None = None) -> bool:
+        raise ValueError("broken override")
+
+    monkeypatch.setattr(Event, "should_retry_cqrs", staticmethod(refuse))
+    verdict = receive(json.dumps(wire("test_event", new_pk(), 0, key=unique("odd"), fail=True)).encode())
+    assert (verdict.action, verdict.reason) == ("dead_letter", "unexpected error: ValueError('broken override')")
+
+
+def test_instance_order_holds_later_messages_of_a_retried_instance() -> None:
+    """While an instance waits for a retry its later messages are held, in order; other instances are not."""
+    order: InstanceOrder[str] = InstanceOrder()
+    first = instance_key(json.dumps(wire("test_author", 1, 0)).encode())
+    same = instance_key(json.dumps(wire("test_author", 1, 1, signal="DELETE")).encode())
+    other = instance_key(json.dumps(wire("test_author", 2, 0)).encode())
+    assert first == same and first is not None and not order.busy(first)
+    order.block(first)
+    assert order.busy(same) and not order.busy(other)
+    order.hold(first, "delete")
+    order.hold(first, "save")
+    assert (order.next(first), order.busy(first), order.next(first), order.busy(first)) == ("delete", True,
+                                                                                          "save", True)
+    assert order.next(first) is None and not order.busy(first)
+
+
+def test_instance_order_gives_back_held_messages_in_order() -> None:
+    """When a retry cannot be settled, its instance's held messages are given back in order and the key freed."""
+    order: InstanceOrder[str] = InstanceOrder()
+    key = ("test_author", "1")
+    order.block(key)
+    for message in ("a", "b", "c"):
+        order.hold(key, message)
+    assert (order.abandon(key), order.busy(key), len(order)) == (["a", "b", "c"], False, 0)
 
 
 def test_receive_retries_with_growing_delays_then_dead_letters(settings: Any) -> None:
@@ -293,7 +338,72 @@ async def test_failing_payload_is_retried_then_dead_lettered(broker: Broker, con
     [dead] = await broker.dead_letters(1)
     body = json.loads(dead.body)
     assert (body["instance_data"]["key"], body["retries"], dead.expiration) == (key, 2, 864000.0)
-    assert sum("CQRS SAVE failed (retry" in line for line in consumer.output) == 2
+    await eventually(lambda: sum("CQRS SAVE failed (retry" in line for line in consumer.output) == 2,
+                     message="two retries logged")
+
+
+def hook_calls(key: str) -> list[tuple[str, int]]:
+    return list(HookCall.objects.filter(key=key).order_by("id").values_list("signal", "revision"))
+
+
+async def test_retried_save_is_not_overtaken_by_a_later_delete(broker: Broker, consumer: ConsumerProcess) -> None:
+    """A SAVE that fails once, then a DELETE of the same instance: the DELETE waits for the retry and ends it."""
+    key, pk = unique("order"), new_pk()
+    await broker.publish(wire("test_event", pk, 0, key=key, fail_once=True), "test_event")
+    await broker.publish(wire("test_event", pk, 1, signal="DELETE", key=key), "test_event")
+    await eventually(lambda: len(hook_calls(key)) == 3, message="the failure, the retry and the delete")
+    assert hook_calls(key) == [("FAILED", 0), ("SAVE", 0), ("DELETE", 1)]
+
+
+async def test_retried_sync_is_not_overtaken_by_a_later_save(broker: Broker, consumer: ConsumerProcess) -> None:
+    """A SYNC that fails once, then a newer SAVE of the same instance: the SAVE is applied last."""
+    key, pk = unique("order"), new_pk()
+    await broker.publish(wire("test_event", pk, 1, signal="SYNC", key=key, fail_once=True), "test_event")
+    await broker.publish(wire("test_event", pk, 2, key=key), "test_event")
+    await eventually(lambda: len(hook_calls(key)) == 3, message="the failure, the retried sync and the save")
+    assert hook_calls(key) == [("FAILED", 1), ("SYNC", 1), ("SAVE", 2)]
+
+
+def database_backends(database_url: str, application_name: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                           (application_name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+                    reason="kills the consumer's PostgreSQL backends")
+async def test_database_restart_loses_and_dead_letters_nothing(broker: Broker) -> None:
+    """The consumer's database connection killed mid-stream: every change is applied afterwards, none dead-lettered."""
+    database_url, name = os.environ["DATABASE_URL"], unique("cqrs-consumer")
+    proc = ConsumerProcess(database_url, broker.env | {"PGAPPNAME": name})
+    proc.start()
+    try:
+        pks = [new_pk() for _ in range(100)]
+
+        async def publish_all() -> None:
+            for pk in pks:
+                await broker.publish(wire("test_author", pk, 0, name="kept"), "test_author")
+
+        publishing = asyncio.create_task(publish_all())
+        await eventually(lambda: Author.objects.filter(pk__in=pks).exists(), message="some applied")
+        assert database_backends(database_url, name) > 0
+        # An outage of two seconds: every connection the consumer opens meanwhile is killed at once.
+        outage_end = asyncio.get_running_loop().time() + 2.0
+        while asyncio.get_running_loop().time() < outage_end:
+            await asyncio.to_thread(run_sql, database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    f" WHERE application_name = '{name}'")
+            await asyncio.sleep(0.02)  # bounded-poll: the outage's own pace
+        await publishing
+        await eventually(lambda: Author.objects.filter(pk__in=pks).count() == len(pks), timeout=60,
+                         message="every change applied after the reconnect")
+        dead = await broker.channel.declare_queue(f"dead_letter_{broker.queue}", durable=True)
+        assert dead.declaration_result.message_count == 0
+        assert not [line for line in proc.output if "CQRS SAVE failed" in line], "an outage counted as a retry"
+    finally:
+        proc.stop()
 
 
 async def test_expired_payload_is_dead_lettered_unapplied(broker: Broker, consumer: ConsumerProcess) -> None:
@@ -307,16 +417,25 @@ async def test_expired_payload_is_dead_lettered_unapplied(broker: Broker, consum
 
 
 async def test_killed_consumer_loses_nothing(broker: Broker, consumer: ConsumerProcess) -> None:
-    """After a SIGKILL mid-stream and a restart, every instance ends at its last revision."""
-    pks = [new_pk() for _ in range(5)]
-    for revision in range(40):
-        for pk in pks:
-            await broker.publish(wire("test_author", pk, revision, name=f"r{revision}"), "test_author")
+    """After a SIGKILL mid-stream (a part applied) and a restart, every instance ends at its last revision."""
+    pks = [new_pk() for _ in range(60)]
+
+    def finished() -> int:
+        return Author.objects.filter(pk__in=pks, cqrs_revision=4).count()
+
+    async def publish_all() -> None:
+        for revision in range(5):
+            for pk in pks:
+                await broker.publish(wire("test_author", pk, revision, name=f"r{revision}"), "test_author")
+
+    publishing = asyncio.create_task(publish_all())
     await eventually(lambda: Author.objects.filter(pk__in=pks).exists(), message="some applied")
     consumer.kill()
+    await publishing
+    assert finished() < len(pks), "killed after everything was applied: the test proves nothing"
     consumer.start()
-    await eventually(lambda: [author(pk) for pk in pks] == [("r39", 39)] * 5, timeout=60,
-                     message="every instance at revision 39")
+    await eventually(lambda: [author(pk) for pk in pks] == [("r4", 4)] * len(pks), timeout=60,
+                     message="every instance at revision 4")
 
 
 async def test_server_consumes_when_cqrs_queue_is_set(broker: Broker) -> None:

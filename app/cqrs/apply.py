@@ -2,9 +2,11 @@
 decisions of its RabbitMQ consumer), as plain functions: no event loop, no broker.
 
 ``receive`` turns a body into a ``Verdict``: ``ack`` (applied, or a no-op such as a stale revision),
-``retry`` (after ``delay_s``, republished with ``retries`` + 1) or ``dead_letter`` (malformed,
-unknown ``cqrs_id``, expired, or out of retries). The payload is applied in one transaction that
-has committed when ``receive`` returns, so the caller acks after the commit.
+``retry`` (after ``delay_s``, with ``retries`` + 1) or ``dead_letter`` (malformed, unknown
+``cqrs_id``, expired, out of retries, or an unexpected error deciding on it). The payload is applied
+in one transaction that has committed when ``receive`` returns, so the caller acks after the commit.
+A database that is unavailable is no fault of the payload: ``receive`` raises
+``DatabaseUnavailable`` and the caller tries the same message again once the database is back.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import pydantic
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from app.cqrs.payload import SignalType, TransportPayload
@@ -94,11 +96,39 @@ def parse(body: bytes, cqrs_ids: Collection[str] | None = None) -> TransportPayl
     return payload
 
 
+class DatabaseUnavailable(Exception):
+    """The replica's database cannot be reached (e.g. PostgreSQL restarted): nothing was applied."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database failed rather than the payload: a lost or refused
+    connection, a deadlock, a lock timeout are OperationalError / InterfaceError. (Django may have
+    reconnected by the time it is seen, so the connection's state cannot tell.) The price: a payload
+    that always raises one (SQLite's "no such table" for an unmigrated model) stops the consumer,
+    with a WARNING each try, until it is fixed."""
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
 def receive(
     body: bytes, routing_key: str = "", queue: str = "", cqrs_ids: Collection[str] | None = None,
     now: datetime | None = None,
 ) -> Verdict:
-    """Decide on (and apply) one message from the replica's queue."""
+    """Decide on (and apply) one message from the replica's queue; an unexpected error (in a
+    model's ``should_retry_cqrs`` override, say) dead-letters it rather than loop on it."""
+    try:
+        return _receive(body, routing_key, queue, cqrs_ids, now)
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise DatabaseUnavailable(str(exc)) from exc
+        logger.exception("CQRS message dead-lettered after an unexpected error: %.200r", body)
+        return Verdict("dead_letter", reason=f"unexpected error: {exc!r}")
+
+
+def _receive(
+    body: bytes, routing_key: str, queue: str, cqrs_ids: Collection[str] | None, now: datetime | None,
+) -> Verdict:
     parsed = parse(body, cqrs_ids)
     if isinstance(parsed, str):
         logger.warning("CQRS message dead-lettered: %s: %.200r", parsed, body)
@@ -112,6 +142,8 @@ def receive(
     try:
         outcome = apply(payload, direct=bool(queue) and routing_key.startswith(f"cqrs.{queue}."))
     except Exception as exc:
+        if database_unavailable(exc):
+            raise DatabaseUnavailable(str(exc)) from exc
         error, outcome = exc, Outcome.FAILED
     if outcome is not Outcome.FAILED:
         return Verdict("ack", payload)

@@ -14,10 +14,10 @@ django-cqrs's, so either side may be django-cqrs itself:
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 
 class SignalType(enum.StrEnum):
@@ -39,6 +39,12 @@ class TransportPayload(BaseModel):
     retries: int = Field(0, ge=0)
     expires: datetime | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("expires")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A master with USE_TZ=False writes a naive time; django-cqrs's masters mean UTC by it.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @field_serializer("expires")
     def _expires(self, value: datetime | None) -> str | None:

@@ -16,7 +16,7 @@ and ``cqrs_update``), ``CQRS_SELECT_FOR_UPDATE`` (lock the row while it is updat
 model's own hooks), ``CQRS_META`` (hooks receive ``meta``), ``CQRS_ONLY_DIRECT_SYNCS``.
 
 django-cqrs logs stale and duplicate payloads as ERROR; here they are ordinary at-least-once
-traffic (a redelivery after a consumer restart, a retry overtaken by a newer change) and logged at
+traffic (a redelivery after a consumer restart, a message published twice) and logged at
 INFO (duplicate) or WARNING (older).
 """
 

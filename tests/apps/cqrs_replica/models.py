@@ -67,7 +67,8 @@ class HookCall(models.Model):
 
 
 class Event(ReplicaMixin):
-    """No database operations of its own: its hooks record calls, and fail on request."""
+    """No database operations of its own: its hooks record calls, and fail on request (``fail``:
+    always; ``fail_once``: the first time for its ``key``)."""
 
     CQRS_ID = "test_event"
     CQRS_NO_DB_OPERATIONS = True
@@ -80,6 +81,10 @@ class Event(ReplicaMixin):
                   sync: bool = False, meta: dict[str, Any] | None = None) -> bool:
         if master_data.get("fail"):
             raise RuntimeError(f"hook refused {master_data['key']}")
+        if master_data.get("fail_once") and not HookCall.objects.filter(key=master_data["key"], signal="FAILED"):
+            # No transaction around these hooks: the record of the failure stays.
+            HookCall.objects.create(signal="FAILED", key=master_data["key"], revision=master_data["cqrs_revision"])
+            raise RuntimeError(f"hook refused {master_data['key']} once")
         HookCall.objects.create(signal="SYNC" if sync else "SAVE", key=master_data["key"],
                                 revision=master_data["cqrs_revision"], meta=meta)
         return True

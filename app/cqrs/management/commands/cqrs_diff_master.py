@@ -4,33 +4,21 @@ app/cqrs/diff.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from app.cqrs import diff, sync
+from app.cqrs.management.diff_start import DiffStart
 
 
-class Command(BaseCommand):
+class Command(DiffStart):
     help = "Streaming diff of CQRS models from master service."
+    side = "master"
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--cqrs-id", "-cid", type=str, required=True, help="CQRS_ID of the master model")
-        parser.add_argument("--filter", "-f", type=str, default=None, help="Filter kwargs (a JSON object)")
-        parser.add_argument("--batch", "-b", type=int, default=sync.DEFAULT_BATCH, help="Batch size")
+    def model(self, cqrs_id: str) -> Any:
+        return sync.master_model(cqrs_id)
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            model = sync.master_model(options["cqrs_id"])
-            batch = sync.check_batch(options["batch"])
-            queryset = sync.filtered(model._default_manager.all(), options["filter"])
-        except sync.BadOption as exc:
-            raise CommandError(str(exc)) from None
-        if not queryset.exists():
-            self.stderr.write("No objects found for filter!")
-            return
-        assert model.CQRS_ID is not None
-        self.stdout.write(diff.header(model.CQRS_ID, timezone.now()))
-        for line in diff.master_packages(queryset, batch):
-            self.stdout.write(line)
+    def packages(self, rows: QuerySet[Any], batch: int) -> Iterable[str]:
+        return diff.master_packages(rows, batch)

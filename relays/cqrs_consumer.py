@@ -131,7 +131,7 @@ class CqrsConsumer:
         failures = 0
         while True:
             try:
-                return await self._db.call(_fresh_receive, body, routing_key, self.queue_name, self.cqrs_ids)
+                return await self._db.call(_fresh_receive, body, routing_key, self.queue_name)
             except cqrs.DatabaseUnavailable as exc:
                 failures += 1
                 logger.warning("CQRS consumer: the database is unavailable (%d in a row): %s", failures, exc)
@@ -187,10 +187,10 @@ class CqrsConsumer:
             await asyncio.wait_for(asyncio.shield(connection.close()), CONNECT_TIMEOUT_S)
 
 
-def _fresh_receive(body: bytes, routing_key: str, queue: str, cqrs_ids: Collection[str]) -> Verdict:
+def _fresh_receive(body: bytes, routing_key: str, queue: str) -> Verdict:
     # As django-cqrs before each message: drop a connection the database closed (a restart).
     close_old_connections()
-    return cqrs.receive(body, routing_key, queue, cqrs_ids)
+    return cqrs.receive(body, routing_key, queue)
 
 
 def _message(body: bytes, expiration: int | None = None) -> aio_pika.Message:

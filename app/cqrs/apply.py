@@ -74,8 +74,10 @@ class Verdict:
     reason: str = ""
 
 
-def parse(body: bytes, cqrs_ids: Collection[str] | None = None) -> TransportPayload | str:
-    """The payload in ``body``, or why it is not one this replica takes."""
+def parse(body: bytes) -> TransportPayload | str:
+    """The payload in ``body``, or why it is not one this replica takes. Any registered replica
+    model's payload is taken, as django-cqrs does: a ``--cqrs-id`` filter only chooses the queue's
+    bindings, and a queue bound earlier (or shared) may still carry other models' messages."""
     try:
         raw = json.loads(body)
     except ValueError:
@@ -89,9 +91,7 @@ def parse(body: bytes, cqrs_ids: Collection[str] | None = None) -> TransportPayl
         payload = TransportPayload.model_validate(raw)
     except pydantic.ValidationError as exc:
         return f"invalid payload: {exc.errors(include_url=False)}"
-    if ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id) is None or (
-        cqrs_ids and payload.cqrs_id not in cqrs_ids
-    ):
+    if ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id) is None:
         return f"no replica model here for CQRS_ID {payload.cqrs_id!r}"
     return payload
 
@@ -110,13 +110,12 @@ def database_unavailable(error: BaseException) -> bool:
 
 
 def receive(
-    body: bytes, routing_key: str = "", queue: str = "", cqrs_ids: Collection[str] | None = None,
-    now: datetime | None = None,
+    body: bytes, routing_key: str = "", queue: str = "", now: datetime | None = None,
 ) -> Verdict:
     """Decide on (and apply) one message from the replica's queue; an unexpected error (in a
     model's ``should_retry_cqrs`` override, say) dead-letters it rather than loop on it."""
     try:
-        return _receive(body, routing_key, queue, cqrs_ids, now)
+        return _receive(body, routing_key, queue, now)
     except DatabaseUnavailable:
         raise
     except Exception as exc:
@@ -126,10 +125,8 @@ def receive(
         return Verdict("dead_letter", reason=f"unexpected error: {exc!r}")
 
 
-def _receive(
-    body: bytes, routing_key: str, queue: str, cqrs_ids: Collection[str] | None, now: datetime | None,
-) -> Verdict:
-    parsed = parse(body, cqrs_ids)
+def _receive(body: bytes, routing_key: str, queue: str, now: datetime | None) -> Verdict:
+    parsed = parse(body)
     if isinstance(parsed, str):
         logger.warning("CQRS message dead-lettered: %s: %.200r", parsed, body)
         return Verdict("dead_letter", reason=parsed)

@@ -87,7 +87,7 @@ class CqrsConsumer:
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=settings.CQRS_PREFETCH_COUNT)
-            exchange = await self._declare(channel)
+            exchange = await declare(channel, self.queue_name, self.cqrs_ids)
             queue = await channel.get_queue(self.queue_name, ensure=False)
             async with queue.iterator() as messages:
                 if self.on_ready is not None:
@@ -97,15 +97,6 @@ class CqrsConsumer:
                     await self._handle(channel, exchange, message)
         finally:
             await self._close(connection)
-
-    async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
-        exchange = await channel.declare_exchange(settings.CQRS_EXCHANGE, "topic", durable=True)
-        await channel.declare_queue(self.queue_name, durable=True)
-        await channel.declare_queue(cqrs.dead_letter_queue(self.queue_name), durable=True)
-        for queue_name, routing_key in cqrs.bindings(self.queue_name, self.cqrs_ids):
-            queue = await channel.get_queue(queue_name, ensure=False)
-            await queue.bind(exchange, routing_key)
-        return exchange
 
     async def _handle(
         self, channel: AbstractChannel, exchange: AbstractExchange, message: AbstractIncomingMessage
@@ -193,6 +184,18 @@ def _fresh_receive(body: bytes, routing_key: str, queue: str) -> Verdict:
     return cqrs.receive(body, routing_key, queue)
 
 
+async def declare(channel: AbstractChannel, queue_name: str, cqrs_ids: Collection[str]) -> AbstractExchange:
+    """django-cqrs's layout for a replica queue: the exchange, the queue, its dead letter queue and
+    their bindings (the consumer and ``dead_letters`` both declare it before they act)."""
+    exchange = await channel.declare_exchange(settings.CQRS_EXCHANGE, "topic", durable=True)
+    await channel.declare_queue(queue_name, durable=True)
+    await channel.declare_queue(cqrs.dead_letter_queue(queue_name), durable=True)
+    for bound, routing_key in cqrs.bindings(queue_name, cqrs_ids):
+        queue = await channel.get_queue(bound, ensure=False)
+        await queue.bind(exchange, routing_key)
+    return exchange
+
+
 def _message(body: bytes, expiration: int | None = None) -> aio_pika.Message:
     # As django-cqrs publishes: persistent, content type text/plain, expiration in milliseconds.
     return aio_pika.Message(
@@ -223,7 +226,7 @@ async def dead_letters(action: str, write: Callable[[str], None], queue: str | N
     connection = await aio_pika.connect(consumer.url, timeout=CONNECT_TIMEOUT_S)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await consumer._declare(channel)
+        exchange = await declare(channel, consumer.queue_name, consumer.cqrs_ids)
         dead = await channel.declare_queue(cqrs.dead_letter_queue(consumer.queue_name), durable=True)
         count = dead.declaration_result.message_count or 0
         if action == "purge":

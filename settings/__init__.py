@@ -1,3 +1,5 @@
-"""Django settings for Switchyard; everything is read from the environment in ``settings.base``."""
+"""Django settings for Switchyard; everything is read from the environment in ``settings.base`` and,
+for CQRS replication, ``settings.cqrs``."""
 
 from settings.base import *  # noqa: F403
+from settings.cqrs import *  # noqa: F403

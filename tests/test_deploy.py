@@ -32,7 +32,7 @@ DEPLOY = ROOT / "deploy"
 NGINX = DEPLOY / "nginx"
 UNITS = ("switchyard.service", "switchyard@.service", "switchyard-migrate.service")
 SERVER_IMAGE_PORT = 8000
-# Read from the environment by something other than settings/base.py: uvicorn's trusted proxies.
+# Read from the environment by something other than the settings modules: uvicorn's trusted proxies.
 OTHER_ENVIRONMENT = {"FORWARDED_ALLOW_IPS"}
 
 
@@ -48,8 +48,9 @@ def require_program(name: str, install: str) -> str:
 
 
 def settings_names() -> set[str]:
-    """Environment variables settings/base.py reads."""
-    return set(re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]*)"', (ROOT / "settings" / "base.py").read_text()))
+    """Environment variables the settings modules read."""
+    sources = (ROOT / "settings" / name for name in ("base.py", "cqrs.py"))
+    return {found for source in sources for found in re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]*)"', source.read_text())}
 
 
 # --- nginx ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Reading needs the right to consume the topic (or the ``broker.view_message`` permission);
 deleting ``broker.delete_message``; re-sending also the right to produce there. A topic the
-caller may not see answers 404 like a missing one (app/api/topics.py ``_visible_topic``); a
+caller may not see answers 404 like a missing one (app/api/topic_resources.py ``visible_topic``); a
 message id the topic does not hold answers 404 too. Which messages are stored follows the
 topic's policy: under ``cache`` an acked message is gone, under ``disabled`` nothing is kept.
 """
@@ -27,7 +27,7 @@ from app.api.auth import refusal, request_user
 from app.api.examples import responses
 from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.api.topics import _visible_topic
+from app.api.topic_resources import visible_topic
 from app.broker import stored
 from app.broker.hub import Delivered
 from app.broker.models import Message, Topic
@@ -123,14 +123,14 @@ def message_out(message: Message, topic: Topic, facts: DeliveryFacts) -> Message
 
 
 def _readable(user: Any, slug: str) -> tuple[Topic, Rights]:
-    topic, rights = _visible_topic(slug, user)
+    topic, rights = visible_topic(slug, user)
     if not (rights.consume or user.has_perm(VIEW_MESSAGE)):
         raise refusal(user, "reading a topic's messages needs the right to consume it")
     return topic, rights
 
 
 def _deletable(user: Any, slug: str) -> Topic:
-    topic, _ = _visible_topic(slug, user)
+    topic, _ = visible_topic(slug, user)
     if not user.has_perm(DELETE_MESSAGE):
         raise refusal(user, f"needs the {DELETE_MESSAGE} permission")
     return topic

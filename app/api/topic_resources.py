@@ -25,12 +25,11 @@ from ninja.errors import HttpError
 from app.api.auth import request_user, require_permission
 from app.api.examples import responses
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.api.topics import _visible_topic
 from app.auth.services import principal_of
 from app.availability.rules import Availability
 from app.broker.models import Topic, TopicQuerySet
 from app.broker.naming import response_topic_sources, shown, topic_name_error
-from app.broker.permissions import grant, revoke_all, visible_topics
+from app.broker.permissions import Rights, grant, revoke_all, rights_on, visible_topics
 from app.broker.policy import StorePolicy
 from app.broker.quotas import hold_principal, topic_quota_error
 
@@ -93,6 +92,18 @@ def topic_out(topic: Topic, now: datetime) -> TopicOut:
         availability=topic.availability(now), last_ping=topic.last_ping, last_pong=topic.last_pong,
         created=topic.created,
     )
+
+
+def visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
+    """The topic ``slug`` and ``user``'s rights on it, for any API operation on one topic; 404 alike
+    whether it is missing or hidden from the caller, so the answer tells nobody which private topics exist."""
+    # No topic's name holds NUL (nor may PostgreSQL be asked for one).
+    topic = None if "\x00" in slug else Topic.objects.select_related("response_for").filter(slug=slug).first()
+    if topic is not None:
+        rights = rights_on(user, topic)
+        if rights.view_status:
+            return topic, rights
+    raise HttpError(404, f"topic {slug} does not exist")
 
 
 def _policy_q(policy: StorePolicy) -> Q:
@@ -166,12 +177,12 @@ def _create(user: Any, body: TopicIn) -> TopicOut:
 
 
 def _get(user: Any, slug: str) -> TopicOut:
-    topic, _ = _visible_topic(slug, user)
+    topic, _ = visible_topic(slug, user)
     return topic_out(topic, timezone.now())
 
 
 def _update(user: Any, slug: str, change: TopicChange) -> TopicOut:
-    topic, _ = _visible_topic(slug, user)
+    topic, _ = visible_topic(slug, user)
     require_permission(user, "broker.change_topic")
     if topic.is_response_topic:
         raise HttpError(409, f"{slug} is a response topic; its settings follow its source")
@@ -188,7 +199,7 @@ def _update(user: Any, slug: str, change: TopicChange) -> TopicOut:
 
 
 def _delete(user: Any, slug: str) -> None:
-    topic, _ = _visible_topic(slug, user)
+    topic, _ = visible_topic(slug, user)
     require_permission(user, "broker.delete_topic")
     with transaction.atomic():
         # guardian keeps grants by primary key: they go with the topic and its response topics.

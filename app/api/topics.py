@@ -14,11 +14,10 @@ from ninja.errors import HttpError
 
 from app.api.auth import request_user
 from app.api.examples import responses
+from app.api.topic_resources import visible_topic
 from app.availability.api_info import names
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus, ping_topic, status_of
-from app.broker.models import Topic
-from app.broker.permissions import Rights, rights_on
 from app.broker.runtime import get_runtime
 from consumers.probes import probe
 
@@ -50,18 +49,6 @@ def _api_names(api_info: Any) -> ApiInfoSummary | None:
     return None if found is None else ApiInfoSummary(functions=list(found.functions), classes=list(found.classes))
 
 
-def _visible_topic(slug: str, user: Any) -> tuple[Topic, Rights]:
-    """The topic and the caller's rights on it; 404 alike whether it is missing or hidden from the
-    caller, so the answer tells nobody which private topics exist."""
-    # No topic's name holds NUL (nor may PostgreSQL be asked for one).
-    topic = None if "\x00" in slug else Topic.objects.select_related("response_for").filter(slug=slug).first()
-    if topic is not None:
-        rights = rights_on(user, topic)
-        if rights.view_status:
-            return topic, rights
-    raise HttpError(404, f"topic {slug} does not exist")
-
-
 NOT_PINGED = "topic is excluded from pings (supports_dasf is off)"
 ONLINE = {"topic": "sensors-7", "status": "online", "last_ping": "2025-05-01T12:00:00Z",
           "last_pong": "2025-05-01T12:00:00.020Z", "api_info": {"functions": ["version", "add"], "classes": []}}
@@ -76,7 +63,7 @@ PING_DOCS = responses(202, {"topic": "sensors-7", "pinged_at": "2025-05-01T12:00
             openapi_extra=STATUS_DOCS[1], summary="Availability of a topic's consumers")
 async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]:
     user = request_user(request)
-    topic, rights = await sync_to_async(_visible_topic)(slug, user)
+    topic, rights = await sync_to_async(visible_topic)(slug, user)
     if not topic.supports_dasf:
         raise HttpError(400, NOT_PINGED)
     status: TopicStatus = await sync_to_async(status_of)(topic.pk)
@@ -91,7 +78,7 @@ async def topic_status(request: HttpRequest, slug: str) -> tuple[int, StatusOut]
              summary="Ping a topic's consumers now")
 async def topic_ping(request: HttpRequest, slug: str) -> tuple[int, PingOut]:
     user = request_user(request)
-    topic, rights = await sync_to_async(_visible_topic)(slug, user)
+    topic, rights = await sync_to_async(visible_topic)(slug, user)
     if not rights.produce:
         raise HttpError(403, "not allowed to ping this topic")
     if topic.is_response_topic:

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from tests import protocol
+from tests.browser import Browser
 from tests.dasf_client import Modules
+from tests.outbox import clear_outbox
 from tests.servers import ServerProcess, migrated_database_url, start_server
 
 
@@ -98,6 +100,22 @@ def breakable_server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = start_server(url)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def admin_browser(server: ServerProcess) -> Browser:
+    """A browser logged in to /admin/ as a new superuser, through the login form."""
+    user = protocol.make_user(is_superuser=True, is_staff=True)
+    password = protocol.set_password(user)
+    browser = Browser(server.http)
+    assert browser.admin_login(user.username, password).status == 302
+    return browser
+
+
+@pytest.fixture
+def empty_outbox(_db_access: None) -> None:
+    """No other test's events in the outbox (tests/outbox.py ``clear_outbox``)."""
+    clear_outbox()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for outbox tests: a clean outbox table, relays run as tasks, fast retry settings."""
+"""Helpers for outbox tests: a clean outbox table, events in a chosen state, keys with outbox permissions,
+relays run as tasks, fast retry settings."""
 
 from __future__ import annotations
 
@@ -9,14 +10,33 @@ from typing import Any
 
 from django.test import override_settings
 
-from app.outbox.models import OutboxEvent
+from app.outbox.emit import emit
+from app.outbox.models import OutboxEvent, Status
 from relays.outbox import OutboxRelay
+from tests.protocol import key_with
 
 
 def clear_outbox() -> None:
     """Tests share the session database and run one at a time: no other test's events may be
     claimed by this test's relays."""
     OutboxEvent.objects.all().delete()
+
+
+def event(status: Status = Status.PENDING, **fields: Any) -> OutboxEvent:
+    """An event emitted in this process, then put in ``status`` directly (no relay runs)."""
+    fields.setdefault("type", "com.example.thing")
+    fields.setdefault("source", "/tests/outbox-api")
+    row = emit(fields.pop("type"), fields.pop("source"), fields.pop("data", {"n": 1}), target="topic", **fields)
+    if status != Status.PENDING:
+        attempts = 3 if status in (Status.FAILED, Status.RETRY) else 1
+        OutboxEvent.objects.filter(pk=row.pk).update(status=status, attempts=attempts, last_error="refused")
+    row.refresh_from_db()
+    return row
+
+
+def outbox_key(*codenames: str) -> str:
+    """A token of a user granted these ``outbox`` model permissions and nothing else."""
+    return key_with(*(f"outbox.{codename}" for codename in codenames))[1]
 
 
 @contextlib.asynccontextmanager

@@ -80,6 +80,22 @@ def make_token(user: Any) -> str:
     return create_token(user)[1]
 
 
+def key_with(*codenames: str) -> tuple[Any, str]:
+    """A user granted these model permissions (``app.codename``) and nothing else, and a token of theirs."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user()
+    for name in codenames:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user, make_token(user)
+
+
+def superuser_key() -> str:
+    """A token of a new superuser (staff too)."""
+    return make_token(make_user(is_superuser=True, is_staff=True))
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Token {key}"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from django.utils import timezone
 
 from app.broker.models import Message, Topic
@@ -13,22 +12,12 @@ from app.outbox.emit import emit
 from app.outbox.models import OutboxEvent, Status
 from tests.browser import Browser
 from tests.outbox import clear_outbox
-from tests.protocol import auth, make_token, make_topic, make_user, set_password, unique
+from tests.protocol import auth, make_token, make_topic, make_user, unique
 from tests.servers import ServerProcess
 
 API = "/api/v1"
 FOREIGN = "http://evil.example"
 UNSAFE = ("post", "put", "patch", "delete")
-
-
-@pytest.fixture
-def admin_browser(server: ServerProcess) -> Browser:
-    """A browser logged in to /admin/ as a new superuser, through the login form."""
-    user = make_user(is_superuser=True, is_staff=True)
-    password = set_password(user)
-    browser = Browser(server.http)
-    assert browser.admin_login(user.username, password).status == 302
-    return browser
 
 
 def emit_body(slug: str) -> dict[str, Any]:

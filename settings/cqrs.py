@@ -25,8 +25,14 @@ CQRS_CONSUME_IN_SERVER = env_bool("CQRS_CONSUME_IN_SERVER", True)
 if CQRS_QUEUE and not AMQP_URL:
     raise ValueError("CQRS_QUEUE is set but AMQP_URL is not: the replica consumer reads RabbitMQ")
 # Failed applies are tried again this many times (django-cqrs's default 30; negative: forever),
-# then the payload goes to ``dead_letter_<CQRS_QUEUE>``.
+# then the payload goes to the dead letter queue.
 CQRS_MAX_RETRIES = env_int("CQRS_MAX_RETRIES", 30)
+# The replica's dead letter queue (django-cqrs's ``CQRS['replica']['dead_letter_queue']``), for a
+# deployment that shares one with a django-cqrs replica configured so. Unset: ``dead_letter_<queue>``.
+CQRS_DEAD_LETTER_QUEUE = env_opt("CQRS_DEAD_LETTER_QUEUE")
+if CQRS_DEAD_LETTER_QUEUE and CQRS_DEAD_LETTER_QUEUE == CQRS_QUEUE:
+    # Dead letters would come back to the consumer that gave up on them, forever.
+    raise ValueError("CQRS_DEAD_LETTER_QUEUE must not be CQRS_QUEUE")
 # Wait before retry n (counted from 0): CQRS_RETRY_DELAY_S * 2**n, at most CQRS_RETRY_DELAY_MAX_S.
 CQRS_RETRY_DELAY_S = env_float("CQRS_RETRY_DELAY_S", 2.0)
 CQRS_RETRY_DELAY_MAX_S = env_float("CQRS_RETRY_DELAY_MAX_S", 60.0)

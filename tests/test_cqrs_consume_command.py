@@ -37,3 +37,11 @@ def test_prefetch_count_zero_is_refused_at_startup() -> None:
     done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "CQRS_PREFETCH_COUNT": "0"}, timeout=60)
     assert done.returncode != 0 and "CQRS_PREFETCH_COUNT must be at least 1" in done.stderr
+
+
+def test_dead_letter_queue_named_as_the_queue_is_refused_at_startup() -> None:
+    """CQRS_DEAD_LETTER_QUEUE = CQRS_QUEUE (dead letters consumed again, forever) stops the process at startup."""
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/", "CQRS_QUEUE": "replica",
+                               "CQRS_DEAD_LETTER_QUEUE": "replica"}, timeout=60)
+    assert done.returncode != 0 and "CQRS_DEAD_LETTER_QUEUE must not be CQRS_QUEUE" in done.stderr

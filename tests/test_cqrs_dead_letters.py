@@ -1,21 +1,26 @@
-"""``cqrs_dead_letters retry|dump|purge`` on a real RabbitMQ replica layout."""
+"""``cqrs_dead_letters retry|dump|purge`` on a real RabbitMQ replica layout, and the dead letter queue's
+name (``CQRS_DEAD_LETTER_QUEUE``) in the command, the bindings and the consumer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError
 from django.test import override_settings
 
+from app.cqrs.apply import bindings
 from tests.cqrs_commands import (
     run,
 )
 from tests.protocol import unique
+from tests.servers import ConsumerProcess
 from tests.services import require_rabbitmq
 
 # --- cqrs_dead_letters (RabbitMQ) ------------------------------------------------------------------------
@@ -104,3 +109,57 @@ def test_dead_letters_need_rabbitmq() -> None:
         run("cqrs_dead_letters", "purge")
     with pytest.raises(CommandError, match="required: command"):
         run("cqrs_dead_letters")
+
+
+# --- CQRS_DEAD_LETTER_QUEUE (django-cqrs's CQRS['replica']['dead_letter_queue']) -------------------------
+
+
+def test_bindings_use_the_configured_dead_letter_queue(settings: Any) -> None:
+    """A configured dead letter queue is bound to ``cqrs.<its name>.<cqrs_id>``, as django-cqrs binds it."""
+    settings.CQRS_DEAD_LETTER_QUEUE = "shared_dead"
+    assert bindings("svc", {"test_author"}) == [("svc", "test_author"), ("svc", "cqrs.svc.test_author"),
+                                                 ("shared_dead", "cqrs.shared_dead.test_author")]
+
+
+async def test_dead_letters_retry_reads_the_configured_queue(dead_letters: DeadLetters) -> None:
+    """With CQRS_DEAD_LETTER_QUEUE, retry takes the dead letters from that queue."""
+    import aio_pika
+
+    name = unique("shared_dead")
+    await dead_letters.channel.declare_queue(name, durable=True)
+    try:
+        await dead_letters.channel.default_exchange.publish(aio_pika.Message(json.dumps(DEAD).encode()), name)
+        with override_settings(CQRS_DEAD_LETTER_QUEUE=name):
+            out = await dead_letters_command("retry")
+        assert out.startswith("Total dead letters: 1\n")
+        [message] = await dead_letters.take(dead_letters.queue)
+        assert json.loads(message.body)["instance_data"] == DEAD["instance_data"]
+        assert await dead_letters.count(name) == 0
+        assert await dead_letters.count(f"dead_letter_{dead_letters.queue}") == 2  # the fixture's, untouched
+    finally:
+        await dead_letters.channel.queue_delete(name)
+
+
+async def test_consumer_dead_letters_to_the_configured_queue(dead_letters: DeadLetters) -> None:
+    """The consumer sends what it gives up on to CQRS_DEAD_LETTER_QUEUE, not dead_letter_<queue>."""
+    import aio_pika
+
+    name = unique("shared_dead")
+    proc = ConsumerProcess(os.environ["DATABASE_URL"], {
+        "AMQP_URL": settings.AMQP_URL, "CQRS_EXCHANGE": settings.CQRS_EXCHANGE, "CQRS_QUEUE": dead_letters.queue,
+        "CQRS_DEAD_LETTER_QUEUE": name})
+    proc.start()
+    try:
+        exchange = await dead_letters.channel.get_exchange(settings.CQRS_EXCHANGE)
+        await exchange.publish(aio_pika.Message(b"{not json"), "test_author")
+        got: list[bytes] = []
+        async with asyncio.timeout(30):
+            while not got:
+                got = [message.body for message in await dead_letters.take(name)]
+                if not got:
+                    await asyncio.sleep(0.05)  # bounded-poll
+        assert got == [b"{not json"]
+        assert await dead_letters.count(f"dead_letter_{dead_letters.queue}") == 2  # the fixture's, untouched
+    finally:
+        proc.stop()
+        await dead_letters.channel.queue_delete(name)

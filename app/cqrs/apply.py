@@ -18,10 +18,11 @@ import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
@@ -74,10 +75,12 @@ class Verdict:
     reason: str = ""
 
 
-def parse(body: bytes) -> TransportPayload | str:
+def parse(body: bytes, now: datetime | None = None) -> TransportPayload | str:
     """The payload in ``body``, or why it is not one this replica takes. Any registered replica
     model's payload is taken, as django-cqrs does: a ``--cqrs-id`` filter only chooses the queue's
-    bindings, and a queue bound earlier (or shared) may still carry other models' messages."""
+    bindings, and a queue bound earlier (or shared) may still carry other models' messages. A body
+    without an ``expires`` key (from a master older than the key) expires ``CQRS_MESSAGE_TTL_S`` after
+    ``now``, as django-cqrs's ``TransportPayload.from_message`` reads it; ``"expires": null`` never does."""
     try:
         raw = json.loads(body)
     except ValueError:
@@ -93,7 +96,16 @@ def parse(body: bytes) -> TransportPayload | str:
         return f"invalid payload: {exc.errors(include_url=False)}"
     if ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id) is None:
         return f"no replica model here for CQRS_ID {payload.cqrs_id!r}"
+    if "expires" not in raw:
+        payload = payload.model_copy(update={"expires": default_expiry(now or timezone.now())})
     return payload
+
+
+def default_expiry(now: datetime) -> datetime | None:
+    """When a payload that names no expiry expires: django-cqrs takes the replica's own master TTL
+    (``CQRS['master']['CQRS_MESSAGE_TTL']``, here ``CQRS_MESSAGE_TTL_S``; 0: never)."""
+    ttl: int = settings.CQRS_MESSAGE_TTL_S
+    return now + timedelta(seconds=ttl) if ttl > 0 else None
 
 
 class DatabaseUnavailable(Exception):
@@ -126,12 +138,13 @@ def receive(
 
 
 def _receive(body: bytes, routing_key: str, queue: str, now: datetime | None) -> Verdict:
-    parsed = parse(body)
+    now = now or timezone.now()
+    parsed = parse(body, now)
     if isinstance(parsed, str):
         logger.warning("CQRS message dead-lettered: %s: %.200r", parsed, body)
         return Verdict("dead_letter", reason=parsed)
     payload = parsed
-    if payload.is_expired(now or timezone.now()):
+    if payload.is_expired(now):
         logger.warning("CQRS payload expired at %s, dead-lettered: pk = %s (%s).",
                        payload.expires, payload.instance_pk, payload.cqrs_id)
         return Verdict("dead_letter", payload, reason="expired")
@@ -172,13 +185,16 @@ def after_failure(payload: TransportPayload, error: Exception | None) -> Verdict
 
 
 def dead_letter_queue(queue: str) -> str:
-    return f"dead_letter_{queue}"
+    """Where ``queue``'s dead letters go: ``CQRS_DEAD_LETTER_QUEUE`` (django-cqrs's
+    ``CQRS['replica']['dead_letter_queue']``), else ``dead_letter_<queue>``."""
+    configured: str | None = settings.CQRS_DEAD_LETTER_QUEUE
+    return configured or f"dead_letter_{queue}"
 
 
 def bindings(queue: str, cqrs_ids: Collection[str] | None = None) -> list[tuple[str, str]]:
     """(queue, routing key) pairs on the CQRS exchange: the replica's queue gets each ``cqrs_id``
     and ``cqrs.<queue>.<cqrs_id>`` (SYNCs sent to this replica alone, and its own retries); its
-    dead letter queue ``cqrs.dead_letter_<queue>.<cqrs_id>``."""
+    dead letter queue (``dead_letter_queue``) ``cqrs.<dead letter queue>.<cqrs_id>``."""
     pairs = []
     for cqrs_id in sorted(ReplicaRegistry.models):
         if cqrs_ids and cqrs_id not in cqrs_ids:

@@ -7,8 +7,9 @@ django-cqrs's, so either side may be django-cqrs itself:
 - ``cqrs_id``: the model's replication name (its ``CQRS_ID``), also the RabbitMQ routing key;
 - ``instance_data``: the serialised instance, with ``cqrs_revision`` and ``cqrs_updated`` inside;
 - ``instance_pk``: the primary key; ``previous_data``: old values of ``CQRS_TRACKED_FIELDS`` (or null);
-- ``correlation_id``, ``retries`` (consumer-side attempts so far), ``expires`` (ISO time without
-  microseconds, or null for never), ``meta`` (free-form, or null).
+- ``correlation_id``, ``retries`` (consumer-side attempts so far; null or missing is 0, as django-cqrs
+  reads it), ``expires`` (ISO time without microseconds, or null for never; a replica gives a payload
+  without the key its own default, app/cqrs/apply.py), ``meta`` (free-form, or null).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class TransportPayload(BaseModel):
     retries: int = Field(0, ge=0)
     expires: datetime | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _retries(cls, value: Any) -> Any:
+        # django-cqrs reads ``dct.get("retries") or 0``: a master that writes null means none yet.
+        return 0 if value is None else value
 
     @field_validator("expires")
     @classmethod

@@ -1,4 +1,5 @@
-"""Replica models, as django-cqrs 3.x has them (``dj_cqrs.mixins.ReplicaMixin`` and its manager).
+"""Replica models, as django-cqrs 3.x has them (``dj_cqrs.mixins.ReplicaMixin``; its manager,
+``Model.cqrs``, is app/cqrs/replica_manager.py).
 
 A replica model names the master model it copies (``CQRS_ID``) and gets ``cqrs_revision`` and
 ``cqrs_updated`` columns. A payload is applied through ``cqrs_save`` / ``cqrs_delete``, with
@@ -14,22 +15,17 @@ among them), ``CQRS_CUSTOM_SERIALIZATION`` (no check of the mapped fields: overr
 and ``cqrs_update``), ``CQRS_SELECT_FOR_UPDATE`` (lock the row while it is updated),
 ``CQRS_NO_DB_OPERATIONS`` (no default database work: ``cqrs_save`` and ``cqrs_delete`` are the
 model's own hooks), ``CQRS_META`` (hooks receive ``meta``), ``CQRS_ONLY_DIRECT_SYNCS``.
-
-django-cqrs logs stale and duplicate payloads as ERROR; here they are ordinary at-least-once
-traffic (a redelivery after a consumer restart, a message published twice) and logged at
-INFO (duplicate) or WARNING (older).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.db.models.signals import class_prepared
 
-logger = logging.getLogger(__name__)
+from app.cqrs.replica_manager import ReplicaManager
 
 
 class ReplicaRegistry:
@@ -92,6 +88,10 @@ class ReplicaMixin(RawReplicaMixin, models.Model):
     CQRS_SELECT_FOR_UPDATE: ClassVar[bool] = False
     CQRS_NO_DB_OPERATIONS: ClassVar[bool] = False
 
+    # As django-cqrs: ``objects`` first stays the default manager; ``cqrs`` does the CQRS work.
+    objects = models.Manager()
+    cqrs = ReplicaManager()
+
     cqrs_revision = models.IntegerField()
     cqrs_updated = models.DateTimeField()
 
@@ -110,7 +110,7 @@ class ReplicaMixin(RawReplicaMixin, models.Model):
         data cannot be applied (missing fields: django-cqrs retries those too)."""
         if cls.CQRS_NO_DB_OPERATIONS:
             return super().cqrs_save(master_data, previous_data=previous_data, sync=sync, meta=meta)
-        return save_instance(cls, master_data, previous_data, sync, meta)
+        return cls.cqrs.save_instance(master_data, previous_data, sync, meta)
 
     @classmethod
     def cqrs_create(
@@ -141,7 +141,7 @@ class ReplicaMixin(RawReplicaMixin, models.Model):
         """Delete by the master's ``id``; True even when there was nothing to delete."""
         if cls.CQRS_NO_DB_OPERATIONS:
             return bool(super().cqrs_delete(master_data, meta=meta))
-        return delete_instance(cls, master_data)
+        return cls.cqrs.delete_instance(master_data)
 
 
 def _check_mapping(model_cls: type[ReplicaMixin]) -> None:
@@ -169,118 +169,3 @@ def _register(sender: type[Any], **kwargs: Any) -> None:
 
 
 class_prepared.connect(_register, dispatch_uid="switchyard_cqrs_replica")
-
-
-# --- default database work (django-cqrs's ReplicaManager) ---------------------------------------
-
-
-def save_instance(
-    model: type[ReplicaMixin],
-    master_data: dict[str, Any],
-    previous_data: dict[str, Any] | None,
-    sync: bool,
-    meta: dict[str, Any] | None,
-) -> Any:
-    mapped = _map_save_data(model, master_data)
-    if mapped is None:
-        return None
-    mapped_previous = _map_previous_data(model, previous_data) if previous_data else None
-    pk_name = model._meta.pk.name
-    qs = model._default_manager.filter(**{pk_name: mapped[pk_name]}).order_by()
-    if model.CQRS_SELECT_FOR_UPDATE:
-        qs = qs.select_for_update()
-    hook_kwargs: dict[str, Any] = {"previous_data": mapped_previous}
-    if model.CQRS_META:
-        hook_kwargs["meta"] = meta
-    instance = qs.first()
-    if instance is None:
-        return model.cqrs_create(sync, mapped, **hook_kwargs)
-    if not _newer(model, instance, mapped, sync):
-        return instance
-    return instance.cqrs_update(sync, mapped, **hook_kwargs)
-
-
-def _newer(model: type[ReplicaMixin], instance: ReplicaMixin, mapped: dict[str, Any], sync: bool) -> bool:
-    """Whether the payload's revision may replace the stored one (django-cqrs's checks)."""
-    pk = mapped[model._meta.pk.name]
-    new, existing = mapped["cqrs_revision"], instance.cqrs_revision
-    if sync:
-        if existing > new:
-            logger.warning("CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
-                           pk, new, existing, model.CQRS_ID)
-        return True
-    if existing > new:
-        logger.warning("Wrong CQRS sync order (skipped): pk = %s, cqrs_revision = new %s / existing %s (%s).",
-                       pk, new, existing, model.CQRS_ID)
-        return False
-    if existing == new:
-        logger.info("Received duplicate CQRS data (skipped): pk = %s, cqrs_revision = %s (%s).",
-                    pk, new, model.CQRS_ID)
-        return False
-    if new != existing + 1:
-        logger.warning("Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
-                       new - existing - 1, pk, new, model.CQRS_ID)
-    return True
-
-
-def delete_instance(model: type[ReplicaMixin], master_data: dict[str, Any]) -> bool:
-    if "id" not in master_data:
-        logger.warning("CQRS PK is not provided in data (%s).", model.CQRS_ID)
-        return False
-    if not _cqrs_fields_are_filled(model, master_data):
-        return False
-    model._default_manager.filter(pk=master_data["id"]).delete()
-    return True
-
-
-def _map_save_data(model: type[ReplicaMixin], master_data: dict[str, Any]) -> dict[str, Any] | None:
-    if not _cqrs_fields_are_filled(model, master_data):
-        return None
-    mapped = _initial_mapping(model, master_data)
-    if mapped is None:
-        return None
-    if model._meta.pk.name not in mapped:
-        logger.warning("CQRS PK is not provided in data (%s).", model.CQRS_ID)
-        return None
-    if model.CQRS_CUSTOM_SERIALIZATION:
-        return mapped
-    mapped = _known_fields(model, mapped)
-    required = {f.name for f in model._meta.fields if not f.null}
-    if required - mapped.keys():
-        logger.warning("Not all required CQRS fields are provided in data (%s): %s missing.",
-                       model.CQRS_ID, sorted(required - mapped.keys()))
-        return None
-    return mapped
-
-
-def _initial_mapping(model: type[ReplicaMixin], master_data: dict[str, Any]) -> dict[str, Any] | None:
-    if model.CQRS_MAPPING is None:
-        return dict(master_data)
-    mapped = {"cqrs_revision": master_data["cqrs_revision"], "cqrs_updated": master_data["cqrs_updated"]}
-    for master_name, replica_name in model.CQRS_MAPPING.items():
-        if master_name not in master_data:
-            logger.warning("Bad master-replica mapping for %s (%s).", master_name, model.CQRS_ID)
-            return None
-        mapped[replica_name] = master_data[master_name]
-    return mapped
-
-
-def _map_previous_data(model: type[ReplicaMixin], previous_data: dict[str, Any]) -> dict[str, Any]:
-    if model.CQRS_MAPPING is None:
-        return previous_data
-    mapped = {
-        replica: previous_data[master] for master, replica in model.CQRS_MAPPING.items() if master in previous_data
-    }
-    return _known_fields(model, mapped)
-
-
-def _known_fields(model: type[ReplicaMixin], data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in model._meta.fields}
-    return {key: value for key, value in data.items() if key in names}
-
-
-def _cqrs_fields_are_filled(model: type[Any], data: dict[str, Any]) -> bool:
-    if "cqrs_revision" in data and "cqrs_updated" in data:
-        return True
-    logger.warning("CQRS sync fields are not provided in data (%s).", model.CQRS_ID)
-    return False

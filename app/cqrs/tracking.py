@@ -3,7 +3,9 @@ SAVE can carry what changed as ``previous_data`` (django-cqrs's ``CQRSTracker``,
 django-model-utils).
 
 Values are kept as django-cqrs keeps them: JSON-ready (dates, times and UUIDs as text), a foreign
-key by its column (``author_id``) but reported under the field's name (``author``).
+key by its column (``author_id``) but reported under the field's name (``author``) by an update, and
+under its column by a creation and ``Model.cqrs.bulk_update`` (django-cqrs's quirks, kept so its
+replicas see what django-cqrs masters send).
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ def remember(instance: models.Model) -> None:
 
 def changed(instance: models.Model, adding: bool) -> dict[str, Any]:
     """Previous values of the tracked fields this save changes, by field name. A new instance
-    reports each tracked field with a value as previously null (django-cqrs's ``changed_initial``)."""
+    reports each tracked field with a value as previously null, by column name (``author_id``), as
+    django-cqrs 3.1's ``changed_initial`` does (its update reports ``author``)."""
     names = tracked_attnames(type(instance))
     now = current(instance)
     if adding:
-        return {name: None for attname, name in names.items() if now.get(attname) is not None}
+        return {attname: None for attname in names if now.get(attname) is not None}
     saved: dict[str, Any] = instance.__dict__.get(SAVED_ATTR, {})
     return {names[attname]: old for attname, old in saved.items() if attname in now and now[attname] != old}
 

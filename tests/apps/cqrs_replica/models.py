@@ -1,5 +1,5 @@
-"""A user's replica models (tests/test_cqrs_replica.py): plain, mapped, custom serialization, and
-hooks without database operations."""
+"""A user's replica models (tests/test_cqrs_replica.py): plain, mapped, custom serialization,
+hooks without database operations, and hooks that keep previous_data (tests/test_cqrs_interop.py)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,26 @@ class Event(ReplicaMixin):
         HookCall.objects.create(signal="DELETE", key=master_data["key"],
                                 revision=master_data["cqrs_revision"], meta=meta)
         return True
+
+
+class Review(ReplicaMixin):
+    """A django-cqrs master's tracked fields: its hooks log each previous_data they are given."""
+
+    CQRS_ID = "test_review"
+
+    id = models.IntegerField(primary_key=True)
+    text = models.CharField(max_length=100)
+    writer = models.IntegerField()
+    previous_data_log = models.JSONField(null=True)
+
+    @classmethod
+    def cqrs_create(cls, sync: bool, mapped_data: dict[str, Any], previous_data: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> Review:
+        created: Review = super().cqrs_create(sync, {**mapped_data, "previous_data_log": [previous_data]})
+        return created
+
+    def cqrs_update(self, sync: bool, mapped_data: dict[str, Any], previous_data: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> Review:
+        log = [*(self.previous_data_log or []), previous_data]
+        updated: Review = super().cqrs_update(sync, {**mapped_data, "previous_data_log": log})
+        return updated

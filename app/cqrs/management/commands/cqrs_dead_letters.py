@@ -1,6 +1,7 @@
-"""``manage.py cqrs_dead_letters retry|dump|purge``: this replica's ``dead_letter_<CQRS_QUEUE>`` by hand
-(django-cqrs's command): retry republishes each to the replica's queue with ``retries`` at 0, dump
-prints each body (they stay queued), purge empties it. Needs ``AMQP_URL`` and ``CQRS_QUEUE``."""
+"""``manage.py cqrs_dead_letters retry|dump|purge``: this replica's dead letter queue
+(``dead_letter_<CQRS_QUEUE>``, or ``CQRS_DEAD_LETTER_QUEUE``) by hand (django-cqrs's command): retry
+republishes each to the replica's queue with ``retries`` at 0, dump prints each body (they stay
+queued), purge empties it. Needs ``AMQP_URL`` and ``CQRS_QUEUE``."""
 
 from __future__ import annotations
 

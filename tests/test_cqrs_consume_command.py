@@ -37,3 +37,17 @@ def test_prefetch_count_zero_is_refused_at_startup() -> None:
     done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "CQRS_PREFETCH_COUNT": "0"}, timeout=60)
     assert done.returncode != 0 and "CQRS_PREFETCH_COUNT must be at least 1" in done.stderr
+
+
+@override_settings(CQRS_TOPIC="cqrs", CQRS_TOPIC_URL="ws://127.0.0.1:9", CQRS_QUEUE="replica")
+def test_cqrs_id_is_refused_on_a_topic() -> None:
+    """``-cid`` narrows RabbitMQ bindings: with CQRS_TOPIC (no bindings) it is refused with the reason."""
+    with pytest.raises(CommandError, match="a topic subscription .* has none"):
+        call_command("cqrs_consume", "-cid", "test_author")
+
+
+def test_half_configured_topic_source_is_refused_at_startup() -> None:
+    """CQRS_TOPIC without CQRS_TOPIC_URL stops the process at startup, naming what is missing."""
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "CQRS_TOPIC": "cqrs", "CQRS_QUEUE": "replica"}, timeout=60)
+    assert done.returncode != 0 and "CQRS_TOPIC is set but CQRS_TOPIC_URL is not" in done.stderr

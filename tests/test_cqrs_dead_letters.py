@@ -104,3 +104,9 @@ def test_dead_letters_need_rabbitmq() -> None:
         run("cqrs_dead_letters", "purge")
     with pytest.raises(CommandError, match="required: command"):
         run("cqrs_dead_letters")
+
+
+def test_dead_letters_of_a_topic_source_are_named() -> None:
+    """A replica reading a topic is told where its dead letters are: the server's dead letter topic."""
+    with override_settings(CQRS_TOPIC="cqrs", CQRS_QUEUE="shop"), pytest.raises(CommandError, match="cqrs-shop-DLQ"):
+        run("cqrs_dead_letters", "dump")

@@ -2,8 +2,45 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from settings.base import AMQP_URL
 from settings.env import env_bool, env_float, env_int, env_opt, env_str
+
+# Switchyard's topic names (app/broker/models.py TOPIC_PATTERN): settings cannot import the models.
+_TOPIC_NAME = re.compile(r"[-_A-Za-z0-9]+")
+
+
+def _source(*, queue: str | None, amqp_url: str | None, topic: str | None, topic_url: str | None,
+            topic_token: str | None, max_redeliver_count: int) -> str | None:
+    """The replica consumer's source, checked at startup: a half-configured one stops the process
+    with the reason rather than a consumer failing at its first connection."""
+    if topic is None:
+        stray = [name for name, value in (("CQRS_TOPIC_URL", topic_url), ("CQRS_TOPIC_TOKEN", topic_token)) if value]
+        if stray:
+            raise ValueError(f"{' and '.join(stray)} set but CQRS_TOPIC is not: name the topic to consume")
+        if queue and not amqp_url:
+            raise ValueError("CQRS_QUEUE is set but AMQP_URL is not: the replica consumer reads RabbitMQ "
+                             "(or set CQRS_TOPIC and CQRS_TOPIC_URL to read a Switchyard topic)")
+        return "rabbitmq" if queue else None
+    if not queue:
+        raise ValueError("CQRS_TOPIC is set but CQRS_QUEUE is not: it names the replica's subscription")
+    if not topic_url:
+        raise ValueError("CQRS_TOPIC is set but CQRS_TOPIC_URL is not: the Switchyard server carrying it")
+    parts = urlsplit(topic_url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"CQRS_TOPIC_URL={topic_url!r}: a ws:// or wss:// URL of a server, without query")
+    # The server's default dead letter topic, <topic>-<subscription>-DLQ, must be a topic name too.
+    for name, value in (("CQRS_TOPIC", topic), ("CQRS_QUEUE", queue)):
+        if not _TOPIC_NAME.fullmatch(value):
+            raise ValueError(f"{name}={value!r}: letters, digits, '-' and '_' only with CQRS_TOPIC "
+                             "(the dead letter topic is named <CQRS_TOPIC>-<CQRS_QUEUE>-DLQ)")
+    if max_redeliver_count < 1:
+        # 0 turns the server's dead letters off: a dead-lettered message would come back forever.
+        raise ValueError("CQRS_TOPIC_MAX_REDELIVER_COUNT must be at least 1")
+    return "topic"
+
 
 # --- CQRS replication (app/cqrs, django-cqrs's wire format) -----------------------------
 # The durable topic exchange CQRS payloads go through on RabbitMQ (django-cqrs's default name): a
@@ -16,16 +53,37 @@ CQRS_EXCHANGE = env_str("CQRS_EXCHANGE", "cqrs")
 CQRS_MESSAGE_TTL_S = env_int("CQRS_MESSAGE_TTL_S", 86_400)
 CQRS_AUTO_UPDATE_FIELDS = env_bool("CQRS_AUTO_UPDATE_FIELDS", False)
 CQRS_CORRELATION_FUNCTION = env_opt("CQRS_CORRELATION_FUNCTION")
-# This replica's durable queue (django-cqrs's ``CQRS['queue']``); set, the server consumes it
-# (``manage.py cqrs_consume`` does without the server). Unset: no replica consumer in the server.
+# This replica's durable queue (django-cqrs's ``CQRS['queue']``), or with CQRS_TOPIC its subscription
+# on the topic; set, the server consumes it (``manage.py cqrs_consume`` does without the server).
+# Unset: no replica consumer in the server.
 CQRS_QUEUE = env_opt("CQRS_QUEUE")
 # False: the server leaves CQRS_QUEUE to ``manage.py cqrs_consume``. Per-instance order needs one
 # consumer per queue, so deployments with several server processes turn it off.
 CQRS_CONSUME_IN_SERVER = env_bool("CQRS_CONSUME_IN_SERVER", True)
-if CQRS_QUEUE and not AMQP_URL:
-    raise ValueError("CQRS_QUEUE is set but AMQP_URL is not: the replica consumer reads RabbitMQ")
+# Read CQRS changes from a topic of a Switchyard server instead of RabbitMQ (a master publishing with
+# OUTBOX_TARGET=topic): its name, set, makes the replica consumer subscribe to it as CQRS_QUEUE over
+# the server's Pulsar websocket API (relays/cqrs_topic_consumer.py).
+CQRS_TOPIC = env_opt("CQRS_TOPIC")
+# The base websocket URL of the server carrying CQRS_TOPIC (ws://host:port or wss://host[/prefix]):
+# the replica is usually another service, with a database of its own, so it reads over the wire.
+CQRS_TOPIC_URL = env_opt("CQRS_TOPIC_URL")
+# A token of the replica's user on that server (``createtoken``), which needs the consume right on
+# CQRS_TOPIC; sent as an Authorization header, never in the URL. Unset: anonymous.
+CQRS_TOPIC_TOKEN = env_opt("CQRS_TOPIC_TOKEN")
+# The subscription's maxRedeliverCount: the server moves a message to the dead letter topic
+# ``<CQRS_TOPIC>-<CQRS_QUEUE>-DLQ`` once it was redelivered more often. The consumer dead-letters by
+# negative acks (each one a redelivery) and retries in place, so otherwise only connections that end
+# count: a message left unacked by more connections than this is dead-lettered unapplied. High, so
+# that restarts never do it; each dead letter then costs up to this many nacks, which is cheap.
+CQRS_TOPIC_MAX_REDELIVER_COUNT = env_int("CQRS_TOPIC_MAX_REDELIVER_COUNT", 100)
+# Which source the replica consumer reads (derived, exactly one): "topic", "rabbitmq" or None.
+CQRS_SOURCE = _source(
+    queue=CQRS_QUEUE, amqp_url=AMQP_URL, topic=CQRS_TOPIC, topic_url=CQRS_TOPIC_URL, topic_token=CQRS_TOPIC_TOKEN,
+    max_redeliver_count=CQRS_TOPIC_MAX_REDELIVER_COUNT,
+)
 # Failed applies are tried again this many times (django-cqrs's default 30; negative: forever),
-# then the payload goes to the dead letter queue.
+# then the payload goes to the dead letter queue (with CQRS_TOPIC: the subscription's dead
+# letter topic).
 CQRS_MAX_RETRIES = env_int("CQRS_MAX_RETRIES", 30)
 # The replica's dead letter queue (django-cqrs's ``CQRS['replica']['dead_letter_queue']``), for a
 # deployment that shares one with a django-cqrs replica configured so. Unset: ``dead_letter_<queue>``.
@@ -38,7 +96,8 @@ CQRS_RETRY_DELAY_S = env_float("CQRS_RETRY_DELAY_S", 2.0)
 CQRS_RETRY_DELAY_MAX_S = env_float("CQRS_RETRY_DELAY_MAX_S", 60.0)
 # Dead letters expire from their queue after this long (django-cqrs's 10 days; 0: kept forever).
 CQRS_DEAD_MESSAGE_TTL_S = env_int("CQRS_DEAD_MESSAGE_TTL_S", 864000)
-# Unacknowledged messages the consumer holds, including those waiting for a retry.
+# Unacknowledged messages the consumer holds, including those waiting for a retry (RabbitMQ's
+# prefetch count; a topic subscription's receiverQueueSize).
 CQRS_PREFETCH_COUNT = env_int("CQRS_PREFETCH_COUNT", 100)
 if CQRS_PREFETCH_COUNT < 1:
     # AMQP reads a prefetch count of 0 as "no limit": the consumer would take the whole queue.

@@ -45,3 +45,17 @@ def test_dead_letter_queue_named_as_the_queue_is_refused_at_startup() -> None:
                           env={**os.environ, "AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/", "CQRS_QUEUE": "replica",
                                "CQRS_DEAD_LETTER_QUEUE": "replica"}, timeout=60)
     assert done.returncode != 0 and "CQRS_DEAD_LETTER_QUEUE must not be CQRS_QUEUE" in done.stderr
+
+
+@override_settings(CQRS_TOPIC="cqrs", CQRS_TOPIC_URL="ws://127.0.0.1:9", CQRS_QUEUE="replica")
+def test_cqrs_id_is_refused_on_a_topic() -> None:
+    """``-cid`` narrows RabbitMQ bindings: with CQRS_TOPIC (no bindings) it is refused with the reason."""
+    with pytest.raises(CommandError, match="a topic subscription .* has none"):
+        call_command("cqrs_consume", "-cid", "test_author")
+
+
+def test_half_configured_topic_source_is_refused_at_startup() -> None:
+    """CQRS_TOPIC without CQRS_TOPIC_URL stops the process at startup, naming what is missing."""
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "CQRS_TOPIC": "cqrs", "CQRS_QUEUE": "replica"}, timeout=60)
+    assert done.returncode != 0 and "CQRS_TOPIC is set but CQRS_TOPIC_URL is not" in done.stderr

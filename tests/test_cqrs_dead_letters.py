@@ -163,3 +163,9 @@ async def test_consumer_dead_letters_to_the_configured_queue(dead_letters: DeadL
     finally:
         proc.stop()
         await dead_letters.channel.queue_delete(name)
+
+
+def test_dead_letters_of_a_topic_source_are_named() -> None:
+    """A replica reading a topic is told where its dead letters are: the server's dead letter topic."""
+    with override_settings(CQRS_TOPIC="cqrs", CQRS_QUEUE="shop"), pytest.raises(CommandError, match="cqrs-shop-DLQ"):
+        run("cqrs_dead_letters", "dump")

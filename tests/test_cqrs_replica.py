@@ -447,3 +447,25 @@ async def test_server_consumes_when_cqrs_queue_is_set(broker: Broker) -> None:
         await eventually(lambda: author(pk) == ("served", 0))
     finally:
         server.stop()
+
+
+async def test_server_leaves_the_queue_to_cqrs_consume_when_told(broker: Broker) -> None:
+    """With CQRS_CONSUME_IN_SERVER=false a server with CQRS_QUEUE consumes nothing: a change waits for
+    ``cqrs_consume``, the queue's only consumer."""
+    server = start_server(os.environ["DATABASE_URL"], **broker.env, CQRS_CONSUME_IN_SERVER="false")
+    try:
+        pk = new_pk()
+        # Queued before any consumer: the server had all of cqrs_consume's start to take it.
+        queue = await broker.channel.declare_queue(broker.queue, durable=True)
+        await queue.bind(broker.exchange, "test_author")
+        await broker.publish(wire("test_author", pk, 0, name="waited"), "test_author")
+        proc = ConsumerProcess(os.environ["DATABASE_URL"], broker.env)
+        proc.start()
+        try:
+            await eventually(lambda: author(pk) == ("waited", 0), message="applied by cqrs_consume")
+            queue = await broker.channel.declare_queue(broker.queue, durable=True, passive=True)
+            assert queue.declaration_result.consumer_count == 1, "the server consumes the queue too"
+        finally:
+            proc.stop()
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ from app.server.static_files import StaticFiles
 from consumers.auth import token_auth_stack
 from consumers.routing import websocket_urlpatterns
 from relays.announcements import announcement_loop
-from relays.cqrs_consumer import cqrs_consumer_loop
+from relays.cqrs_sources import cqrs_consumer_loop
 from relays.garbage_collection import garbage_collection_loop
 from relays.outbox import outbox_relay_loop
 from relays.ping import attach_ping_loop, ping_loop

@@ -59,6 +59,17 @@ def amqp_message(event: Outbound, mode: str) -> aio_pika.Message:
     )
 
 
+def django_cqrs_message(body: bytes, *, expiration_s: int | None = None, message_id: str | None = None
+                        ) -> aio_pika.Message:
+    """A CQRS payload as django-cqrs's ``RabbitMQTransport`` publishes it: persistent, ``text/plain``,
+    and an expiration when given (its dead letters). The one builder of the master (here) and of the
+    replica consumer's dead letters and of ``cqrs_dead_letters retry`` (relays/cqrs_consumer.py)."""
+    return aio_pika.Message(
+        body, content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration_s, message_id=message_id,
+    )
+
+
 def cqrs_message(event: Outbound) -> tuple[aio_pika.Message, str]:
     """The django-cqrs message and its routing key."""
     body = event.data or b""
@@ -66,10 +77,7 @@ def cqrs_message(event: Outbound) -> tuple[aio_pika.Message, str]:
         routing_key = event.destination or str(codec.loads(body)["cqrs_id"])
     except (codec.DecodeError, KeyError, TypeError) as exc:
         raise PublishRejected(f"not a CQRS payload (no cqrs_id): {exc!r}") from exc
-    message = aio_pika.Message(
-        body, content_type="text/plain", delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=event.id
-    )
-    return message, routing_key
+    return django_cqrs_message(body, message_id=event.id), routing_key
 
 
 class RabbitMQTarget:

@@ -31,7 +31,7 @@ from django.conf import settings
 from app.cqrs import apply as cqrs
 from app.cqrs.apply import Verdict
 from app.outbox.targets.rabbitmq import django_cqrs_message
-from relays.cqrs_receiver import CqrsReceiver, reconnecting
+from relays.cqrs_receiver import CqrsReceiver, Ended, Unavailable, reconnecting
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ class CqrsConsumer:
         finally:
             await self.receiver.close()
 
-    async def _session(self) -> str:
+    async def _session(self) -> Ended:
         """One connection: declare the layout, consume until the channel closes."""
+        received = False
         connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_S)
         try:
             channel = await connection.channel(publisher_confirms=True)
@@ -75,17 +76,18 @@ class CqrsConsumer:
                     self.on_ready()
                     self.on_ready = None
                 async for message in messages:
+                    received = True
                     await self.receiver.take(message, settler)
         finally:
             await self.receiver.end_session()  # the held deliveries come back with the next channel
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(connection.close()), CONNECT_TIMEOUT_S)
-        return "the RabbitMQ channel closed"
+        return Ended("the RabbitMQ channel closed", received)
 
 
-def _unavailable(error: BaseException) -> str | None:
+def _unavailable(error: BaseException) -> Unavailable | None:
     if isinstance(error, (OSError, TimeoutError, aio_pika.exceptions.AMQPError)):
-        return f"RabbitMQ unavailable: {error!r}"
+        return Unavailable(f"RabbitMQ unavailable: {error!r}")
     return None
 
 

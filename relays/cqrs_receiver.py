@@ -9,7 +9,9 @@ only what happens around them:
 - a failed apply keeps its delivery unacked and is tried again in place after the verdict's delay,
   with ``retries`` + 1, until it is applied or dead-lettered (a crash meanwhile loses nothing);
 - while it waits, later deliveries of the same instance are held behind it (app/cqrs/ordering.py)
-  and handled in order once it is settled; other instances go on;
+  and handled in order once it is settled; other instances go on. Dead-lettering is settling too,
+  and may take a while (the topic source's last negative ack): it runs in a task of its own, the
+  instance held meanwhile, so that the source goes on reading;
 - an unavailable database (a PostgreSQL restart) is no failure of the payload: the delivery at hand
   is tried again with back-off, no retry counted, nothing dead-lettered;
 - should settling a retried delivery fail (its connection is gone), it and those held behind it are
@@ -23,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, NoReturn, Protocol, TypeVar
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from app.cqrs import apply as cqrs
@@ -58,7 +63,8 @@ class Settler(Protocol[D_contra]):
 
     async def ack(self, delivery: D_contra) -> None: ...
 
-    async def dead_letter(self, delivery: D_contra, verdict: Verdict) -> None: ...
+    async def dead_letter(self, delivery: D_contra, verdict: Verdict) -> None:
+        """Returns once the delivery is gone for good (the later ones of its instance wait until then)."""
 
     async def give_back(self, deliveries: Sequence[D_contra]) -> None:
         """Return unsettled deliveries to the broker (best effort), so they come again in order."""
@@ -72,15 +78,15 @@ class CqrsReceiver(Generic[D]):
         self._db = DatabaseThread(name)
 
     async def take(self, delivery: D, settler: Settler[D]) -> None:
-        """Handle one delivery (the next in arrival order): applied and settled, or held behind its
-        instance's retry, or retried by a task of the receiver's own."""
+        """Handle one delivery (the next in arrival order): applied and acked, or held behind its
+        instance's retry or dead letter, or retried or dead-lettered by a task of the receiver's own."""
         key = instance_key(delivery.body)
         if self.order.busy(key):
             assert key is not None
             self.order.hold(key, delivery)
             return
         verdict = await self._decide(delivery.body, delivery.routing_key or "")
-        if verdict.action == "retry":
+        if verdict.action != "ack":
             self.order.block(key)
             task = asyncio.create_task(self._settle_in_order(settler, key, delivery, verdict))
             self.retrying.add(task)
@@ -122,8 +128,8 @@ class CqrsReceiver(Generic[D]):
                 await settler.give_back(([current] if current is not None else []) + self.order.abandon(key))
 
     async def end_session(self) -> None:
-        """The source's connection is over: retries stop (their deliveries come back with the next
-        connection, as do the held ones)."""
+        """The source's connection is over: retries and unfinished dead letters stop (their deliveries
+        come back with the next connection, the held ones behind them)."""
         for task in list(self.retrying):
             task.cancel()
         if self.retrying:
@@ -147,26 +153,48 @@ def _fresh_receive(body: bytes, routing_key: str, queue: str) -> Verdict:
     return cqrs.receive(body, routing_key, queue)
 
 
-async def reconnecting(session: Callable[[], Awaitable[str]],
-                       unavailable: Callable[[BaseException], str | None]) -> NoReturn:
-    """Run ``session`` again and again until cancelled, with back-off after failures. A session that
-    returns worked and ended (its connection closed): what it returns is logged as a WARNING and it
-    starts again after the shortest back-off. ``unavailable`` says what a failure of the transport
-    means (a WARNING: the broker is away, refused us, closed on us); other exceptions are logged with
-    their traceback."""
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a session that worked ended: why (logged), and whether it received anything."""
+
+    reason: str
+    received: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """What a failure of the transport means (the broker is away, refused us, closed on us)."""
+
+    reason: str
+    level: int = logging.WARNING
+
+
+async def reconnecting(session: Callable[[], Awaitable[Ended]],
+                       unavailable: Callable[[BaseException], Unavailable | None]) -> NoReturn:
+    """Run ``session`` again and again until cancelled, with back-off. A session that returns worked
+    and ended (its connection closed): why is logged as a WARNING. ``unavailable`` says what a failure
+    of the transport means; other exceptions are logged with their traceback. The back-off starts
+    again from the shortest only after a session that received something or lasted
+    ``CQRS_RECONNECT_STABLE_S``: one closed at once (an evicted consumer, a server shutting down)
+    counts as a failure, else it would reconnect every second with a WARNING each time."""
     failures = 0
     while True:
+        started = time.monotonic()
         try:
             ended = await session()
-            failures = 0
-            logger.warning("CQRS consumer: %s, reconnecting", ended)
+            stable = ended.received or time.monotonic() - started >= settings.CQRS_RECONNECT_STABLE_S
+            failures = 0 if stable else failures + 1
+            logger.warning("CQRS consumer: %s, reconnecting%s", ended.reason,
+                           "" if stable else f" ({failures} in a row)")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if time.monotonic() - started >= settings.CQRS_RECONNECT_STABLE_S:
+                failures = 0
             failures += 1
-            reason = unavailable(exc)
-            if reason is None:
+            trouble = unavailable(exc)
+            if trouble is None:
                 logger.exception("CQRS consumer failed (%d in a row)", failures)
             else:
-                logger.warning("CQRS consumer: %s (%d in a row)", reason, failures)
+                logger.log(trouble.level, "CQRS consumer: %s (%d in a row)", trouble.reason, failures)
         await asyncio.sleep(backoff_s(RECONNECT_BASE_S, failures))

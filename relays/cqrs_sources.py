@@ -1,6 +1,6 @@
-"""The CQRS replica consumer this service's settings ask for: the topic source when ``CQRS_TOPIC`` is
-set (relays/cqrs_topic_consumer.py), else RabbitMQ (relays/cqrs_consumer.py); settings/cqrs.py has
-checked that exactly one is configured."""
+"""The CQRS replica consumer this service's settings ask for: ``CQRS_SOURCE``, which settings/cqrs.py
+derived and checked (exactly one configured): the topic source (relays/cqrs_topic_consumer.py) or
+RabbitMQ (relays/cqrs_consumer.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def replica_consumer(queue: str | None = None, cqrs_ids: Collection[str] | None 
                      on_ready: Callable[[], None] | None = None) -> ReplicaConsumer:
     """``queue``: the RabbitMQ queue, or the topic subscription (default ``CQRS_QUEUE``); ``cqrs_ids``
     narrow RabbitMQ's bindings (a topic subscription has none)."""
-    if settings.CQRS_TOPIC:
+    if settings.CQRS_SOURCE == "topic":
         if cqrs_ids:
             raise ValueError("a topic subscription has no bindings to narrow to CQRS_IDs")
         return TopicConsumer(subscription=queue, on_ready=on_ready)

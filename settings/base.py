@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# The level of Switchyard's log (and of every library's that sets none).
+LOG_LEVEL = env_str("SWITCHYARD_LOG_LEVEL", "INFO").upper()
+# websockets logs each handshake header at DEBUG, an Authorization header too (the CQRS topic
+# consumer's token; on the server, a client's): its loggers never go below INFO.
+_WEBSOCKETS_LOG_LEVEL = max(logging.INFO, logging.getLevelNamesMapping().get(LOG_LEVEL, logging.INFO))
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -163,9 +169,11 @@ LOGGING: dict[str, Any] = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "filters": {"answers_are_not_errors": {"()": "app.server.request_log.AnswersAreNotErrors"}},
-    "root": {"handlers": ["console"], "level": env_str("SWITCHYARD_LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
+        "websockets.client": {"level": _WEBSOCKETS_LOG_LEVEL},
+        "websockets.server": {"level": _WEBSOCKETS_LOG_LEVEL},
         "django.request": {"filters": ["answers_are_not_errors"]},
     },
 }

@@ -44,3 +44,16 @@ AMQP_URL = os.environ.get("SWITCHYARD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:
 def require_rabbitmq() -> str:
     require("RabbitMQ", "127.0.0.1", 5672)
     return AMQP_URL
+
+
+async def drop_cqrs_layout(url: str, queue: str, exchange: str) -> None:
+    """Delete a test's CQRS replica queue, its dead letter queue ``dead_letter_<queue>`` and its exchange:
+    RabbitMQ keeps durable ones after the test."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, f"dead_letter_{queue}"):
+            await channel.queue_delete(name)
+        await channel.exchange_delete(exchange)

@@ -188,6 +188,30 @@ async def test_uvicorn_info_log_shows_no_token(_migrated: None):
         server.stop()
 
 
+@dataclass(eq=False)
+class DebugServer(ServerProcess):
+    """A server logging everything at DEBUG, uvicorn (and the websockets protocol it runs) too."""
+
+    def command(self, port: int) -> list[str]:
+        return [*super().command(port)[:-1], "debug"]
+
+
+async def test_debug_log_shows_no_credential_of_a_handshake(_migrated: None):
+    """At DEBUG (SWITCHYARD_LOG_LEVEL and uvicorn's), a handshake's headers are logged with the
+    Authorization value and a ?token= masked."""
+    server = DebugServer(os.environ["DATABASE_URL"], {**QUIET, "SWITCHYARD_LOG_LEVEL": "DEBUG"})
+    server.start()
+    try:
+        slug, mark = make_topic(), len(server.output)
+        await connect(f"{server.ws}{slug}?token={SECRET}", headers={"Authorization": f"Bearer {SECRET}"})
+        before = await logged_before_marker(server, mark)
+        assert any(f"< authorization: {MASK}" in line for line in before), "no handshake header logged"
+        assert any(f"?token={MASK} HTTP/1.1" in line for line in before)
+        assert SECRET not in "".join(server.output)
+    finally:
+        server.stop()
+
+
 class GatedOutput(logging.Handler):
     """An output that blocks until opened (a stderr nobody reads)."""
 

@@ -15,7 +15,7 @@ from django.test import override_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@override_settings(AMQP_URL=None, CQRS_QUEUE="replica")
+@override_settings(AMQP_URL=None, CQRS_SOURCE=None, CQRS_QUEUE="replica")
 def test_django_cqrs_options_parse_and_ignored_ones_warn() -> None:
     """``-w 1 -r --ignore-paths --sigint-timeout --sigkill-timeout`` parse; the reload ones are named as ignored."""
     err = io.StringIO()
@@ -25,7 +25,7 @@ def test_django_cqrs_options_parse_and_ignored_ones_warn() -> None:
     assert "--reload, --ignore-paths, --sigint-timeout, --sigkill-timeout not supported" in err.getvalue()
 
 
-@override_settings(AMQP_URL="amqp://guest:guest@127.0.0.1:5672/", CQRS_QUEUE="replica")
+@override_settings(AMQP_URL="amqp://guest:guest@127.0.0.1:5672/", CQRS_SOURCE="rabbitmq", CQRS_QUEUE="replica")
 def test_more_than_one_worker_is_refused() -> None:
     """``--workers 2`` is refused: two consumers of one queue would reorder an instance's changes."""
     with pytest.raises(CommandError, match="out of order"):
@@ -47,11 +47,20 @@ def test_dead_letter_queue_named_as_the_queue_is_refused_at_startup() -> None:
     assert done.returncode != 0 and "CQRS_DEAD_LETTER_QUEUE must not be CQRS_QUEUE" in done.stderr
 
 
-@override_settings(CQRS_TOPIC="cqrs", CQRS_TOPIC_URL="ws://127.0.0.1:9", CQRS_QUEUE="replica")
+@override_settings(CQRS_SOURCE="topic", CQRS_TOPIC="cqrs", CQRS_TOPIC_URL="ws://127.0.0.1:9", CQRS_QUEUE="replica")
 def test_cqrs_id_is_refused_on_a_topic() -> None:
     """``-cid`` narrows RabbitMQ bindings: with CQRS_TOPIC (no bindings) it is refused with the reason."""
     with pytest.raises(CommandError, match="a topic subscription .* has none"):
         call_command("cqrs_consume", "-cid", "test_author")
+
+
+@override_settings(CQRS_SOURCE="topic", CQRS_TOPIC="cqrs", CQRS_TOPIC_URL="ws://127.0.0.1:9", CQRS_QUEUE="replica")
+@pytest.mark.parametrize(("queue", "reason"), [("a.b", r"--queue='a\.b': letters"),
+                                               ("q" * 192, "would be 201 characters long")])
+def test_queue_option_is_checked_as_a_subscription_on_a_topic(queue: str, reason: str) -> None:
+    """``--queue`` on a topic is checked as CQRS_QUEUE is: ``<topic>-<queue>-DLQ`` must be a topic name."""
+    with pytest.raises(CommandError, match=reason):
+        call_command("cqrs_consume", "--queue", queue)
 
 
 def test_half_configured_topic_source_is_refused_at_startup() -> None:

@@ -167,5 +167,6 @@ async def test_consumer_dead_letters_to_the_configured_queue(dead_letters: DeadL
 
 def test_dead_letters_of_a_topic_source_are_named() -> None:
     """A replica reading a topic is told where its dead letters are: the server's dead letter topic."""
-    with override_settings(CQRS_TOPIC="cqrs", CQRS_QUEUE="shop"), pytest.raises(CommandError, match="cqrs-shop-DLQ"):
+    with override_settings(CQRS_SOURCE="topic", CQRS_TOPIC="cqrs", CQRS_QUEUE="shop"), \
+            pytest.raises(CommandError, match="cqrs-shop-DLQ"):
         run("cqrs_dead_letters", "dump")

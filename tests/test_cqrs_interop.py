@@ -29,7 +29,7 @@ from tests.cqrs_commands import run
 from tests.outbox import clear_outbox
 from tests.protocol import eventually, unique
 from tests.servers import ROOT, ConsumerProcess, RelayProcess
-from tests.services import require_rabbitmq
+from tests.services import drop_cqrs_layout, require_rabbitmq
 
 PROJECT = ROOT / "tests" / "djcqrs_project"
 DJCQRS_PYTHON = ROOT / ".venv-djcqrs" / "bin" / "python"
@@ -94,20 +94,13 @@ def djcqrs_migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def djcqrs(_db_access: None, tmp_path: Path, djcqrs_migrated: Path) -> AsyncIterator[DjangoCqrs]:
-    import aio_pika
-
     project = DjangoCqrs(require_djcqrs(), tmp_path / "djcqrs.sqlite3", require_rabbitmq(),
                          unique("test.cqrs.interop"), unique("djcqrs_replica"))
     shutil.copyfile(djcqrs_migrated, project.database)
     clear_outbox()
     with override_settings(AMQP_URL=project.url, OUTBOX_TARGET="rabbitmq", CQRS_EXCHANGE=project.exchange):
         yield project
-    connection = await aio_pika.connect(project.url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        for name in (project.queue, f"dead_letter_{project.queue}"):
-            await channel.queue_delete(name)
-        await channel.exchange_delete(project.exchange)
+    await drop_cqrs_layout(project.url, project.queue, project.exchange)
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from django.db import transaction
 from django.test import override_settings
 
 from app.cqrs.events import CONTENT_TYPE
 from app.outbox.models import OutboxEvent, Status
 from tests.apps.cqrs_master import models as master
 from tests.apps.cqrs_replica import models as replica
+from tests.cqrs_replication import churn, master_state, replica_state
 from tests.outbox import clear_outbox
 from tests.protocol import eventually, unique
 from tests.servers import ROOT, ConsumerProcess, RelayProcess, server_env
-from tests.services import require_rabbitmq
+from tests.services import drop_cqrs_layout, require_rabbitmq
 
 
 @dataclass
@@ -47,18 +47,11 @@ class Wire:
 
 @pytest.fixture
 async def wire(_db_access: None) -> AsyncIterator[Wire]:
-    import aio_pika
-
     clear_outbox()  # the relay publishes whatever the session's outbox holds
     box = Wire(require_rabbitmq(), unique("test.cqrs.e2e"), unique("replica_e2e"))
     with override_settings(AMQP_URL=box.url, OUTBOX_TARGET="rabbitmq"):  # what this process emits
         yield box
-    connection = await aio_pika.connect(box.url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        for name in (box.queue, f"dead_letter_{box.queue}"):
-            await channel.queue_delete(name)
-        await channel.exchange_delete(box.exchange)
+    await drop_cqrs_layout(box.url, box.queue, box.exchange)
 
 
 @pytest.fixture
@@ -85,14 +78,6 @@ def run_killed_master(name: str, wire: Wire) -> subprocess.CompletedProcess[str]
             "os.kill(os.getpid(), signal.SIGKILL)")
     return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env=server_env(os.environ["DATABASE_URL"], **wire.relay_env))
-
-
-def replica_state(pks: list[int]) -> dict[int, tuple[str, int]]:
-    return {row.pk: (row.name, row.cqrs_revision) for row in replica.Author.objects.filter(pk__in=pks)}
-
-
-def master_state(pks: list[int]) -> dict[int, tuple[str, int]]:
-    return {row.pk: (row.name, row.cqrs_revision) for row in master.Author.objects.filter(pk__in=pks)}
 
 
 async def test_create_and_update_replicate(consumer: ConsumerProcess, relay: RelayProcess) -> None:
@@ -155,17 +140,7 @@ async def test_replica_down_during_1000_changes_catches_up(consumer: ConsumerPro
     the replica holds exactly the master's rows and revisions."""
     consumer.stop()
     relay.start()
-    name = unique("bulk")
-    with transaction.atomic():
-        authors = [master.Author.objects.create(name=f"{name} 0") for _ in range(400)]
-    with transaction.atomic():
-        for n, author in enumerate(authors[:250] * 2):
-            author.name = f"{name} {n}"
-            author.save()
-    with transaction.atomic():
-        for author in authors[300:400]:
-            author.delete()
-    pks = [author.pk for author in authors]
+    pks = churn(400, 250, 100)
     await eventually(lambda: not OutboxEvent.objects.exclude(status=Status.PUBLISHED).exists(), timeout=60,
                      message="the relay published all 1,000 changes")
     assert replica_state(pks) == {}

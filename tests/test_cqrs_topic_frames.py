@@ -26,11 +26,14 @@ from app.cqrs.topic import (
     dead_letter_topic,
     nack_frame,
     read_frame,
+    redeliveries_left,
+    refusal_level,
     refusal_reason,
+    token_in_clear,
 )
 from app.outbox.cloudevents import Outbound
 from app.outbox.targets.topics import delivery_fields
-from settings.cqrs import _source
+from settings.cqrs import replica_source, topic_names_problem
 
 pytestmark = pytest.mark.database_agnostic
 
@@ -105,10 +108,11 @@ def test_change_type_keeps_dots_in_the_cqrs_id() -> None:
 
 @pytest.mark.parametrize("text", ["not base64!", base64.b64encode(b"{broken").decode(),
                                   base64.b64encode(b"[1, 2]").decode(), base64.b64encode(b'{"id": "x"}').decode()])
-def test_deliveries_holding_no_cloudevent_are_skipped_with_a_warning(text: str) -> None:
-    """A payload that is no base64 structured CloudEvent is skipped with a WARNING, never dead-lettered."""
+def test_deliveries_holding_no_cloudevent_are_skipped_quietly(text: str) -> None:
+    """A payload that is no base64 structured CloudEvent (another client's, on a shared topic) is skipped
+    at DEBUG, never dead-lettered."""
     got = read_frame(raw_delivery(text))
-    assert isinstance(got, Skip) and got.level == logging.WARNING and "no structured CloudEvent" in got.reason
+    assert isinstance(got, Skip) and got.level == logging.DEBUG and "no structured CloudEvent" in got.reason
 
 
 def test_delivery_without_payload_is_skipped_with_a_warning() -> None:
@@ -191,21 +195,50 @@ def test_refusal_reason_is_the_servers_error() -> None:
 
 
 def test_dead_lettered_delivery_is_nacked_until_the_nack_that_moves_it() -> None:
-    """Condemned at count 0 with maxRedeliverCount 2: nacked again at 1 and 2, forgotten with the nack at 2."""
+    """Condemned at count 0 with maxRedeliverCount 2: nacked again at 1 and 2, the nack at 2 the last (forgotten)."""
     nacks = DeadLetterNacks(2)
-    nacks.condemn("m", 0)
+    assert nacks.condemn("m", 0) is False
     assert nacks.again("m")
-    nacks.condemn("m", 1)
+    assert nacks.condemn("m", 1) is False
     assert nacks.again("m")
-    nacks.condemn("m", 2)  # redelivery 3 > 2: the server moves it
+    assert nacks.condemn("m", 2) is True  # redelivery 3 > 2: the server moves it
     assert not nacks.again("m") and len(nacks) == 0
 
 
 def test_delivery_condemned_past_the_count_is_not_kept() -> None:
-    """A delivery already redelivered maxRedeliverCount times goes with its first nack: nothing is kept."""
+    """A delivery already redelivered maxRedeliverCount times goes with its first nack, the last: nothing is kept."""
     nacks = DeadLetterNacks(3)
-    nacks.condemn("m", 5)
+    assert nacks.condemn("m", 5) is True
     assert not nacks.again("m") and len(nacks) == 0
+
+
+# --- what is logged ------------------------------------------------------------------------------------
+
+
+def test_redeliveries_left_are_told_from_half_the_count_on() -> None:
+    """Below half maxRedeliverCount nothing is said; from half on, the redeliveries left before the move."""
+    assert [redeliveries_left(count, 100) for count in (0, 49, 50, 99, 100, 130)] == [None, None, 50, 1, 0, 0]
+    assert redeliveries_left(1, 1) == 0 and redeliveries_left(0, 1) is None
+
+
+def test_a_standbys_repeated_409_is_info() -> None:
+    """A 409 (another consumer holds the subscription) is a WARNING the first time, then INFO; others: WARNING."""
+    assert (refusal_level(409, again=False), refusal_level(409, again=True)) == (logging.WARNING, logging.INFO)
+    assert refusal_level(403, again=True) == logging.WARNING
+
+
+@pytest.mark.parametrize(("url", "token", "in_clear"), [
+    ("ws://broker.example:8000", "k", True),
+    ("ws://10.0.0.5", "k", True),
+    ("ws://broker.example", None, False),
+    ("wss://broker.example", "k", False),
+    ("ws://127.0.0.1:8000", "k", False),
+    ("ws://localhost:8000", "k", False),
+    ("ws://[::1]:8000", "k", False),
+])
+def test_token_in_clear_is_one_over_ws_to_another_machine(url: str, token: str | None, in_clear: bool) -> None:
+    """A token over ws:// to any host but a loopback one is sent in clear; wss:// or no token is not."""
+    assert token_in_clear(url, token) is in_clear
 
 
 # --- settings: exactly one source ----------------------------------------------------------------------
@@ -213,14 +246,14 @@ def test_delivery_condemned_past_the_count_is_not_kept() -> None:
 
 def source(**given: Any) -> str | None:
     values: dict[str, Any] = {"queue": None, "amqp_url": None, "topic": None, "topic_url": None, "topic_token": None,
-                              "max_redeliver_count": 100}
-    return _source(**(values | given))
+                              "max_redeliver_count": 100, "dead_letter_queue": None}
+    return replica_source(**(values | given))
 
 
 def test_source_is_rabbitmq_or_topic_or_none() -> None:
-    """CQRS_QUEUE with AMQP_URL reads RabbitMQ; with CQRS_TOPIC (even beside AMQP_URL) the topic; neither: none."""
+    """AMQP_URL reads RabbitMQ (CQRS_QUEUE or ``--queue``); CQRS_TOPIC (even beside AMQP_URL) the topic; else none."""
     assert source() is None
-    assert source(queue="q", amqp_url="amqp://x") == "rabbitmq"
+    assert source(queue="q", amqp_url="amqp://x") == source(amqp_url="amqp://x") == "rabbitmq"
     assert source(queue="q", amqp_url="amqp://x", topic="cqrs", topic_url="ws://h:8000") == "topic"
 
 
@@ -235,8 +268,24 @@ def test_source_is_rabbitmq_or_topic_or_none() -> None:
     ({"queue": "a.b", "topic": "cqrs", "topic_url": "ws://h"}, "CQRS_QUEUE='a.b'"),
     ({"queue": "q", "topic": "cq/rs", "topic_url": "ws://h"}, "CQRS_TOPIC='cq/rs'"),
     ({"queue": "q", "topic": "cqrs", "topic_url": "ws://h", "max_redeliver_count": 0}, "at least 1"),
+    ({"queue": "q", "topic": "cqrs", "topic_url": "ws://h", "dead_letter_queue": "dl"}, "CQRS_DEAD_LETTER_QUEUE is"),
+    ({"queue": "q" * 192, "topic": "cqrs", "topic_url": "ws://h"}, "would be 201 characters"),
+    ({"queue": "q", "topic": "cqrs", "topic_url": "ws://user:secret@h"}, "user:password@"),
 ])
 def test_half_configured_sources_stop_startup(given: dict[str, Any], reason: str) -> None:
     """A source missing a part, or two sources' settings mixed, is refused with the reason."""
     with pytest.raises(ValueError, match=re.escape(reason)):
         source(**given)
+
+
+def test_refused_url_is_not_echoed_with_its_credentials() -> None:
+    """A CQRS_TOPIC_URL refused for its form is named without the user:password it holds."""
+    with pytest.raises(ValueError, match="CQRS_TOPIC_URL") as refused:
+        source(queue="q", topic="cqrs", topic_url="http://user:secret@h/?x=1")
+    assert "secret" not in str(refused.value)
+
+
+def test_dead_letter_topic_of_at_most_200_characters_is_taken() -> None:
+    """``<topic>-<subscription>-DLQ`` of exactly 200 characters is a topic name; the checks name what was given."""
+    assert topic_names_problem("cqrs", "q" * 191) is None
+    assert "--queue='a.b'" in str(topic_names_problem("cqrs", "a.b", names=("CQRS_TOPIC", "--queue")))

@@ -27,6 +27,7 @@ from app.outbox.models import OutboxEvent, Status
 from app.pulsar.models import Subscription
 from tests.apps.cqrs_master import models as master
 from tests.apps.cqrs_replica import models as replica
+from tests.cqrs_replication import churn, master_state, replica_state
 from tests.outbox import clear_outbox
 from tests.protocol import eventually, make_token, make_topic, make_user, unique
 from tests.servers import ConsumerProcess, ServerProcess, start_server
@@ -90,14 +91,6 @@ def consumer(wire: Master) -> Iterator[Replica]:
     proc.stop()
 
 
-def replica_state(pks: list[int]) -> dict[int, tuple[str, int]]:
-    return {row.pk: (row.name, row.cqrs_revision) for row in replica.Author.objects.filter(pk__in=pks)}
-
-
-def master_state(pks: list[int]) -> dict[int, tuple[str, int]]:
-    return {row.pk: (row.name, row.cqrs_revision) for row in master.Author.objects.filter(pk__in=pks)}
-
-
 def emit_event(pk: int, key: str, revision: int, signal: SignalType = SignalType.SAVE, **data: Any) -> None:
     """A change of the replica's hook model ``test_event`` (no master model here: its payload by hand)."""
     with transaction.atomic():
@@ -143,17 +136,7 @@ async def test_replica_down_during_200_changes_catches_up(wire: Master, consumer
     """With the consumer stopped, 200 changes (creates, updates, deletes) are published; started again,
     the replica holds exactly the master's rows and revisions."""
     consumer.stop()
-    name = unique("bulk")
-    with transaction.atomic():
-        authors = [master.Author.objects.create(name=f"{name} 0") for _ in range(80)]
-    with transaction.atomic():
-        for n, author in enumerate(authors[:50] * 2):
-            author.name = f"{name} {n}"
-            author.save()
-    with transaction.atomic():
-        for author in authors[60:80]:
-            author.delete()
-    pks = [author.pk for author in authors]
+    pks = churn(80, 50, 20)
     await eventually(all_published, timeout=60, message="the relay published all 200 changes")
     assert replica_state(pks) == {}
     consumer.start()
@@ -210,6 +193,72 @@ async def test_retried_change_is_not_overtaken_by_a_later_one(consumer: Replica)
     emit_event(pk, key, 1, SignalType.DELETE)
     await eventually(lambda: len(hook_calls(key)) == 3, message="the failure, the retry and the delete")
     assert hook_calls(key) == [("FAILED", 0), ("SAVE", 0), ("DELETE", 1)]
+
+
+@pytest.mark.server_errors(r"CQRS event dead-lettered")
+async def test_malformed_change_reaches_the_dead_letter_topic(wire: Master, consumer: Replica) -> None:
+    """A change of a replica model here that is malformed (another data content type) is never applied: it
+    is nacked until the server moves it, unchanged, to the subscription's dead letter topic (a WARNING)."""
+    pk = random.randrange(10**8, 2 * 10**9)
+    event_id = unique("malformed")
+    with transaction.atomic():
+        emit("cqrs.test_author.save", "/cqrs", {"signal_type": "SAVE", "cqrs_id": "test_author", "instance_pk": pk,
+                                                "instance_data": {"id": pk, "name": "x", "cqrs_revision": 0,
+                                                                  "cqrs_updated": UPDATED}},
+             id=event_id, datacontenttype="application/json", key=f"test_author:{pk}")
+    dead_letters = f"{wire.topic}-{consumer.subscription}-DLQ"
+    await eventually(lambda: Message.objects.filter(topic__slug=dead_letters).exists(), timeout=30,
+                     message="the malformed change moved")
+    [dead] = Message.objects.filter(topic__slug=dead_letters)
+    assert json.loads(base64.b64decode(dead.payload or ""))["id"] == event_id
+    assert not replica.Author.objects.filter(pk=pk).exists()
+    [warning] = [line for line in consumer.output if "CQRS event dead-lettered" in line]
+    assert " WARNING " in warning and "datacontenttype 'application/json'" in warning
+    await eventually(lambda: acked_through(wire.topic, consumer.subscription) == last_sequence(wire.topic),
+                     message="nothing left unacked on the subscription")
+
+
+async def test_master_server_restart_with_a_retry_pending_loses_nothing(wire: Master) -> None:
+    """The master's server stopped and started again while a retry waits and later changes of its instance
+    are held: the consumer reconnects, and every change is applied once more, in order, nothing lost."""
+    subscription = unique("restart").replace("-", "_")
+    env = {**wire.consumer_env(subscription, make_token(wire.user)), "CQRS_RETRY_DELAY_S": "5"}
+    proc = Replica(os.environ["DATABASE_URL"], env)
+    proc.start()
+    try:
+        key, pk = unique("restart"), random.randrange(10**8, 2 * 10**9)
+        emit_event(pk, key, 0, fail_once=True)
+        emit_event(pk, key, 1)
+        emit_event(pk, key, 2, SignalType.DELETE)
+        await eventually(lambda: hook_calls(key) == [("FAILED", 0)], message="the first apply failed")
+        await eventually(all_published, message="the later changes on the topic")
+        wire.server.stop()
+        assert hook_calls(key) == [("FAILED", 0)], "the retry ran before the server stopped: nothing was pending"
+        wire.server.restart()
+        await eventually(lambda: len(hook_calls(key)) == 4, timeout=60, message="the three changes after the restart")
+        assert hook_calls(key) == [("FAILED", 0), ("SAVE", 0), ("SAVE", 1), ("DELETE", 2)]
+        assert any("reconnecting" in line for line in proc.output)
+    finally:
+        proc.stop()
+
+
+async def test_debug_log_never_shows_the_token(wire: Master) -> None:
+    """With SWITCHYARD_LOG_LEVEL=DEBUG the consumer logs DEBUG lines, but never its token (websockets logs
+    each handshake header at DEBUG)."""
+    subscription = unique("debug").replace("-", "_")
+    token = make_token(wire.user)
+    env = {**wire.consumer_env(subscription, token), "SWITCHYARD_LOG_LEVEL": "DEBUG"}
+    proc = Replica(os.environ["DATABASE_URL"], env)
+    proc.start()
+    try:
+        with transaction.atomic():
+            emit("com.example.order.created", "/shop", {"order": 1}, key="order-1")  # skipped, at DEBUG
+        author = master.Author.objects.create(name=unique("debug"))
+        await eventually(lambda: replica_state([author.pk]) == {author.pk: (author.name, 0)})
+        assert any(" DEBUG " in line and "skipped" in line for line in proc.output), "DEBUG was not on"
+        assert token not in "".join(proc.output)
+    finally:
+        proc.stop()
 
 
 async def test_squatted_dead_letter_topic_is_refused(wire: Master) -> None:

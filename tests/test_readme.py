@@ -38,7 +38,7 @@ class FirstScreen:
     expected: str       # what it prints, from its `# prints ...` comment
 
 
-def _blocks(text: str) -> list[tuple[int, str, str]]:
+def fenced_blocks(text: str) -> list[tuple[int, str, str]]:
     """Fenced code blocks: (offset, language, body)."""
     return [(m.start(), m.group(1), m.group(2)) for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, re.S | re.M)]
 
@@ -46,7 +46,7 @@ def _blocks(text: str) -> list[tuple[int, str, str]]:
 def first_screen(readme: str) -> FirstScreen:
     """The commands of the README's first screen (everything above its first `---`)."""
     screen = readme.split("\n---\n", 1)[0]
-    blocks = _blocks(screen)
+    blocks = fenced_blocks(screen)
     serve = next(line.split("#", 1)[0].strip() for _, lang, body in blocks if lang == "bash"
                  for line in body.splitlines() if line.startswith("make serve"))
     index, (offset, _, module) = next((i, b) for i, b in enumerate(blocks) if b[1] == "python")

@@ -32,8 +32,8 @@ import pytest
 
 from tests.protocol import eventually, unique
 from tests.servers import ROOT, ServerProcess, group_members
-from tests.services import require_rabbitmq
-from tests.test_readme import README, _blocks, new_users_env
+from tests.services import drop_cqrs_layout, require_rabbitmq
+from tests.test_readme import README, fenced_blocks, new_users_env
 
 SECTION = "## CQRS replication (django-cqrs compatible)"
 APPS_SECTION = "## Your own apps"
@@ -77,7 +77,7 @@ def _commands(block: str) -> list[list[str]]:
 def cqrs_example(readme: str) -> Example:
     """The master/replica example at the top of "CQRS replication" (before its first subsection)."""
     intro = _section(readme, SECTION).split("\n### ", 1)[0]
-    blocks = _blocks(intro)
+    blocks = fenced_blocks(intro)
     python_at, _, python = next(b for b in blocks if b[1] == "python")
     bash_at, _, bash = next(b for b in blocks if b[1] == "bash" and b[0] > python_at)
     after_bash = intro.index("```\n", bash_at + len("```bash\n") + len(bash)) + len("```\n")
@@ -85,7 +85,7 @@ def cqrs_example(readme: str) -> Example:
     assert note is not None, "no (imports; makemigrations) note right after the example's bash block"
     example_text = intro[python_at:after_bash + note.end()]
 
-    apps_block = next(body for _, lang, body in _blocks(_section(readme, APPS_SECTION)) if lang == "bash")
+    apps_block = next(body for _, lang, body in fenced_blocks(_section(readme, APPS_SECTION)) if lang == "bash")
     # The models file of "Your own apps" is a heredoc: its imports are a models file's.
     imports = re.findall(r"`(from [\w.]+ import \w+)`", note.group("note"))
     imports += re.findall(r"^from [\w.]+ import \w+$", apps_block, re.M)
@@ -161,16 +161,9 @@ class Broker:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
-    import aio_pika
-
     box = Broker(require_rabbitmq(), unique("test.readme.cqrs"), unique("readme_crm"))
     yield box
-    connection = await aio_pika.connect(box.url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        for name in (box.queue, f"dead_letter_{box.queue}"):
-            await channel.queue_delete(name)
-        await channel.exchange_delete(box.exchange)
+    await drop_cqrs_layout(box.url, box.queue, box.exchange)
 
 
 def service_env(service: Service, workdir: Path, broker: Broker) -> dict[str, str]:

@@ -7,10 +7,11 @@ of type ``cqrs.<cqrs_id>.<save|delete|sync>``, data content type ``CONTENT_TYPE`
 django-cqrs payload (app/cqrs/events.py). ``read_frame`` sorts what the server sends:
 
 - a change of a replica model here: ``Change``, its payload for app/cqrs/apply.py ``receive``;
-- ``Skip`` (acked, not applied): an event that is no CQRS change, or a change of a ``cqrs_id`` no
-  replica model here has. A topic is shared: unlike a queue bound to this replica's ids, it carries
-  other services' events and other replicas' models, so they are normal traffic (DEBUG). A delivery
-  holding no CloudEvent at all is skipped too, with a WARNING: nobody here can make anything of it;
+- ``Skip`` (acked, not applied): an event that is no CQRS change, a change of a ``cqrs_id`` no
+  replica model here has, or a delivery holding no CloudEvent at all. A topic is shared: unlike a
+  queue bound to this replica's ids, it carries other services' events and other replicas' models,
+  and other clients' payloads in formats of their own, so they are normal traffic (DEBUG). Only a
+  frame that is no delivery of the server's shape is a WARNING;
 - ``Reject`` (dead-lettered, WARNING): a change of a replica model here that is malformed (another
   data content type, data that is no payload, a payload that contradicts its type). It was meant
   for this replica: its dead letter keeps it for whoever repairs it;
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,7 +91,7 @@ class Skip:
     message_id: str
     redelivery_count: int
     reason: str
-    level: int  # logging.DEBUG for others' traffic, logging.WARNING for what is no CloudEvent
+    level: int  # logging.DEBUG for others' traffic, logging.WARNING for a frame that is no delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +136,9 @@ def read_event(frame: DeliveryFrame) -> Change | Skip | Reject:
         document = codec.loads(base64.b64decode(frame.payload, validate=True))
         event = CloudEvent.model_validate(document)
     except (binascii.Error, ValueError, ValidationError):
-        # codec.DecodeError is a ValueError, as is a payload that is no base64 text.
-        return Skip(*ids, f"payload is no structured CloudEvent: {shown(frame.payload)}", logging.WARNING)
+        # codec.DecodeError is a ValueError, as is a payload that is no base64 text. Another client's
+        # payload on a shared topic: as normal as another service's event, so no WARNING per message.
+        return Skip(*ids, f"payload is no structured CloudEvent: {shown(frame.payload)}", logging.DEBUG)
     parsed = change_type(event.type)
     if parsed is None:
         return Skip(*ids, f"event type {shown(event.type)} is no CQRS change", logging.DEBUG)
@@ -229,20 +232,23 @@ class DeadLetterNacks:
     The server moves a message once it is about to be redelivered more than ``max_redeliver_count``
     times; each negative ack is one redelivery. A delivery dead-lettered here is therefore nacked
     again each time it comes back, without being applied, until the nack that takes it past the
-    count: then it is forgotten (it will not come back). Should it come back all the same (the dead
-    letter topic could not take it) or with a new connection (this is per connection), it is handled
-    afresh. At most the receiver queue's worth of ids is kept: nacked messages count against it."""
+    count (``condemn`` says which one that is): then it is forgotten (it will not come back), and
+    only then are the later deliveries of its instance, held meanwhile, handled. Should it come back
+    all the same (the dead letter topic could not take it) or with a new connection (this is per
+    connection; the held ones come back behind it), it is handled afresh. At most the receiver
+    queue's worth of ids is kept: nacked messages count against it."""
 
     def __init__(self, max_redeliver_count: int) -> None:
         self.max_redeliver_count = max_redeliver_count
         self._ids: set[str] = set()
 
-    def condemn(self, message_id: str, redelivery_count: int) -> None:
-        """The delivery is nacked for its dead letter now."""
+    def condemn(self, message_id: str, redelivery_count: int) -> bool:
+        """The delivery is nacked for its dead letter now: whether this is the nack that moves it."""
         if redelivery_count < self.max_redeliver_count:
             self._ids.add(message_id)
-        else:
-            self._ids.discard(message_id)  # this nack moves it
+            return False
+        self._ids.discard(message_id)
+        return True
 
     def again(self, message_id: str) -> bool:
         """Whether a delivery came back to be nacked once more (then ``condemn`` it again)."""
@@ -250,3 +256,40 @@ class DeadLetterNacks:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def connection_end(gave_back: bool, code: int | None, reason: str) -> str:
+    """Why a connection that worked ended, for the log: closed here to be sent the unsettled messages
+    again (after a settle failed), or by the server, with its close code and reason."""
+    if gave_back:
+        return "closed the connection to be sent the unsettled messages again, in order"
+    return f"the server closed the connection ({code}{f' {reason}' if reason else ''})"
+
+
+def redeliveries_left(redelivery_count: int, max_redeliver_count: int) -> int | None:
+    """How many more redeliveries a delivery has before the server moves it to the dead letters
+    unapplied, once it has used half of them or more (else None: nothing to say). Every connection
+    that ends counts one for each message it left unacked, so a replica that keeps crashing or
+    losing its connection uses them up without applying anything."""
+    if redelivery_count * 2 < max_redeliver_count:
+        return None
+    return max(0, max_redeliver_count - redelivery_count)
+
+
+def refusal_level(status: int, again: bool) -> int:
+    """The level of a refused handshake: a standby's 409 (another consumer holds the subscription)
+    is a WARNING the first time only; every other refusal needs someone, each time."""
+    return logging.INFO if status == 409 and again else logging.WARNING
+
+
+def token_in_clear(url: str, token: str | None) -> bool:
+    """Whether ``token`` would go unencrypted (``ws://``) to another machine than this one."""
+    parts = urlsplit(url)
+    if not token or parts.scheme != "ws" or parts.hostname is None:
+        return False
+    if parts.hostname == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve anywhere

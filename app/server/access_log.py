@@ -262,12 +262,29 @@ class AccessLog:
                 _log_session_end(scope, session, time.monotonic() - started)
 
 
+# Headers whose values are credentials: masked where a handshake's headers are logged.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
 class UvicornHandshakeLines(logging.Filter):
     """uvicorn logs websocket handshakes at INFO with the query string as sent (a ``?token=`` in
-    clear); the access log has them masked, so uvicorn's are dropped."""
+    clear); the access log has them masked, so uvicorn's are dropped. With ``--log-level debug`` the
+    websockets protocol it runs logs each handshake's request line and headers on the same logger:
+    their credentials (an Authorization header, a ``?token=``) are masked."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'))
+        if not isinstance(record.msg, str):
+            return True
+        if record.msg.startswith('%s - "WebSocket %s"'):
+            return False
+        args = record.args
+        if record.msg in ("< %s: %s", "> %s: %s") and isinstance(args, tuple) and len(args) == 2:
+            if str(args[0]).lower() in SECRET_HEADERS:
+                record.args = (args[0], MASK)
+        elif record.msg == "< %s %s %s" and isinstance(args, tuple) and len(args) == 3:
+            path, _, query = str(args[1]).partition("?")
+            record.args = (args[0], f"{path}?{mask_query(query)}" if query else path, args[2])
+        return True
 
 
 class _BoundedQueueHandler(QueueHandler):

@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from app.cqrs.replica import ReplicaRegistry
 from relays.cqrs_sources import replica_consumer
+from settings.cqrs import topic_names_problem
 
 READY = "SWITCHYARD_CQRS_READY"
 
@@ -78,11 +79,15 @@ class Command(BaseCommand):
         if not queue:
             raise CommandError("set CQRS_QUEUE (or --queue): the replica's queue (or topic subscription) name")
         cqrs_ids = {cqrs_id for value in options["cqrs_id"] or () for cqrs_id in value.split(",") if cqrs_id}
-        if settings.CQRS_TOPIC:
+        if settings.CQRS_SOURCE == "topic":
             if cqrs_ids:
                 raise CommandError("--cqrs-id narrows RabbitMQ bindings; a topic subscription (CQRS_TOPIC) has "
                                    "none: leave it out")
-        elif not settings.AMQP_URL:
+            if options["queue"]:  # CQRS_QUEUE was checked at startup
+                problem = topic_names_problem(settings.CQRS_TOPIC or "", queue, names=("CQRS_TOPIC", "--queue"))
+                if problem is not None:
+                    raise CommandError(problem)
+        elif settings.CQRS_SOURCE is None:
             raise CommandError("set AMQP_URL (the RabbitMQ the master publishes to), or CQRS_TOPIC and "
                                "CQRS_TOPIC_URL (a Switchyard topic)")
         unknown = cqrs_ids - set(ReplicaRegistry.models)

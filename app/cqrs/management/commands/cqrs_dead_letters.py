@@ -26,10 +26,12 @@ class Command(BaseCommand):
         command.add_parser("purge", help="Removes all dead letters.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if settings.CQRS_TOPIC and settings.CQRS_QUEUE:
+        if settings.CQRS_SOURCE == "topic":
+            topic, queue = settings.CQRS_TOPIC, settings.CQRS_QUEUE
+            assert topic and queue  # a topic source has both (settings/cqrs.py)
             raise CommandError(
-                f"This replica reads topic {settings.CQRS_TOPIC}: its dead letters are on the topic "
-                f"{dead_letter_topic(settings.CQRS_TOPIC, settings.CQRS_QUEUE)} of that server (read them with a "
+                f"This replica reads topic {topic}: its dead letters are on the topic "
+                f"{dead_letter_topic(topic, queue)} of that server (read them with a "
                 "Pulsar consumer there; cqrs_sync on the master sends the instances' current state again).")
         if not settings.AMQP_URL or not settings.CQRS_QUEUE:
             raise CommandError("Dead letters commands need AMQP_URL and CQRS_QUEUE (RabbitMQ).")

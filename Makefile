@@ -61,7 +61,7 @@ bench-outbox: install-dev
 	$(BIN)/python -m benchmarks.outbox $(BENCH_ARGS)
 
 # CQRS replication master -> replica on PostgreSQL + RabbitMQ, Switchyard against django-cqrs 3.1.0 in the
-# same run (benchmarks/cqrs.py; --changes N, --batches 1,100; about a minute and a half).
+# same run (benchmarks/cqrs.py; --changes N, --batches 1,100, --rounds 3; about four minutes).
 bench-cqrs: install-dev djcqrs-env
 	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
 

@@ -1,32 +1,27 @@
 """CQRS replication benchmark on PostgreSQL + RabbitMQ: Switchyard against django-cqrs 3.1.0, same run.
 
-    python -m benchmarks.cqrs [--changes 2000] [--batches 1,100] [--paced-rate 100]
+    python -m benchmarks.cqrs [--changes 2000] [--batches 1,100] [--paced-rate 100] [--rounds 3]
 
-Both sides replicate the same changes from a master database to a replica database of their own:
+Both replicate the same changes from a master database to a replica database of their own:
 
-- Switchyard: the master app (tests/apps/cqrs_master, installed with SWITCHYARD_APPS) writes each
-  change and its outbox row in one transaction; ``manage.py outbox_relay`` publishes the outbox to
-  RabbitMQ with publisher confirms; ``manage.py cqrs_consume`` applies them to the replica app
-  (tests/apps/cqrs_replica).
+- Switchyard: the master app (tests/apps/cqrs_master via SWITCHYARD_APPS) writes each change and its
+  outbox row in one transaction; ``manage.py outbox_relay`` publishes them to RabbitMQ with publisher
+  confirms; ``manage.py cqrs_consume`` applies them to the replica app (tests/apps/cqrs_replica).
 - django-cqrs (the baseline): the real django-cqrs in ``.venv-djcqrs`` (``make djcqrs-env``), project
-  tests/djcqrs_project: its master publishes each change from ``on_commit``, its own ``cqrs_consume``
-  applies them.
+  tests/djcqrs_project: its master publishes from ``on_commit``, its ``cqrs_consume`` applies.
 
-The master application (benchmarks/cqrs_writer.py, in each side's own Python) creates N/2 rows and
-then updates each once: N changes as fast as it can, one per transaction, then with a batch of
-changes per transaction; last, N/2 changes at a steady rate both sides keep up with, one per
-transaction (lag without a backlog). Figures, per side and pass:
+The master application (benchmarks/cqrs_writer.py, in each side's own Python) creates N/2 rows, then
+updates each once: N changes as fast as it can at each batch size (changes per transaction), then
+N/2 changes at a steady rate both keep up with (lag without a backlog). Per side and pass: end to end
+(N over first write -> the poll, every 10 ms, that sees every row at the replica at its final
+revision), master writes/s (django-cqrs's publishing included: it runs in the writer's thread), lag
+p50/p99 (a change's commit -> the first poll that saw it), lost (N less the changes the replica
+shows as rows + revisions, and rows differing from the master).
 
-- end to end: N over the time from the first measured write until the replica's table (polled every
-  10 ms) holds every row at its final revision;
-- master writes/s: N over the time the master application took to commit them (django-cqrs's
-  publishing included: it publishes from the commit hook, in the writer's thread);
-- lag p50/p99: from a change's commit to the first poll that saw it at the replica (±10 ms);
-- lost: N less the changes the replica shows (rows + revisions), and rows differing from the master.
-
-Every figure carries its ratio to django-cqrs's figure of the same run (Switchyard / django-cqrs).
-Fresh databases, exchanges and queues of the run's own, all removed at the end; every process
-it starts is stopped; each pass is bounded by a deadline. Exit status 1 when a change was lost.
+Each pass runs on django-cqrs, then on Switchyard, the whole set ``--rounds`` times: figures are the
+rounds' medians, each with its ratio to django-cqrs's. Fresh databases, exchanges and queues of the
+run's own, removed at the end; every process it starts is stopped; each pass is bounded by a
+deadline. Exit status 1 when a change was lost.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -279,20 +275,39 @@ def start(side: Side, stack: ExitStack) -> Replica:
     return replica
 
 
-def run_passes(sides: list[Side], replicas: list[Replica], args: argparse.Namespace) -> dict[str, Any]:
-    """Each pass on every side in turn, so the two figures of a ratio are taken minutes apart at most
-    on a machine whose load changes."""
-    results: dict[str, Any] = {side.name: {} for side in sides}
+def run_rounds(sides: list[Side], replicas: list[Replica], args: argparse.Namespace) -> dict[str, Any]:
+    """Every pass on every side in turn, ``args.rounds`` times: the two figures of a ratio are taken
+    seconds apart, and the rounds' median outlasts a burst of load from other jobs on the machine."""
+    results: dict[str, Any] = {side.name: {key: [] for key in passes(args)} for side in sides}
     floors = [0 for _ in sides]
-    for key, run in passes(args).items():
-        for n, (side, replica) in enumerate(zip(sides, replicas, strict=True)):
-            log(f"{side.name}: {run.title}")
-            results[side.name][key], floors[n] = run_pass(side, replica, floors[n], run, args.warmup,
-                                                           args.deadline_s)
-            for process in side.processes:
-                if not process.alive():
-                    raise RuntimeError(f"{process.name} exited:\n" + "".join(process.output))
+    for round_no in range(1, args.rounds + 1):
+        for key, run in passes(args).items():
+            for n, (side, replica) in enumerate(zip(sides, replicas, strict=True)):
+                log(f"round {round_no}/{args.rounds}, {side.name}: {run.title}")
+                row, floors[n] = run_pass(side, replica, floors[n], run, args.warmup, args.deadline_s)
+                results[side.name][key].append(row)
+                for process in side.processes:
+                    if not process.alive():
+                        raise RuntimeError(f"{process.name} exited:\n" + "".join(process.output))
     return results
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds; losses added up."""
+
+    def median(values: list[float | None]) -> float | None:
+        present = [value for value in values if value is not None]
+        return round(statistics.median(present), 3) if present else None
+
+    return {
+        "rounds": len(rounds), "complete": all(r["complete"] for r in rounds),
+        "changes_per_s": median([r["changes_per_s"] for r in rounds]),
+        "master_writes_per_s": median([r["master_writes_per_s"] for r in rounds]),
+        "lag_ms": {q: median([r["lag_ms"][q] for r in rounds]) for q in ("p50", "p99")},
+        "replica_rows": min(r["replica_rows"] for r in rounds),
+        "lost": sum(r["lost"] for r in rounds), "differing": sum(r["differing"] for r in rounds),
+        "cpu": {name: median([r["cpu"].get(name) for r in rounds]) for name in rounds[0]["cpu"]},
+    }
 
 
 def cell(value: float | None, base: float | None, decimals: int = 0) -> str:
@@ -305,7 +320,7 @@ def cell(value: float | None, base: float | None, decimals: int = 0) -> str:
 def print_report(results: dict[str, Any]) -> None:
     rows = results["changes"] // 2
     print(f"\nCQRS replication master -> replica, PostgreSQL + RabbitMQ  [{results['changes']:,} changes: "
-          f"{rows:,} creates, then {rows:,} updates]")
+          f"{rows:,} creates, then {rows:,} updates; median of {results['rounds']} round(s)]")
     print("ratios: Switchyard / django-cqrs of the same run (rates: above 1x is faster; lag: above 1x is slower)")
     for key, title in results["passes"].items():
         print(f"\n{title}")
@@ -326,6 +341,11 @@ def print_report(results: dict[str, Any]) -> None:
                   f"{cell(row['master_writes_per_s'], base.get('master_writes_per_s')):>19}"
                   f"{cell(lag['p50'], base_lag.get('p50'), 1):>19}{cell(lag['p99'], base_lag.get('p99'), 1):>19}"
                   f"{row['replica_rows']:>7}{lost:>6}  {cpus}{'' if row['complete'] else '  INCOMPLETE'}")
+        each = results["runs"]
+        if len(each) == 2 and results["rounds"] > 1:
+            ratios = [sy["changes_per_s"] / dj["changes_per_s"] if dj["changes_per_s"] else 0.0
+                      for dj, sy in zip(each["django-cqrs"][key], each["switchyard"][key], strict=True)]
+            print("e2e ratio by round: " + ", ".join(f"{r:.2f}x" for r in ratios))
 
 
 def main() -> None:
@@ -336,16 +356,17 @@ def main() -> None:
     parser.add_argument("--paced-rate", type=float, default=100.0,
                         help="changes per second of the last pass (N/2 changes; 0: no such pass)")
     parser.add_argument("--warmup", type=int, default=20, help="rows written (and replicated) before each pass")
+    parser.add_argument("--rounds", type=int, default=3, help="every pass this many times; medians are shown")
     parser.add_argument("--deadline-s", type=float, default=120.0, help="bound on each pass")
     args = parser.parse_args()
-    if args.changes < 2 or args.changes % 2:
-        parser.error("--changes must be an even number of at least 2")
+    if args.changes < 2 or args.changes % 2 or args.rounds < 1:
+        parser.error("--changes must be an even number of at least 2, --rounds at least 1")
     if not (databases.reachable("127.0.0.1", 5432) and databases.reachable("127.0.0.1", 5672)):
         sys.exit("the CQRS benchmark needs PostgreSQL on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672")
     if not DJCQRS_PYTHON.exists():
         sys.exit(f"{DJCQRS_PYTHON} is missing: `make djcqrs-env` installs django-cqrs 3.1.0")
     tag = uuid.uuid4().hex[:8]
-    results: dict[str, Any] = {"changes": args.changes, "sides": {},
+    results: dict[str, Any] = {"changes": args.changes, "rounds": args.rounds, "sides": {},
                                "passes": {key: run.title for key, run in passes(args).items()}}
     wall = time.perf_counter()
     with ExitStack() as stack:
@@ -356,7 +377,9 @@ def main() -> None:
                  for make_side in (djcqrs_side, switchyard_side)]
         stack.callback(lambda: asyncio.run(remove_broker_names(sides)))
         replicas = [start(side, stack) for side in sides]
-        results["sides"] = run_passes(sides, replicas, args)
+        results["runs"] = run_rounds(sides, replicas, args)
+    results["sides"] = {name: {key: summarise(rows) for key, rows in by_pass.items()}
+                        for name, by_pass in results["runs"].items()}
     results["wall_s"] = round(time.perf_counter() - wall, 1)
     print_report(results)
     RESULTS_DIR.mkdir(exist_ok=True)

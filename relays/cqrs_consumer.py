@@ -101,7 +101,8 @@ class CqrsConsumer:
     async def _handle(
         self, channel: AbstractChannel, exchange: AbstractExchange, message: AbstractIncomingMessage
     ) -> None:
-        key = instance_key(message.body)
+        # Parsed on the database thread, as the message itself is: a large body would stall the loop.
+        key = await self._db.call(instance_key, message.body)
         if self.order.busy(key):
             assert key is not None
             self.order.hold(key, message)

@@ -19,10 +19,9 @@ from app.cqrs.apply import parse, receive
 from app.cqrs.ordering import instance_key
 from tests.apps.cqrs_replica.models import Author
 from tests.cqrs_commands import run
+from tests.cqrs_replica import Broker, author, hook_calls, new_pk, open_broker, wire
 from tests.protocol import eventually, unique
 from tests.servers import ConsumerProcess, run_sql
-from tests.services import require_rabbitmq
-from tests.test_cqrs_replica import Broker, author, hook_calls, new_pk, wire
 
 DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's JSON parser recurses
 POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
@@ -93,21 +92,9 @@ def test_value_the_database_refuses_is_dead_lettered_at_once(caplog: pytest.LogC
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
-    """A replica layout of the test's own on RabbitMQ (as tests/test_cqrs_replica.py's)."""
-    import aio_pika
-
-    url = require_rabbitmq()
-    box = Broker(url, unique("test.cqrs.hostile"), unique("hostile"))
-    connection = await aio_pika.connect(url, timeout=10)
-    box.channel = await connection.channel(on_return_raises=True)
-    await box.channel.declare_exchange(box.exchange, "topic", durable=True)
-    try:
+    """A replica layout of the test's own on RabbitMQ."""
+    async with open_broker("hostile") as box:
         yield box
-    finally:
-        for name in (box.queue, f"dead_letter_{box.queue}"):
-            await box.channel.queue_delete(name)
-        await box.channel.exchange_delete(box.exchange)
-        await connection.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox
+.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench: install-dev
 bench-outbox: install-dev
 	$(BIN)/python -m benchmarks.outbox $(BENCH_ARGS)
 
+# CQRS replication master -> replica on PostgreSQL + RabbitMQ, Switchyard against django-cqrs 3.1.0 in the
+# same run (benchmarks/cqrs.py; --changes N, --batches 1,100, --rounds 3; about four minutes).
+bench-cqrs: install-dev djcqrs-env
+	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
+
 # Debian packages: the index is updated at most once an hour (.ci/run installs two packages in a row).
 APT_STAMP   := /tmp/switchyard-apt-updated
 APT_INSTALL := { test -n "$$(find $(APT_STAMP) -mmin -60 2>/dev/null)" || { apt-get update -qq && touch $(APT_STAMP); }; } \
@@ -74,12 +79,13 @@ deploy-tools:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { $(APT_INSTALL) nginx; }
 
 # The real django-cqrs, in a virtualenv of its own, for tests/test_cqrs_interop.py (tests/djcqrs_project
-# runs in it: Switchyard's replica and master against django-cqrs's own).
+# runs in it: Switchyard's replica and master against django-cqrs's own) and benchmarks/cqrs.py (psycopg:
+# there the project runs on PostgreSQL).
 DJCQRS_VENV := .venv-djcqrs
 $(DJCQRS_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(DJCQRS_VENV)
 	$(DJCQRS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(DJCQRS_VENV)/bin/pip install -q 'django-cqrs==3.1.0' 'django>=5,<6'
+	$(DJCQRS_VENV)/bin/pip install -q 'django-cqrs==3.1.0' 'django>=5,<6' 'psycopg[binary]>=3.2'
 	touch $@
 
 djcqrs-env: $(DJCQRS_VENV)/.installed

@@ -44,10 +44,14 @@ def child_env(**extra: str) -> dict[str, str]:
 class ServerProcess:
     name: str
     argv: list[str]
-    ready: str
+    # The line that says it is ready, followed by its port or nothing (the CQRS consumer, the relay);
+    # None: a process that says nothing (django-cqrs's consumer), ready as soon as it runs.
+    ready: str | None
     env: dict[str, str]
     port: int = 0
+    cwd: Path = ROOT
     proc: subprocess.Popen[str] | None = None
+    started: bool = False
     # The last lines of output, for the error message when it fails to start or dies.
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
@@ -61,7 +65,8 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws/"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, text=True,
+        self.started = self.ready is None
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -70,12 +75,12 @@ class ServerProcess:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line)
-                if not self.port:
+                if not self.started:
                     lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True, name=f"{self.name}-output").start()
-        while True:
+        while not self.started:
             try:
                 line = lines.get(timeout=START_TIMEOUT_S)
             except queue.Empty:
@@ -83,9 +88,10 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.output)) from None
             if line is None:
                 raise RuntimeError(f"{self.name} exited:\n" + "".join(self.output))
-            if line.startswith(self.ready):
-                self.port = int(line[len(self.ready):])
-                return
+            if self.ready is not None and line.startswith(self.ready):
+                rest = line[len(self.ready):].strip()
+                self.port = int(rest) if rest else 0
+                self.started = True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

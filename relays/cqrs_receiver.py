@@ -80,7 +80,8 @@ class CqrsReceiver(Generic[D]):
     async def take(self, delivery: D, settler: Settler[D]) -> None:
         """Handle one delivery (the next in arrival order): applied and acked, or held behind its
         instance's retry or dead letter, or retried or dead-lettered by a task of the receiver's own."""
-        key = instance_key(delivery.body)
+        # Parsed on the database thread, as the message itself is: a large body would stall the loop.
+        key = await self._db.call(instance_key, delivery.body)
         if self.order.busy(key):
             assert key is not None
             self.order.hold(key, delivery)

@@ -127,6 +127,11 @@ CQRS_RETRY_DELAY_S = env_float("CQRS_RETRY_DELAY_S", 2.0)
 CQRS_RETRY_DELAY_MAX_S = env_float("CQRS_RETRY_DELAY_MAX_S", 60.0)
 # Dead letters expire from their queue after this long (django-cqrs's 10 days; 0: kept forever).
 CQRS_DEAD_MESSAGE_TTL_S = env_int("CQRS_DEAD_MESSAGE_TTL_S", 864000)
+# Largest CQRS message body the replica parses; a larger one is dead-lettered as received. Parsed JSON
+# takes up to some 80 times its size in memory (a body of empty objects), and RabbitMQ accepts 128 MiB:
+# 4 MiB is four times what a Switchyard master sends at most (OUTBOX_MAX_DATA_BYTES). Keep it well below
+# the broker's max_message_size: a dead letter is the payload written again, which may be longer.
+CQRS_MAX_BODY_BYTES = env_int("CQRS_MAX_BODY_BYTES", 4 * 1024 * 1024)
 # Unacknowledged messages the consumer holds, including those waiting for a retry (RabbitMQ's
 # prefetch count; a topic subscription's receiverQueueSize).
 CQRS_PREFETCH_COUNT = env_int("CQRS_PREFETCH_COUNT", 100)

@@ -3,8 +3,9 @@ decisions of its RabbitMQ consumer), as plain functions: no event loop, no broke
 
 ``receive`` turns a body into a ``Verdict``: ``ack`` (applied, or a no-op such as a stale revision),
 ``retry`` (after ``delay_s``, with ``retries`` + 1) or ``dead_letter`` (malformed, unknown
-``cqrs_id``, expired, out of retries, or an unexpected error deciding on it). The payload is applied
-in one transaction that has committed when ``receive`` returns, so the caller acks after the commit.
+``cqrs_id``, expired, out of retries, values the database refuses, or an unexpected error deciding
+on it). The payload is applied in one transaction that has committed when ``receive`` returns, so
+the caller acks after the commit.
 A database that is unavailable is no fault of the payload: ``receive`` raises
 ``DatabaseUnavailable`` and the caller tries the same message again once the database is back.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
-import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,11 +23,13 @@ from typing import Any
 
 import pydantic
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError, models, transaction
 from django.utils import timezone
+from pydantic_core import PydanticSerializationError
 
-from app.cqrs.payload import SignalType, TransportPayload
-from app.cqrs.replica import ReplicaRegistry
+from app.cqrs.payload import SignalType, TransportPayload, read_body
+from app.cqrs.replica import ReplicaRegistry, values_refused
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +80,14 @@ class Verdict:
 def parse(body: bytes, now: datetime | None = None) -> TransportPayload | str:
     """The payload in ``body``, or why it is not one this replica takes. Any registered replica
     model's payload is taken, as django-cqrs does: a ``--cqrs-id`` filter only chooses the queue's
-    bindings, and a queue bound earlier (or shared) may still carry other models' messages. A body
+    bindings, and a queue bound earlier (or shared) may still carry other models' messages. Refused
+    too: what ``read_body`` refuses, a ``cqrs_revision`` or ``cqrs_updated`` that cannot be one
+    (``sync_fields_problem``) and a payload that cannot be written back. A body
     without an ``expires`` key (from a master older than the key) expires ``CQRS_MESSAGE_TTL_S`` after
     ``now``, as django-cqrs's ``TransportPayload.from_message`` reads it; ``"expires": null`` never does."""
-    try:
-        raw = json.loads(body)
-    except ValueError:
-        return "body is not JSON"
-    if not isinstance(raw, dict):
-        return "body is not a JSON object"
+    raw = read_body(body)
+    if isinstance(raw, str):
+        return raw
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -96,9 +97,42 @@ def parse(body: bytes, now: datetime | None = None) -> TransportPayload | str:
         return f"invalid payload: {exc.errors(include_url=False)}"
     if ReplicaRegistry.get_model_by_cqrs_id(payload.cqrs_id) is None:
         return f"no replica model here for CQRS_ID {payload.cqrs_id!r}"
+    problem = sync_fields_problem(payload.instance_data)
+    if problem:
+        return problem
+    try:
+        # A retry and a dead letter write the payload again: one that cannot be written (a lone
+        # surrogate such as "\ud800", nesting deeper than pydantic writes) is refused now, as received.
+        wire(payload)
+    except PydanticSerializationError as exc:
+        return f"payload cannot be written back as JSON: {exc}"
     if "expires" not in raw:
         payload = payload.model_copy(update={"expires": default_expiry(now or timezone.now())})
     return payload
+
+
+def sync_fields_problem(instance_data: dict[str, Any]) -> str | None:
+    """Why the revision or update time a payload carries cannot be right, or None. Not a failure to
+    retry: a revision that is no integer (a string, a float, null) would fail every time, or be
+    compared with a stored one wrongly. Missing ones are the model's affair (django-cqrs retries)."""
+    if "cqrs_revision" in instance_data:
+        revision = instance_data["cqrs_revision"]
+        if not isinstance(revision, int) or isinstance(revision, bool):
+            return f"cqrs_revision {revision!r:.50} is not an integer"
+    if "cqrs_updated" in instance_data and not _reads_as_datetime(instance_data["cqrs_updated"]):
+        return f"cqrs_updated {instance_data['cqrs_updated']!r:.50} is not a date and time"
+    return None
+
+
+def _reads_as_datetime(value: Any) -> bool:
+    """Whether the replica's ``cqrs_updated`` column (a DateTimeField) reads ``value``, as JSON has it."""
+    if not isinstance(value, str):
+        return False
+    try:
+        models.DateTimeField().to_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def default_expiry(now: datetime) -> datetime | None:
@@ -117,8 +151,9 @@ def database_unavailable(error: BaseException) -> bool:
     connection, a deadlock, a lock timeout are OperationalError / InterfaceError. (Django may have
     reconnected by the time it is seen, so the connection's state cannot tell.) The price: a payload
     that always raises one (SQLite's "no such table" for an unmigrated model) stops the consumer,
-    with a WARNING each try, until it is fixed."""
-    return isinstance(error, (OperationalError, InterfaceError))
+    with a WARNING each try, until it is fixed. Not so PostgreSQL's "program limit exceeded", an
+    OperationalError about the values (``values_refused``)."""
+    return isinstance(error, (OperationalError, InterfaceError)) and not values_refused(error)
 
 
 def receive(
@@ -172,6 +207,10 @@ def after_failure(payload: TransportPayload, error: Exception | None) -> Verdict
         logger.warning("CQRS %s failed (retry %d in %.1f s): %s: %r", payload.signal_type, payload.retries + 1,
                        delay, what, error if error is not None else "the model returned nothing")
         return Verdict("retry", payload.model_copy(update={"retries": payload.retries + 1}), delay_s=delay)
+    if values_refused(error):
+        # Bad data from the master, not a fault here: the database says what, no traceback needed.
+        logger.warning("CQRS %s refused by the database, dead-lettered: %s: %r", payload.signal_type, what, error)
+        return Verdict("dead_letter", payload, reason="refused by the database")
     if error is not None:
         logger.error("CQRS %s failed after %d retries, dead-lettered: %s", payload.signal_type,
                      payload.retries, what, exc_info=error)

@@ -10,15 +10,18 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from app.cqrs.apply import requeue_routing_key
+from app.cqrs.payload import read_body
+from app.cqrs.replica import ReplicaRegistry
 
 
 def revived(body: bytes, queue: str, now: datetime) -> tuple[str, bytes] | None:
-    """(routing key, body) to republish a dead letter with, or None for a body that is no payload."""
-    try:
-        dct = json.loads(body)
-    except ValueError:
+    """(routing key, body) to republish a dead letter with, or None to leave it where it is: a body
+    that is no payload, or one of a ``cqrs_id`` no replica model here has (the queue has no binding
+    for it: republished, it would be routed nowhere and lost)."""
+    dct = read_body(body)
+    if isinstance(dct, str) or not isinstance(dct.get("cqrs_id"), str):
         return None
-    if not isinstance(dct, dict) or not isinstance(dct.get("cqrs_id"), str) or not dct["cqrs_id"]:
+    if ReplicaRegistry.get_model_by_cqrs_id(dct["cqrs_id"]) is None:
         return None
     dct["retries"] = 0
     if dct.get("expires"):

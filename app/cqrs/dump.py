@@ -4,7 +4,8 @@
 The dump format is django-cqrs's: the ``CQRS_ID`` on the first line, then one JSON object per line,
 each the row's ``instance_data`` (``to_cqrs_dict``: fields, ``cqrs_revision``, ``cqrs_updated``); no
 newline after the last line. Loading saves each object through the replica model's ``cqrs_save`` (a
-SAVE: an older or equal revision leaves the stored row), a batch of lines per transaction.
+SAVE: an older or equal revision leaves the stored row), a batch of lines per transaction. A line is
+read as a received message is (``read_body``: at most ``CQRS_MAX_BODY_BYTES``, no NaN).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, transaction
 
+from app.cqrs.payload import read_body
 from app.cqrs.replica import ReplicaRegistry
 from app.cqrs.sync import DEFAULT_BATCH, BadOption, batches
 
@@ -113,11 +115,10 @@ def _take(items: Iterator[tuple[int, str]], count: int) -> Iterator[tuple[int, s
 
 def _load_line(model: type[Any], text: str) -> str | None:
     """None when saved, else the message (``{0}``: the line number)."""
-    try:
-        master_data = json.loads(text.strip())
-    except ValueError:
-        return "Dump file can't be parsed: line {0}!"
-    if not isinstance(master_data, dict):
+    # Bytes that were no UTF-8 came as surrogates (the command reads with surrogateescape): given
+    # back as they were, they make the line no JSON, like any other damage.
+    master_data = read_body(text.strip().encode("utf-8", "surrogateescape"))
+    if isinstance(master_data, str):
         return "Dump file can't be parsed: line {0}!"
     try:
         with transaction.atomic():

@@ -14,17 +14,16 @@ import json
 from collections import deque
 from typing import Generic, TypeVar
 
+from app.cqrs.payload import read_body
+
 M = TypeVar("M")
 Key = tuple[str, str]
 
 
 def instance_key(body: bytes) -> Key | None:
     """The instance a body is about; None for a body that is no payload (nothing to order)."""
-    try:
-        raw = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("cqrs_id"), str):
+    raw = read_body(body)
+    if isinstance(raw, str) or not isinstance(raw.get("cqrs_id"), str):
         return None
     # The pk as JSON: equal pks compare equal whatever their type on the wire (int, str, list).
     return raw["cqrs_id"], json.dumps(raw.get("instance_pk"), sort_keys=True)

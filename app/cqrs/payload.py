@@ -15,9 +15,11 @@ django-cqrs's, so either side may be django-cqrs itself:
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 
@@ -60,3 +62,27 @@ class TransportPayload(BaseModel):
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires is not None and self.expires <= now
+
+
+def read_body(body: bytes) -> dict[str, Any] | str:
+    """The JSON object in a received body (a message, a dead letter, a dump line), or why there is
+    none. A body over ``CQRS_MAX_BODY_BYTES`` is not parsed (parsed JSON takes tens of times its size);
+    ``NaN`` and ``Infinity`` are no JSON (Python's parser takes them; django-cqrs's masters never write
+    them, and a payload written back would turn them into null); a body nested deeper than Python's
+    parser goes is refused, not raised."""
+    limit: int = settings.CQRS_MAX_BODY_BYTES
+    if len(body) > limit:
+        return f"body over CQRS_MAX_BODY_BYTES ({len(body)} > {limit} bytes)"
+    try:
+        raw = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        return "body nested too deeply"
+    except ValueError as exc:
+        return f"body is not JSON ({exc})"
+    if not isinstance(raw, dict):
+        return "body is not a JSON object"
+    return raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -22,10 +22,24 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.db import DataError, OperationalError, models
 from django.db.models.signals import class_prepared
 
 from app.cqrs.replica_manager import ReplicaManager
+
+
+def values_refused(error: BaseException | None) -> bool:
+    """Whether the database refused a payload's values themselves, as it will every time: a
+    DataError (a string longer than its column, an integer out of range, a NUL character in
+    PostgreSQL text), SQLite's OverflowError for an integer beyond 64 bits, or PostgreSQL's
+    "program limit exceeded" (SQLSTATE class 54, e.g. a value too large for its index: an
+    OperationalError, yet no outage)."""
+    if isinstance(error, (DataError, OverflowError)):
+        return True
+    if isinstance(error, OperationalError):
+        sqlstate = getattr(error.__cause__, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith("54")
+    return False
 
 
 class ReplicaRegistry:
@@ -67,7 +81,11 @@ class RawReplicaMixin:
 
     @staticmethod
     def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
-        """Whether a failed payload is tried again (``CQRS_MAX_RETRIES``; negative: forever)."""
+        """Whether a failed payload is tried again (``CQRS_MAX_RETRIES``; negative: forever). Never
+        when the database refused its values (``values_refused``): it would refuse them again, and
+        the instance's later changes would wait behind it for nothing."""
+        if values_refused(exception):
+            return False
         max_retries: int = settings.CQRS_MAX_RETRIES
         return max_retries < 0 or current_retry < max_retries
 

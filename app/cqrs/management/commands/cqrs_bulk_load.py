@@ -3,6 +3,7 @@ service's replica model (app/cqrs/dump.py); messages go to stderr."""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from typing import IO, Any
@@ -44,10 +45,13 @@ class Command(BaseCommand):
             batch = sync.check_batch(options["batch"])
         except sync.BadOption as exc:
             raise CommandError(str(exc)) from None
+        # Bytes that are no UTF-8 make their line unparseable (app/cqrs/dump.py), not the load fail.
         if name == "-":
+            if isinstance(sys.stdin, io.TextIOWrapper):
+                sys.stdin.reconfigure(errors="surrogateescape")
             self._load(sys.stdin, name, batch, options["clear"])
         else:
-            with open(name, encoding="utf-8") as source:
+            with open(name, encoding="utf-8", errors="surrogateescape") as source:
                 self._load(source, name, batch, options["clear"])
 
     def _load(self, source: IO[str], name: str, batch: int, clear: bool) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from app.cqrs.payload import SignalType, TransportPayload
 from tests.apps.cqrs_replica.models import Author, HookCall
 from tests.protocol import unique
-from tests.services import require_rabbitmq
+from tests.services import drop_cqrs_layout, require_rabbitmq
 
 _ids = itertools.count(random.randrange(10**8, 2 * 10**9, 10**6))
 UPDATED = "2025-01-02T03:04:05+00:00"
@@ -105,7 +105,5 @@ async def open_broker(prefix: str = "replica") -> AsyncIterator[Broker]:
     try:
         yield box
     finally:
-        for name in (box.queue, f"dead_letter_{box.queue}"):
-            await box.channel.queue_delete(name)
-        await box.channel.exchange_delete(box.exchange)
         await connection.close()
+        await drop_cqrs_layout(url, box.queue, box.exchange)

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
@@ -24,8 +23,8 @@ from relays import cqrs_receiver
 from relays.cqrs_receiver import Ended, Unavailable, reconnecting
 from relays.cqrs_topic_consumer import TopicConsumer, _Inbox, _Session
 from tests.apps.cqrs_replica import models as replica
+from tests.cqrs_replica import new_pk, wire
 from tests.protocol import eventually
-from tests.test_cqrs_topic_frames import payload
 
 MAX_REDELIVER = 2
 
@@ -68,19 +67,13 @@ def broken_save(pk: int) -> dict[str, Any]:
     return {"signal_type": "SAVE", "cqrs_id": "test_author", "instance_pk": pk}
 
 
-def good_save(pk: int, name: str) -> dict[str, Any]:
-    data = payload(pk=pk)
-    data["instance_data"] = {**data["instance_data"], "name": name}
-    return data
-
-
 async def test_instance_is_held_until_the_dead_letters_last_nack(
         topic: tuple[TopicConsumer, _Session, Socket]) -> None:
     """A dead-lettered A, then B of its instance: B is neither applied nor acked until A's last nack is sent."""
     consumer, session, socket = topic
-    pk = random.randrange(10**8, 2 * 10**9)
+    pk = new_pk()
     await asyncio.wait_for(consumer._frame(delivery("a", broken_save(pk)), session), 10)
-    await asyncio.wait_for(consumer._frame(delivery("b", good_save(pk, "after A")), session), 10)
+    await asyncio.wait_for(consumer._frame(delivery("b", wire("test_author", pk, 1, name="after A")), session), 10)
     await eventually(lambda: socket.sent == [nack_frame("a")], message="A's first nack")
     await consumer._frame(delivery("a", broken_save(pk), redeliveries=1), session)  # nacked again: not the last
     assert socket.sent == [nack_frame("a")] * 2
@@ -96,9 +89,9 @@ async def test_held_deliveries_are_dropped_when_the_session_ends_before_the_last
     """The connection ends between A's first and last nack: B, held behind A, is neither applied nor acked
     (both come back with the next connection, B behind A)."""
     consumer, session, socket = topic
-    pk = random.randrange(10**8, 2 * 10**9)
+    pk = new_pk()
     await asyncio.wait_for(consumer._frame(delivery("a", broken_save(pk)), session), 10)
-    await asyncio.wait_for(consumer._frame(delivery("b", good_save(pk, "after A")), session), 10)
+    await asyncio.wait_for(consumer._frame(delivery("b", wire("test_author", pk, 1, name="after A")), session), 10)
     await eventually(lambda: socket.sent == [nack_frame("a")], message="A's first nack")
     await asyncio.wait_for(consumer.receiver.end_session(), 10)
     assert socket.sent == [nack_frame("a")] and len(consumer.receiver.order) == 0

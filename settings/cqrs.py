@@ -11,7 +11,7 @@ from settings.env import env_bool, env_float, env_int, env_opt, env_str
 # Switchyard's topic names (app/broker/models.py TOPIC_PATTERN, and its slug column's width):
 # settings cannot import the models.
 _TOPIC_NAME = re.compile(r"[-_A-Za-z0-9]+")
-TOPIC_NAME_MAX_CHARS = 200
+_TOPIC_SLUG_MAX_CHARS = 200
 
 
 def topic_names_problem(topic: str, subscription: str, names: tuple[str, str] = ("CQRS_TOPIC", "CQRS_QUEUE")
@@ -24,9 +24,9 @@ def topic_names_problem(topic: str, subscription: str, names: tuple[str, str] = 
             return (f"{name}={value!r}: letters, digits, '-' and '_' only with CQRS_TOPIC "
                     f"(the dead letter topic is named <{names[0]}>-<{names[1]}>-DLQ)")
     dead_letters = f"{topic}-{subscription}-DLQ"
-    if len(dead_letters) > TOPIC_NAME_MAX_CHARS:
+    if len(dead_letters) > _TOPIC_SLUG_MAX_CHARS:
         return (f"the dead letter topic <{names[0]}>-<{names[1]}>-DLQ would be {len(dead_letters)} characters "
-                f"long, more than a topic name's {TOPIC_NAME_MAX_CHARS}: shorten {names[1]}")
+                f"long, more than a topic name's {_TOPIC_SLUG_MAX_CHARS}: shorten {names[1]}")
     return None
 
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "app.outbox",
     "app.pulsar",
     "app.cqrs",
+    "app.work",
 ]
 
 # Users' own Django apps (models, master or replica, services that emit), after Switchyard's own:

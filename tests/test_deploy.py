@@ -49,7 +49,7 @@ def require_program(name: str, install: str) -> str:
 
 def settings_names() -> set[str]:
     """Environment variables the settings modules read."""
-    sources = (ROOT / "settings" / name for name in ("base.py", "cqrs.py"))
+    sources = (ROOT / "settings" / name for name in ("base.py", "cqrs.py", "work.py"))
     return {found for source in sources for found in re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]*)"', source.read_text())}
 
 

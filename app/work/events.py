@@ -1,0 +1,79 @@
+"""A work request's state change as an outbox event, emitted in the transaction that made it.
+
+Type ``switchyard.work_request.<status>`` (pending, running, completed, aborted), source
+``/work-requests``, subject the request's id, key ``work_request:<id>``: one request's events are
+published in the order they committed. The data is the request's state after the change and why
+it changed; task and output data are left out (they may be large: read them from the request).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from app.outbox.emit import emit
+from app.outbox.models import OutboxEvent
+from app.work.models import Result, Status, WorkRequest
+
+TYPE_PREFIX = "switchyard.work_request."
+SOURCE = "/work-requests"
+
+
+class Reason(StrEnum):
+    """Why the state changed."""
+
+    CREATED = "created"
+    RETRIED = "retried"  # created by a retry of ``supersedes``
+    ASSIGNED = "assigned"
+    COMPLETED = "completed"  # reported by its worker
+    ABORTED = "aborted"  # by an admin or a client
+    WORKER_LOST = "worker_lost"  # back to pending, or completed as error after the last attempt
+    DEPENDENCY_FAILED = "dependency_failed"  # see ``cascaded_from``
+    DEPENDENCY_ABORTED = "dependency_aborted"
+
+
+class WorkRequestEvent(BaseModel):
+    id: int
+    task_name: str
+    status: Status
+    result: Result
+    reason: Reason
+    priority_base: int
+    priority_adjustment: int
+    attempts: int
+    worker: str | None
+    created_by: int | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    supersedes: int | None
+    cascaded_from: int | None
+
+
+def event_type(status: str) -> str:
+    return f"{TYPE_PREFIX}{status}"
+
+
+def key_of(request_id: int) -> str:
+    return f"work_request:{request_id}"
+
+
+def event_of(request: WorkRequest, reason: Reason) -> WorkRequestEvent:
+    return WorkRequestEvent(
+        id=request.pk, task_name=request.task_name, status=Status(request.status), result=Result(request.result),
+        reason=reason, priority_base=request.priority_base, priority_adjustment=request.priority_adjustment,
+        attempts=request.attempts, worker=request.worker.name if request.worker is not None else None,
+        created_by=request.created_by_id, created_at=request.created_at, started_at=request.started_at,
+        completed_at=request.completed_at, supersedes=request.supersedes_id, cascaded_from=request.cascaded_from_id,
+    )
+
+
+def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:
+    """Emit ``request``'s current state in the current transaction (call inside the change's)."""
+    event = event_of(request, reason)
+    return emit(
+        event_type(event.status.value), SOURCE, event.model_dump(mode="json"),
+        subject=str(request.pk), key=key_of(request.pk),
+    )

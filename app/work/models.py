@@ -1,0 +1,127 @@
+"""Workers and work requests (after debusine): the rows only. State changes go through
+app/work/transitions.py, one guarded UPDATE each; nothing else writes ``status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.expressions import CombinedExpression
+from django.utils import timezone
+
+from app.auth.models import Token
+
+WORKER_NAME_MAX_CHARS = 100
+
+
+class Worker(models.Model):
+    """A machine that runs work requests. It authenticates with its own token (a ``Token`` of a
+    dedicated inactive user, app/work/workers.py); disabling the token disables the worker."""
+
+    name = models.CharField(max_length=WORKER_NAME_MAX_CHARS, unique=True)
+    token = models.OneToOneField(Token, on_delete=models.CASCADE, related_name="worker")
+    registered_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set while a socket (or an HTTP poll within WORKER_LOST_AFTER_S) says the worker is there.
+    connected_at = models.DateTimeField(null=True, blank=True)
+    # Its last heartbeat, frame or poll: silence for WORKER_LOST_AFTER_S makes it lost.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    # Set by admins; wins over what the worker reports, so an admin can pin or hide a capability.
+    static_metadata = models.JSONField(default=dict, blank=True)
+    # Reported by the worker itself (architecture, installed tools, ...).
+    dynamic_metadata = models.JSONField(default=dict, blank=True)
+    concurrency = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="Work requests it may run at once."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def metadata(self) -> dict[str, Any]:
+        """What the scheduler matches requirements against: the worker's report, admins' keys on top."""
+        return {**(self.dynamic_metadata or {}), **(self.static_metadata or {})}
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+class Result(models.TextChoices):
+    NONE = "", "none"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+# Statuses a request never leaves.
+FINAL = (Status.COMPLETED, Status.ABORTED)
+
+
+def effective_priority() -> CombinedExpression:
+    """The effective priority in SQL, as the scheduler orders by it and the queue index holds it."""
+    return F("priority_base") + F("priority_adjustment")
+
+
+class WorkRequest(models.Model):
+    task_name = models.CharField(max_length=100)
+    # Validated against the task's registered JSON schema when created (app/work/tasks.py); the
+    # optional "requires" key holds the capabilities a worker must have (app/work/scheduling.py).
+    task_data = models.JSONField(default=dict, blank=True)
+    # The creator's priority; the adjustment is an admin's, so the two stay apart (as debusine).
+    priority_base = models.IntegerField(default=0)
+    priority_adjustment = models.IntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # Set only when completed; aborted requests have none.
+    result = models.CharField(max_length=10, choices=Result.choices, default=Result.NONE, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="work_requests"
+    )
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned")
+    # Runs only once every one of these completed with success.
+    dependencies = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
+    # How many times it was started: a request returned to pending after its worker was lost runs
+    # again until WORK_REQUEST_MAX_ATTEMPTS.
+    attempts = models.PositiveIntegerField(default=0)
+    output_data = models.JSONField(null=True, blank=True)
+    # The request this one retries (debusine's "supersedes"): one retry per request, by this unique key.
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
+    )
+    # The dependency whose failure or abort ended this request without running it; retrying that
+    # dependency retries this one too.
+    cascaded_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="cascaded"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The scheduler's queue: pending requests by effective priority, then age.
+            models.Index(
+                effective_priority().desc(), F("created_at").asc(), F("id").asc(),
+                name="work_pending_queue", condition=Q(status=Status.PENDING),
+            ),
+            # A worker's running requests: its free slots, and what goes back when it is lost.
+            models.Index(fields=["worker"], name="work_running_by_worker", condition=Q(status=Status.RUNNING)),
+            # A principal's pending requests, counted against WORK_REQUESTS_PER_PRINCIPAL.
+            models.Index(fields=["created_by"], name="work_pending_by_creator", condition=Q(status=Status.PENDING)),
+            models.Index(fields=["status", "completed_at"], name="work_status_completed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task_name} ({self.status}{f' {self.result}' if self.result else ''})"
+
+    @property
+    def priority(self) -> int:
+        return self.priority_base + self.priority_adjustment

@@ -1,0 +1,80 @@
+"""The queue a worker is served from: the bounded query that feeds app/work/scheduling.py, and
+``next_request_for``, which picks and assigns (what the worker socket and HTTP get-next call).
+
+Candidates come in pages of PAGE_ROWS in the scheduler's order (effective priority, age, id; the
+partial index ``work_pending_queue``), dependencies already checked in SQL, each with only the
+``requires`` of its task data. A worker whose capabilities match nothing near the head of the queue
+looks at most WORK_SCHEDULER_SCAN_ROWS requests deep, so one get-next costs a bounded read however
+long the queue is; what lies deeper waits for a worker that matches the head.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from app.work.models import Status, Worker, WorkRequest, effective_priority
+from app.work.scheduling import REQUIREMENTS_KEY, Candidate, WorkerState, pick, requirements_of
+from app.work.transitions import assign, unsatisfied_dependencies
+
+PAGE_ROWS = 100
+
+
+def runnable() -> QuerySet[WorkRequest]:
+    """Pending requests whose dependencies all succeeded, in the scheduler's order."""
+    return (
+        WorkRequest.objects.filter(status=Status.PENDING).filter(~unsatisfied_dependencies())
+        .alias(effective=effective_priority()).order_by("-effective", "created_at", "id")
+    )
+
+
+def candidates(after: Candidate | None = None, limit: int = PAGE_ROWS) -> list[Candidate]:
+    """The next ``limit`` runnable requests after ``after`` (keyset: stable while the queue changes)."""
+    rows = runnable()
+    if after is not None:
+        rows = rows.filter(
+            Q(effective__lt=after.priority)
+            | Q(effective=after.priority, created_at__gt=after.created_at)
+            | Q(effective=after.priority, created_at=after.created_at, id__gt=after.id)
+        )
+    fields = rows.values_list(
+        "id", "priority_base", "priority_adjustment", "created_at", f"task_data__{REQUIREMENTS_KEY}"
+    )
+    return [
+        Candidate(pk, base + adjustment, created_at, requirements_of({REQUIREMENTS_KEY: requires}))
+        for pk, base, adjustment, created_at, requires in fields[:limit]
+    ]
+
+
+def worker_state(worker: Worker) -> WorkerState:
+    running = WorkRequest.objects.filter(worker=worker, status=Status.RUNNING).count()
+    return WorkerState(worker.metadata(), worker.concurrency, running)
+
+
+def next_request_for(worker_id: int, now: datetime | None = None) -> WorkRequest | None:
+    """Pick the request ``worker_id`` should run next and assign it (pending -> running); None when
+    nothing runnable matches it, it has no free slot, or its token is disabled. A request another
+    worker takes first is skipped for the next one."""
+    worker = Worker.objects.select_related("token").filter(pk=worker_id).first()
+    if worker is None or not worker.token.enabled:
+        return None
+    state = worker_state(worker)
+    if state.free_slots < 1:
+        return None
+    now = now or timezone.now()
+    scanned, after = 0, None
+    while scanned < settings.WORK_SCHEDULER_SCAN_ROWS:
+        page = candidates(after, min(PAGE_ROWS, settings.WORK_SCHEDULER_SCAN_ROWS - scanned))
+        if not page:
+            return None
+        scanned, after = scanned + len(page), page[-1]
+        while (chosen := pick(page, state)) is not None:
+            if assign(chosen.id, worker_id, now):
+                return WorkRequest.objects.select_related("worker").get(pk=chosen.id)
+            if WorkRequest.objects.filter(pk=chosen.id, status=Status.PENDING).exists():
+                return None  # still pending: the worker could not take it (no free slot, disabled meanwhile)
+            page = [candidate for candidate in page if candidate.id != chosen.id]
+    return None

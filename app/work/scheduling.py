@@ -1,0 +1,110 @@
+"""Which pending request a worker gets: a plain function of plain data (no ORM, no event loop).
+
+Order: only requests whose dependencies all completed with success; among them the highest
+effective priority (base + adjustment), then the oldest, then the lowest id; the first that the
+worker's metadata satisfies is the one. A worker with no free slot gets nothing.
+
+Requirements: ``task_data["requires"]``, an object of metadata keys to required values::
+
+    {"architecture": "amd64", "gpu": true, "tools": ["docker", "qemu"]}
+
+- a scalar (string, number, boolean) matches a metadata value equal to it (``true`` is not ``1``),
+  or a metadata list that contains it: ``{"tools": "docker"}`` matches ``{"tools": ["docker", "git"]}``;
+- a list matches when each of its items does: ``{"tools": ["docker", "qemu"]}`` needs both;
+- a key missing from the metadata matches nothing. No ``requires``: any worker.
+
+So capability names are a list in the metadata (``{"capabilities": ["docker"]}``) or flags
+(``{"docker": true}``), whichever the fleet reports; admins' ``static_metadata`` wins over a worker's
+own report on a key clash (``Worker.metadata()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+REQUIREMENTS_KEY = "requires"
+
+_SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+REQUIREMENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 64,
+    "propertyNames": {"minLength": 1, "maxLength": 100},
+    "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "maxItems": 64}]},
+}
+
+Scalar = str | int | float | bool
+Requirement = Scalar | list[Scalar]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A pending request as the scheduler sees it."""
+
+    id: int
+    priority: int
+    created_at: datetime
+    requires: Mapping[str, Requirement] = field(default_factory=dict)
+    dependencies_satisfied: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    metadata: Mapping[str, Any]
+    concurrency: int = 1
+    running: int = 0
+
+    @property
+    def free_slots(self) -> int:
+        return max(self.concurrency - self.running, 0)
+
+
+def order_key(candidate: Candidate) -> tuple[int, datetime, int]:
+    return (-candidate.priority, candidate.created_at, candidate.id)
+
+
+def pick(candidates: Iterable[Candidate], worker: WorkerState) -> Candidate | None:
+    """The request to give ``worker`` among ``candidates``, or None."""
+    if worker.free_slots < 1:
+        return None
+    for candidate in sorted(candidates, key=order_key):
+        if candidate.dependencies_satisfied and satisfies(worker.metadata, candidate.requires):
+            return candidate
+    return None
+
+
+def satisfies(metadata: Mapping[str, Any], requires: Mapping[str, Requirement]) -> bool:
+    """Whether ``metadata`` meets every requirement (see the module's docstring)."""
+    for key, required in requires.items():
+        if key not in metadata:
+            return False
+        have = metadata[key]
+        wanted = required if isinstance(required, list) else [required]
+        if not all(_provides(have, item) for item in wanted):
+            return False
+    return True
+
+
+def requirements_of(task_data: Any) -> dict[str, Requirement]:
+    """The requirements stored in a request's task data (validated when it was created)."""
+    if not isinstance(task_data, dict):
+        return {}
+    requires = task_data.get(REQUIREMENTS_KEY)
+    return requires if isinstance(requires, dict) else {}
+
+
+def _provides(have: Any, item: Any) -> bool:
+    if isinstance(have, list):
+        return any(_equal(value, item) for value in have)
+    return _equal(have, item)
+
+
+def _equal(have: Any, item: Any) -> bool:
+    # JSON keeps booleans and numbers apart; Python's True == 1 would not.
+    if isinstance(have, bool) or isinstance(item, bool):
+        return isinstance(have, bool) and isinstance(item, bool) and have is item
+    if isinstance(have, int | float) and isinstance(item, int | float):
+        return have == item
+    return type(have) is type(item) and bool(have == item)

@@ -1,0 +1,135 @@
+"""The tasks work requests may name: each registered in code with a JSON schema for its task data.
+
+Apps register their tasks when Django is ready::
+
+    class ShopConfig(AppConfig):
+        def ready(self) -> None:
+            from app.work.tasks import register_task
+
+            register_task("shop.invoice", {"type": "object", "properties": {"order": {"type": "integer"}},
+                                           "required": ["order"], "additionalProperties": False})
+
+A request naming no registered task is refused, as is task data its schema refuses. The key
+``requires`` (the capabilities a worker must have, app/work/scheduling.py) is validated here for
+every task, and the task's schema sees the data without it, so no task's schema has to allow it.
+
+The one module that imports ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+
+from app import codec
+from app.work.scheduling import REQUIREMENTS_KEY, REQUIREMENTS_SCHEMA
+
+TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+
+# Switchyard's own tasks, as debusine's: they do nothing but what their data says, so a fleet can be
+# tried (and tested) before any app registers its own.
+BUILTIN_TASKS: dict[str, dict[str, Any]] = {
+    "noop": {
+        "type": "object",
+        "properties": {"result": {"enum": ["success", "failure", "error"]}},
+        "additionalProperties": False,
+    },
+    "sleep": {
+        "type": "object",
+        "properties": {"duration_s": {"type": "number", "minimum": 0, "maximum": 86400}},
+        "required": ["duration_s"],
+        "additionalProperties": False,
+    },
+}
+
+
+class UnknownTask(ValueError):
+    """No task of this name is registered."""
+
+
+class InvalidTaskData(ValueError):
+    """The task data is not what the task's schema (or the requirements schema) allows."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    schema: Mapping[str, Any]
+    description: str = ""
+    validator: Any = field(repr=False, compare=False, default=None)
+
+
+_registry: dict[str, Task] = {}
+_requirements = jsonschema.Draft202012Validator(REQUIREMENTS_SCHEMA)
+
+
+def register_task(name: str, schema: Mapping[str, Any], *, description: str = "") -> Task:
+    """Register ``name`` with the JSON schema its task data must satisfy (any draft; 2020-12 unless
+    ``$schema`` says). Registering a name again with the same schema is a no-op; with another, an error."""
+    if not TASK_NAME.fullmatch(name):
+        raise ValueError(f"task name {name!r}: lower-case letters, digits, '_', '.', '-', at most 100 characters")
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"task {name!r}: invalid JSON schema: {exc.message}") from exc
+    known = _registry.get(name)
+    if known is not None:
+        if known.schema != schema:
+            raise ValueError(f"task {name!r} is registered already, with another schema")
+        return known
+    task = Task(name, dict(schema), description, validator_class(schema))
+    _registry[name] = task
+    return task
+
+
+def registered_tasks() -> list[Task]:
+    return sorted(_registry.values(), key=lambda task: task.name)
+
+
+def task_named(name: str) -> Task:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownTask(f"unknown task {name!r}") from None
+
+
+def validate_task_data(name: str, data: Any) -> None:
+    """Refuse data that is too large, not an object, with bad requirements, or that the task's
+    schema refuses (the first error, with its path). Raises UnknownTask or InvalidTaskData."""
+    task = task_named(name)
+    check_size("task_data", data)
+    if not isinstance(data, dict):
+        raise InvalidTaskData("task_data must be a JSON object")
+    if REQUIREMENTS_KEY in data:
+        _raise_first(_requirements, data[REQUIREMENTS_KEY], f"task_data.{REQUIREMENTS_KEY}")
+    _raise_first(task.validator, {k: v for k, v in data.items() if k != REQUIREMENTS_KEY}, "task_data")
+
+
+def check_size(what: str, data: Any) -> None:
+    """Refuse JSON larger than WORK_REQUEST_DATA_MAX_BYTES encoded (or nested too deeply to encode):
+    it is stored per request and read by every scheduling pass that considers the request."""
+    limit = settings.WORK_REQUEST_DATA_MAX_BYTES
+    try:
+        size = len(codec.dumps_bytes(data))
+    except codec.EncodeError as exc:
+        raise InvalidTaskData(f"{what} cannot be encoded as JSON: {exc}") from None
+    if size > limit:
+        raise InvalidTaskData(f"{what} is {size} bytes encoded, more than WORK_REQUEST_DATA_MAX_BYTES={limit}")
+
+
+def _raise_first(validator: Any, data: Any, where: str) -> None:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        path = "".join(f"[{part!r}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
+        raise InvalidTaskData(f"{where}{path}: {error.message}")
+
+
+def register_builtin_tasks() -> None:
+    for name, schema in BUILTIN_TASKS.items():
+        register_task(name, schema)

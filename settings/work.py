@@ -1,0 +1,38 @@
+"""Workers and work requests settings (app/work); read after ``settings.base``."""
+
+from __future__ import annotations
+
+from settings.env import env_float, env_int
+
+# A connected worker silent this long (no heartbeat, frame or poll) is lost: what it runs goes back
+# to pending for another worker. Several heartbeats long, so a busy network does not cost a run;
+# short enough that a dead machine's work starts again within a minute.
+WORKER_LOST_AFTER_S = env_float("WORKER_LOST_AFTER_S", 60.0)
+# Starts a request gets: one whose worker is lost this many times is completed as error instead of
+# going back to pending, so a request that kills its workers (memory, a crash) cannot take down the
+# fleet one worker after another.
+WORK_REQUEST_MAX_ATTEMPTS = env_int("WORK_REQUEST_MAX_ATTEMPTS", 3)
+# Pending requests one principal may have at once (counted in the database when one is created or
+# retried): a runaway client fills its own queue, not the database.
+WORK_REQUESTS_PER_PRINCIPAL = env_int("WORK_REQUESTS_PER_PRINCIPAL", 10_000)
+# Largest task data, and largest output data a worker reports, encoded as JSON: both are stored per
+# request, and task data is sent to the worker in one frame.
+WORK_REQUEST_DATA_MAX_BYTES = env_int("WORK_REQUEST_DATA_MAX_BYTES", 256 * 1024)
+# Most dependencies one request may name: every assignment checks them all in its UPDATE.
+WORK_REQUEST_DEPENDENCIES_MAX = env_int("WORK_REQUEST_DEPENDENCIES_MAX", 100)
+# How deep into the queue (runnable requests by priority, then age) one worker's get-next looks
+# for a request it can run: a bounded read per get-next, however long the queue.
+WORK_SCHEDULER_SCAN_ROWS = env_int("WORK_SCHEDULER_SCAN_ROWS", 1000)
+
+if WORKER_LOST_AFTER_S <= 0:
+    raise ValueError("WORKER_LOST_AFTER_S must be positive")
+for _name, _value in (
+    ("WORK_REQUEST_MAX_ATTEMPTS", WORK_REQUEST_MAX_ATTEMPTS),
+    ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),
+    ("WORK_REQUEST_DATA_MAX_BYTES", WORK_REQUEST_DATA_MAX_BYTES),
+    ("WORK_SCHEDULER_SCAN_ROWS", WORK_SCHEDULER_SCAN_ROWS),
+):
+    if _value < 1:
+        raise ValueError(f"{_name} must be at least 1")
+if WORK_REQUEST_DEPENDENCIES_MAX < 0:
+    raise ValueError("WORK_REQUEST_DEPENDENCIES_MAX must be at least 0")

@@ -82,6 +82,7 @@ async def announcement_loop(runtime: BrokerRuntime) -> None:
 
     async def step() -> None:
         await reader.read()
+        # Only now may the directory say "no such topic" (until then lookups ask the database).
         runtime.catch_up = reader.catch_up
         await reader.prune()
 

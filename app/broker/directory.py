@@ -3,7 +3,8 @@
 Loaded once when the server starts and kept current by announcements (a topic created or deleted
 anywhere), so a connection to a name that is not a topic costs no database round trip: a flood of
 connections to random names must not queue ahead of everyone else's ORM work. Until it is loaded
-(a runtime that never started, as in in-process tests) every name is looked up.
+(a runtime that never started, as in in-process tests) every name is looked up, and so it is while
+the announcement reader cannot catch up (``BrokerRuntime.topic_view``).
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ class BrokerRuntime(Receiver):
         self._anonymous_visible: tuple[list[str], float] | None = None
         self._anonymous_reading: asyncio.Task[list[str]] | None = None
         self._rights_generation = 0
-        # Set by the announcement loop once it runs: returns when every change announced so far
-        # has been applied here (app/broker/directory.py answers only then).
+        # Set by the announcement loop once its first read has been applied: returns when every
+        # change announced so far has been applied here (the topic directory is trusted only then).
         self.catch_up: Callable[[], Awaitable[None]] | None = None
         self.loop = asyncio.get_running_loop()
         self._started = False
@@ -104,9 +104,10 @@ class BrokerRuntime(Receiver):
             cached = self._views.get(slug, principal, self.loop.time())
             if cached is not None:
                 return cached
-            if self.directory.missing(slug):
-                if self.catch_up is None:
-                    return None
+            # Without a reader to catch up with (its first read, which loads the directory, still
+            # running or failed; shutting down) the directory may lack a topic created a moment ago
+            # elsewhere: the database answers.
+            if self.catch_up is not None and self.directory.missing(slug):
                 await self.catch_up()  # created a moment ago elsewhere?
                 if self.directory.missing(slug):
                     return None

@@ -7,7 +7,8 @@ up with the feed (one read shared by every lookup waiting meanwhile), so a topic
 ago elsewhere is found, and a flood of made-up names still costs no query on the shared ORM thread.
 
 Starting, the reader first notes where the feed ends and then loads the topic directory, so no
-topic created in between is missed.
+topic created in between is missed; the ids just below that end which are not visible yet are
+watched as holes (``FeedCursor.at_end``): on PostgreSQL a change may commit after a later one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class AnnouncementReader:
         self.database = database
         self.cursor: FeedCursor | None = None
         self._lock = asyncio.Lock()
-        self._read_started = float("-inf")
+        # When the latest read that completed began: a failed read applied nothing.
+        self._completed_from = float("-inf")
         self._prune_at = runtime.loop.time() + PRUNE_EVERY_S
 
     async def read(self) -> None:
@@ -49,16 +51,16 @@ class AnnouncementReader:
         """Return once every announcement committed before this call has been applied."""
         asked = self.runtime.loop.time()
         async with self._lock:
-            if self._read_started <= asked:  # no read began since we asked: one must
+            if self._completed_from <= asked:  # no read begun since we asked has completed: one must
                 await self._read()
 
     async def _read(self) -> None:
         loop, database = self.runtime.loop, self.database
-        self._read_started = loop.time()
+        started = loop.time()
         if self.cursor is None:
-            start = await database.call(announcements.last_id)
+            newest = await database.call(announcements.newest_ids)
             self.runtime.directory.load(await database.call(topic_slugs))
-            self.cursor = FeedCursor(start, HOLE_TTL_S)
+            self.cursor = FeedCursor.at_end(newest, loop.time(), HOLE_TTL_S)
             logger.debug("topic directory loaded: %d topics", len(self.runtime.directory))
         rows = await database.call(announcements.read, self.cursor.after, list(self.cursor.holes))
         for change in self.cursor.take(rows, loop.time()):
@@ -69,6 +71,7 @@ class AnnouncementReader:
             except Exception:
                 # The cursor has moved past it: the changes after it must still be applied.
                 logger.exception("applying announcement %d failed", change.id)
+        self._completed_from = started
 
     async def prune(self) -> None:
         if self.runtime.loop.time() >= self._prune_at:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.auth.credentials import Credential, CredentialCache
-from app.broker.announcements import Change, FeedCursor
+from app.broker.announcements import START_HOLES, Change, FeedCursor
 from app.broker.directory import TopicDirectory
 from app.broker.permissions import Rights
 from app.broker.policy import StorePolicy
@@ -43,6 +43,28 @@ def test_cursor_bounds_holes():
     cursor = FeedCursor(after=0, hole_ttl_s=60)
     cursor.take([change(1_000_000)], now=0)
     assert cursor.after == 1_000_000 and not cursor.holes
+
+
+def test_starting_cursor_watches_ids_below_the_end_not_visible_yet():
+    """A starting cursor takes a change that commits late with an id below the feed's end."""
+    cursor = FeedCursor.at_end([9, 7, 6], now=0, hole_ttl_s=60)
+    assert cursor.after == 9 and set(cursor.holes) == {1, 2, 3, 4, 5, 8}
+    assert [c.id for c in cursor.take([change(8), change(10)], now=1)] == [8, 10]
+    assert cursor.take([change(8)], now=2) == []
+
+
+def test_starting_cursor_watches_a_bounded_window():
+    """Only the ``START_HOLES`` ids below the end are watched, and for the TTL only."""
+    cursor = FeedCursor.at_end([1_000_000], now=0, hole_ttl_s=60)
+    assert set(cursor.holes) == set(range(1_000_000 - START_HOLES + 1, 1_000_000))
+    cursor.take([], now=61)
+    assert not cursor.holes
+
+
+def test_starting_cursor_on_an_empty_feed():
+    """An empty feed (all pruned) starts from the beginning, with nothing to watch."""
+    cursor = FeedCursor.at_end([], now=0, hole_ttl_s=60)
+    assert cursor.after == 0 and not cursor.holes
 
 
 def test_directory_answers_only_when_loaded():

@@ -22,6 +22,10 @@ from app.broker.models import Announcement
 PROCESS_ID = uuid.uuid4().hex
 # Ids skipped by the cursor that are watched for a late commit; a larger gap is not tracked id by id.
 MAX_HOLES = 1000
+# Ids just below where a starting server finds the feed's end that are watched for a late commit
+# (a transaction that took its id before a later one committed). Half the holes: gaps seen later
+# are still tracked while these are watched.
+START_HOLES = MAX_HOLES // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +52,10 @@ def record_revoked(token_id: int | None, principal: str | None, *, origin: str) 
     )
 
 
-def last_id() -> int:
-    return Announcement.objects.order_by("-id").values_list("id", flat=True).first() or 0
+def newest_ids() -> list[int]:
+    """The ids of the newest rows, enough to tell which of the ``START_HOLES`` ids below the last
+    one are not visible (``FeedCursor.at_end``)."""
+    return list(Announcement.objects.order_by("-id").values_list("id", flat=True)[: START_HOLES + 1])
 
 
 def read(after: int, holes: list[int]) -> list[Change]:
@@ -80,6 +86,18 @@ class FeedCursor:
         self.after = after
         self.hole_ttl_s = hole_ttl_s
         self.holes: dict[int, float] = {}
+
+    @classmethod
+    def at_end(cls, newest: list[int], now: float, hole_ttl_s: float) -> FeedCursor:
+        """A cursor after the newest visible row (``newest_ids``). The ids within ``START_HOLES``
+        below it that are not visible are holes: a change whose transaction took its id before a
+        later one committed appears only now, and its topic may be missing from the directory
+        loaded meanwhile (most of them are rolled back or pruned, and are forgotten after the TTL)."""
+        cursor = cls(max(newest, default=0), hole_ttl_s)
+        visible = set(newest)
+        below = range(max(cursor.after - START_HOLES, 0) + 1, cursor.after)
+        cursor.holes = {hole: now for hole in below if hole not in visible}
+        return cursor
 
     def take(self, rows: list[Change], now: float) -> list[Change]:
         """The rows not seen before, in id order; advances the cursor."""

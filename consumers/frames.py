@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.availability.api_info import ApiSummary
 from app.availability.rules import Availability
 from app.availability.services import TopicStatus
+from app.work.events import Reason, WorkRequestEvent, WorkRequestState
 
 Context = int | str
 
@@ -175,3 +176,31 @@ class StatusGoneFrame(BaseModel):
 
     type: Literal["gone"] = "gone"
     topic: str
+
+
+class WorkRequestFrame(WorkRequestState):
+    """broker -> watcher on /ws/work-requests/: a work request's state after a change, or as it ended
+    (replayed from ``completed_since``). Task and output data are left out: read them from the request."""
+
+    type: Literal["work_request"] = "work_request"
+    replayed: bool = Field(description="true: sent from the database at connect (completed_since); "
+                                       "false: a change as it happened")
+    reason: Reason | None = Field(description="why it changed; null when replayed (the request does not "
+                                              "record it, cascaded_from names a dependency that ended it)")
+
+    @classmethod
+    def live(cls, event: WorkRequestEvent) -> WorkRequestFrame:
+        # type is passed explicitly: frames are dumped with exclude_unset.
+        return cls(type="work_request", replayed=False, **event.model_dump())
+
+    @classmethod
+    def replay(cls, state: WorkRequestState) -> WorkRequestFrame:
+        return cls(type="work_request", replayed=True, reason=None, **state.model_dump())
+
+
+class WorkRequestsSyncedFrame(BaseModel):
+    """broker -> watcher on /ws/work-requests/, once: the replay and the changes made meanwhile were
+    sent; every change committed from now on follows as it happens."""
+
+    type: Literal["synced"] = "synced"
+    replayed: int = Field(description="how many requests the replay sent")

@@ -16,6 +16,7 @@ from consumers.pulsar_routing import PulsarConsumerRoute
 from consumers.status_ping import StatusPingConsumer
 from consumers.status_viewer import StatusViewerConsumer
 from consumers.subscriber import TopicConsumer
+from consumers.work_requests import WorkRequestsConsumer
 
 TOPIC = rf"(?P<topic>{TOPIC_PATTERN})"
 SUBSCRIPTION = rf"(?P<subscription>{SUBSCRIPTION_PATTERN})"
@@ -28,6 +29,7 @@ pulsar_consumer_route: Any = PulsarConsumerRoute()
 
 websocket_urlpatterns = [
     re_path(r"^ws/status/?$", StatusViewerConsumer.as_asgi()),
+    re_path(r"^ws/work-requests/?$", WorkRequestsConsumer.as_asgi()),  # before ws/<topic>/
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", PulsarProducer.as_asgi()),

@@ -23,9 +23,15 @@ WORK_REQUEST_DEPENDENCIES_MAX = env_int("WORK_REQUEST_DEPENDENCIES_MAX", 100)
 # How deep into the queue (runnable requests by priority, then age) one worker's get-next looks
 # for a request it can run: a bounded read per get-next, however long the queue.
 WORK_SCHEDULER_SCAN_ROWS = env_int("WORK_SCHEDULER_SCAN_ROWS", 1000)
+# How often a server with ``/ws/work-requests/`` watchers reads the outbox for work request changes
+# when nothing woke it: commits in this process and, on PostgreSQL, in any process (NOTIFY) wake it
+# at once, so this bounds the delay of a change made elsewhere on SQLite, or of a lost notification.
+WORK_FEED_POLL_INTERVAL_S = env_float("WORK_FEED_POLL_INTERVAL_S", 0.25)
 
 if WORKER_LOST_AFTER_S <= 0:
     raise ValueError("WORKER_LOST_AFTER_S must be positive")
+if WORK_FEED_POLL_INTERVAL_S <= 0:
+    raise ValueError("WORK_FEED_POLL_INTERVAL_S must be positive")
 for _name, _value in (
     ("WORK_REQUEST_MAX_ATTEMPTS", WORK_REQUEST_MAX_ATTEMPTS),
     ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),

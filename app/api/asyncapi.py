@@ -20,6 +20,7 @@ from app.broker.models import STATUS_PING_TOPIC
 from app.pulsar.params import ConsumerParams, QueryParams
 from app.pulsar.producers import ProducerParams
 from app.pulsar.reader import ReaderParams
+from app.work.watching import FeedParams
 from consumers.frames import (
     ConsumerAck,
     ControlFrame,
@@ -35,6 +36,8 @@ from consumers.frames import (
     StatusFrame,
     StatusGoneFrame,
     StatusSyncedFrame,
+    WorkRequestFrame,
+    WorkRequestsSyncedFrame,
 )
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -65,6 +68,8 @@ FRAMES: dict[str, Frame] = {
     "status": Frame(StatusFrame, "serialization"),
     "statusSynced": Frame(StatusSyncedFrame, "serialization"),
     "statusGone": Frame(StatusGoneFrame, "serialization"),
+    "workRequest": Frame(WorkRequestFrame, "serialization"),
+    "workRequestsSynced": Frame(WorkRequestsSyncedFrame, "serialization"),
 }
 
 PARAMETERS: dict[str, str] = {
@@ -127,6 +132,12 @@ CHANNELS: tuple[Channel, ...] = (
             "Live availability of every topic the caller may see: one status per topic on connect, then "
             "synced, then changes. Nothing is read from it.",
             (), ("status", "statusSynced", "statusGone", "error")),
+    Channel("workRequests", "/ws/work-requests/",
+            "Work request changes: with completed_since, first the requests that completed or were aborted "
+            "since then (replayed, oldest first), then every change as it happens; synced between the two. "
+            "A user with the work.view_workrequest permission sees every request, others their own. Nothing "
+            "is read from it. Anonymous handshakes are refused with 401, bad parameters with 400.",
+            (), ("workRequest", "workRequestsSynced", "error"), FeedParams),
 )
 
 

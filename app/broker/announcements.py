@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from django.db.models import Q
 from django.utils import timezone
@@ -26,6 +27,16 @@ MAX_HOLES = 1000
 # (a transaction that took its id before a later one committed). Half the holes: gaps seen later
 # are still tracked while these are watched.
 START_HOLES = MAX_HOLES // 2
+
+
+class Numbered(Protocol):
+    """A row of a feed read by id (an announcement, an outbox event)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=Numbered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,8 @@ def prune(older_than: datetime | None = None, *, retention_s: float) -> int:
 
 
 class FeedCursor:
-    """Where a server is in the announcement feed (no I/O).
+    """Where a server is in a feed read by id: the announcements, the outbox for the work-request feed
+    (app/work/changes.py). No I/O.
 
     Ids are handed out at insert and rows become visible at commit, so on PostgreSQL a row may
     appear after one with a higher id was read. Skipped ids are kept as holes and asked for again
@@ -99,9 +111,9 @@ class FeedCursor:
         cursor.holes = {hole: now for hole in below if hole not in visible}
         return cursor
 
-    def take(self, rows: list[Change], now: float) -> list[Change]:
+    def take(self, rows: list[Row], now: float) -> list[Row]:
         """The rows not seen before, in id order; advances the cursor."""
-        new: list[Change] = []
+        new: list[Row] = []
         for row in sorted(rows, key=lambda r: r.id):
             if self.holes.pop(row.id, None) is not None:
                 new.append(row)

@@ -28,6 +28,7 @@ from app.broker.hub import Delivered, Hub
 from app.broker.models import Announcement
 from app.broker.topics import TopicView, ViewCache, view_topic
 from app.server.metrics import TALLY
+from app.work.feed import WorkFeed
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class BrokerRuntime(Receiver):
             AttachPings(settings.ATTACH_PING_MIN_INTERVAL_S) if settings.PING_INTERVAL_S > 0 else None
         )
         self.attach_ping_requested = asyncio.Event()
+        # This process's /ws/work-requests/ watchers, fed by relays/work_feed.py.
+        self.work_feed = WorkFeed()
 
     async def start(self) -> None:
         if not self._started:

@@ -24,6 +24,7 @@ from relays.outbox import outbox_relay_loop
 from relays.ping import attach_ping_loop, ping_loop
 from relays.resync import resync_loop
 from relays.status import status_refresh_loop
+from relays.work_feed import work_feed_loop
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Lifespan:
             ("announcements", announcement_loop(runtime)),
             ("status-refresh", status_refresh_loop(runtime)),
             ("resync", resync_loop(runtime)),
+            ("work-feed", work_feed_loop(runtime)),
         ]
         if settings.PING_INTERVAL_S > 0:
             loops.append(("ping", ping_loop(runtime)))

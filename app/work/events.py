@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -34,12 +35,13 @@ class Reason(StrEnum):
     DEPENDENCY_ABORTED = "dependency_aborted"
 
 
-class WorkRequestEvent(BaseModel):
+class WorkRequestState(BaseModel):
+    """A work request's state as events and the ``/ws/work-requests/`` feed show it (no task or output data)."""
+
     id: int
     task_name: str
     status: Status
     result: Result
-    reason: Reason
     priority_base: int
     priority_adjustment: int
     attempts: int
@@ -52,6 +54,12 @@ class WorkRequestEvent(BaseModel):
     cascaded_from: int | None
 
 
+class WorkRequestEvent(WorkRequestState):
+    """The data of a ``switchyard.work_request.<status>`` event: the state after the change, and why."""
+
+    reason: Reason
+
+
 def event_type(status: str) -> str:
     return f"{TYPE_PREFIX}{status}"
 
@@ -60,14 +68,21 @@ def key_of(request_id: int) -> str:
     return f"work_request:{request_id}"
 
 
+def state_fields(request: WorkRequest) -> dict[str, Any]:
+    """``WorkRequestState``'s fields of ``request`` (its worker loaded with it: select_related)."""
+    return {
+        "id": request.pk, "task_name": request.task_name, "status": Status(request.status),
+        "result": Result(request.result), "priority_base": request.priority_base,
+        "priority_adjustment": request.priority_adjustment, "attempts": request.attempts,
+        "worker": request.worker.name if request.worker is not None else None,
+        "created_by": request.created_by_id, "created_at": request.created_at, "started_at": request.started_at,
+        "completed_at": request.completed_at, "supersedes": request.supersedes_id,
+        "cascaded_from": request.cascaded_from_id,
+    }
+
+
 def event_of(request: WorkRequest, reason: Reason) -> WorkRequestEvent:
-    return WorkRequestEvent(
-        id=request.pk, task_name=request.task_name, status=Status(request.status), result=Result(request.result),
-        reason=reason, priority_base=request.priority_base, priority_adjustment=request.priority_adjustment,
-        attempts=request.attempts, worker=request.worker.name if request.worker is not None else None,
-        created_by=request.created_by_id, created_at=request.created_at, started_at=request.started_at,
-        completed_at=request.completed_at, supersedes=request.supersedes_id, cascaded_from=request.cascaded_from_id,
-    )
+    return WorkRequestEvent(reason=reason, **state_fields(request))
 
 
 def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:

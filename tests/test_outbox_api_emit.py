@@ -37,6 +37,24 @@ def test_emit_with_a_chosen_stream_needs_change_permission(server: ServerProcess
     assert status == 403 and "change_outboxevent" in answer["detail"]
 
 
+@pytest.mark.parametrize("source", ["/work-requests", "/cqrs"])
+def test_emit_with_switchyards_own_source_is_refused(server: ServerProcess, source: str) -> None:
+    """Work request and CQRS events are Switchyard's own: one with their source is refused (422), nothing stored."""
+    body = {"type": "switchyard.work_request.completed", "source": source, "data": {"id": 1}}
+    status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
+    assert status == 422 and "Switchyard's own" in answer["detail"]
+    assert not OutboxEvent.objects.exists()
+
+
+def test_emit_of_a_cqrs_payload_is_refused(server: ServerProcess) -> None:
+    """The CQRS content type (published on the CQRS exchange, routed by its cqrs_id) is refused over HTTP."""
+    body = {"type": "cqrs.author.save", "source": "/tests/emit", "datacontenttype": "application/vnd.django-cqrs+json",
+            "data": {"cqrs_id": "author"}}
+    status, answer = call(server, "/outbox/events", "POST", superuser_key(), body)
+    assert status == 422 and "CQRS" in answer["detail"]
+    assert not OutboxEvent.objects.exists()
+
+
 def test_emit_creates_a_pending_event(server: ServerProcess) -> None:
     """POST emits (201): the row exists, pending, on the server's default target."""
     user = make_user()

@@ -26,10 +26,16 @@ from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
 from app.broker.permissions import may_add_topics
 from app.broker.topics import view_topic
+from app.cqrs import events as cqrs_events
+from app.cqrs.events import CONTENT_TYPE as CQRS_CONTENT_TYPE
 from app.outbox import claims
 from app.outbox.cloudevents import EventIn, Extension, TargetName, is_json_type, is_text_type
 from app.outbox.emit import TargetNotConfigured, emit_many
 from app.outbox.models import OutboxEvent, Status
+from app.work import events as work_events
+
+# Sources whose events Switchyard itself writes (app/cqrs/events.py, app/work/events.py).
+RESERVED_SOURCES = frozenset({cqrs_events.SOURCE, work_events.SOURCE})
 
 router = Router(tags=["outbox"])
 
@@ -163,6 +169,16 @@ def _check_routing(user: Any, body: EmitIn) -> None:
         raise HttpError(403, "choosing a destination needs the outbox.change_outboxevent permission")
 
 
+def _check_reserved(body: EmitIn) -> None:
+    """Events Switchyard itself writes are not to be forged over HTTP: watchers of /ws/work-requests/
+    trust the work request events, and a CQRS payload is published on the CQRS exchange routed by
+    its own cqrs_id (into replicas' queues, around the routing-key permission above)."""
+    if body.source in RESERVED_SOURCES:
+        raise HttpError(422, f"source {body.source!r} is Switchyard's own: its events are not emitted over HTTP")
+    if body.datacontenttype == CQRS_CONTENT_TYPE:
+        raise HttpError(422, f"datacontenttype {CQRS_CONTENT_TYPE} is for CQRS masters' changes (MasterMixin)")
+
+
 def _problem(error: Any) -> str:
     where = ".".join(map(str, error["loc"]))
     return f"{where}: {error['msg']}" if where else str(error["msg"])
@@ -179,6 +195,7 @@ def _emit(user: Any, body: EmitIn) -> EventOut:
         # A character outside ASCII is a ValueError of its own, not a binascii.Error.
         except ValueError:
             raise HttpError(422, "data_base64 is not valid base64") from None
+    _check_reserved(body)
     _check_routing(user, body)
     try:
         return event_out(emit_many([EventIn(**fields)])[0])

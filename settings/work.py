@@ -23,6 +23,9 @@ WORK_REQUEST_DEPENDENCIES_MAX = env_int("WORK_REQUEST_DEPENDENCIES_MAX", 100)
 # How deep into the queue (runnable requests by priority, then age) one worker's get-next looks
 # for a request it can run: a bounded read per get-next, however long the queue.
 WORK_SCHEDULER_SCAN_ROWS = env_int("WORK_SCHEDULER_SCAN_ROWS", 1000)
+# Most requests one POST /api/v1/work-requests/bulk may create: all are created in one transaction
+# (each validated, counted against the quota and announced), which holds SQLite's write lock throughout.
+WORK_REQUESTS_BULK_MAX = env_int("WORK_REQUESTS_BULK_MAX", 100)
 
 if WORKER_LOST_AFTER_S <= 0:
     raise ValueError("WORKER_LOST_AFTER_S must be positive")
@@ -31,6 +34,7 @@ for _name, _value in (
     ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),
     ("WORK_REQUEST_DATA_MAX_BYTES", WORK_REQUEST_DATA_MAX_BYTES),
     ("WORK_SCHEDULER_SCAN_ROWS", WORK_SCHEDULER_SCAN_ROWS),
+    ("WORK_REQUESTS_BULK_MAX", WORK_REQUESTS_BULK_MAX),
 ):
     if _value < 1:
         raise ValueError(f"{_name} must be at least 1")

@@ -27,6 +27,9 @@ WORK_SCHEDULER_SCAN_ROWS = env_int("WORK_SCHEDULER_SCAN_ROWS", 1000)
 # when nothing woke it: commits in this process and, on PostgreSQL, in any process (NOTIFY) wake it
 # at once, so this bounds the delay of a change made elsewhere on SQLite, or of a lost notification.
 WORK_FEED_POLL_INTERVAL_S = env_float("WORK_FEED_POLL_INTERVAL_S", 0.25)
+# Most requests one POST /api/v1/work-requests/bulk may create: all are created in one transaction
+# (each validated, counted against the quota and announced), which holds SQLite's write lock throughout.
+WORK_REQUESTS_BULK_MAX = env_int("WORK_REQUESTS_BULK_MAX", 100)
 
 if WORKER_LOST_AFTER_S <= 0:
     raise ValueError("WORKER_LOST_AFTER_S must be positive")
@@ -37,6 +40,7 @@ for _name, _value in (
     ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),
     ("WORK_REQUEST_DATA_MAX_BYTES", WORK_REQUEST_DATA_MAX_BYTES),
     ("WORK_SCHEDULER_SCAN_ROWS", WORK_SCHEDULER_SCAN_ROWS),
+    ("WORK_REQUESTS_BULK_MAX", WORK_REQUESTS_BULK_MAX),
 ):
     if _value < 1:
         raise ValueError(f"{_name} must be at least 1")

@@ -138,3 +138,25 @@ def test_operation_conforms(case: schemathesis.Case, fuzzed_server: ServerProces
     """The operation answers no 5xx, and its status, content type, headers and body are documented."""
     case.call_and_validate(base_url=fuzzed_server.http, headers=auth(caller_key), checks=CHECKS,
                            timeout=REQUEST_TIMEOUT_S)
+
+
+@pytest.fixture
+def worker_key(fuzzed_server: ServerProcess, keys: dict[str, str]) -> str:
+    """A working key of a worker of the fuzzed server (registered over the API by a superuser): the
+    module's, unless an earlier test's disable or token DELETE revoked it."""
+    if "worker" not in keys or call(fuzzed_server, "/worker", key=keys["worker"])[0] == 401:
+        admin = manage(fuzzed_server.database_url, "createtoken", unique("admin"), "--create-user", "--superuser")
+        status, body = call(fuzzed_server, "/workers", "POST", admin, {"name": unique("fuzz-worker")})
+        assert status == 201, body
+        keys["worker"] = body["key"]
+    return keys["worker"]
+
+
+# The worker endpoints take a worker's token alone (every other caller gets 401): fuzzed once more as
+# a worker, so their bodies and answers are checked past authentication too.
+@schema.include(tag="worker").parametrize()
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_worker_operation_conforms(case: schemathesis.Case, fuzzed_server: ServerProcess, worker_key: str) -> None:
+    """As a worker, the worker endpoints answer no 5xx, and only what the document declares."""
+    case.call_and_validate(base_url=fuzzed_server.http, headers=auth(worker_key), checks=CHECKS,
+                           timeout=REQUEST_TIMEOUT_S)

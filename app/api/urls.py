@@ -10,8 +10,12 @@ from app.api.tokens import router as tokens_router
 from app.api.topic_resources import router as topic_resources_router
 from app.api.topics import router as topics_router
 from app.api.unstorable import refuse_nul
+from app.api.work_requests import router as work_requests_router
+from app.api.worker_polling import router as worker_polling_router
+from app.api.workers import router as workers_router
 
-# One auth for every operation: it resolves the caller and holds session writes to Django's CSRF check.
+# One auth for every operation (but the workers' own, app/api/worker_auth.py): it resolves the caller and
+# holds session writes to Django's CSRF check.
 api = NinjaAPI(title="Switchyard", version="1", urls_namespace="api-v1", auth=Caller())
 api.add_router("/", topics_router)
 api.add_router("/", topic_resources_router)
@@ -21,4 +25,8 @@ api.add_router("/", outbox_router)
 api.add_router("/", tokens_router)
 api.add_router("/", contracts_router)
 api.add_router("/", bulk_router)
+api.add_router("/", work_requests_router)
+api.add_router("/", workers_router)
+# Its own auth (app/api/worker_auth.py): a worker's token, which Caller refuses.
+api.add_router("/", worker_polling_router)
 refuse_nul(api)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from app.work import quotas
@@ -23,13 +24,15 @@ class UnknownDependency(ValueError):
 
 def submit(
     task_name: str, task_data: Any = None, *, created_by: Any = None, priority_base: int = 0,
-    dependencies: Iterable[int] = (), now: datetime | None = None,
+    dependencies: Iterable[int] = (), among: QuerySet[WorkRequest] | None = None, now: datetime | None = None,
 ) -> WorkRequest:
     """Create a pending work request and emit its event, in one transaction (joins the caller's).
 
     Raises UnknownTask / InvalidTaskData (app/work/tasks.py), UnknownDependency, ValueError for
     more than WORK_REQUEST_DEPENDENCIES_MAX dependencies, and quotas.QuotaExceeded. A dependency
-    that already failed or was aborted ends the new request at once (app/work/transitions.py)."""
+    that already failed or was aborted ends the new request at once (app/work/transitions.py).
+    ``among``: the requests a dependency may be (those the creator may see, app/work/access.py); one
+    outside them is refused as unknown, exactly like a missing one. Default: every request."""
     data = {} if task_data is None else task_data
     validate_task_data(task_name, data)
     wanted = sorted(set(dependencies))
@@ -40,7 +43,8 @@ def submit(
     with transaction.atomic():
         if created_by is not None:
             quotas.check_pending_quota(created_by.pk)
-        found = set(WorkRequest.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        candidates = WorkRequest.objects.all() if among is None else among
+        found = set(candidates.filter(pk__in=wanted).values_list("pk", flat=True))
         if missing := [pk for pk in wanted if pk not in found]:
             raise UnknownDependency(f"no work request {', '.join(f'#{pk}' for pk in missing)}")
         request = WorkRequest.objects.create(

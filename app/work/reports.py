@@ -1,0 +1,67 @@
+"""What a worker reports about the requests it was given: started, progress, completed. A worker
+speaks only of its own running requests; these say which of two refusals applies otherwise:
+
+- ``NotAssigned``: no request of that id was given to this worker (missing, another worker's, or
+  returned to pending after this worker was taken for lost): nothing of it is this worker's business.
+- ``NotRunning``: it was this worker's, and ended meanwhile (aborted by a client or an admin, or
+  completed already): the worker should stop working on it.
+
+Completion goes through ``transitions.complete`` naming the worker, so the guarded UPDATE itself
+refuses a worker that no longer runs the request; the refusal's reason is read afterwards.
+
+A poll is a sign of life too: ``mark_polled`` makes a worker without a socket count as connected
+while it calls within WORKER_LOST_AFTER_S, so the lost-worker rules treat both kinds alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from app.work import transitions
+from app.work.models import Result, Status, Worker, WorkRequest
+
+
+class NotAssigned(LookupError):
+    """The request is not (and was not) given to this worker."""
+
+
+class NotRunning(ValueError):
+    """The request was this worker's and is no longer running."""
+
+
+def mark_polled(worker_id: int, now: datetime | None = None) -> None:
+    """The worker called over HTTP: seen now, and connected since now unless it was already."""
+    now = now or timezone.now()
+    Worker.objects.filter(pk=worker_id).update(
+        last_seen_at=now, connected_at=Coalesce(F("connected_at"), Value(now, output_field=DateTimeField())),
+    )
+
+
+def own_running(worker_id: int, request_id: int) -> WorkRequest:
+    """The request ``request_id`` that ``worker_id`` runs; NotAssigned or NotRunning otherwise."""
+    request = WorkRequest.objects.filter(pk=request_id, worker_id=worker_id).first()
+    if request is None:
+        raise NotAssigned(f"work request {request_id} is not assigned to this worker")
+    if request.status != Status.RUNNING:
+        raise NotRunning(f"work request {request_id} is {state_of(request)}: stop working on it")
+    return request
+
+
+def complete_own(worker_id: int, request_id: int, result: Result | str, output_data: Any = None) -> WorkRequest:
+    """Complete the request ``worker_id`` runs. Raises NotAssigned, NotRunning, or InvalidTaskData
+    (app/work/tasks.py) for output data over WORK_REQUEST_DATA_MAX_BYTES."""
+    if transitions.complete(request_id, result, output_data, worker_id=worker_id):
+        return WorkRequest.objects.get(pk=request_id)
+    own_running(worker_id, request_id)
+    # Running on this worker again a moment after the UPDATE missed it: given back to pending and to
+    # this worker again in between, a run this report was not about.
+    raise NotRunning(f"work request {request_id} was given to this worker again meanwhile: report on its new run")
+
+
+def state_of(request: WorkRequest) -> str:
+    return f"{request.status} ({request.result})" if request.result else str(request.status)

@@ -15,6 +15,7 @@ import pytest
 from django.db import connection, transaction
 
 from app.work.models import Result, Status, WorkRequest
+from app.work.submission import submit
 from app.work.transitions import abort, assign, complete, retry
 from tests.databases import BACKEND
 from tests.work import completed, in_thread, pending, reload, running, worker
@@ -155,3 +156,34 @@ def test_many_requests_racing_for_a_workers_slots() -> None:
     results = free_for_all([lambda r=r: assign(r.pk, on.pk) for r in requests])  # type: ignore[misc]
     assert results.count(True) == 2
     assert WorkRequest.objects.filter(worker=on, status=Status.RUNNING).count() == 2
+
+
+@postgres_only
+def test_submit_racing_a_failing_dependency_ends_the_new_request() -> None:
+    """A request submitted while its dependency fails waits for that failure and is failed with it, not left pending."""
+    parent = running()
+    _, child = interleaved(
+        lambda: complete(parent.pk, Result.FAILURE), lambda: submit("noop", {}, dependencies=[parent.pk])
+    )
+    child = reload(child)
+    assert (child.status, child.result, child.cascaded_from_id) == (Status.COMPLETED, Result.FAILURE, parent.pk)
+
+
+@postgres_only
+def test_retry_racing_an_aborted_copied_dependency_aborts_the_new_request() -> None:
+    """A retry whose copied dependency is aborted meanwhile waits for the abort and is aborted with it."""
+    parent = running()
+    child = pending(dependencies=[parent.pk])
+    assert abort(child.pk)
+    _, new = interleaved(lambda: abort(parent.pk), lambda: retry(child.pk))
+    new = reload(new)
+    assert (new.status, new.cascaded_from_id) == (Status.ABORTED, parent.pk)
+
+
+def test_two_large_cascades_at_once_both_complete() -> None:
+    """Two parents failing at once, with 400 dependents each and 400 shared: both cascades finish (no deadlock)."""
+    parents = [running(), running()]
+    groups = [[parents[0].pk], [parents[1].pk], [parents[0].pk, parents[1].pk]]
+    children = [pending(dependencies=group).pk for group in groups for _ in range(400)]
+    assert free_for_all([lambda p=p: complete(p.pk, Result.FAILURE) for p in parents]) == [True, True]  # type: ignore[misc]
+    assert not WorkRequest.objects.filter(pk__in=children).exclude(status=Status.COMPLETED).exists()

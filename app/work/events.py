@@ -8,12 +8,14 @@ it changed; task and output data are left out (they may be large: read them from
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel
 
-from app.outbox.emit import emit
+from app.outbox.cloudevents import EventIn
+from app.outbox.emit import emit_many
 from app.outbox.models import OutboxEvent
 from app.work.models import Result, Status, WorkRequest
 
@@ -70,10 +72,21 @@ def event_of(request: WorkRequest, reason: Reason) -> WorkRequestEvent:
     )
 
 
-def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:
-    """Emit ``request``'s current state in the current transaction (call inside the change's)."""
+def state_event(request: WorkRequest, reason: Reason) -> EventIn:
     event = event_of(request, reason)
-    return emit(
-        event_type(event.status.value), SOURCE, event.model_dump(mode="json"),
+    return EventIn(
+        type=event_type(event.status.value), source=SOURCE, data=event.model_dump(mode="json"),
         subject=str(request.pk), key=key_of(request.pk),
     )
+
+
+def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:
+    """Emit ``request``'s current state in the current transaction (call inside the change's)."""
+    return emit_states([(request, reason)])[0]
+
+
+def emit_states(changes: Iterable[tuple[WorkRequest, Reason]]) -> list[OutboxEvent]:
+    """Emit the states of one transition (a cascade, a retried subtree) at once, at its end: one
+    ``emit_many`` takes the outbox's key locks in sorted order, so two concurrent cascades cannot
+    deadlock on them, and takes them only just before commit."""
+    return emit_many([state_event(request, reason) for request, reason in changes])

@@ -11,10 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from app.work import quotas
-from app.work.events import Reason, emit_state
+from app.work.events import Reason, emit_states
 from app.work.models import WorkRequest
 from app.work.tasks import validate_task_data
-from app.work.transitions import cascade_from_dependencies
+from app.work.transitions import Changes, cascade_from_dependencies, lock_dependencies, retrying_deadlocks
 
 
 class UnknownDependency(ValueError):
@@ -37,17 +37,25 @@ def submit(
     if len(wanted) > limit:
         raise ValueError(f"{len(wanted)} dependencies, more than WORK_REQUEST_DEPENDENCIES_MAX={limit}")
     now = now or timezone.now()
-    with transaction.atomic():
-        if created_by is not None:
-            quotas.check_pending_quota(created_by.pk)
-        found = set(WorkRequest.objects.filter(pk__in=wanted).values_list("pk", flat=True))
-        if missing := [pk for pk in wanted if pk not in found]:
-            raise UnknownDependency(f"no work request {', '.join(f'#{pk}' for pk in missing)}")
-        request = WorkRequest.objects.create(
-            task_name=task_name, task_data=data, priority_base=priority_base, created_by=created_by, created_at=now,
-        )
-        request.dependencies.set(wanted)
-        emit_state(request, Reason.CREATED)
-        cascade_from_dependencies(request, now)
+
+    def body() -> WorkRequest:
+        with transaction.atomic():
+            if created_by is not None:
+                quotas.check_pending_quota(created_by.pk)
+            lock_dependencies(wanted)
+            found = set(WorkRequest.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+            if missing := [pk for pk in wanted if pk not in found]:
+                raise UnknownDependency(f"no work request {', '.join(f'#{pk}' for pk in missing)}")
+            request = WorkRequest.objects.create(
+                task_name=task_name, task_data=data, priority_base=priority_base, created_by=created_by,
+                created_at=now,
+            )
+            request.dependencies.set(wanted)
+            changes: Changes = [(request, Reason.CREATED)]
+            cascade_from_dependencies(request, now, changes)
+            emit_states(changes)
+        return request
+
+    request = retrying_deadlocks(body)
     request.refresh_from_db()
     return request

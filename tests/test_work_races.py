@@ -9,14 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from app.work.models import Result, Status, WorkRequest
 from app.work.submission import submit
 from app.work.transitions import abort, assign, complete, retry
+from app.work.workers import disconnect_and_release, mark_connected
 from tests.databases import BACKEND
 from tests.work import completed, in_thread, pending, reload, running, worker
 
@@ -187,3 +190,16 @@ def test_two_large_cascades_at_once_both_complete() -> None:
     children = [pending(dependencies=group).pk for group in groups for _ in range(400)]
     assert free_for_all([lambda p=p: complete(p.pk, Result.FAILURE) for p in parents]) == [True, True]  # type: ignore[misc]
     assert not WorkRequest.objects.filter(pk__in=children).exclude(status=Status.COMPLETED).exists()
+
+
+@postgres_only
+def test_lost_worker_sweep_racing_a_reconnect_releases_nothing() -> None:
+    """A sweep that saw the worker lost, racing its reconnection, leaves the reconnected worker its request."""
+    on, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=on)
+    mark_connected(on.pk, then)
+    _, released = interleaved(
+        lambda: mark_connected(on.pk), lambda: disconnect_and_release(on.pk, then, last_seen_at=then)
+    )
+    assert released is None
+    assert (reload(request).status, reload(request).worker_id) == (Status.RUNNING, on.pk)

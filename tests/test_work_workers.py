@@ -17,6 +17,7 @@ from app.work.transitions import Returned
 from app.work.workers import (
     TOKEN_DISABLED,
     WorkerNameTaken,
+    disconnect_and_release,
     is_lost,
     lost_workers,
     mark_connected,
@@ -172,3 +173,24 @@ def test_release_at_the_last_attempt_completes_as_error() -> None:
     request = running(on=lost)
     assert release_requests(lost.pk) == {request.pk: Returned.ERROR}
     assert reload(request).result == Result.ERROR
+
+
+def test_disconnect_and_release_of_a_worker_as_seen() -> None:
+    """A worker still as the sweep saw it is disconnected and its request returned to pending."""
+    lost, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=lost)
+    mark_connected(lost.pk, then)
+    assert disconnect_and_release(lost.pk, then, last_seen_at=then) == {request.pk: Returned.PENDING}
+    lost.refresh_from_db()
+    assert (lost.connected_at, reload(request).status) == (None, Status.PENDING)
+
+
+def test_disconnect_and_release_after_a_heartbeat_does_nothing() -> None:
+    """A worker heard from after the sweep saw it keeps its connection and its request."""
+    lost, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=lost)
+    mark_connected(lost.pk, then)
+    mark_seen(lost.pk)
+    assert disconnect_and_release(lost.pk, then, last_seen_at=then) is None
+    lost.refresh_from_db()
+    assert (lost.connected_at, reload(request).status) == (then, Status.RUNNING)

@@ -119,10 +119,40 @@ def lost_workers(now: datetime | None = None) -> QuerySet[Worker]:
 
 
 def release_requests(worker_id: int, now: datetime | None = None) -> dict[int, Returned]:
-    """The worker is lost or gone: each request it runs goes back to pending (or, at its last
-    attempt, completes as error). Returns what happened to each."""
-    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).values_list("pk", flat=True)
-    return {pk: return_to_pending(pk, worker_id=worker_id, now=now) for pk in running}
+    """The worker is gone (deleted): each request it runs goes back to pending (or, at its last
+    attempt, completes as error). Returns what happened to each. For a lost or disconnected worker
+    use ``disconnect_and_release``, which makes sure it did not come back meanwhile."""
+    with transaction.atomic():
+        _lock(worker_id)
+        return _release(worker_id, now)
+
+
+def disconnect_and_release(
+    worker_id: int, connected_at: datetime, *, last_seen_at: datetime | None = None, now: datetime | None = None
+) -> dict[int, Returned] | None:
+    """The worker was seen lost (``lost_workers``) or its connection ended, with these times: mark
+    it disconnected and release its requests (``release_requests``), in one transaction and only if
+    it is still as seen: connected since ``connected_at`` and, with ``last_seen_at`` (the sweep of
+    lost workers), not heard from since. Its row is locked first (FOR NO KEY UPDATE, as ``assign``
+    does), so a reconnection or a heartbeat either commits first (and nothing is released: the
+    requests are the reconnected worker's) or waits for this. None when nothing was released."""
+    with transaction.atomic():
+        seen = _lock(worker_id)
+        if seen is None or seen[0] != connected_at or (last_seen_at is not None and seen[1] != last_seen_at):
+            return None
+        Worker.objects.filter(pk=worker_id).update(connected_at=None)
+        return _release(worker_id, now)
+
+
+def _lock(worker_id: int) -> tuple[datetime | None, datetime | None] | None:
+    """Lock the worker's row; its connected_at and last_seen_at, or None when it is gone."""
+    rows = Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by()
+    return rows.values_list("connected_at", "last_seen_at").first()
+
+
+def _release(worker_id: int, now: datetime | None) -> dict[int, Returned]:
+    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).order_by("pk")
+    return {pk: return_to_pending(pk, worker_id=worker_id, now=now) for pk in running.values_list("pk", flat=True)}
 
 
 def _worker_deleted(sender: Any, instance: Worker, **kwargs: Any) -> None:

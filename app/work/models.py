@@ -44,7 +44,12 @@ class Worker(models.Model):
 
     def metadata(self) -> dict[str, Any]:
         """What the scheduler matches requirements against: the worker's report, admins' keys on top."""
-        return {**(self.dynamic_metadata or {}), **(self.static_metadata or {})}
+        # Both are checked to be objects where they are written (app/work/workers.py, the admin); a
+        # row written otherwise (a shell, an old version) counts as no metadata, so it matches nothing
+        # that requires something rather than failing every get-next of the worker.
+        dynamic = self.dynamic_metadata if isinstance(self.dynamic_metadata, dict) else {}
+        static = self.static_metadata if isinstance(self.static_metadata, dict) else {}
+        return {**dynamic, **static}
 
 
 class Status(models.TextChoices):

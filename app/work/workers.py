@@ -24,6 +24,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.signals import pre_delete
 from django.utils import timezone
 
+from app import codec
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
 from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest
@@ -37,6 +38,23 @@ class WorkerNameTaken(ValueError):
     """A worker (or a user named like its owner) of that name exists."""
 
 
+class InvalidMetadata(ValueError):
+    """Worker metadata that is not a JSON object, or larger than WORKER_METADATA_MAX_BYTES."""
+
+
+def check_metadata(what: str, metadata: Any) -> None:
+    """Refuse metadata the scheduler could not match against (not an object) or that is too large."""
+    if not isinstance(metadata, dict):
+        raise InvalidMetadata(f"{what} must be a JSON object")
+    limit = settings.WORKER_METADATA_MAX_BYTES
+    try:
+        size = len(codec.dumps_bytes(metadata))
+    except codec.EncodeError as exc:
+        raise InvalidMetadata(f"{what} cannot be encoded as JSON: {exc}") from None
+    if size > limit:
+        raise InvalidMetadata(f"{what} is {size} bytes encoded, more than WORKER_METADATA_MAX_BYTES={limit}")
+
+
 def register_worker(
     name: str, *, concurrency: int = 1, static_metadata: dict[str, Any] | None = None
 ) -> tuple[Worker, str]:
@@ -45,6 +63,7 @@ def register_worker(
         raise ValueError("a worker name is 1-100 characters without surrounding spaces")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    check_metadata("static_metadata", static_metadata or {})
     try:
         with transaction.atomic():
             owner = get_user_model()(username=f"{USERNAME_PREFIX}{name}", is_active=False)
@@ -97,7 +116,9 @@ def mark_disconnected(worker_id: int, connected_at: datetime | None = None) -> b
 
 
 def report_metadata(worker_id: int, metadata: dict[str, Any]) -> None:
-    """What the worker says about itself (its ``dynamic_metadata``, replaced as a whole)."""
+    """What the worker says about itself (its ``dynamic_metadata``, replaced as a whole). Raises
+    InvalidMetadata for one that is not a JSON object or too large."""
+    check_metadata("metadata", metadata)
     Worker.objects.filter(pk=worker_id).update(dynamic_metadata=metadata)
 
 

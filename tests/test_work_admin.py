@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from app.work.models import Result, Status, Worker, WorkRequest
+from app.work.models import PRIORITY_LIMIT, Result, Status, Worker, WorkRequest
 from app.work.workers import mark_connected, set_enabled
 from tests.protocol import make_user
 from tests.work import completed, pending, reload, running, worker
@@ -182,3 +182,12 @@ def test_worker_form_refuses_static_metadata_that_is_not_an_object() -> None:
     assert "static metadata must be a JSON object" in response.content.decode()
     on.refresh_from_db()
     assert on.static_metadata == {"pool": "fast"}
+
+
+def test_request_form_refuses_an_unbounded_priority_adjustment() -> None:
+    """An adjustment beyond ±PRIORITY_LIMIT is refused by the form and not stored."""
+    request = pending()
+    url = reverse("admin:work_workrequest_change", args=[request.pk])
+    response = admin_client().post(url, {"priority_adjustment": str(PRIORITY_LIMIT + 1)})
+    assert response.status_code == 200
+    assert reload(request).priority_adjustment == 0

@@ -224,3 +224,10 @@ def test_unbounded_priority_adjustment_refused_by_the_database() -> None:
     request = pending()
     with pytest.raises(IntegrityError), transaction.atomic():
         WorkRequest.objects.filter(pk=request.pk).update(priority_adjustment=PRIORITY_LIMIT + 1)
+
+
+def test_request_with_a_requires_that_is_no_object_goes_to_no_worker() -> None:
+    """A request whose requires was stored as a list (around the registry) is given to no worker."""
+    request = pending()
+    WorkRequest.objects.filter(pk=request.pk).update(task_data={"requires": ["gpu"]})
+    assert next_request_for(worker(gpu=True).pk) is None

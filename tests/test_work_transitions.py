@@ -174,3 +174,14 @@ def test_return_of_a_request_another_worker_runs_refused() -> None:
 def test_return_of_a_finished_request_does_nothing() -> None:
     """A request that is not running is not returned."""
     assert return_to_pending(aborted().pk) is Returned.NOTHING
+
+
+def test_stale_completion_of_an_earlier_attempt_refused() -> None:
+    """A completion naming attempt 1 does not complete attempt 2 of the same request on the same worker."""
+    on = worker()
+    request = running(on=on)
+    assert return_to_pending(request.pk, max_attempts=5) == Returned.PENDING
+    assert assign(request.pk, on.pk)
+    assert not complete(request.pk, Result.SUCCESS, worker_id=on.pk, attempt=1)
+    assert (reload(request).status, reload(request).attempts) == (Status.RUNNING, 2)
+    assert complete(request.pk, Result.SUCCESS, worker_id=on.pk, attempt=2)

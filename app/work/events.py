@@ -52,6 +52,9 @@ class WorkRequestEvent(BaseModel):
     completed_at: datetime | None
     supersedes: int | None
     cascaded_from: int | None
+    # With reason worker_lost: the worker that was lost (``worker`` is already None when the request
+    # went back to pending).
+    lost_worker: str | None = None
 
 
 def event_type(status: str) -> str:
@@ -62,27 +65,30 @@ def key_of(request_id: int) -> str:
     return f"work_request:{request_id}"
 
 
-def event_of(request: WorkRequest, reason: Reason) -> WorkRequestEvent:
+def event_of(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> WorkRequestEvent:
+    if reason == Reason.WORKER_LOST and lost_worker is None and request.worker is not None:
+        lost_worker = request.worker.name
     return WorkRequestEvent(
         id=request.pk, task_name=request.task_name, status=Status(request.status), result=Result(request.result),
         reason=reason, priority_base=request.priority_base, priority_adjustment=request.priority_adjustment,
         attempts=request.attempts, worker=request.worker.name if request.worker is not None else None,
         created_by=request.created_by_id, created_at=request.created_at, started_at=request.started_at,
         completed_at=request.completed_at, supersedes=request.supersedes_id, cascaded_from=request.cascaded_from_id,
+        lost_worker=lost_worker,
     )
 
 
-def state_event(request: WorkRequest, reason: Reason) -> EventIn:
-    event = event_of(request, reason)
+def state_event(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> EventIn:
+    event = event_of(request, reason, lost_worker)
     return EventIn(
         type=event_type(event.status.value), source=SOURCE, data=event.model_dump(mode="json"),
         subject=str(request.pk), key=key_of(request.pk),
     )
 
 
-def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:
+def emit_state(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> OutboxEvent:
     """Emit ``request``'s current state in the current transaction (call inside the change's)."""
-    return emit_states([(request, reason)])[0]
+    return emit_many([state_event(request, reason, lost_worker)])[0]
 
 
 def emit_states(changes: Iterable[tuple[WorkRequest, Reason]]) -> list[OutboxEvent]:

@@ -122,10 +122,13 @@ def assign(request_id: int, worker_id: int, now: datetime | None = None) -> bool
 
 def complete(
     request_id: int, result: Result | str, output_data: Any = None, *, worker_id: int | None = None,
-    now: datetime | None = None,
+    attempt: int | None = None, now: datetime | None = None,
 ) -> bool:
     """running -> completed with ``result`` (success, failure or error) and the worker's output;
-    with ``worker_id``, only while that worker runs it. A failure or error fails its pending dependents."""
+    with ``worker_id``, only while that worker runs it; with ``attempt`` (its ``attempts`` when it
+    was assigned), only that run: a late report of an earlier run on the same worker, returned to
+    pending and assigned to it again meanwhile, completes nothing. A failure or error fails its
+    pending dependents."""
     result = Result(result)
     if result not in DONE_RESULTS:
         raise ValueError(f"a completed request's result is success, failure or error, not {result.value!r}")
@@ -135,6 +138,8 @@ def complete(
     running = WorkRequest.objects.filter(pk=request_id, status=Status.RUNNING)
     if worker_id is not None:
         running = running.filter(worker_id=worker_id)
+    if attempt is not None:
+        running = running.filter(attempts=attempt)
 
     def body() -> int:
         with transaction.atomic():
@@ -181,10 +186,15 @@ def return_to_pending(
 
     def body() -> Returned:
         with transaction.atomic():
-            if running.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
-                emit_state(_load(request_id), Reason.WORKER_LOST)
+            # Locked and read first, to name the lost worker in the event.
+            lost = running.select_for_update(no_key=True, of=("self",)).values_list("worker_id", "worker__name").first()
+            if lost is None:
+                return Returned.NOTHING
+            mine = running.filter(worker_id=lost[0])
+            if mine.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
+                emit_state(_load(request_id), Reason.WORKER_LOST, lost_worker=lost[1])
                 return Returned.PENDING
-            failed = running.filter(attempts__gte=limit).update(
+            failed = mine.filter(attempts__gte=limit).update(
                 status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
                 output_data={"error": f"its worker was lost at each of its {limit} attempts"},
             )

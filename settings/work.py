@@ -18,6 +18,9 @@ WORK_REQUESTS_PER_PRINCIPAL = env_int("WORK_REQUESTS_PER_PRINCIPAL", 10_000)
 # Largest task data, and largest output data a worker reports, encoded as JSON: both are stored per
 # request, and task data is sent to the worker in one frame.
 WORK_REQUEST_DATA_MAX_BYTES = env_int("WORK_REQUEST_DATA_MAX_BYTES", 256 * 1024)
+# Largest worker metadata (what a worker reports, what an admin sets), encoded as JSON: it is read
+# at every get-next of that worker, and a worker's token must not be able to fill the database.
+WORKER_METADATA_MAX_BYTES = env_int("WORKER_METADATA_MAX_BYTES", 64 * 1024)
 # Most dependencies one request may name: every assignment checks them all in its UPDATE.
 WORK_REQUEST_DEPENDENCIES_MAX = env_int("WORK_REQUEST_DEPENDENCIES_MAX", 100)
 # How deep into the queue (runnable requests by priority, then age) one worker's get-next looks
@@ -39,6 +42,7 @@ for _name, _value in (
     ("WORK_REQUEST_MAX_ATTEMPTS", WORK_REQUEST_MAX_ATTEMPTS),
     ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),
     ("WORK_REQUEST_DATA_MAX_BYTES", WORK_REQUEST_DATA_MAX_BYTES),
+    ("WORKER_METADATA_MAX_BYTES", WORKER_METADATA_MAX_BYTES),
     ("WORK_SCHEDULER_SCAN_ROWS", WORK_SCHEDULER_SCAN_ROWS),
     ("WORK_REQUESTS_BULK_MAX", WORK_REQUESTS_BULK_MAX),
 ):

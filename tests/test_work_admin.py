@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from app.work.models import Result, Status, Worker, WorkRequest
+from app.work.models import PRIORITY_LIMIT, Result, Status, Worker, WorkRequest
 from app.work.workers import mark_connected, set_enabled
 from tests.protocol import make_user
 from tests.work import completed, pending, reload, running, worker
@@ -138,3 +138,56 @@ def test_actions_need_the_change_permission() -> None:
     page = admin_client(viewer).get(REQUESTS)
     assert page.status_code == 200
     assert b"abort_requests" not in page.content and b"retry_requests" not in page.content
+
+
+def worker_staff(*codenames: str) -> Any:
+    """Staff with these permissions ("app_label.codename")."""
+    staff = make_user(is_staff=True)
+    for name in codenames:
+        app_label, codename = name.split(".")
+        staff.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return staff
+
+
+def test_enable_action_needs_the_token_change_permission() -> None:
+    """Staff who may change workers but not tokens cannot re-enable a disabled worker's token."""
+    revoked = worker()
+    set_enabled(revoked, False)
+    act(WORKERS, "enable_workers", [revoked], admin_client(worker_staff("work.view_worker", "work.change_worker")))
+    assert not Worker.objects.get(pk=revoked.pk).token.enabled
+
+
+def test_enable_action_with_the_token_change_permission() -> None:
+    """Staff who may change workers and tokens re-enable a disabled worker."""
+    revoked = worker()
+    set_enabled(revoked, False)
+    staff = worker_staff("work.view_worker", "work.change_worker", "switchyard_auth.change_token")
+    act(WORKERS, "enable_workers", [revoked], admin_client(staff))
+    assert Worker.objects.get(pk=revoked.pk).token.enabled
+
+
+def test_disable_action_needs_the_token_change_permission() -> None:
+    """Staff who may change workers but not tokens cannot disable a worker's token."""
+    chosen = worker()
+    act(WORKERS, "disable_workers", [chosen], admin_client(worker_staff("work.view_worker", "work.change_worker")))
+    assert Worker.objects.get(pk=chosen.pk).token.enabled
+
+
+def test_worker_form_refuses_static_metadata_that_is_not_an_object() -> None:
+    """Static metadata must be a JSON object: a list is refused and the worker keeps its metadata."""
+    on = worker(pool="fast")
+    url = reverse("admin:work_worker_change", args=[on.pk])
+    response = admin_client().post(url, {"concurrency": "1", "static_metadata": '["gpu"]'})
+    assert response.status_code == 200
+    assert "static metadata must be a JSON object" in response.content.decode()
+    on.refresh_from_db()
+    assert on.static_metadata == {"pool": "fast"}
+
+
+def test_request_form_refuses_an_unbounded_priority_adjustment() -> None:
+    """An adjustment beyond ±PRIORITY_LIMIT is refused by the form and not stored."""
+    request = pending()
+    url = reverse("admin:work_workrequest_change", args=[request.pk])
+    response = admin_client().post(url, {"priority_adjustment": str(PRIORITY_LIMIT + 1)})
+    assert response.status_code == 200
+    assert reload(request).priority_adjustment == 0

@@ -73,11 +73,12 @@ def test_nul_in_task_data_is_422_on_every_backend() -> None:
     assert not WorkRequest.objects.filter(created_by=user).exists()
 
 
-def test_positive_priority_needs_change_permission() -> None:
-    """Jumping the queue (priority_base above 0) needs work.change_workrequest; lowering one's own does not."""
-    assert create(submitter()[1], priority_base=5)[0] == 403
+def test_positive_priority_needs_the_priorities_permission() -> None:
+    """Jumping the queue (priority_base above 0) needs manage_workrequest_priorities; lowering one's own does not."""
+    status, body = create(submitter()[1], priority_base=5)
+    assert status == 403 and "manage_workrequest_priorities" in body["detail"]
     assert create(submitter()[1], priority_base=-5)[0] == 201
-    assert create(caller("add_workrequest", "change_workrequest")[1], priority_base=5)[0] == 201
+    assert create(caller("add_workrequest", "manage_workrequest_priorities")[1], priority_base=5)[0] == 201
 
 
 @override_settings(WORK_REQUESTS_PER_PRINCIPAL=2)

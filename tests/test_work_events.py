@@ -3,10 +3,10 @@ written in the transaction of the change, keyed per request."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from django.db import transaction
 
+from app import codec
 from app.outbox.models import OutboxEvent
 from app.work.events import Reason, WorkRequestEvent
 from app.work.models import Result, WorkRequest
@@ -21,7 +21,7 @@ class Boom(Exception):
 def events_of(request: WorkRequest) -> list[tuple[str, WorkRequestEvent]]:
     """The request's events in the order they were emitted: type and data."""
     rows = OutboxEvent.objects.filter(key=f"work_request:{request.pk}").order_by("id")
-    return [(row.type, WorkRequestEvent.model_validate(orjson.loads(bytes(row.data)))) for row in rows]
+    return [(row.type, WorkRequestEvent.model_validate(codec.loads(bytes(row.data)))) for row in rows]
 
 
 def test_submission_emits_pending() -> None:
@@ -71,6 +71,23 @@ def test_worker_loss_emits_pending_with_its_reason() -> None:
     return_to_pending(request.pk, max_attempts=5)
     kind, data = events_of(request)[-1]
     assert (kind, data.reason, data.worker) == ("switchyard.work_request.pending", Reason.WORKER_LOST, None)
+
+
+def test_worker_loss_event_names_the_lost_worker() -> None:
+    """A request returned to pending names the worker that was lost in lost_worker."""
+    on = worker()
+    request = running(on=on)
+    return_to_pending(request.pk, max_attempts=5)
+    assert events_of(request)[-1][1].lost_worker == on.name
+
+
+def test_worker_loss_at_the_last_attempt_names_the_lost_worker() -> None:
+    """A request completed as error because its worker was lost names that worker in lost_worker."""
+    on = worker()
+    request = running(on=on)
+    return_to_pending(request.pk, max_attempts=1)
+    kind, data = events_of(request)[-1]
+    assert (kind, data.lost_worker) == ("switchyard.work_request.completed", on.name)
 
 
 def test_full_life_in_order() -> None:

@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.db import IntegrityError, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from app.work.models import Status, WorkRequest
+from app.work.models import PRIORITY_LIMIT, Status, WorkRequest
 from app.work.queue import candidates, next_request_for
 from app.work.quotas import QuotaExceeded
-from app.work.submission import UnknownDependency, submit
+from app.work.submission import PriorityNotAllowed, UnknownDependency, submit
 from app.work.tasks import InvalidTaskData, UnknownTask
 from app.work.workers import report_metadata, set_enabled
 from tests.protocol import make_user
@@ -29,9 +31,9 @@ def _empty_queue() -> Iterator[None]:
 def test_submit_stores_a_pending_request() -> None:
     """submit: a pending request with its task, data, priority and creator."""
     user = make_user()
-    request = submit(ECHO, {"text": "hi"}, created_by=user, priority_base=2)
+    request = submit(ECHO, {"text": "hi"}, created_by=user, priority_base=-2)
     assert (request.status, request.task_name, request.task_data, request.priority_base, request.created_by_id) == (
-        Status.PENDING, ECHO, {"text": "hi"}, 2, user.pk)
+        Status.PENDING, ECHO, {"text": "hi"}, -2, user.pk)
 
 
 def test_submit_unknown_task_refused() -> None:
@@ -195,3 +197,37 @@ def test_finished_requests_never_given() -> None:
     """Completed requests are not candidates."""
     completed()
     assert next_request_for(worker().pk) is None
+
+
+def test_submit_priority_beyond_the_bound_refused() -> None:
+    """A priority_base beyond ±PRIORITY_LIMIT is refused before anything is stored."""
+    with pytest.raises(PriorityNotAllowed, match="between"):
+        submit(ECHO, {"text": "hi"}, priority_base=PRIORITY_LIMIT + 1)
+    assert not WorkRequest.objects.exists()
+
+
+def test_positive_priority_needs_the_permission() -> None:
+    """A creator without manage_workrequest_priorities may not submit with a positive priority."""
+    with pytest.raises(PriorityNotAllowed, match="manage_workrequest_priorities"):
+        submit(ECHO, {"text": "hi"}, created_by=make_user(), priority_base=1)
+
+
+def test_positive_priority_with_the_permission() -> None:
+    """A creator with manage_workrequest_priorities submits with a positive priority."""
+    user = make_user()
+    user.user_permissions.add(Permission.objects.get(codename="manage_workrequest_priorities"))
+    assert submit(ECHO, {"text": "hi"}, created_by=user, priority_base=5).priority_base == 5
+
+
+def test_unbounded_priority_adjustment_refused_by_the_database() -> None:
+    """An adjustment beyond ±PRIORITY_LIMIT written around the checks is refused by a constraint."""
+    request = pending()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WorkRequest.objects.filter(pk=request.pk).update(priority_adjustment=PRIORITY_LIMIT + 1)
+
+
+def test_request_with_a_requires_that_is_no_object_goes_to_no_worker() -> None:
+    """A request whose requires was stored as a list (around the registry) is given to no worker."""
+    request = pending()
+    WorkRequest.objects.filter(pk=request.pk).update(task_data={"requires": ["gpu"]})
+    assert next_request_for(worker(gpu=True).pk) is None

@@ -9,13 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from app.work.models import Result, Status, WorkRequest
+from app.work.submission import submit
 from app.work.transitions import abort, assign, complete, retry
+from app.work.workers import disconnect_and_release, mark_connected
 from tests.databases import BACKEND
 from tests.work import completed, in_thread, pending, reload, running, worker
 
@@ -155,3 +159,47 @@ def test_many_requests_racing_for_a_workers_slots() -> None:
     results = free_for_all([lambda r=r: assign(r.pk, on.pk) for r in requests])  # type: ignore[misc]
     assert results.count(True) == 2
     assert WorkRequest.objects.filter(worker=on, status=Status.RUNNING).count() == 2
+
+
+@postgres_only
+def test_submit_racing_a_failing_dependency_ends_the_new_request() -> None:
+    """A request submitted while its dependency fails waits for that failure and is failed with it, not left pending."""
+    parent = running()
+    _, child = interleaved(
+        lambda: complete(parent.pk, Result.FAILURE), lambda: submit("noop", {}, dependencies=[parent.pk])
+    )
+    child = reload(child)
+    assert (child.status, child.result, child.cascaded_from_id) == (Status.COMPLETED, Result.FAILURE, parent.pk)
+
+
+@postgres_only
+def test_retry_racing_an_aborted_copied_dependency_aborts_the_new_request() -> None:
+    """A retry whose copied dependency is aborted meanwhile waits for the abort and is aborted with it."""
+    parent = running()
+    child = pending(dependencies=[parent.pk])
+    assert abort(child.pk)
+    _, new = interleaved(lambda: abort(parent.pk), lambda: retry(child.pk))
+    new = reload(new)
+    assert (new.status, new.cascaded_from_id) == (Status.ABORTED, parent.pk)
+
+
+def test_two_large_cascades_at_once_both_complete() -> None:
+    """Two parents failing at once, with 400 dependents each and 400 shared: both cascades finish (no deadlock)."""
+    parents = [running(), running()]
+    groups = [[parents[0].pk], [parents[1].pk], [parents[0].pk, parents[1].pk]]
+    children = [pending(dependencies=group).pk for group in groups for _ in range(400)]
+    assert free_for_all([lambda p=p: complete(p.pk, Result.FAILURE) for p in parents]) == [True, True]  # type: ignore[misc]
+    assert not WorkRequest.objects.filter(pk__in=children).exclude(status=Status.COMPLETED).exists()
+
+
+@postgres_only
+def test_lost_worker_sweep_racing_a_reconnect_releases_nothing() -> None:
+    """A sweep that saw the worker lost, racing its reconnection, leaves the reconnected worker its request."""
+    on, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=on)
+    mark_connected(on.pk, then)
+    _, released = interleaved(
+        lambda: mark_connected(on.pk), lambda: disconnect_and_release(on.pk, then, last_seen_at=then)
+    )
+    assert released is None
+    assert (reload(request).status, reload(request).worker_id) == (Status.RUNNING, on.pk)

@@ -85,12 +85,16 @@ def test_satisfies(metadata: dict[str, Any], requires: dict[str, Any], expected:
     ({}, {}),
     ({"requires": {"arch": "amd64"}, "x": 1}, {"arch": "amd64"}),
     ({"requires": None}, {}),
-    (None, {}),
-    ([1, 2], {}),
 ])
 def test_requirements_of(task_data: Any, expected: dict[str, Any]) -> None:
     """requirements_of reads task_data["requires"], and nothing from data without it."""
     assert requirements_of(task_data) == expected
+
+
+@pytest.mark.parametrize("task_data", [{"requires": "amd64"}, {"requires": ["gpu"]}, {"requires": 1}, None, [1, 2]])
+def test_requirements_that_are_no_object_match_no_worker(task_data: Any) -> None:
+    """A requires (or task data) that is not an object, stored around the registry, matches no worker."""
+    assert not satisfies({"arch": "amd64", "gpu": True}, requirements_of(task_data))
 
 
 @pytest.mark.parametrize(("concurrency", "running", "free"), [(1, 0, 1), (1, 1, 0), (3, 1, 2), (1, 4, 0)])

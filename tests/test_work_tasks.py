@@ -3,12 +3,22 @@ data refused with the reason; requirements validated for every task."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 from django.test import override_settings
 
-from app.work.tasks import InvalidTaskData, UnknownTask, register_task, registered_tasks, validate_task_data
+from app.work.tasks import (
+    BEST_MATCH_ERRORS,
+    InvalidTaskData,
+    UnknownTask,
+    _raise_first,
+    register_task,
+    registered_tasks,
+    validate_task_data,
+)
 from tests.work import ECHO
 
 pytestmark = pytest.mark.database_agnostic
@@ -94,3 +104,47 @@ def test_draft_named_by_the_schema_is_used() -> None:
     validate_task_data("test.draft7", {"a": 1, "b": 2})
     with pytest.raises(InvalidTaskData, match="'b' is a dependency of 'a'"):
         validate_task_data("test.draft7", {"a": 1})
+
+
+def test_unresolvable_ref_refused_at_registration() -> None:
+    """A schema with a $ref that points nowhere is refused when registered, not at each validation."""
+    schema = {"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        register_task("test.bad-ref", schema)
+
+
+def test_remote_ref_refused_at_registration() -> None:
+    """A $ref to a document nobody registered is refused (nothing is fetched)."""
+    schema = {"type": "object", "properties": {"x": {"$ref": "https://example.com/other.json"}}}
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        register_task("test.remote-ref", schema)
+
+
+def test_local_refs_accepted() -> None:
+    """References to the schema's own $defs, also below a nested $id, are accepted and used."""
+    register_task("test.local-ref", {
+        "$defs": {"count": {"type": "integer"}},
+        "type": "object",
+        "properties": {
+            "n": {"$ref": "#/$defs/count"},
+            "m": {"$id": "https://example.com/m", "$defs": {"s": {"type": "string"}}, "$ref": "#/$defs/s"},
+        },
+    })
+    with pytest.raises(InvalidTaskData, match=r"task_data\.n: 'x' is not of type 'integer'"):
+        validate_task_data("test.local-ref", {"n": "x", "m": "fine"})
+
+
+def test_many_errors_ranked_from_a_bounded_number() -> None:
+    """Only the first BEST_MATCH_ERRORS errors are drawn from the validator, however many the data has."""
+    drawn = 0
+
+    class ManyErrors:
+        def iter_errors(self, data: Any) -> Iterator[jsonschema.ValidationError]:
+            nonlocal drawn
+            for index in range(10 * BEST_MATCH_ERRORS):
+                drawn += 1
+                yield jsonschema.ValidationError(f"item {index} is wrong")
+
+    with pytest.raises(InvalidTaskData, match="is wrong"):
+        _raise_first(ManyErrors(), [], "task_data")
+    assert drawn == BEST_MATCH_ERRORS

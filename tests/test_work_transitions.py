@@ -3,11 +3,14 @@ PostgreSQL (races between connections: tests/test_work_races.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from django.db import OperationalError, transaction
 from django.test import override_settings
 
 from app.work.models import Result, Status
-from app.work.transitions import Returned, abort, assign, complete, return_to_pending
+from app.work.transitions import Returned, abort, assign, complete, retrying_deadlocks, return_to_pending
 from app.work.workers import set_enabled
 from tests.work import aborted, completed, pending, reload, running, worker
 
@@ -174,3 +177,47 @@ def test_return_of_a_request_another_worker_runs_refused() -> None:
 def test_return_of_a_finished_request_does_nothing() -> None:
     """A request that is not running is not returned."""
     assert return_to_pending(aborted().pk) is Returned.NOTHING
+
+
+def test_stale_completion_of_an_earlier_attempt_refused() -> None:
+    """A completion naming attempt 1 does not complete attempt 2 of the same request on the same worker."""
+    on = worker()
+    request = running(on=on)
+    assert return_to_pending(request.pk, max_attempts=5) == Returned.PENDING
+    assert assign(request.pk, on.pk)
+    assert not complete(request.pk, Result.SUCCESS, worker_id=on.pk, attempt=1)
+    assert (reload(request).status, reload(request).attempts) == (Status.RUNNING, 2)
+    assert complete(request.pk, Result.SUCCESS, worker_id=on.pk, attempt=2)
+
+
+class DeadlockCause(Exception):
+    """Stands for the driver's error under Django's OperationalError: PostgreSQL's deadlock SQLSTATE."""
+
+    sqlstate = "40P01"
+
+
+def deadlocking(times: int) -> tuple[list[int], Callable[[], str]]:
+    """A body that fails as a deadlock ``times`` times, then succeeds; the list counts its runs."""
+    runs: list[int] = []
+
+    def body() -> str:
+        runs.append(1)
+        if len(runs) <= times:
+            raise OperationalError("deadlock detected") from DeadlockCause()
+        return "done"
+
+    return runs, body
+
+
+def test_deadlocked_transition_runs_again() -> None:
+    """A transition rolled back as a deadlock runs again and succeeds."""
+    runs, body = deadlocking(2)
+    assert (retrying_deadlocks(body), len(runs)) == ("done", 3)
+
+
+def test_deadlock_inside_a_callers_transaction_not_retried() -> None:
+    """Inside a caller's transaction a deadlock is the caller's: raised at once."""
+    runs, body = deadlocking(1)
+    with pytest.raises(OperationalError), transaction.atomic():
+        retrying_deadlocks(body)
+    assert len(runs) == 1

@@ -16,7 +16,9 @@ from app.work.models import Result, Status, Worker
 from app.work.transitions import Returned
 from app.work.workers import (
     TOKEN_DISABLED,
+    InvalidMetadata,
     WorkerNameTaken,
+    disconnect_and_release,
     is_lost,
     lost_workers,
     mark_connected,
@@ -172,3 +174,50 @@ def test_release_at_the_last_attempt_completes_as_error() -> None:
     request = running(on=lost)
     assert release_requests(lost.pk) == {request.pk: Returned.ERROR}
     assert reload(request).result == Result.ERROR
+
+
+def test_disconnect_and_release_of_a_worker_as_seen() -> None:
+    """A worker still as the sweep saw it is disconnected and its request returned to pending."""
+    lost, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=lost)
+    mark_connected(lost.pk, then)
+    assert disconnect_and_release(lost.pk, then, last_seen_at=then) == {request.pk: Returned.PENDING}
+    lost.refresh_from_db()
+    assert (lost.connected_at, reload(request).status) == (None, Status.PENDING)
+
+
+def test_disconnect_and_release_after_a_heartbeat_does_nothing() -> None:
+    """A worker heard from after the sweep saw it keeps its connection and its request."""
+    lost, then = worker(), timezone.now() - timedelta(minutes=10)
+    request = running(on=lost)
+    mark_connected(lost.pk, then)
+    mark_seen(lost.pk)
+    assert disconnect_and_release(lost.pk, then, last_seen_at=then) is None
+    lost.refresh_from_db()
+    assert (lost.connected_at, reload(request).status) == (then, Status.RUNNING)
+
+
+def test_reported_metadata_that_is_not_an_object_refused() -> None:
+    """A worker's report must be a JSON object."""
+    registered = worker()
+    with pytest.raises(InvalidMetadata, match="must be a JSON object"):
+        report_metadata(registered.pk, ["gpu"])  # type: ignore[arg-type]
+
+
+@override_settings(WORKER_METADATA_MAX_BYTES=32)
+def test_reported_metadata_too_large_refused() -> None:
+    """A report larger than WORKER_METADATA_MAX_BYTES encoded is refused and the previous one kept."""
+    registered = worker()
+    report_metadata(registered.pk, {"arch": "amd64"})
+    with pytest.raises(InvalidMetadata, match="more than WORKER_METADATA_MAX_BYTES=32"):
+        report_metadata(registered.pk, {"tools": ["x" * 40]})
+    registered.refresh_from_db()
+    assert registered.dynamic_metadata == {"arch": "amd64"}
+
+
+def test_metadata_written_as_a_list_counts_as_none() -> None:
+    """Static metadata stored as a list (written around the checks) counts as no metadata instead of raising."""
+    registered = worker()
+    Worker.objects.filter(pk=registered.pk).update(static_metadata=["gpu"], dynamic_metadata={"arch": "amd64"})
+    registered.refresh_from_db()
+    assert registered.metadata() == {"arch": "amd64"}

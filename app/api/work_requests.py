@@ -34,18 +34,17 @@ from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
 from app.api.unstorable import json_refusal
 from app.work import transitions
-from app.work.access import ADD_REQUEST, CHANGE_REQUEST, may_abort, may_give_priority, may_retry, visible_requests
-from app.work.models import WorkRequest
+from app.work.access import ADD_REQUEST, CHANGE_REQUEST, may_abort, may_retry, visible_requests
+from app.work.models import PRIORITY_LIMIT, WorkRequest
 from app.work.quotas import QuotaExceeded
 from app.work.reports import state_of
-from app.work.submission import submit
+from app.work.submission import PriorityNotAllowed, submit
 from app.work.tasks import UnknownTask
 
 router = Router(tags=["work requests"])
 
 # Effective priorities (base + an admin's adjustment) are summed in SQL as 32-bit integers on
 # PostgreSQL: bases this size leave room for any adjustment an admin would make.
-PRIORITY_LIMIT = 1_000_000
 # The model's choices as names: its enums would be schema components named Status and Result, which
 # the outbox's Status already is in the document (tests/test_work_api_requests.py checks they agree).
 StatusName = Literal["pending", "running", "completed", "aborted"]
@@ -61,7 +60,7 @@ class WorkRequestIn(Schema):
         description="validated against the task's JSON schema; `requires`: what a worker's metadata must hold",
     )
     priority_base: int = Field(0, ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT,
-                               description="higher runs first; above 0 needs work.change_workrequest")
+                               description="higher runs first; above 0 needs work.manage_workrequest_priorities")
     dependencies: list[RequestId] = Field(
         default_factory=list,
         description="ids of requests that must complete with success first (at most WORK_REQUEST_DEPENDENCIES_MAX)",
@@ -141,15 +140,13 @@ def _visible(user: Any, pk: int) -> WorkRequest:
 
 def _submit(user: Any, body: WorkRequestIn, where: str = "") -> WorkRequest:
     """Create one request for ``user``; ``where`` leads every reason (a bulk item's index)."""
-    if not may_give_priority(user, body.priority_base):
-        raise HttpError(403, f"{where}priority_base above 0 needs the {CHANGE_REQUEST} permission")
     reason = json_refusal(body.task_data, "task_data")
     if reason is not None:
         raise HttpError(422, where + reason)
     try:
         return submit(body.task_name, body.task_data, created_by=user, priority_base=body.priority_base,
                       dependencies=body.dependencies, among=visible_requests(user))
-    except QuotaExceeded as exc:
+    except (QuotaExceeded, PriorityNotAllowed) as exc:
         raise HttpError(403, f"{where}{exc}") from None
     except UnknownTask as exc:
         raise HttpError(422, f"{where}task_name: {exc}") from None

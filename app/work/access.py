@@ -2,8 +2,9 @@
 permissions on the ``work`` app (superusers hold them all).
 
 - ``work.add_workrequest`` creates requests. A positive ``priority_base`` puts a request ahead of
-  everyone who kept the default 0, so it also needs ``work.change_workrequest`` (as debusine lets
-  only privileged users raise priorities); zero and below need nothing more.
+  everyone who kept the default 0, so it also needs ``work.manage_workrequest_priorities`` (checked by
+  ``submission.check_priority``, as debusine lets only privileged users raise priorities); zero and
+  below need nothing more.
 - A caller sees the requests it created; ``work.view_workrequest`` sees every request.
 - A caller aborts the requests it created; ``work.change_workrequest`` aborts any it sees.
 - A caller retries the requests it created while it may still create requests (a retry creates one,
@@ -55,6 +56,3 @@ def may_abort(user: Any, request: WorkRequest) -> bool:
 def may_retry(user: Any, request: WorkRequest) -> bool:
     return (is_creator(user, request) and holds(user, ADD_REQUEST)) or holds(user, CHANGE_REQUEST)
 
-
-def may_give_priority(user: Any, priority_base: int) -> bool:
-    return priority_base <= 0 or holds(user, CHANGE_REQUEST)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -34,8 +36,19 @@ class ConnectionFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WorkerForm(forms.ModelForm[Worker]):
+    def clean_static_metadata(self) -> Any:
+        metadata = self.cleaned_data["static_metadata"]
+        try:
+            workers.check_metadata("static metadata", metadata)
+        except workers.InvalidMetadata as exc:
+            raise ValidationError(str(exc)) from None
+        return metadata
+
+
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin[Worker]):
+    form = WorkerForm
     list_display = ("name", "connection", "enabled", "concurrency", "current_requests", "last_seen_at",
                     "registered_at")
     list_filter = (ConnectionFilter, ("token__enabled", admin.BooleanFieldListFilter))
@@ -82,11 +95,16 @@ class WorkerAdmin(admin.ModelAdmin[Worker]):
             ((reverse("admin:work_workrequest_change", args=[r.pk]), f"#{r.pk} {r.task_name}") for r in running),
         )
 
-    @admin.action(description="Disable the selected workers (their tokens)", permissions=["change"])
+    def has_change_token_permission(self, request: HttpRequest) -> bool:
+        # Enabling a worker re-enables its token, possibly one revoked on purpose: the same right as
+        # changing the token itself, besides changing the worker.
+        return self.has_change_permission(request) and request.user.has_perm("switchyard_auth.change_token")
+
+    @admin.action(description="Disable the selected workers (their tokens)", permissions=["change_token"])
     def disable_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
         self._set_enabled(request, queryset, False)
 
-    @admin.action(description="Enable the selected workers (their tokens)", permissions=["change"])
+    @admin.action(description="Enable the selected workers (their tokens)", permissions=["change_token"])
     def enable_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
         self._set_enabled(request, queryset, True)
 

@@ -8,13 +8,15 @@ it changed; task and output data are left out (they may be large: read them from
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 
-from app.outbox.emit import emit
+from app.outbox.cloudevents import EventIn
+from app.outbox.emit import emit_many
 from app.outbox.models import OutboxEvent
 from app.work.models import Result, Status, WorkRequest
 
@@ -52,6 +54,9 @@ class WorkRequestState(BaseModel):
     completed_at: datetime | None
     supersedes: int | None
     cascaded_from: int | None
+    # With reason worker_lost: the worker that was lost (``worker`` is already None when the request
+    # went back to pending).
+    lost_worker: str | None = None
 
 
 class WorkRequestEvent(WorkRequestState):
@@ -81,14 +86,27 @@ def state_fields(request: WorkRequest) -> dict[str, Any]:
     }
 
 
-def event_of(request: WorkRequest, reason: Reason) -> WorkRequestEvent:
-    return WorkRequestEvent(reason=reason, **state_fields(request))
+def event_of(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> WorkRequestEvent:
+    if reason == Reason.WORKER_LOST and lost_worker is None and request.worker is not None:
+        lost_worker = request.worker.name
+    return WorkRequestEvent(reason=reason, lost_worker=lost_worker, **state_fields(request))
 
 
-def emit_state(request: WorkRequest, reason: Reason) -> OutboxEvent:
-    """Emit ``request``'s current state in the current transaction (call inside the change's)."""
-    event = event_of(request, reason)
-    return emit(
-        event_type(event.status.value), SOURCE, event.model_dump(mode="json"),
+def state_event(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> EventIn:
+    event = event_of(request, reason, lost_worker)
+    return EventIn(
+        type=event_type(event.status.value), source=SOURCE, data=event.model_dump(mode="json"),
         subject=str(request.pk), key=key_of(request.pk),
     )
+
+
+def emit_state(request: WorkRequest, reason: Reason, lost_worker: str | None = None) -> OutboxEvent:
+    """Emit ``request``'s current state in the current transaction (call inside the change's)."""
+    return emit_many([state_event(request, reason, lost_worker)])[0]
+
+
+def emit_states(changes: Iterable[tuple[WorkRequest, Reason]]) -> list[OutboxEvent]:
+    """Emit the states of one transition (a cascade, a retried subtree) at once, at its end: one
+    ``emit_many`` takes the outbox's key locks in sorted order, so two concurrent cascades cannot
+    deadlock on them, and takes them only just before commit."""
+    return emit_many([state_event(request, reason) for request, reason in changes])

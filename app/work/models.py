@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.expressions import CombinedExpression
@@ -15,6 +15,13 @@ from django.utils import timezone
 from app.auth.models import Token
 
 WORKER_NAME_MAX_CHARS = 100
+
+# Bounds of priority_base and of priority_adjustment: their sum, the effective priority the queue
+# index holds, stays far inside a 32-bit integer (an overflow made every UPDATE of the row fail).
+PRIORITY_LIMIT = 1_000_000
+# Who may give a request a positive priority (app/work/submission.py), as debusine: others may only
+# lower their own requests' priority.
+MANAGE_PRIORITIES = "work.manage_workrequest_priorities"
 
 
 class Worker(models.Model):
@@ -44,7 +51,12 @@ class Worker(models.Model):
 
     def metadata(self) -> dict[str, Any]:
         """What the scheduler matches requirements against: the worker's report, admins' keys on top."""
-        return {**(self.dynamic_metadata or {}), **(self.static_metadata or {})}
+        # Both are checked to be objects where they are written (app/work/workers.py, the admin); a
+        # row written otherwise (a shell, an old version) counts as no metadata, so it matches nothing
+        # that requires something rather than failing every get-next of the worker.
+        dynamic = self.dynamic_metadata if isinstance(self.dynamic_metadata, dict) else {}
+        static = self.static_metadata if isinstance(self.static_metadata, dict) else {}
+        return {**dynamic, **static}
 
 
 class Status(models.TextChoices):
@@ -76,8 +88,12 @@ class WorkRequest(models.Model):
     # optional "requires" key holds the capabilities a worker must have (app/work/scheduling.py).
     task_data = models.JSONField(default=dict, blank=True)
     # The creator's priority; the adjustment is an admin's, so the two stay apart (as debusine).
-    priority_base = models.IntegerField(default=0)
-    priority_adjustment = models.IntegerField(default=0)
+    priority_base = models.IntegerField(
+        default=0, validators=[MinValueValidator(-PRIORITY_LIMIT), MaxValueValidator(PRIORITY_LIMIT)]
+    )
+    priority_adjustment = models.IntegerField(
+        default=0, validators=[MinValueValidator(-PRIORITY_LIMIT), MaxValueValidator(PRIORITY_LIMIT)]
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     # Set only when completed; aborted requests have none.
     result = models.CharField(max_length=10, choices=Result.choices, default=Result.NONE, blank=True)
@@ -106,6 +122,17 @@ class WorkRequest(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("manage_workrequest_priorities", "Can give work requests a positive priority")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority_base__gte=-PRIORITY_LIMIT, priority_base__lte=PRIORITY_LIMIT),
+                name="work_priority_base_bounded",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority_adjustment__gte=-PRIORITY_LIMIT, priority_adjustment__lte=PRIORITY_LIMIT),
+                name="work_priority_adjustment_bounded",
+            ),
+        ]
         indexes = [
             # The scheduler's queue: pending requests by effective priority, then age.
             models.Index(

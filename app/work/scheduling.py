@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 REQUIREMENTS_KEY = "requires"
@@ -37,6 +38,10 @@ REQUIREMENTS_SCHEMA: dict[str, Any] = {
 
 Scalar = str | int | float | bool
 Requirement = Scalar | list[Scalar]
+
+# What requirements_of gives for a ``requires`` that is no object (stored around the task registry,
+# which refuses it): no worker satisfies it, so the request waits visibly rather than running anywhere.
+UNSATISFIABLE: Mapping[str, Requirement] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ def pick(candidates: Iterable[Candidate], worker: WorkerState) -> Candidate | No
 
 def satisfies(metadata: Mapping[str, Any], requires: Mapping[str, Requirement]) -> bool:
     """Whether ``metadata`` meets every requirement (see the module's docstring)."""
+    if requires is UNSATISFIABLE:
+        return False
     for key, required in requires.items():
         if key not in metadata:
             return False
@@ -87,12 +94,15 @@ def satisfies(metadata: Mapping[str, Any], requires: Mapping[str, Requirement]) 
     return True
 
 
-def requirements_of(task_data: Any) -> dict[str, Requirement]:
-    """The requirements stored in a request's task data (validated when it was created)."""
+def requirements_of(task_data: Any) -> Mapping[str, Requirement]:
+    """The requirements stored in a request's task data (validated when it was created): none when
+    it has no (or a null) ``requires``, UNSATISFIABLE when ``requires`` is not an object."""
     if not isinstance(task_data, dict):
-        return {}
+        return UNSATISFIABLE
     requires = task_data.get(REQUIREMENTS_KEY)
-    return requires if isinstance(requires, dict) else {}
+    if requires is None:
+        return {}
+    return requires if isinstance(requires, dict) else UNSATISFIABLE
 
 
 def _provides(have: Any, item: Any) -> bool:

@@ -18,6 +18,7 @@ The one module that imports ``jsonschema``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from typing import Any
 
 import jsonschema
 from django.conf import settings
+from referencing import Registry, Specification
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from app import codec
 from app.work.scheduling import REQUIREMENTS_KEY, REQUIREMENTS_SCHEMA
@@ -67,6 +71,12 @@ class Task:
 _registry: dict[str, Task] = {}
 _requirements = jsonschema.Draft202012Validator(REQUIREMENTS_SCHEMA)
 
+# Errors best_match chooses among: an array of 50,000 wrong items would otherwise cost seconds of
+# CPU per refused request, all spent ranking errors of which one is reported.
+BEST_MATCH_ERRORS = 100
+# Keywords whose values are data, not schemas: a "$ref" key in them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "examples", "default"})
+
 
 def register_task(name: str, schema: Mapping[str, Any], *, description: str = "") -> Task:
     """Register ``name`` with the JSON schema its task data must satisfy (any draft; 2020-12 unless
@@ -78,6 +88,10 @@ def register_task(name: str, schema: Mapping[str, Any], *, description: str = ""
         validator_class.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"task {name!r}: invalid JSON schema: {exc.message}") from exc
+    try:
+        _resolve_refs(schema)
+    except Unresolvable as exc:
+        raise ValueError(f"task {name!r}: a $ref of its JSON schema cannot be resolved: {exc}") from None
     known = _registry.get(name)
     if known is not None:
         if known.schema != schema:
@@ -124,10 +138,38 @@ def check_size(what: str, data: Any) -> None:
 
 
 def _raise_first(validator: Any, data: Any, where: str) -> None:
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    error = jsonschema.exceptions.best_match(itertools.islice(validator.iter_errors(data), BEST_MATCH_ERRORS))
     if error is not None:
         path = "".join(f"[{part!r}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
         raise InvalidTaskData(f"{where}{path}: {error.message}")
+
+
+def _resolve_refs(schema: Mapping[str, Any]) -> None:
+    """Resolve every ``$ref`` of ``schema`` (raises Unresolvable): one that points nowhere, or to a
+    document nobody registered (nothing is fetched), would otherwise fail each validation of the
+    task's data with an error that is not the client's."""
+    specification = specification_with(str(schema.get("$schema", "")), default=DRAFT202012)
+    root = specification.create_resource(schema)
+    base = root.id() or ""
+    resolver = Registry().with_resource(base, root).crawl().resolver(base_uri=base)
+    _resolve_refs_in(schema, resolver, specification)
+
+
+def _resolve_refs_in(node: Any, resolver: Any, specification: Specification[Any]) -> None:
+    # ``resolver``: a referencing Resolver (the package exports no name for its type).
+    if isinstance(node, list):
+        for item in node:
+            _resolve_refs_in(item, resolver, specification)
+        return
+    if not isinstance(node, Mapping):
+        return
+    if isinstance(node.get("$id"), str):  # a base URI of its own for the references below it
+        resolver = resolver.in_subresource(specification.create_resource(node))
+    if isinstance(node.get("$ref"), str):
+        resolver.lookup(node["$ref"])
+    for keyword, value in node.items():
+        if keyword not in _DATA_KEYWORDS:
+            _resolve_refs_in(value, resolver, specification)
 
 
 def register_builtin_tasks() -> None:

@@ -37,18 +37,19 @@ unique ``supersedes`` refuses a second retry, also a concurrent one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from app.work import quotas
-from app.work.events import Reason, emit_state
+from app.work.events import Reason, emit_state, emit_states
 from app.work.models import Result, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
 
@@ -56,6 +57,17 @@ Dependency = WorkRequest.dependencies.through
 
 DONE_RESULTS = (Result.SUCCESS, Result.FAILURE, Result.ERROR)
 RETRYABLE_RESULTS = (Result.FAILURE, Result.ERROR)
+
+# The state changes of one transition, emitted together at its end (events.emit_states).
+Changes = list[tuple[WorkRequest, Reason]]
+
+# PostgreSQL's "deadlock detected": one of the transactions is rolled back. Dependents are locked in
+# id order, but a transitive cascade, a retried subtree or a submit's dependencies cross other
+# transitions' orders; a transition is a set of guarded UPDATEs, so running it again is safe.
+DEADLOCK_SQLSTATE = "40P01"
+DEADLOCK_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 class Returned(StrEnum):
@@ -89,24 +101,34 @@ def assign(request_id: int, worker_id: int, now: datetime | None = None) -> bool
     may_take = Exists(
         Worker.objects.filter(pk=worker_id, token__enabled=True, concurrency__gt=running_count(worker_id))
     )
-    with transaction.atomic():
-        list(Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by().values_list("pk", flat=True))
-        changed = (
-            WorkRequest.objects.filter(pk=request_id, status=Status.PENDING)
-            .filter(~unsatisfied_dependencies(), may_take)
-            .update(status=Status.RUNNING, worker_id=worker_id, started_at=now, attempts=F("attempts") + 1)
-        )
-        if changed:
-            emit_state(_load(request_id), Reason.ASSIGNED)
-    return bool(changed)
+
+    def body() -> int:
+        with transaction.atomic():
+            list(
+                Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by()
+                .values_list("pk", flat=True)
+            )
+            changed = (
+                WorkRequest.objects.filter(pk=request_id, status=Status.PENDING)
+                .filter(~unsatisfied_dependencies(), may_take)
+                .update(status=Status.RUNNING, worker_id=worker_id, started_at=now, attempts=F("attempts") + 1)
+            )
+            if changed:
+                emit_state(_load(request_id), Reason.ASSIGNED)
+        return changed
+
+    return bool(retrying_deadlocks(body))
 
 
 def complete(
     request_id: int, result: Result | str, output_data: Any = None, *, worker_id: int | None = None,
-    now: datetime | None = None,
+    attempt: int | None = None, now: datetime | None = None,
 ) -> bool:
     """running -> completed with ``result`` (success, failure or error) and the worker's output;
-    with ``worker_id``, only while that worker runs it. A failure or error fails its pending dependents."""
+    with ``worker_id``, only while that worker runs it; with ``attempt`` (its ``attempts`` when it
+    was assigned), only that run: a late report of an earlier run on the same worker, returned to
+    pending and assigned to it again meanwhile, completes nothing. A failure or error fails its
+    pending dependents."""
     result = Result(result)
     if result not in DONE_RESULTS:
         raise ValueError(f"a completed request's result is success, failure or error, not {result.value!r}")
@@ -116,25 +138,39 @@ def complete(
     running = WorkRequest.objects.filter(pk=request_id, status=Status.RUNNING)
     if worker_id is not None:
         running = running.filter(worker_id=worker_id)
-    with transaction.atomic():
-        changed = running.update(status=Status.COMPLETED, result=result, output_data=output_data, completed_at=now)
-        if changed:
-            _ended(_load(request_id), Reason.COMPLETED, now)
-    return bool(changed)
+    if attempt is not None:
+        running = running.filter(attempts=attempt)
+
+    def body() -> int:
+        with transaction.atomic():
+            changed = running.update(status=Status.COMPLETED, result=result, output_data=output_data, completed_at=now)
+            if changed:
+                changes: Changes = []
+                _ended(_load(request_id), Reason.COMPLETED, now, changes)
+                emit_states(changes)
+        return changed
+
+    return bool(retrying_deadlocks(body))
 
 
 def abort(request_id: int, now: datetime | None = None) -> bool:
     """pending or running -> aborted (a running request keeps its worker, which is to be told).
     Its pending dependents are aborted too."""
     now = now or timezone.now()
-    with transaction.atomic():
-        changed = (
-            WorkRequest.objects.filter(pk=request_id, status__in=(Status.PENDING, Status.RUNNING))
-            .update(status=Status.ABORTED, completed_at=now)
-        )
-        if changed:
-            _ended(_load(request_id), Reason.ABORTED, now)
-    return bool(changed)
+
+    def body() -> int:
+        with transaction.atomic():
+            changed = (
+                WorkRequest.objects.filter(pk=request_id, status__in=(Status.PENDING, Status.RUNNING))
+                .update(status=Status.ABORTED, completed_at=now)
+            )
+            if changed:
+                changes: Changes = []
+                _ended(_load(request_id), Reason.ABORTED, now, changes)
+                emit_states(changes)
+        return changed
+
+    return bool(retrying_deadlocks(body))
 
 
 def return_to_pending(
@@ -147,18 +183,29 @@ def return_to_pending(
     running = WorkRequest.objects.filter(pk=request_id, status=Status.RUNNING)
     if worker_id is not None:
         running = running.filter(worker_id=worker_id)
-    with transaction.atomic():
-        if running.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
-            emit_state(_load(request_id), Reason.WORKER_LOST)
-            return Returned.PENDING
-        failed = running.filter(attempts__gte=limit).update(
-            status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
-            output_data={"error": f"its worker was lost at each of its {limit} attempts"},
-        )
-        if failed:
-            _ended(_load(request_id), Reason.WORKER_LOST, now)
-            return Returned.ERROR
-    return Returned.NOTHING
+
+    def body() -> Returned:
+        with transaction.atomic():
+            # Locked and read first, to name the lost worker in the event.
+            lost = running.select_for_update(no_key=True, of=("self",)).values_list("worker_id", "worker__name").first()
+            if lost is None:
+                return Returned.NOTHING
+            mine = running.filter(worker_id=lost[0])
+            if mine.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
+                emit_state(_load(request_id), Reason.WORKER_LOST, lost_worker=lost[1])
+                return Returned.PENDING
+            failed = mine.filter(attempts__gte=limit).update(
+                status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
+                output_data={"error": f"its worker was lost at each of its {limit} attempts"},
+            )
+            if failed:
+                changes: Changes = []
+                _ended(_load(request_id), Reason.WORKER_LOST, now, changes)
+                emit_states(changes)
+                return Returned.ERROR
+        return Returned.NOTHING
+
+    return retrying_deadlocks(body)
 
 
 def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:
@@ -167,24 +214,62 @@ def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:
     Raises UnknownTask / InvalidTaskData when its task data is no longer valid, and
     quotas.QuotaExceeded when its creator has too many pending requests (nothing is retried then)."""
     now = now or timezone.now()
-    with transaction.atomic():
-        return _retry(request_id, now)
+
+    def body() -> WorkRequest | None:
+        with transaction.atomic():
+            changes: Changes = []
+            new = _retry(request_id, now, changes)
+            emit_states(changes)
+        return new
+
+    return retrying_deadlocks(body)
 
 
-def cascade_from_dependencies(request: WorkRequest, now: datetime) -> None:
+def retrying_deadlocks(body: Callable[[], T]) -> T:
+    """Run a transition (its own transaction) again when PostgreSQL rolled it back as one side of a
+    deadlock. Inside a caller's transaction nothing can be run again: the error is the caller's."""
+    attempt = 1
+    while True:
+        try:
+            return body()
+        except OperationalError as exc:
+            deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_SQLSTATE
+            if not deadlock or connection.in_atomic_block or attempt >= DEADLOCK_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+def lock_dependencies(dependency_ids: list[int]) -> None:
+    """Lock the dependency rows (FOR NO KEY UPDATE, in id order) of a request being created, before
+    reading their status: a dependency ending concurrently either commits first (its status is then
+    read here) or waits for this request to commit (and its cascade then finds it). Without the lock
+    the cascade could miss the new request and the request miss the end: pending for ever."""
+    list(
+        WorkRequest.objects.select_for_update(no_key=True).filter(pk__in=dependency_ids).order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def cascade_from_dependencies(request: WorkRequest, now: datetime, changes: Changes | None = None) -> None:
     """A new request with a dependency that already failed or was aborted ends at once, as if that
-    dependency had ended after it was created."""
+    dependency had ended after it was created (its dependencies locked first: ``lock_dependencies``).
+    With ``changes``, its events are added there for the caller to emit; else emitted here."""
+    if changes is None:
+        collected: Changes = []
+        cascade_from_dependencies(request, now, collected)
+        emit_states(collected)
+        return
     ended = (
         WorkRequest.objects.filter(dependents=request.pk)
         .exclude(status__in=(Status.PENDING, Status.RUNNING))
         .exclude(status=Status.COMPLETED, result=Result.SUCCESS)
         .order_by("completed_at", "id").first()
     )
-    if ended is not None and (dependent := _cascade_one(request.pk, ended, now)) is not None:
-        _cascade_to_dependents(dependent, now)
+    if ended is not None and (dependent := _cascade_one(request.pk, ended, now, changes)) is not None:
+        _cascade_to_dependents(dependent, now, changes)
 
 
-def _retry(request_id: int, now: datetime) -> WorkRequest | None:
+def _retry(request_id: int, now: datetime, changes: Changes) -> WorkRequest | None:
     old = WorkRequest.objects.filter(pk=request_id).first()
     # Completed and aborted are final: what was read here cannot change any more.
     if old is None or not retryable(old.status, old.result):
@@ -201,12 +286,14 @@ def _retry(request_id: int, now: datetime) -> WorkRequest | None:
             )
     except IntegrityError:
         return None  # retried already (supersedes is unique)
-    new.dependencies.set(old.dependencies.all())
+    copied = sorted(old.dependencies.values_list("pk", flat=True))
+    lock_dependencies(copied)
+    new.dependencies.set(copied)
     Dependency.objects.filter(to_workrequest_id=old.pk).update(to_workrequest_id=new.pk)
-    emit_state(_load(new.pk), Reason.RETRIED)
-    cascade_from_dependencies(new, now)
-    for follower in WorkRequest.objects.filter(cascaded_from=old.pk).values_list("pk", flat=True):
-        _retry(follower, now)
+    changes.append((_load(new.pk), Reason.RETRIED))
+    cascade_from_dependencies(new, now, changes)
+    for follower in WorkRequest.objects.filter(cascaded_from=old.pk).order_by("pk").values_list("pk", flat=True):
+        _retry(follower, now, changes)
     return _load(new.pk)
 
 
@@ -214,26 +301,31 @@ def retryable(status: str, result: str) -> bool:
     return status == Status.ABORTED or (status == Status.COMPLETED and result in RETRYABLE_RESULTS)
 
 
-def _ended(request: WorkRequest, reason: Reason, now: datetime) -> None:
-    emit_state(request, reason)
-    _cascade_to_dependents(request, now)
+def _ended(request: WorkRequest, reason: Reason, now: datetime, changes: Changes) -> None:
+    changes.append((request, reason))
+    _cascade_to_dependents(request, now, changes)
 
 
-def _cascade_to_dependents(request: WorkRequest, now: datetime) -> None:
-    """End the pending dependents of ``request`` if it failed or was aborted, transitively."""
+def _cascade_to_dependents(request: WorkRequest, now: datetime, changes: Changes) -> None:
+    """End the pending dependents of ``request`` if it failed or was aborted, transitively; each
+    parent's dependents are locked in id order first, so two cascades over shared dependents take
+    their row locks in one order."""
     frontier = [request]
     while frontier:
         parent = frontier.pop(0)
         if parent.status == Status.COMPLETED and parent.result == Result.SUCCESS:
             continue
-        pending = WorkRequest.objects.filter(dependencies=parent.pk, status=Status.PENDING)
-        for dependent_id in pending.values_list("pk", flat=True):
-            dependent = _cascade_one(dependent_id, parent, now)
+        pending = (
+            WorkRequest.objects.select_for_update(no_key=True, of=("self",))
+            .filter(dependencies=parent.pk, status=Status.PENDING).order_by("pk")
+        )
+        for dependent_id in list(pending.values_list("pk", flat=True)):
+            dependent = _cascade_one(dependent_id, parent, now, changes)
             if dependent is not None:
                 frontier.append(dependent)
 
 
-def _cascade_one(dependent_id: int, parent: WorkRequest, now: datetime) -> WorkRequest | None:
+def _cascade_one(dependent_id: int, parent: WorkRequest, now: datetime, changes: Changes) -> WorkRequest | None:
     """End pending ``dependent_id`` because ``parent`` failed or was aborted, with its own guarded
     UPDATE (one aborted or ended meanwhile stays as it is); the ended request, or None."""
     pending = WorkRequest.objects.filter(pk=dependent_id, status=Status.PENDING)
@@ -248,7 +340,7 @@ def _cascade_one(dependent_id: int, parent: WorkRequest, now: datetime) -> WorkR
     if not changed:
         return None
     dependent = _load(dependent_id)
-    emit_state(dependent, reason)
+    changes.append((dependent, reason))
     return dependent
 
 

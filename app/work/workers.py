@@ -24,6 +24,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.signals import pre_delete
 from django.utils import timezone
 
+from app import codec
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
 from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest
@@ -37,6 +38,23 @@ class WorkerNameTaken(ValueError):
     """A worker (or a user named like its owner) of that name exists."""
 
 
+class InvalidMetadata(ValueError):
+    """Worker metadata that is not a JSON object, or larger than WORKER_METADATA_MAX_BYTES."""
+
+
+def check_metadata(what: str, metadata: Any) -> None:
+    """Refuse metadata the scheduler could not match against (not an object) or that is too large."""
+    if not isinstance(metadata, dict):
+        raise InvalidMetadata(f"{what} must be a JSON object")
+    limit = settings.WORKER_METADATA_MAX_BYTES
+    try:
+        size = len(codec.dumps_bytes(metadata))
+    except codec.EncodeError as exc:
+        raise InvalidMetadata(f"{what} cannot be encoded as JSON: {exc}") from None
+    if size > limit:
+        raise InvalidMetadata(f"{what} is {size} bytes encoded, more than WORKER_METADATA_MAX_BYTES={limit}")
+
+
 def register_worker(
     name: str, *, concurrency: int = 1, static_metadata: dict[str, Any] | None = None
 ) -> tuple[Worker, str]:
@@ -45,6 +63,7 @@ def register_worker(
         raise ValueError("a worker name is 1-100 characters without surrounding spaces")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    check_metadata("static_metadata", static_metadata or {})
     try:
         with transaction.atomic():
             owner = get_user_model()(username=f"{USERNAME_PREFIX}{name}", is_active=False)
@@ -97,7 +116,9 @@ def mark_disconnected(worker_id: int, connected_at: datetime | None = None) -> b
 
 
 def report_metadata(worker_id: int, metadata: dict[str, Any]) -> None:
-    """What the worker says about itself (its ``dynamic_metadata``, replaced as a whole)."""
+    """What the worker says about itself (its ``dynamic_metadata``, replaced as a whole). Raises
+    InvalidMetadata for one that is not a JSON object or too large."""
+    check_metadata("metadata", metadata)
     Worker.objects.filter(pk=worker_id).update(dynamic_metadata=metadata)
 
 
@@ -119,10 +140,40 @@ def lost_workers(now: datetime | None = None) -> QuerySet[Worker]:
 
 
 def release_requests(worker_id: int, now: datetime | None = None) -> dict[int, Returned]:
-    """The worker is lost or gone: each request it runs goes back to pending (or, at its last
-    attempt, completes as error). Returns what happened to each."""
-    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).values_list("pk", flat=True)
-    return {pk: return_to_pending(pk, worker_id=worker_id, now=now) for pk in running}
+    """The worker is gone (deleted): each request it runs goes back to pending (or, at its last
+    attempt, completes as error). Returns what happened to each. For a lost or disconnected worker
+    use ``disconnect_and_release``, which makes sure it did not come back meanwhile."""
+    with transaction.atomic():
+        _lock(worker_id)
+        return _release(worker_id, now)
+
+
+def disconnect_and_release(
+    worker_id: int, connected_at: datetime, *, last_seen_at: datetime | None = None, now: datetime | None = None
+) -> dict[int, Returned] | None:
+    """The worker was seen lost (``lost_workers``) or its connection ended, with these times: mark
+    it disconnected and release its requests (``release_requests``), in one transaction and only if
+    it is still as seen: connected since ``connected_at`` and, with ``last_seen_at`` (the sweep of
+    lost workers), not heard from since. Its row is locked first (FOR NO KEY UPDATE, as ``assign``
+    does), so a reconnection or a heartbeat either commits first (and nothing is released: the
+    requests are the reconnected worker's) or waits for this. None when nothing was released."""
+    with transaction.atomic():
+        seen = _lock(worker_id)
+        if seen is None or seen[0] != connected_at or (last_seen_at is not None and seen[1] != last_seen_at):
+            return None
+        Worker.objects.filter(pk=worker_id).update(connected_at=None)
+        return _release(worker_id, now)
+
+
+def _lock(worker_id: int) -> tuple[datetime | None, datetime | None] | None:
+    """Lock the worker's row; its connected_at and last_seen_at, or None when it is gone."""
+    rows = Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by()
+    return rows.values_list("connected_at", "last_seen_at").first()
+
+
+def _release(worker_id: int, now: datetime | None) -> dict[int, Returned]:
+    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).order_by("pk")
+    return {pk: return_to_pending(pk, worker_id=worker_id, now=now) for pk in running.values_list("pk", flat=True)}
 
 
 def _worker_deleted(sender: Any, instance: Worker, **kwargs: Any) -> None:

@@ -308,9 +308,10 @@ def test_every_consumer_kind_is_a_known_label() -> None:
         status_ping,
         status_viewer,
         subscriber,
+        worker,
     )
 
     classes = [not_found.NotFoundConsumer, producer.TopicProducer, pulsar_consumer.PulsarConsumer,
                pulsar_producer.PulsarProducer, pulsar_reader.TopicReader, status_ping.StatusPingConsumer,
-               status_viewer.StatusViewerConsumer, subscriber.TopicConsumer]
+               status_viewer.StatusViewerConsumer, subscriber.TopicConsumer, worker.WorkerConsumer]
     assert {cls.metrics_kind for cls in classes} <= set(CONNECTION_KINDS)

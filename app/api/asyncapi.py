@@ -36,6 +36,19 @@ from consumers.frames import (
     StatusGoneFrame,
     StatusSyncedFrame,
 )
+from consumers.worker_frames import (
+    AbortedFrame,
+    CompletedFrame,
+    ConnectedFrame,
+    ConnectionRejectedFrame,
+    HeartbeatFrame,
+    MetadataFrame,
+    ProgressFrame,
+    RequestDynamicMetadataFrame,
+    StartedFrame,
+    WorkerErrorFrame,
+    WorkRequestAvailableFrame,
+)
 
 ASYNCAPI_VERSION = "3.0.0"
 SCHEMAS = "#/components/schemas/{model}"
@@ -65,6 +78,17 @@ FRAMES: dict[str, Frame] = {
     "status": Frame(StatusFrame, "serialization"),
     "statusSynced": Frame(StatusSyncedFrame, "serialization"),
     "statusGone": Frame(StatusGoneFrame, "serialization"),
+    "workerMetadata": Frame(MetadataFrame, "validation"),
+    "workerStarted": Frame(StartedFrame, "validation"),
+    "workerProgress": Frame(ProgressFrame, "validation"),
+    "workerCompleted": Frame(CompletedFrame, "validation"),
+    "workerHeartbeat": Frame(HeartbeatFrame, "validation"),
+    "workerConnected": Frame(ConnectedFrame, "serialization"),
+    "requestDynamicMetadata": Frame(RequestDynamicMetadataFrame, "serialization"),
+    "workRequestAvailable": Frame(WorkRequestAvailableFrame, "serialization"),
+    "workRequestAborted": Frame(AbortedFrame, "serialization"),
+    "connectionRejected": Frame(ConnectionRejectedFrame, "serialization"),
+    "workerError": Frame(WorkerErrorFrame, "serialization"),
 }
 
 PARAMETERS: dict[str, str] = {
@@ -127,6 +151,13 @@ CHANNELS: tuple[Channel, ...] = (
             "Live availability of every topic the caller may see: one status per topic on connect, then "
             "synced, then changes. Nothing is read from it.",
             (), ("status", "statusSynced", "statusGone", "error")),
+    Channel("workers", "/ws/workers/",
+            "A worker's socket (its own token: Authorization header or ?token=; a user's token is refused with "
+            "TOKEN_UNKNOWN). connected and request_dynamic_metadata on connect; work is offered once metadata "
+            "came; send a frame (heartbeat) at least every heartbeat_interval_s.",
+            ("workerMetadata", "workerStarted", "workerProgress", "workerCompleted", "workerHeartbeat"),
+            ("workerConnected", "requestDynamicMetadata", "workRequestAvailable", "workRequestAborted",
+             "connectionRejected", "workerError")),
 )
 
 

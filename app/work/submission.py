@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from app.work import quotas
+from app.work import push, quotas
 from app.work.events import Reason, emit_state
 from app.work.models import WorkRequest
 from app.work.tasks import validate_task_data
@@ -49,5 +49,6 @@ def submit(
         request.dependencies.set(wanted)
         emit_state(request, Reason.CREATED)
         cascade_from_dependencies(request, now)
+        push.runnable()
     request.refresh_from_db()
     return request

@@ -1,7 +1,9 @@
 """Every change of a work request's status: one guarded, conditional UPDATE each
 (``filter(pk=..., status=...).update(...)``) that says whether it happened. Never read, decide,
 then write: two servers, two workers or an admin and a worker may act on one request at once, and
-the database picks exactly one. Each runs in a transaction with its outbox event and its cascade.
+the database picks exactly one. Each runs in a transaction with its outbox event and its cascade;
+one that may make work runnable, or aborts a running request, tells the worker sockets after the
+commit (app/work/push.py).
 
     pending --assign--> running --complete--> completed (success | failure | error)
        |                   |  \\--return_to_pending--> pending (worker lost; at the last attempt:
@@ -47,7 +49,7 @@ from django.db.models import Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from app.work import quotas
+from app.work import push, quotas
 from app.work.events import Reason, emit_state
 from app.work.models import Result, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
@@ -120,6 +122,8 @@ def complete(
         changed = running.update(status=Status.COMPLETED, result=result, output_data=output_data, completed_at=now)
         if changed:
             _ended(_load(request_id), Reason.COMPLETED, now)
+            if result == Result.SUCCESS:
+                push.runnable()  # its dependents may run now
     return bool(changed)
 
 
@@ -133,7 +137,10 @@ def abort(request_id: int, now: datetime | None = None) -> bool:
             .update(status=Status.ABORTED, completed_at=now)
         )
         if changed:
-            _ended(_load(request_id), Reason.ABORTED, now)
+            request = _load(request_id)
+            _ended(request, Reason.ABORTED, now)
+            if request.worker_id is not None:  # it was running (a pending request has no worker)
+                push.aborted(request.pk, request.worker_id)
     return bool(changed)
 
 
@@ -150,6 +157,7 @@ def return_to_pending(
     with transaction.atomic():
         if running.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
             emit_state(_load(request_id), Reason.WORKER_LOST)
+            push.runnable()
             return Returned.PENDING
         failed = running.filter(attempts__gte=limit).update(
             status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
@@ -168,7 +176,10 @@ def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:
     quotas.QuotaExceeded when its creator has too many pending requests (nothing is retried then)."""
     now = now or timezone.now()
     with transaction.atomic():
-        return _retry(request_id, now)
+        new = _retry(request_id, now)
+        if new is not None:
+            push.runnable()
+        return new
 
 
 def cascade_from_dependencies(request: WorkRequest, now: datetime) -> None:

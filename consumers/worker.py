@@ -187,6 +187,8 @@ class WorkerConsumer(FrameConsumer):
 
     async def _started(self, frame: StartedFrame, raw: dict[str, Any]) -> None:
         request_id = frame.work_request_id
+        if request_id in self.running:
+            return  # given on this connection and neither finished nor aborted since, as far as we heard
         owned = await database_sync_to_async(sessions.ownership)(self.worker_id, request_id)
         if owned is Ownership.ABORTED:
             self.abort(request_id, told_anyway=True)

@@ -10,9 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from app.work.models import Result, Status, WorkRequest
 from tests.servers import ROOT, server_env, start_server, stop_group
 from tests.work import clear_work
+
+# Once, in the SQLite pass: what it proves is the README's text, not a database's behaviour.
+pytestmark = pytest.mark.pinned_backend
 
 README = ROOT / "README.md"
 README_PORT = "8000"

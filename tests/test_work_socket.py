@@ -14,6 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from app.work.models import Result, Status, WorkRequest
+from app.work.transitions import abort
 from app.work.workers import register_worker, set_enabled
 from tests.browser import Browser
 from tests.protocol import auth, connect, make_user, recv_json, send_json, set_password, unique
@@ -244,3 +245,16 @@ async def test_second_connection_replaces_the_first(push_server: ServerProcess) 
     await first.wait_for(lambda w: bool(w.of("closed")), "the first connection to close")
     assert [e["code"] for e in first.of("closed")] == [4409]
     await second.wait_for(lambda w: request.pk in w.ids("completed"), "the work on the new connection")
+
+
+async def test_completing_a_request_aborted_meanwhile_is_refused(push_server: ServerProcess) -> None:
+    """A worker completing a request aborted where nobody could tell it gets an error saying so; nothing is recorded."""
+    request = pending()
+    ws = await open_worker_socket(push_server, register_worker(unique("w"))[1])
+    await send_json(ws, {"type": "metadata", "metadata": {}})
+    assert (await recv_json(ws))["work_request"]["id"] == request.pk
+    assert abort(request.pk)  # in this process: no server hears of it
+    await send_json(ws, {"type": "completed", "work_request_id": request.pk, "result": "success"})
+    error = await recv_json(ws)
+    assert (error["type"], error["work_request_id"]) == ("error", request.pk) and "aborted" in error["error"]
+    assert (reload(request).status, reload(request).result) == (Status.ABORTED, "")

@@ -24,6 +24,12 @@ from consumers.refusals import send_refusal
 
 logger = logging.getLogger(__name__)
 
+# Paths whose consumer looks its token up itself: a worker's key belongs to an inactive owner and
+# acts as nobody on the broker (app/work/workers.py), so looked up here it would count as a failed
+# authentication of the worker's address. Only the connection-rate limits of an unauthenticated
+# connection apply to them here.
+SELF_AUTHENTICATING_PATHS = frozenset({"/ws/workers", "/ws/workers/"})
+
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
     for name, value in scope.get("headers", ()):
@@ -52,7 +58,10 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
         runtime = get_runtime()
         admission, now = runtime.admission, runtime.loop.time()
         address = client_address(scope)
-        found = await self.authenticate(scope, runtime, address, now)
+        if scope.get("path") in SELF_AUTHENTICATING_PATHS:
+            found: tuple[Any, dict[str, Any]] | None = (None, {})
+        else:
+            found = await self.authenticate(scope, runtime, address, now)
         if found is None:
             # Not "invalid": the key was not looked at (this address keeps sending bad ones).
             reason = "too many failed authentications from this address"

@@ -17,6 +17,7 @@ from consumers.status_ping import StatusPingConsumer
 from consumers.status_viewer import StatusViewerConsumer
 from consumers.subscriber import TopicConsumer
 from consumers.work_requests import WorkRequestsConsumer
+from consumers.worker import WorkerConsumer
 
 TOPIC = rf"(?P<topic>{TOPIC_PATTERN})"
 SUBSCRIPTION = rf"(?P<subscription>{SUBSCRIPTION_PATTERN})"
@@ -32,6 +33,7 @@ websocket_urlpatterns = [
     re_path(r"^ws/work-requests/?$", WorkRequestsConsumer.as_asgi()),  # before ws/<topic>/
     re_path(rf"^ws/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
     re_path(rf"^{PULSAR_PRODUCER}/{STATUS_PING_TOPIC}/?$", StatusPingConsumer.as_asgi()),
+    re_path(r"^ws/workers/?$", WorkerConsumer.as_asgi()),  # before ws/<topic>: "workers" is reserved
     re_path(rf"^{PULSAR_PRODUCER}/{TOPIC}/?$", PulsarProducer.as_asgi()),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/{SUBSCRIPTION}/?$", pulsar_consumer_route),
     re_path(rf"^{PULSAR_CONSUMER}/{TOPIC}/?$", PulsarConsumer.as_asgi()),  # no subscription: 400

@@ -8,6 +8,11 @@ from settings.env import env_float, env_int
 # to pending for another worker. Several heartbeats long, so a busy network does not cost a run;
 # short enough that a dead machine's work starts again within a minute.
 WORKER_LOST_AFTER_S = env_float("WORKER_LOST_AFTER_S", 60.0)
+# How often each server closes its worker sockets silent for WORKER_LOST_AFTER_S, ends the sessions
+# of workers whose server is gone (silent in the database), and offers waiting work to its idle
+# workers: what a command or a shell made runnable, or a notice the backplane dropped, waits at
+# most this long. 0 turns the check off (tests of push alone).
+WORKER_CHECK_INTERVAL_S = env_float("WORKER_CHECK_INTERVAL_S", 5.0)
 # Starts a request gets: one whose worker is lost this many times is completed as error instead of
 # going back to pending, so a request that kills its workers (memory, a crash) cannot take down the
 # fleet one worker after another.
@@ -38,6 +43,8 @@ if WORKER_LOST_AFTER_S <= 0:
     raise ValueError("WORKER_LOST_AFTER_S must be positive")
 if WORK_FEED_POLL_INTERVAL_S <= 0:
     raise ValueError("WORK_FEED_POLL_INTERVAL_S must be positive")
+if WORKER_CHECK_INTERVAL_S < 0:
+    raise ValueError("WORKER_CHECK_INTERVAL_S must be 0 (off) or positive")
 for _name, _value in (
     ("WORK_REQUEST_MAX_ATTEMPTS", WORK_REQUEST_MAX_ATTEMPTS),
     ("WORK_REQUESTS_PER_PRINCIPAL", WORK_REQUESTS_PER_PRINCIPAL),

@@ -233,8 +233,9 @@ def memory_kib(server: ServerProcess, field: str) -> int:
     raise AssertionError(f"no {field}")
 
 
-# Relays off unless a test asks for them: an unexpected ping would be the first frame a test reads.
-QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "OUTBOX_RELAY_TASKS": "0"}
+# Relays off unless a test asks for them: an unexpected ping would be the first frame a test reads, and
+# a worker check would end the sessions of workers a test marked connected long ago in the database.
+QUIET = {"PING_INTERVAL_S": "0", "GC_INTERVAL_S": "0", "OUTBOX_RELAY_TASKS": "0", "WORKER_CHECK_INTERVAL_S": "0"}
 
 
 def start_server(database_url: str, **env_extra: str) -> ServerProcess:

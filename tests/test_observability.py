@@ -309,9 +309,11 @@ def test_every_consumer_kind_is_a_known_label() -> None:
         status_viewer,
         subscriber,
         work_requests,
+        worker,
     )
 
     classes = [not_found.NotFoundConsumer, producer.TopicProducer, pulsar_consumer.PulsarConsumer,
                pulsar_producer.PulsarProducer, pulsar_reader.TopicReader, status_ping.StatusPingConsumer,
-               status_viewer.StatusViewerConsumer, subscriber.TopicConsumer, work_requests.WorkRequestsConsumer]
+               status_viewer.StatusViewerConsumer, subscriber.TopicConsumer, work_requests.WorkRequestsConsumer,
+               worker.WorkerConsumer]
     assert {cls.metrics_kind for cls in classes} <= set(CONNECTION_KINDS)

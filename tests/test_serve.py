@@ -103,13 +103,14 @@ def banner_urls(server: ServerProcess) -> list[str]:
 
 
 def test_banner_lists_every_entry_point(server: ServerProcess):
-    """The banner shows the status page, admin, API docs, health check, DASF, Pulsar and status feed URLs."""
+    """The banner shows the status page, admin, API docs, health check, DASF, Pulsar, status feed and worker URLs."""
     base = f"127.0.0.1:{server.port}"
     urls = banner_urls(server)
     for url in (f"http://{base}/", f"http://{base}/admin/", f"http://{base}/api/v1/docs", f"http://{base}/healthz",
                 f"ws://{base}/ws/<topic>", f"ws://{base}/ws/<topic>/<subscription>",
                 f"ws://{base}/ws/v2/producer/persistent/<tenant>/<namespace>/<topic>",
-                f"ws://{base}/ws/v2/consumer/persistent/<tenant>/<namespace>/<topic>/<subscription>"):
+                f"ws://{base}/ws/v2/consumer/persistent/<tenant>/<namespace>/<topic>/<subscription>",
+                f"ws://{base}/ws/workers/"):
         assert url in urls, urls
 
 

@@ -39,6 +39,19 @@ from consumers.frames import (
     WorkRequestFrame,
     WorkRequestsSyncedFrame,
 )
+from consumers.worker_frames import (
+    AbortedFrame,
+    CompletedFrame,
+    ConnectedFrame,
+    ConnectionRejectedFrame,
+    HeartbeatFrame,
+    MetadataFrame,
+    ProgressFrame,
+    RequestDynamicMetadataFrame,
+    StartedFrame,
+    WorkerErrorFrame,
+    WorkRequestAvailableFrame,
+)
 
 ASYNCAPI_VERSION = "3.0.0"
 SCHEMAS = "#/components/schemas/{model}"
@@ -70,6 +83,17 @@ FRAMES: dict[str, Frame] = {
     "statusGone": Frame(StatusGoneFrame, "serialization"),
     "workRequest": Frame(WorkRequestFrame, "serialization"),
     "workRequestsSynced": Frame(WorkRequestsSyncedFrame, "serialization"),
+    "workerMetadata": Frame(MetadataFrame, "validation"),
+    "workerStarted": Frame(StartedFrame, "validation"),
+    "workerProgress": Frame(ProgressFrame, "validation"),
+    "workerCompleted": Frame(CompletedFrame, "validation"),
+    "workerHeartbeat": Frame(HeartbeatFrame, "validation"),
+    "workerConnected": Frame(ConnectedFrame, "serialization"),
+    "requestDynamicMetadata": Frame(RequestDynamicMetadataFrame, "serialization"),
+    "workRequestAvailable": Frame(WorkRequestAvailableFrame, "serialization"),
+    "workRequestAborted": Frame(AbortedFrame, "serialization"),
+    "connectionRejected": Frame(ConnectionRejectedFrame, "serialization"),
+    "workerError": Frame(WorkerErrorFrame, "serialization"),
 }
 
 PARAMETERS: dict[str, str] = {
@@ -138,6 +162,13 @@ CHANNELS: tuple[Channel, ...] = (
             "A user with the work.view_workrequest permission sees every request, others their own. Nothing "
             "is read from it. Anonymous handshakes are refused with 401, bad parameters with 400.",
             (), ("workRequest", "workRequestsSynced", "error"), FeedParams),
+    Channel("workers", "/ws/workers/",
+            "A worker's socket (its own token: Authorization header or ?token=; a user's token is refused with "
+            "TOKEN_UNKNOWN). connected and request_dynamic_metadata on connect; work is offered once metadata "
+            "came; send a frame (heartbeat) at least every heartbeat_interval_s.",
+            ("workerMetadata", "workerStarted", "workerProgress", "workerCompleted", "workerHeartbeat"),
+            ("workerConnected", "requestDynamicMetadata", "workRequestAvailable", "workRequestAborted",
+             "connectionRejected", "workerError")),
 )
 
 

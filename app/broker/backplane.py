@@ -63,6 +63,12 @@ class Receiver:
 
     def remote_credentials_revoked(self, token_id: int | None, principal: str | None) -> None: ...
 
+    def remote_work_runnable(self) -> None: ...
+
+    def remote_work_aborted(self, request_id: int, worker_id: int) -> None: ...
+
+    def remote_worker_connected(self, worker_id: int, connected_at: float) -> None: ...
+
 
 class LocalBackplane:
     """One process: nothing to carry."""
@@ -95,6 +101,17 @@ class LocalBackplane:
         return None
 
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
+        return None
+
+    # Worker notices (app/work/fleet.py).
+
+    def work_runnable(self) -> None:
+        return None
+
+    def work_aborted(self, request_id: int, worker_id: int) -> None:
+        return None
+
+    def worker_connected(self, worker_id: int, connected_at: float) -> None:
         return None
 
 
@@ -170,6 +187,15 @@ class LayerBackplane(LocalBackplane):
 
     def credentials_revoked(self, token_id: int | None, principal: str | None) -> None:
         self._send(CONTROL_GROUP, {"type": "broker.revoked", "token_id": token_id, "principal": principal})
+
+    def work_runnable(self) -> None:
+        self._send(CONTROL_GROUP, {"type": "work.runnable"})
+
+    def work_aborted(self, request_id: int, worker_id: int) -> None:
+        self._send(CONTROL_GROUP, {"type": "work.aborted", "request_id": request_id, "worker_id": worker_id})
+
+    def worker_connected(self, worker_id: int, connected_at: float) -> None:
+        self._send(CONTROL_GROUP, {"type": "work.connected", "worker_id": worker_id, "connected_at": connected_at})
 
     def _send(self, group: str, message: dict[str, Any], size: int = 0) -> None:
         message["origin"] = self.origin
@@ -261,6 +287,9 @@ class LayerBackplane(LocalBackplane):
                 m["slug"], exists=m.get("exists", True), response=m.get("response", False)
             ),
             "broker.revoked": lambda m: receiver.remote_credentials_revoked(m["token_id"], m["principal"]),
+            "work.runnable": lambda m: receiver.remote_work_runnable(),
+            "work.aborted": lambda m: receiver.remote_work_aborted(m["request_id"], m["worker_id"]),
+            "work.connected": lambda m: receiver.remote_worker_connected(m["worker_id"], m["connected_at"]),
         }
         failures = 0
         while True:

@@ -20,8 +20,9 @@ TOPIC_PATTERN = r"[-_A-Za-z0-9]+"
 SUBSCRIPTION_PATTERN = r"[-.:_A-Za-z0-9]+"
 # Producers send availability answers here; it can never be a topic of its own.
 STATUS_PING_TOPIC = "status-ping"
-# Names with websocket endpoints of their own (/ws/status-ping, /ws/status/).
-RESERVED_TOPICS = frozenset({STATUS_PING_TOPIC, "status"})
+# Names with websocket endpoints of their own (/ws/status-ping, /ws/status/, /ws/workers/,
+# /ws/work-requests/).
+RESERVED_TOPICS = frozenset({STATUS_PING_TOPIC, "status", "workers", "work-requests"})
 
 
 def validate_not_reserved(slug: str) -> None:

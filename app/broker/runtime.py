@@ -28,7 +28,9 @@ from app.broker.hub import Delivered, Hub
 from app.broker.models import Announcement
 from app.broker.topics import TopicView, ViewCache, view_topic
 from app.server.metrics import TALLY
+from app.work import push
 from app.work.feed import WorkFeed
+from app.work.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class BrokerRuntime(Receiver):
     def __init__(self) -> None:
         self.backplane: LocalBackplane = make_backplane()
         self.hub = Hub(on_presence=self._presence)
+        # The workers connected here (/ws/workers/), told of work made runnable anywhere.
+        self.fleet = Fleet(self.backplane)
         # Every open socket of this process, for revoking credentials.
         self.sockets: weakref.WeakSet[Revocable] = weakref.WeakSet()
         self.board = StatusBoard()
@@ -94,8 +98,10 @@ class BrokerRuntime(Receiver):
         if not self._started:
             self._started = True
             await self.backplane.start(self)
+            push.listen(self.fleet, self.loop)
 
     async def stop(self) -> None:
+        push.unlisten(self.fleet)
         await self.writer.stop()
         await self.backplane.stop()
 
@@ -224,6 +230,15 @@ class BrokerRuntime(Receiver):
                 principal is not None and socket.principal == principal
             ):
                 socket.revoke("credentials revoked (token disabled or user deactivated)")
+
+    def remote_work_runnable(self) -> None:
+        self.fleet.remote_work_runnable()
+
+    def remote_work_aborted(self, request_id: int, worker_id: int) -> None:
+        self.fleet.remote_work_aborted(request_id, worker_id)
+
+    def remote_worker_connected(self, worker_id: int, connected_at: float) -> None:
+        self.fleet.remote_worker_connected(worker_id, connected_at)
 
     def remote_rights_changed(self, slug: str, *, exists: bool = True, response: bool = False) -> None:
         self.directory.found(slug, exists)

@@ -25,6 +25,7 @@ from relays.ping import attach_ping_loop, ping_loop
 from relays.resync import resync_loop
 from relays.status import status_refresh_loop
 from relays.work_feed import work_feed_loop
+from relays.workers import worker_check_loop
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Lifespan:
         if settings.PING_INTERVAL_S > 0:
             loops.append(("ping", ping_loop(runtime)))
             loops.append(("attach-ping", attach_ping_loop(runtime)))
+        if settings.WORKER_CHECK_INTERVAL_S > 0:
+            loops.append(("worker-check", worker_check_loop(runtime)))
         if settings.GC_INTERVAL_S > 0:
             loops.append(("garbage-collection", garbage_collection_loop()))
         for index in range(settings.OUTBOX_RELAY_TASKS):

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 ERROR_CATEGORIES = ("json", "frame_size", "depth", "invalid", "unsupported", "permission", "internal", "other")
 # The ``kind`` of each consumer class (``metrics_kind``), present from the start, at 0.
 CONNECTION_KINDS = ("dasf_producer", "dasf_consumer", "pulsar_producer", "pulsar_consumer", "pulsar_reader",
-                    "status_ping", "status_viewer", "work_requests", "not_found", "other")
+                    "status_ping", "status_viewer", "work_requests", "worker", "not_found", "other")
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 

@@ -187,5 +187,6 @@ def banner(host: str, port: int) -> str:
         f"  Pulsar:       {ws}/ws/v2/producer/persistent/<tenant>/<namespace>/<topic>\n"
         f"                {ws}/ws/v2/consumer/persistent/<tenant>/<namespace>/<topic>/<subscription>\n"
         f"  status feed:  {ws}/ws/status/?topics=<topic>,<topic>\n"
+        f"  workers:      {ws}/ws/workers/  (a worker's own token: manage.py createworker <name>)\n"
         f"SWITCHYARD_READY port={port}"
     )

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from app.work import quotas
+from app.work import push, quotas
 from app.work.events import Reason, emit_states
 from app.work.models import MANAGE_PRIORITIES, PRIORITY_LIMIT, WorkRequest
 from app.work.tasks import validate_task_data
@@ -74,6 +74,7 @@ def submit(
             changes: Changes = [(request, Reason.CREATED)]
             cascade_from_dependencies(request, now, changes)
             emit_states(changes)
+            push.runnable()
         return request
 
     request = retrying_deadlocks(body)

@@ -1,7 +1,9 @@
 """Every change of a work request's status: one guarded, conditional UPDATE each
 (``filter(pk=..., status=...).update(...)``) that says whether it happened. Never read, decide,
 then write: two servers, two workers or an admin and a worker may act on one request at once, and
-the database picks exactly one. Each runs in a transaction with its outbox event and its cascade.
+the database picks exactly one. Each runs in a transaction with its outbox event and its cascade;
+one that may make work runnable, or aborts a running request, tells the worker sockets after the
+commit (app/work/push.py).
 
     pending --assign--> running --complete--> completed (success | failure | error)
        |                   |  \\--return_to_pending--> pending (worker lost; at the last attempt:
@@ -48,7 +50,7 @@ from django.db.models import Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from app.work import quotas
+from app.work import push, quotas
 from app.work.events import Reason, emit_state, emit_states
 from app.work.models import Result, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
@@ -148,6 +150,8 @@ def complete(
                 changes: Changes = []
                 _ended(_load(request_id), Reason.COMPLETED, now, changes)
                 emit_states(changes)
+                if result == Result.SUCCESS:
+                    push.runnable()  # its dependents may run now
         return changed
 
     return bool(retrying_deadlocks(body))
@@ -166,8 +170,11 @@ def abort(request_id: int, now: datetime | None = None) -> bool:
             )
             if changed:
                 changes: Changes = []
-                _ended(_load(request_id), Reason.ABORTED, now, changes)
+                request = _load(request_id)
+                _ended(request, Reason.ABORTED, now, changes)
                 emit_states(changes)
+                if request.worker_id is not None:  # it was running (a pending request has no worker)
+                    push.aborted(request.pk, request.worker_id)
         return changed
 
     return bool(retrying_deadlocks(body))
@@ -193,6 +200,7 @@ def return_to_pending(
             mine = running.filter(worker_id=lost[0])
             if mine.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
                 emit_state(_load(request_id), Reason.WORKER_LOST, lost_worker=lost[1])
+                push.runnable()
                 return Returned.PENDING
             failed = mine.filter(attempts__gte=limit).update(
                 status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
@@ -220,6 +228,8 @@ def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:
             changes: Changes = []
             new = _retry(request_id, now, changes)
             emit_states(changes)
+            if new is not None:
+                push.runnable()
         return new
 
     return retrying_deadlocks(body)

@@ -1,0 +1,135 @@
+"""The workers connected to this server process (sockets of ``/ws/workers/``) and the notices that
+reach them: work became runnable somewhere (offer it to the idle ones), a running request was
+aborted (tell its worker), the worker connected again elsewhere (close its older connection here).
+
+Notices made here (app/work/push.py, after a commit) are applied here and passed to the other
+processes over the backplane; theirs arrive as ``remote_*``. The backplane may drop a message: the
+worker check (relays/workers.py) offers waiting work to idle workers every WORKER_CHECK_INTERVAL_S
+whatever was heard. No I/O here: each connection does its own database work (and ``offer`` twice
+costs one search, the connection folds them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Protocol
+
+from app.work.workers import is_lost
+
+
+class Link(Protocol):
+    """One worker connection, as the fleet sees it."""
+
+    worker_id: int
+    connected_at: datetime
+    # When the worker last sent anything.
+    heard_at: datetime
+
+    def idle(self) -> bool:
+        """Whether it may take more work now (ready, with a free slot, not searching already)."""
+        ...
+
+    def offer(self) -> None:
+        """Look for work for it (soon, once: repeated calls meanwhile fold into one more search)."""
+        ...
+
+    def abort(self, request_id: int) -> None:
+        """``request_id`` was aborted: tell the worker, if it runs it on this connection."""
+        ...
+
+    def replaced(self) -> None:
+        """The worker opened a newer connection: close this one."""
+        ...
+
+    def lost(self) -> None:
+        """Silent for WORKER_LOST_AFTER_S: close it and return what it runs."""
+        ...
+
+
+class Broadcast(Protocol):
+    """What carries notices to the other server processes (app/broker/backplane.py)."""
+
+    def work_runnable(self) -> None: ...
+
+    def work_aborted(self, request_id: int, worker_id: int) -> None: ...
+
+    def worker_connected(self, worker_id: int, connected_at: float) -> None: ...
+
+
+class Fleet:
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+        self._links: dict[int, set[Link]] = {}
+        # Notices within one turn of the event loop fold into one broadcast and one round of offers:
+        # a bulk submission committing 100 requests costs one of each, not 100.
+        self._offer_due = False
+        self._broadcast_due = False
+
+    def __len__(self) -> int:
+        return sum(len(links) for links in self._links.values())
+
+    def links(self) -> Iterator[Link]:
+        for links in list(self._links.values()):
+            yield from list(links)
+
+    def add(self, link: Link) -> None:
+        """A worker connected here: close its older connections, here and elsewhere."""
+        self._links.setdefault(link.worker_id, set()).add(link)
+        stamp = link.connected_at.timestamp()
+        self.broadcast.worker_connected(link.worker_id, stamp)
+        self.remote_worker_connected(link.worker_id, stamp)
+
+    def discard(self, link: Link) -> None:
+        links = self._links.get(link.worker_id)
+        if links is not None:
+            links.discard(link)
+            if not links:
+                del self._links[link.worker_id]
+
+    def has_idle(self) -> bool:
+        return any(link.idle() for link in self.links())
+
+    def offer_idle(self) -> None:
+        """Every idle connection looks for work."""
+        self._offer_due = False
+        for link in self.links():
+            if link.idle():
+                link.offer()
+
+    def silent(self, now: datetime, lost_after_s: float) -> list[Link]:
+        """The connections whose worker said nothing for ``lost_after_s`` (WORKER_LOST_AFTER_S)."""
+        return [link for link in self.links() if is_lost(link.connected_at, link.heard_at, now, lost_after_s)]
+
+    # --- push.Listener: a transaction in this process committed -----------------------------
+
+    def runnable(self) -> None:
+        if not self._broadcast_due:
+            self._broadcast_due = True
+            asyncio.get_running_loop().call_soon(self._broadcast_runnable)
+        self.remote_work_runnable()
+
+    def aborted(self, request_id: int, worker_id: int) -> None:
+        self.broadcast.work_aborted(request_id, worker_id)
+        self.remote_work_aborted(request_id, worker_id)
+
+    def _broadcast_runnable(self) -> None:
+        self._broadcast_due = False
+        self.broadcast.work_runnable()
+
+    # --- what other processes tell --------------------------------------------------------
+
+    def remote_work_runnable(self) -> None:
+        if not self._offer_due:
+            self._offer_due = True
+            asyncio.get_running_loop().call_soon(self.offer_idle)
+
+    def remote_work_aborted(self, request_id: int, worker_id: int) -> None:
+        for link in list(self._links.get(worker_id, ())):
+            link.abort(request_id)
+
+    def remote_worker_connected(self, worker_id: int, connected_at: float) -> None:
+        for link in list(self._links.get(worker_id, ())):
+            if link.connected_at.timestamp() < connected_at:
+                link.replaced()

@@ -1,0 +1,64 @@
+"""The worker check (relays/workers.py) with real worker processes: silent workers are lost and their
+requests run elsewhere, heartbeats keep a busy worker, and work made runnable outside any server
+reaches idle workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from app.work.models import Result, Status, Worker
+from app.work.workers import register_worker
+from tests.protocol import unique
+from tests.servers import ServerProcess, start_server
+from tests.work import clear_work, pending, reload
+from tests.worker_processes import WorkerProcess, stop_all, until
+
+LOST_AFTER_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def checking_server() -> Iterator[ServerProcess]:
+    proc = start_server(os.environ["DATABASE_URL"], WORKER_CHECK_INTERVAL_S="0.2",
+                        WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fleet() -> Iterator[None]:
+    clear_work()
+    yield
+    stop_all()
+
+
+async def test_silent_worker_is_lost_and_its_request_runs_elsewhere(checking_server: ServerProcess) -> None:
+    """A worker that hangs mid-request (no frame for WORKER_LOST_AFTER_S) is disconnected; another re-runs it."""
+    registered, key = register_worker(unique("w"))
+    request = pending(task_name="sleep", task_data={"duration_s": 60})
+    hung = WorkerProcess(checking_server, key)
+    await hung.wait_for(lambda w: request.pk in w.ids("started"), "the first run")
+    hung.hang()
+    other = WorkerProcess(checking_server, register_worker(unique("w"))[1], max_sleep_s=0)
+    await other.wait_for(lambda w: request.pk in w.ids("completed"), "the re-run", timeout=LOST_AFTER_S + 15)
+    assert [event["attempts"] for event in other.of("started")] == [2]
+    assert Worker.objects.get(pk=registered.pk).connected_at is None
+
+
+async def test_heartbeats_keep_a_busy_worker(checking_server: ServerProcess) -> None:
+    """A worker running a request longer than WORKER_LOST_AFTER_S, heartbeating, completes it on its first run."""
+    request = pending(task_name="sleep", task_data={"duration_s": LOST_AFTER_S * 1.5})
+    worker = WorkerProcess(checking_server, register_worker(unique("w"))[1])
+    await worker.wait_for(lambda w: request.pk in w.ids("completed"), "the completion")
+    await until(lambda: reload(request).status == Status.COMPLETED, "the completion recorded")
+    assert (reload(request).result, reload(request).attempts) == (Result.SUCCESS, 1)
+    assert not worker.of("closed")
+
+
+async def test_work_submitted_outside_the_server_reaches_idle_worker(checking_server: ServerProcess) -> None:
+    """A request submitted by another process (a shell, a command) reaches an idle worker by the periodic check."""
+    worker = await WorkerProcess(checking_server, register_worker(unique("w"))[1]).connected()
+    request = pending()
+    await worker.wait_for(lambda w: request.pk in w.ids("completed"), "the request")

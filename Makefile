@@ -31,13 +31,13 @@ serve: install
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
-# PostgreSQL + Redis servers, and tests of no database behaviour, run once). Services that are down
+# PostgreSQL + Redis servers, tests of no database behaviour and wire interoperability tests run once). Services that are down
 # are started first when possible. Each pass runs on TEST_JOBS pytest-xdist workers (each its own
 # session: database, static files, Redis names; tests/environment.py), then the few tests that stop
 # and start a shared service run alone.
 TEST_JOBS ?= 2
 PG_PASS   := SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest
-PG_TESTS  := not pinned_backend and not database_agnostic
+PG_TESTS  := not pinned_backend and not database_agnostic and not wire_interop
 test: install-dev
 	-@bash .ci/services
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not restarts_services" $(PYTEST_ARGS)

@@ -31,6 +31,9 @@ from tests.protocol import eventually, unique
 from tests.servers import ROOT, ConsumerProcess, RelayProcess
 from tests.services import drop_cqrs_layout, require_rabbitmq
 
+# Wire compatibility does not change with Switchyard's database: run once, in the SQLite pass.
+pytestmark = pytest.mark.wire_interop
+
 PROJECT = ROOT / "tests" / "djcqrs_project"
 DJCQRS_PYTHON = ROOT / ".venv-djcqrs" / "bin" / "python"
 _ids = itertools.count(random.randrange(10**8, 2 * 10**9, 10**6) + 500_000)

@@ -21,8 +21,9 @@ from tests.servers import ServerProcess, start_server
 CHURN_LOOPS = 40
 # The churn builds up this long before the first timed handshake and goes on until the last one.
 CHURN_BUILDUP_S = 2.0
-# Starved meant 30 s and more; a served handshake plus one publish takes milliseconds.
-SERVED_WITHIN_S = 5.0
+# Starved meant 30 s and more; a served handshake plus one publish takes milliseconds, but the first one
+# (cold token, topic and announcement reads) once took 7 s in the PostgreSQL pass of a loaded CI run.
+SERVED_WITHIN_S = 10.0
 
 pytestmark = pytest.mark.slow
 

@@ -125,16 +125,22 @@ def validate_task_data(name: str, data: Any) -> None:
     _raise_first(task.validator, {k: v for k, v in data.items() if k != REQUIREMENTS_KEY}, "task_data")
 
 
-def check_size(what: str, data: Any) -> None:
-    """Refuse JSON larger than WORK_REQUEST_DATA_MAX_BYTES encoded (or nested too deeply to encode):
-    it is stored per request and read by every scheduling pass that considers the request."""
-    limit = settings.WORK_REQUEST_DATA_MAX_BYTES
+def size_problem(what: str, data: Any, setting: str) -> str | None:
+    """Why ``data`` is too large once encoded for the limit the setting named ``setting`` holds (or
+    cannot be encoded at all: nested too deeply), or None."""
+    limit = getattr(settings, setting)
     try:
         size = len(codec.dumps_bytes(data))
     except codec.EncodeError as exc:
-        raise InvalidTaskData(f"{what} cannot be encoded as JSON: {exc}") from None
-    if size > limit:
-        raise InvalidTaskData(f"{what} is {size} bytes encoded, more than WORK_REQUEST_DATA_MAX_BYTES={limit}")
+        return f"{what} cannot be encoded as JSON: {exc}"
+    return f"{what} is {size} bytes encoded, more than {setting}={limit}" if size > limit else None
+
+
+def check_size(what: str, data: Any) -> None:
+    """Refuse JSON larger than WORK_REQUEST_DATA_MAX_BYTES encoded (or nested too deeply to encode):
+    it is stored per request and read by every scheduling pass that considers the request."""
+    if (problem := size_problem(what, data, "WORK_REQUEST_DATA_MAX_BYTES")) is not None:
+        raise InvalidTaskData(problem)
 
 
 def _raise_first(validator: Any, data: Any, where: str) -> None:

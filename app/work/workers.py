@@ -24,10 +24,10 @@ from django.db.models import Q, QuerySet
 from django.db.models.signals import pre_delete
 from django.utils import timezone
 
-from app import codec
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
 from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest
+from app.work.tasks import size_problem
 from app.work.transitions import Returned, return_to_pending
 
 USERNAME_PREFIX = "worker:"
@@ -46,13 +46,8 @@ def check_metadata(what: str, metadata: Any) -> None:
     """Refuse metadata the scheduler could not match against (not an object) or that is too large."""
     if not isinstance(metadata, dict):
         raise InvalidMetadata(f"{what} must be a JSON object")
-    limit = settings.WORKER_METADATA_MAX_BYTES
-    try:
-        size = len(codec.dumps_bytes(metadata))
-    except codec.EncodeError as exc:
-        raise InvalidMetadata(f"{what} cannot be encoded as JSON: {exc}") from None
-    if size > limit:
-        raise InvalidMetadata(f"{what} is {size} bytes encoded, more than WORKER_METADATA_MAX_BYTES={limit}")
+    if (problem := size_problem(what, metadata, "WORKER_METADATA_MAX_BYTES")) is not None:
+        raise InvalidMetadata(problem)
 
 
 def register_worker(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -13,6 +14,9 @@ EncodeError = orjson.JSONEncodeError
 # Deepest nesting a frame may have (the frame object is level 1): orjson reads up to 1024 levels
 # but writes only 254, so a deeper frame could be read and then neither relayed nor answered.
 MAX_DEPTH = 254
+
+
+NUL_REFUSED = "strings may not contain the NUL (0x00) character"
 
 
 def nests_too_deeply(text: str, value: Any) -> bool:
@@ -57,3 +61,23 @@ def dumps_bytes(value: Any) -> bytes:
 def raw_json(encoded: bytes) -> Any:
     """Already-encoded JSON to embed as is in a document passed to ``dumps`` (no re-parse)."""
     return orjson.Fragment(encoded)
+
+
+def json_refusal(value: Any, where: str) -> str | None:
+    """Why ``value`` (parsed from a frame or a body, so no larger than one) cannot be stored as JSON
+    on every backend, naming ``where``; None when it can. PostgreSQL's ``jsonb`` holds no NUL in a
+    string or key (``\\u0000`` has no text form there) and no number that is not finite (Python's JSON
+    reader takes ``NaN``; JSON has no such number): refused everywhere, so SQLite answers alike."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return f"{where}: {NUL_REFUSED}"
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{where}: numbers must be finite (JSON has no NaN or Infinity)"
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None

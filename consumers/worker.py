@@ -14,7 +14,6 @@ knows when it has a free slot without asking the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -27,11 +26,11 @@ from pydantic import ValidationError
 from app.broker.admission import Refusal
 from app.broker.runtime import BrokerRuntime, get_runtime
 from app.server.metrics import TALLY
-from app.work import sessions
+from app.work import reports, sessions
+from app.work.models import Status
 from app.work.queue import next_request_for
-from app.work.sessions import Completion, Ownership
 from app.work.tasks import InvalidTaskData
-from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, mark_seen
+from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, InvalidMetadata, mark_seen, report_metadata
 from consumers.auth import client_address, token_from_scope
 from consumers.base import CLOSE_NAME_TAKEN, CLOSE_REVOKED, CLOSE_TOO_SLOW, FrameConsumer, describe
 from consumers.worker_frames import (
@@ -76,8 +75,9 @@ class WorkerConsumer(FrameConsumer):
         # Work is offered once the worker sent its metadata.
         self.ready = False
         self.concurrency = 1
-        # Requests given on this connection and not finished yet.
-        self.running: set[int] = set()
+        # Requests given on this connection and not finished yet, with the run (``attempts``) each
+        # was given as: a completion names its run, so a late report of an earlier one is no report.
+        self.running: dict[int, int] = {}
         self.searching: asyncio.Task[None] | None = None
         self.search_again = False
         # Whether its session was opened (the database says connected), and the task ending it.
@@ -178,8 +178,8 @@ class WorkerConsumer(FrameConsumer):
 
     async def _metadata(self, frame: MetadataFrame, raw: dict[str, Any]) -> None:
         try:
-            await database_sync_to_async(sessions.report_dynamic_metadata)(self.worker_id, frame.metadata)
-        except InvalidTaskData as exc:
+            await database_sync_to_async(report_metadata)(self.worker_id, frame.metadata)
+        except InvalidMetadata as exc:
             self.refuse(str(exc), raw)
             return
         self.ready = True
@@ -189,33 +189,36 @@ class WorkerConsumer(FrameConsumer):
         request_id = frame.work_request_id
         if request_id in self.running:
             return  # given on this connection and neither finished nor aborted since, as far as we heard
-        owned = await database_sync_to_async(sessions.ownership)(self.worker_id, request_id)
-        if owned is Ownership.ABORTED:
-            self.abort(request_id, told_anyway=True)
-        elif owned is not Ownership.RUNNING:
-            self.refuse(f"work request {request_id} is not running on this worker", raw, request_id)
+        try:
+            await database_sync_to_async(reports.own_running)(self.worker_id, request_id)
+        except reports.NotRunning as exc:
+            if exc.status == Status.ABORTED:
+                self.abort(request_id, told_anyway=True)
+            else:
+                self.refuse(str(exc), raw, request_id)
+        except reports.NotAssigned as exc:
+            self.refuse(str(exc), raw, request_id)
+        else:  # running here, given to an earlier connection: ended when this one opened, so not its run
+            self.refuse(f"work request {request_id} was not given on this connection", raw, request_id)
 
     def _progress(self, frame: ProgressFrame, raw: dict[str, Any]) -> None:
         if frame.work_request_id not in self.running:
-            self.refuse(f"work request {frame.work_request_id} is not running on this worker", raw,
+            self.refuse(f"work request {frame.work_request_id} is not running on this connection", raw,
                         frame.work_request_id)
 
     async def _completed(self, frame: CompletedFrame, raw: dict[str, Any]) -> None:
         request_id = frame.work_request_id
         try:
-            done = await database_sync_to_async(sessions.report_completed)(
-                self.worker_id, request_id, frame.result, frame.output_data
+            await database_sync_to_async(reports.complete_own)(
+                self.worker_id, request_id, frame.result, frame.output_data, attempt=self.running.get(request_id, 0)
             )
         except InvalidTaskData as exc:
             self.refuse(f"{exc}; the request is still running: report it again", raw, request_id)
             return
-        if request_id in self.running:
-            self.running.discard(request_id)
+        except (reports.NotAssigned, reports.NotRunning) as exc:
+            self.refuse(f"{exc}; nothing was recorded", raw, request_id)
+        if self.running.pop(request_id, None) is not None:  # the worker is done with it, whatever was recorded
             self.offer()
-        if done is Completion.ABORTED:
-            self.refuse(f"work request {request_id} was aborted; nothing was recorded", raw, request_id)
-        elif done is Completion.NOT_ITS_OWN:
-            self.refuse(f"work request {request_id} is not running on this worker", raw, request_id)
 
     def refuse(self, reason: str, raw: dict[str, Any] | None, request_id: int | None = None) -> None:
         TALLY.error(reason)
@@ -243,14 +246,19 @@ class WorkerConsumer(FrameConsumer):
     async def _search(self) -> None:
         """Take requests for this worker while it has free slots and there are any."""
         self.search_again = False
+        session = sessions.socket_session(self.connected_at)
         while not self.closing and len(self.running) < self.concurrency:
-            request = await database_sync_to_async(next_request_for)(self.worker_id)
+            if self.outbound is not None and not self.outbound.has_room(1, settings.WORK_REQUEST_DATA_MAX_BYTES):
+                # A worker this far behind in reading is given nothing it might not read: it either
+                # catches up (the worker check offers again) or overflows and is closed.
+                return
+            request = await database_sync_to_async(next_request_for)(self.worker_id, session=session)
             if request is None:
                 if not self.search_again:
                     return
                 self.search_again = False
                 continue
-            self.running.add(request.pk)
+            self.running[request.pk] = request.attempts
             if request.worker is not None:
                 self.concurrency = request.worker.concurrency
             if self.closing:
@@ -266,14 +274,15 @@ class WorkerConsumer(FrameConsumer):
 
     def abort(self, request_id: int, *, told_anyway: bool = False) -> None:
         if request_id in self.running or told_anyway:
-            self.running.discard(request_id)
+            self.running.pop(request_id, None)
             self.push_model(AbortedFrame(work_request_id=request_id))
             self.offer()
 
     def replaced(self) -> None:
         if self.closing:
             return
-        self.refuse("this worker connected again; closing this older connection", None)
+        self.refuse("this connection's session ended elsewhere (the worker connected again, or another server took "
+                    "it for lost); closing it", None)
         self.close(CLOSE_NAME_TAKEN)
         self._end_session()
 
@@ -305,9 +314,9 @@ class WorkerConsumer(FrameConsumer):
         if self.runtime is not None:
             self.runtime.fleet.discard(self)
         if self.searching is not None:
-            # An assignment in flight commits before we return what this session ran.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.searching)
+            # An assignment in flight commits before we return what this session ran (``wait``
+            # raises nothing, whether the search failed or was cancelled).
+            await asyncio.wait({self.searching})
         released = await database_sync_to_async(sessions.close_session)(self.worker_id, self.connected_at)
         if released:  # None: a newer session took over
             logger.info("worker %s left: %d requests returned", self.worker_name, len(released))

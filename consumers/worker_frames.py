@@ -111,7 +111,8 @@ class StartedFrame(WorkerFrame):
 class ProgressFrame(WorkerFrame):
     type: Literal["progress"]
     work_request_id: int
-    percent: float | None = Field(None, ge=0, le=100)
+    # How far it is, 0 to 1, if it knows: as the HTTP progress report (app/api/worker_polling.py).
+    fraction: float | None = Field(None, ge=0, le=1)
     message: str | None = Field(None, max_length=1000)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from django.test import Client, override_settings
 
 from app.work.models import Result, Status, Worker, WorkRequest
-from app.work.transitions import abort
+from app.work.sessions import close_session, open_session
+from app.work.transitions import Returned, abort, assign, return_to_pending
 from app.work.workers import set_enabled
 from tests.protocol import make_user, superuser_key
 from tests.work import clear_work, reload, running
@@ -183,3 +184,38 @@ def test_worker_token_is_useless_on_the_rest_of_the_api() -> None:
     assert call("/work-requests", "POST", key, {"task_name": "noop"})[0] == 401
     assert call("/workers", key=key)[0] == 401
     assert call("/topics", key=key)[0] == 401
+
+
+@override_settings(WORKER_METADATA_MAX_BYTES=100)
+def test_metadata_over_its_own_limit_is_422() -> None:
+    """Metadata over WORKER_METADATA_MAX_BYTES (though under the task data limit) is a 422, not a 500."""
+    on, key = worker_key()
+    status, body = call("/worker/metadata", "PUT", key, {"blob": "x" * 200})
+    assert status == 422 and "WORKER_METADATA_MAX_BYTES" in body["detail"]
+    assert Worker.objects.get(pk=on.pk).dynamic_metadata == {}
+
+
+def test_calls_while_its_socket_is_connected_are_409() -> None:
+    """A worker holding a socket session takes no work over HTTP meanwhile: 409, nothing given."""
+    clear_work()
+    on, key = worker_key()
+    opened = open_session(on.pk)
+    assert opened is not None
+    pk = create(submitter()[1])[1]["id"]
+    status, body = call(NEXT, "POST", key)
+    assert status == 409 and "socket" in body["detail"]
+    assert reload(WorkRequest.objects.get(pk=pk)).status == Status.PENDING
+    assert close_session(on.pk, opened.connected_at) == {}
+    assert call(NEXT, "POST", key)[0] == 200
+
+
+def test_completion_of_an_earlier_run_is_409() -> None:
+    """A completion naming an earlier run (attempt) of a request given to the worker again records nothing."""
+    on, key = worker_key()
+    given = running(on=on)
+    assert return_to_pending(given.pk) is Returned.PENDING
+    assert assign(given.pk, on.pk)
+    status, _ = report(key, given.pk, "completed", {"result": "success", "attempt": 1})
+    assert status == 409
+    assert reload(given).status == Status.RUNNING
+    assert report(key, given.pk, "completed", {"result": "success", "attempt": 2})[0] == 200

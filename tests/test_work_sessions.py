@@ -3,31 +3,37 @@ to its requests, silent workers whose server is gone, and what a worker's report
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from app.work.models import Result, Status, Worker
+from app.work.models import Status, Worker
+from app.work.queue import next_request_for
+from app.work.reports import HTTP_SESSION, NotRunning, complete_own, mark_polled
 from app.work.sessions import (
-    Completion,
-    Ownership,
+    Believed,
+    Ended,
     admit,
     close_session,
     open_session,
-    ownership,
+    reconcile,
     release_lost,
-    report_completed,
-    report_dynamic_metadata,
     seen_write_due,
+    socket_session,
 )
-from app.work.tasks import InvalidTaskData
-from app.work.transitions import Returned, abort
+from app.work.transitions import Returned, abort, return_to_pending
 from app.work.workers import TOKEN_DISABLED, register_worker, set_enabled
 from tests.protocol import unique
-from tests.work import reload, running, worker
+from tests.work import clear_work, pending, reload, running, worker
 
+
+@pytest.fixture(autouse=True)
+def _empty_queue() -> Iterator[None]:
+    clear_work()
+    yield
 
 def test_admit_tells_who_and_why_not() -> None:
     """A worker's key admits it; a disabled one is admitted with TOKEN_DISABLED; another key is nobody."""
@@ -90,48 +96,9 @@ def test_release_lost_ends_silent_sessions_after_the_write_lag() -> None:
     open_session(recent.pk, now - timedelta(seconds=70))  # lost by the rule, but within the write lag
     request = running(on=silent)
     ended = release_lost(now)
-    assert ended.get(silent.pk) == {request.pk: Returned.PENDING}
+    assert ended.get(silent.pk) == Ended("socket", {request.pk: Returned.PENDING})
     assert recent.pk not in ended
     assert release_lost(now).get(silent.pk) is None  # ended once
-
-
-def test_completion_by_its_worker() -> None:
-    """The worker running a request completes it with its result and output."""
-    registered = worker()
-    request = running(on=registered)
-    assert report_completed(registered.pk, request.pk, "failure", {"log": "x"}) is Completion.DONE
-    done = reload(request)
-    assert (done.status, done.result, done.output_data) == (Status.COMPLETED, Result.FAILURE, {"log": "x"})
-
-
-def test_completion_of_an_aborted_request_says_so() -> None:
-    """Completing a request aborted meanwhile records nothing and says it was aborted."""
-    registered = worker()
-    request = running(on=registered)
-    assert abort(request.pk)
-    assert report_completed(registered.pk, request.pk, "success", None) is Completion.ABORTED
-    assert ownership(registered.pk, request.pk) is Ownership.ABORTED
-    assert reload(request).status == Status.ABORTED
-
-
-def test_completion_of_another_workers_request_refused() -> None:
-    """A worker cannot complete a request running on another worker."""
-    mine, other = worker(), worker()
-    request = running(on=other)
-    assert report_completed(mine.pk, request.pk, "success", None) is Completion.NOT_ITS_OWN
-    assert ownership(mine.pk, request.pk) is Ownership.NOT_ITS_OWN
-    assert ownership(other.pk, request.pk) is Ownership.RUNNING
-    assert reload(request).status == Status.RUNNING
-
-
-@override_settings(WORK_REQUEST_DATA_MAX_BYTES=100)
-def test_oversized_metadata_refused() -> None:
-    """Metadata over WORK_REQUEST_DATA_MAX_BYTES is refused and the stored metadata kept."""
-    registered = worker()
-    report_dynamic_metadata(registered.pk, {"arch": "amd64"})
-    with pytest.raises(InvalidTaskData, match="WORK_REQUEST_DATA_MAX_BYTES"):
-        report_dynamic_metadata(registered.pk, {"blob": "x" * 200})
-    assert Worker.objects.get(pk=registered.pk).dynamic_metadata == {"arch": "amd64"}
 
 
 @pytest.mark.parametrize(("last", "now", "due"), [
@@ -142,3 +109,69 @@ def test_oversized_metadata_refused() -> None:
 def test_last_seen_writes_throttled(last: float | None, now: float, due: bool) -> None:
     """last_seen_at is written at most every quarter of WORKER_LOST_AFTER_S (60 s here)."""
     assert seen_write_due(last, now, 60.0) is due
+
+
+def test_completion_of_an_earlier_run_records_nothing() -> None:
+    """A late completion of an earlier run, after the request was given to the same worker again, is refused."""
+    tag = unique("tag")
+    registered = worker(tag=tag)
+    request = running(on=registered, task_data={"requires": {"tag": tag}})
+    assert return_to_pending(request.pk) is Returned.PENDING
+    assert next_request_for(registered.pk) is not None
+    with pytest.raises(NotRunning, match="given to this worker again"):
+        complete_own(registered.pk, request.pk, "success", None, attempt=1)
+    assert (reload(request).status, reload(request).attempts) == (Status.RUNNING, 2)
+
+
+def test_replaced_session_is_given_no_work() -> None:
+    """A connection whose session a newer one replaced gets nothing assigned, even with work waiting."""
+    tag = unique("tag")
+    registered = worker(tag=tag)
+    older = open_session(registered.pk, timezone.now() - timedelta(seconds=5))
+    newer = open_session(registered.pk)
+    assert older is not None and newer is not None
+    request = pending(task_data={"requires": {"tag": tag}})
+    assert next_request_for(registered.pk, session=socket_session(older.connected_at)) is None
+    assert reload(request).status == Status.PENDING
+    given = next_request_for(registered.pk, session=socket_session(newer.connected_at))
+    assert given is not None and given.pk == request.pk
+
+
+def test_polling_refused_while_a_socket_session_holds_the_worker() -> None:
+    """A worker connected over its socket is not marked polled, and HTTP polling gets it no work."""
+    tag = unique("tag")
+    registered = worker(tag=tag)
+    opened = open_session(registered.pk)
+    assert opened is not None
+    pending(task_data={"requires": {"tag": tag}})
+    assert not mark_polled(registered.pk)
+    assert next_request_for(registered.pk, session=HTTP_SESSION) is None
+    assert Worker.objects.get(pk=registered.pk).connected_at == opened.connected_at
+
+
+def test_socket_takes_over_from_polling() -> None:
+    """A socket opening returns what HTTP polling ran; polling after it ends is allowed again."""
+    tag = unique("tag")
+    registered = worker(tag=tag)
+    assert mark_polled(registered.pk)
+    request = pending(task_data={"requires": {"tag": tag}})
+    assert next_request_for(registered.pk, session=HTTP_SESSION) is not None
+    opened = open_session(registered.pk)
+    assert opened is not None and opened.released == {request.pk: Returned.PENDING}
+    assert close_session(registered.pk, opened.connected_at) == {}
+    assert mark_polled(registered.pk)
+
+
+def test_reconcile_finds_ended_sessions_and_lost_aborts() -> None:
+    """Reconciling says which connections lost their session and which of their requests were aborted."""
+    current, replaced = worker(concurrency=2), worker()
+    old = open_session(replaced.pk, timezone.now() - timedelta(seconds=5))
+    now = open_session(current.pk)
+    assert old is not None and now is not None and open_session(replaced.pk) is not None
+    kept, dropped = running(on=current), running(on=current)
+    assert abort(dropped.pk)
+    verdicts = reconcile([
+        Believed(current.pk, now.connected_at, frozenset({kept.pk, dropped.pk})),
+        Believed(replaced.pk, old.connected_at, frozenset()),
+    ])
+    assert [(v.current, v.aborted) for v in verdicts] == [(True, frozenset({dropped.pk})), (False, frozenset())]

@@ -178,6 +178,9 @@ BAD_FRAMES: dict[str, Any] = {
         {"type": "completed", "work_request_id": other.pk, "result": "success"}
     ),
     "oversized": lambda other: json.dumps({"type": "heartbeat", "pad": "x" * (1024 * 1024 + 1)}),
+    # Over WORKER_METADATA_MAX_BYTES (64 KiB), under the task data limit: refused as metadata.
+    "metadata over its limit": lambda other: json.dumps({"type": "metadata", "metadata": {"blob": "x" * 70_000}}),
+    "metadata with NUL": lambda other: json.dumps({"type": "metadata", "metadata": {"name": "a\u0000b"}}),
 }
 
 

@@ -22,7 +22,6 @@ from app.work.workers import (
     is_lost,
     lost_workers,
     mark_connected,
-    mark_disconnected,
     mark_seen,
     register_worker,
     rejection,
@@ -101,16 +100,16 @@ def test_connected_then_seen_then_disconnected() -> None:
     mark_seen(registered.pk, now + timedelta(seconds=5))
     registered.refresh_from_db()
     assert (registered.connected_at, registered.last_seen_at) == (now, now + timedelta(seconds=5))
-    assert mark_disconnected(registered.pk)
+    assert disconnect_and_release(registered.pk, now) == {}
     registered.refresh_from_db()
-    assert registered.connected_at is None
+    assert (registered.connected_at, registered.connected_via) == (None, "")
 
 
 def test_disconnect_of_an_older_connection_ignored() -> None:
     """A connection that ended after a newer one began leaves the worker connected."""
     registered, now = worker(), timezone.now()
     mark_connected(registered.pk, now)
-    assert not mark_disconnected(registered.pk, connected_at=now - timedelta(seconds=30))
+    assert disconnect_and_release(registered.pk, now - timedelta(seconds=30)) is None
     registered.refresh_from_db()
     assert registered.connected_at == now
 

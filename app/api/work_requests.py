@@ -32,7 +32,7 @@ from app.api.auth import AUTHENTICATION_REQUIRED, request_user, require_permissi
 from app.api.examples import responses
 from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.api.unstorable import json_refusal
+from app.codec import json_refusal
 from app.work import transitions
 from app.work.access import ADD_REQUEST, CHANGE_REQUEST, may_abort, may_retry, visible_requests
 from app.work.models import PRIORITY_LIMIT, WorkRequest
@@ -165,10 +165,14 @@ def _create_many(user: Any, bodies: list[WorkRequestIn]) -> list[WorkRequestOut]
     if not 1 <= len(bodies) <= limit:
         raise HttpError(422, f"a bulk create holds 1 to {limit} requests (WORK_REQUESTS_BULK_MAX); this one "
                              f"{len(bodies)}")
-    # All or none: an HttpError from any item unwinds the transaction, the earlier items with it.
-    with transaction.atomic():
-        rows = [_submit(user, body, f"[{index}] ") for index, body in enumerate(bodies)]
-    return [request_out(row) for row in rows]
+
+    def create_all() -> list[WorkRequest]:
+        # All or none: an HttpError from any item unwinds the transaction, the earlier items with it.
+        with transaction.atomic():
+            return [_submit(user, body, f"[{index}] ") for index, body in enumerate(bodies)]
+
+    # Each item's own retry cannot run inside this transaction; the whole list can run again.
+    return [request_out(row) for row in transitions.retrying_deadlocks(create_all)]
 
 
 def _list(request: HttpRequest, user: Any, filters: WorkRequestFilter) -> WorkRequestPage:

@@ -9,7 +9,8 @@ header on its own. A bulk request's operations (app/api/bulk.py) carry no ``Auth
 their own, so they cannot reach these endpoints.
 
 Every accepted call is a sign of life: the worker counts as connected while it calls within
-WORKER_LOST_AFTER_S (app/work/reports.py ``mark_polled``).
+WORKER_LOST_AFTER_S (app/work/reports.py ``mark_polled``). A worker connected over its socket is
+refused here (409) until that socket session ends: one worker takes work one way at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, rejection, worker_
 
 WORKER_TOKEN_REQUIRED = "a worker's token is required (Authorization: Token <the worker's key>)"
 WORKER_TOKEN_DISABLED = f"{TOKEN_DISABLED}: this worker's token is disabled"
+SOCKET_HELD = (
+    "this worker is connected over its socket (/ws/workers/): it takes and reports work there; HTTP calls "
+    "are answered once that socket closes (or has been silent for WORKER_LOST_AFTER_S)"
+)
 
 
 class WorkerKey:
@@ -42,21 +47,23 @@ class WorkerKey:
 
     async def __call__(self, request: HttpRequest) -> Any:
         key = key_from_authorization(request.headers.get("Authorization", ""))
-        worker = await sync_to_async(_present)(key) if key else None
+        worker, polled = await sync_to_async(_present)(key) if key else (None, False)
         if worker is None:
             raise HttpError(401, WORKER_TOKEN_REQUIRED)
         note_caller(getattr(request, "scope", {}), f"{USERNAME_PREFIX}{worker.name}")
         if rejection(worker) is not None:
             raise HttpError(401, WORKER_TOKEN_DISABLED)
+        if not polled:
+            raise HttpError(409, SOCKET_HELD)
         return worker
 
 
-def _present(key: str) -> Worker | None:
-    """The worker of ``key``, marked present when it may call."""
+def _present(key: str) -> tuple[Worker | None, bool]:
+    """The worker of ``key``, and whether it was marked present (it may call, and no socket holds it)."""
     worker = worker_for_key(key)
-    if worker is not None and rejection(worker) is None:
-        mark_polled(worker.pk)
-    return worker
+    if worker is None or rejection(worker) is not None:
+        return worker, False
+    return worker, mark_polled(worker.pk)
 
 
 def request_worker(request: HttpRequest) -> Worker:

@@ -12,7 +12,8 @@ authenticated by its own token (app/api/worker_auth.py), the same steps as the s
 scheduler picks for this worker's metadata and free slots, or 204 when none. A worker reports only
 on its own running requests (app/work/reports.py): another's, a missing one, or one returned to
 pending after it was taken for lost is a 404; one of its own that ended meanwhile (aborted, above
-all) is a 409, which tells a polling worker to stop working on it. Every call keeps the worker
+all) is a 409, which tells a polling worker to stop working on it (as is any call while the worker
+holds a socket session: one way at a time). Every call keeps the worker
 present; one running a request calls at least every WORKER_LOST_AFTER_S (``progress`` serves),
 or it is taken for lost and the request goes back to pending.
 """
@@ -31,15 +32,14 @@ from ninja import Status as HttpStatus
 from ninja.errors import HttpError
 
 from app.api.examples import responses
-from app.api.unstorable import json_refusal
 from app.api.work_requests import ResultName, StatusName
-from app.api.worker_auth import WORKER_TOKEN_REQUIRED, WorkerKey, request_worker
+from app.api.worker_auth import SOCKET_HELD, WORKER_TOKEN_REQUIRED, WorkerKey, request_worker
 from app.api.workers import WORKER_EXAMPLE, WorkerOut, with_running, worker_out
 from app.work import reports
 from app.work.models import Worker, WorkRequest
 from app.work.queue import next_request_for
-from app.work.tasks import check_size
-from app.work.workers import report_metadata
+from app.work.tasks import InvalidTaskData, check_size
+from app.work.workers import InvalidMetadata, report_metadata
 
 router = Router(tags=["worker"], auth=WorkerKey())
 
@@ -64,6 +64,10 @@ class ProgressIn(Schema):
 class CompletedIn(Schema):
     result: ResultName = Field(description="success; failure: the task ran and failed; error: it could not run")
     output_data: Any = Field(None, description="any JSON, at most WORK_REQUEST_DATA_MAX_BYTES encoded")
+    attempt: int | None = Field(
+        None, ge=1, description="the assignment's attempts: a late report of an earlier run of the request (given "
+                                "back to pending and to this worker again meanwhile) then completes nothing (409)",
+    )
 
 
 def assignment_out(row: WorkRequest) -> AssignmentOut:
@@ -75,12 +79,9 @@ def assignment_out(row: WorkRequest) -> AssignmentOut:
 
 
 def _storable(value: Any, where: str) -> None:
-    reason = json_refusal(value, where)
-    if reason is not None:
-        raise HttpError(422, reason)
     try:
         check_size(where, value)
-    except ValueError as exc:
+    except InvalidTaskData as exc:
         raise HttpError(422, str(exc)) from None
 
 
@@ -103,19 +104,23 @@ def _me(worker: Worker) -> WorkerOut:
 
 
 def _next(worker: Worker) -> AssignmentOut | None:
-    given = next_request_for(worker.pk)
+    given = next_request_for(worker.pk, session=reports.HTTP_SESSION)
     return assignment_out(given) if given is not None else None
 
 
 def _completed(worker: Worker, pk: int, body: CompletedIn) -> AssignmentOut:
     if body.output_data is not None:
         _storable(body.output_data, "output_data")
-    return assignment_out(_reported(lambda: reports.complete_own(worker.pk, pk, body.result, body.output_data)))
+    return assignment_out(_reported(
+        lambda: reports.complete_own(worker.pk, pk, body.result, body.output_data, attempt=body.attempt)
+    ))
 
 
 def _metadata(worker: Worker, metadata: dict[str, Any]) -> WorkerOut:
-    _storable(metadata, "metadata")
-    report_metadata(worker.pk, metadata)
+    try:
+        report_metadata(worker.pk, metadata)
+    except InvalidMetadata as exc:
+        raise HttpError(422, str(exc)) from None
     return _me(worker)
 
 
@@ -126,14 +131,15 @@ ASSIGNMENT_EXAMPLE: dict[str, Any] = {
 }
 NEEDS = {401: WORKER_TOKEN_REQUIRED, 404: "work request 7 is not assigned to this worker",
          409: "work request 7 is aborted: stop working on it"}
-ME_DOCS = responses(200, WORKER_EXAMPLE, 401, details=NEEDS)
+HELD = {**NEEDS, 409: SOCKET_HELD}
+ME_DOCS = responses(200, WORKER_EXAMPLE, 401, 409, details=HELD)
 METADATA_DOCS = responses(
     200, {**WORKER_EXAMPLE, "dynamic_metadata": {"tools": ["docker", "qemu"], "cpus": 8},
           "metadata": {"tools": ["docker", "qemu"], "cpus": 8, "arch": "amd64"}},
-    400, 401, 422, details={**NEEDS, 422: "metadata: strings may not contain the NUL (0x00) character"},
+    400, 401, 409, 422, details={**HELD, 422: "metadata: strings may not contain the NUL (0x00) character"},
     request={"tools": ["docker", "qemu"], "cpus": 8},
 )
-NEXT_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, details=NEEDS, others={204: None},
+NEXT_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 409, details=HELD, others={204: None},
                       descriptions={200: "a request, now running on this worker", 204: "nothing for it now"})
 STARTED_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 404, 409, 422, details=NEEDS)
 PROGRESS_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 400, 401, 404, 409, 422, details=NEEDS,
@@ -141,7 +147,7 @@ PROGRESS_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 400, 401, 404, 409, 422, deta
 COMPLETED_DOCS = responses(
     200, {**ASSIGNMENT_EXAMPLE, "status": "completed", "result": "success"}, 400, 401, 404, 409, 422,
     details={**NEEDS, 422: "output_data is 300000 bytes encoded, more than WORK_REQUEST_DATA_MAX_BYTES=262144"},
-    request={"result": "success", "output_data": {"pdf": "invoices/42.pdf"}},
+    request={"result": "success", "output_data": {"pdf": "invoices/42.pdf"}, "attempt": 1},
 )
 
 

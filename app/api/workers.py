@@ -25,7 +25,7 @@ from ninja.errors import HttpError
 from app.api.auth import AUTHENTICATION_REQUIRED, request_user, require_permission
 from app.api.examples import responses
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.api.unstorable import json_refusal
+from app.codec import json_refusal
 from app.work import workers
 from app.work.access import ADD_WORKER, CHANGE_WORKER, VIEW_WORKER
 from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest

@@ -5,7 +5,8 @@ aborted (tell its worker), the worker connected again elsewhere (close its older
 Notices made here (app/work/push.py, after a commit) are applied here and passed to the other
 processes over the backplane; theirs arrive as ``remote_*``. The backplane may drop a message: the
 worker check (relays/workers.py) offers waiting work to idle workers every WORKER_CHECK_INTERVAL_S
-whatever was heard. No I/O here: each connection does its own database work (and ``offer`` twice
+whatever was heard, and reconciles the connections with the database (a lost ``aborted`` or
+``connected`` notice is made good there). No I/O here: each connection does its own database work (and ``offer`` twice
 costs one search, the connection folds them).
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol
 
+from app.work.sessions import Believed, Verdict
 from app.work.workers import is_lost
 
 
@@ -26,6 +28,8 @@ class Link(Protocol):
     connected_at: datetime
     # When the worker last sent anything.
     heard_at: datetime
+    # The requests it was given and has not finished, with the run each was given as.
+    running: dict[int, int]
 
     def idle(self) -> bool:
         """Whether it may take more work now (ready, with a free slot, not searching already)."""
@@ -40,7 +44,8 @@ class Link(Protocol):
         ...
 
     def replaced(self) -> None:
-        """The worker opened a newer connection: close this one."""
+        """Its session ended elsewhere (the worker opened a newer connection, or another server took
+        it for lost): close this connection."""
         ...
 
     def lost(self) -> None:
@@ -101,6 +106,21 @@ class Fleet:
     def silent(self, now: datetime, lost_after_s: float) -> list[Link]:
         """The connections whose worker said nothing for ``lost_after_s`` (WORKER_LOST_AFTER_S)."""
         return [link for link in self.links() if is_lost(link.connected_at, link.heard_at, now, lost_after_s)]
+
+    def beliefs(self) -> list[tuple[Link, Believed]]:
+        """What each connection believes, for ``sessions.reconcile``."""
+        return [(link, Believed(link.worker_id, link.connected_at, frozenset(link.running))) for link in self.links()]
+
+    @staticmethod
+    def settle(links: list[Link], verdicts: list[Verdict]) -> None:
+        """Act on ``reconcile``'s word: close a connection whose session ended elsewhere, tell one
+        of the requests aborted while their notice was lost."""
+        for link, verdict in zip(links, verdicts, strict=True):
+            if not verdict.current:
+                link.replaced()
+                continue
+            for request_id in sorted(verdict.aborted):
+                link.abort(request_id)
 
     # --- push.Listener: a transaction in this process committed -----------------------------
 

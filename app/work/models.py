@@ -3,6 +3,8 @@ app/work/transitions.py, one guarded UPDATE each; nothing else writes ``status``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +26,29 @@ PRIORITY_LIMIT = 1_000_000
 MANAGE_PRIORITIES = "work.manage_workrequest_priorities"
 
 
+class Via(models.TextChoices):
+    """How a connected worker takes work: one way at a time (app/work/workers.py ``mark_connected``,
+    app/work/reports.py ``mark_polled``), so no request is given to a session that does not know it."""
+
+    SOCKET = "socket"
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The session a request is assigned to: a socket's (``connected_at`` when it opened) or HTTP
+    polling's (no time: the polls of a worker form one session until it is lost or a socket opens).
+    ``assign`` gives work only while the worker row still holds this session."""
+
+    via: Via
+    connected_at: datetime | None = None
+
+    def holds(self) -> Q:
+        """SQL (on Worker): the worker is connected in this session."""
+        at = Q(connected_at=self.connected_at) if self.connected_at is not None else Q(connected_at__isnull=False)
+        return Q(connected_via=self.via) & at
+
+
 class Worker(models.Model):
     """A machine that runs work requests. It authenticates with its own token (a ``Token`` of a
     dedicated inactive user, app/work/workers.py); disabling the token disables the worker."""
@@ -33,6 +58,8 @@ class Worker(models.Model):
     registered_at = models.DateTimeField(default=timezone.now, editable=False)
     # Set while a socket (or an HTTP poll within WORKER_LOST_AFTER_S) says the worker is there.
     connected_at = models.DateTimeField(null=True, blank=True)
+    # Which way it is connected while connected_at is set.
+    connected_via = models.CharField(max_length=6, choices=Via.choices, blank=True, default="")
     # Its last heartbeat, frame or poll: silence for WORKER_LOST_AFTER_S makes it lost.
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # Set by admins; wins over what the worker reports, so an admin can pin or hide a capability.

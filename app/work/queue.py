@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from app.work.models import Status, Worker, WorkRequest, effective_priority
+from app.work.models import Session, Status, Worker, WorkRequest, effective_priority
 from app.work.scheduling import REQUIREMENTS_KEY, Candidate, WorkerState, pick, requirements_of
 from app.work.transitions import assign, unsatisfied_dependencies
 
@@ -54,10 +54,12 @@ def worker_state(worker: Worker) -> WorkerState:
     return WorkerState(worker.metadata(), worker.concurrency, running)
 
 
-def next_request_for(worker_id: int, now: datetime | None = None) -> WorkRequest | None:
-    """Pick the request ``worker_id`` should run next and assign it (pending -> running); None when
-    nothing runnable matches it, it has no free slot, or its token is disabled. A request another
-    worker takes first is skipped for the next one."""
+def next_request_for(
+    worker_id: int, now: datetime | None = None, *, session: Session | None = None
+) -> WorkRequest | None:
+    """Pick the request ``worker_id`` should run next and assign it (pending -> running) to its
+    ``session``; None when nothing runnable matches it, it has no free slot, its token is disabled
+    or the session no longer holds it. A request another worker takes first is skipped for the next."""
     worker = Worker.objects.select_related("token").filter(pk=worker_id).first()
     if worker is None or not worker.token.enabled:
         return None
@@ -72,9 +74,9 @@ def next_request_for(worker_id: int, now: datetime | None = None) -> WorkRequest
             return None
         scanned, after = scanned + len(page), page[-1]
         while (chosen := pick(page, state)) is not None:
-            if assign(chosen.id, worker_id, now):
+            if assign(chosen.id, worker_id, now, session=session):
                 return WorkRequest.objects.select_related("worker").get(pk=chosen.id)
             if WorkRequest.objects.filter(pk=chosen.id, status=Status.PENDING).exists():
-                return None  # still pending: the worker could not take it (no free slot, disabled meanwhile)
+                return None  # still pending: the worker could not take it (no free slot, disabled, session over)
             page = [candidate for candidate in page if candidate.id != chosen.id]
     return None

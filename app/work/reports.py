@@ -1,5 +1,6 @@
-"""What a worker reports about the requests it was given: started, progress, completed. A worker
-speaks only of its own running requests; these say which of two refusals applies otherwise:
+"""What a worker reports about the requests it was given, over its socket or over HTTP: started,
+progress, completed. A worker speaks only of its own running requests; these say which of two
+refusals applies otherwise:
 
 - ``NotAssigned``: no request of that id was given to this worker (missing, another worker's, or
   returned to pending after this worker was taken for lost): nothing of it is this worker's business.
@@ -10,7 +11,9 @@ Completion goes through ``transitions.complete`` naming the worker, so the guard
 refuses a worker that no longer runs the request; the refusal's reason is read afterwards.
 
 A poll is a sign of life too: ``mark_polled`` makes a worker without a socket count as connected
-while it calls within WORKER_LOST_AFTER_S, so the lost-worker rules treat both kinds alike.
+(``Via.HTTP``) while it calls within WORKER_LOST_AFTER_S, so the lost-worker rules treat both kinds
+alike. A worker holding a socket session is not polled meanwhile (``SocketHeld``): work given over
+HTTP would run where its socket session does not know of it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from app.work import transitions
-from app.work.models import Result, Status, Worker, WorkRequest
+from app.work.models import Result, Session, Status, Via, Worker, WorkRequest
 
 
 class NotAssigned(LookupError):
@@ -31,14 +34,25 @@ class NotAssigned(LookupError):
 
 
 class NotRunning(ValueError):
-    """The request was this worker's and is no longer running."""
+    """The request was this worker's and is no longer running (``status``: what it is now)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def mark_polled(worker_id: int, now: datetime | None = None) -> None:
-    """The worker called over HTTP: seen now, and connected since now unless it was already."""
+HTTP_SESSION = Session(Via.HTTP)
+
+
+def mark_polled(worker_id: int, now: datetime | None = None) -> bool:
+    """The worker called over HTTP: seen now, and connected since now unless it was already. False
+    (and nothing written) while a socket session holds it."""
     now = now or timezone.now()
-    Worker.objects.filter(pk=worker_id).update(
-        last_seen_at=now, connected_at=Coalesce(F("connected_at"), Value(now, output_field=DateTimeField())),
+    return bool(
+        Worker.objects.filter(pk=worker_id).exclude(Session(Via.SOCKET).holds()).update(
+            last_seen_at=now, connected_via=Via.HTTP,
+            connected_at=Coalesce(F("connected_at"), Value(now, output_field=DateTimeField())),
+        )
     )
 
 
@@ -48,19 +62,24 @@ def own_running(worker_id: int, request_id: int) -> WorkRequest:
     if request is None:
         raise NotAssigned(f"work request {request_id} is not assigned to this worker")
     if request.status != Status.RUNNING:
-        raise NotRunning(f"work request {request_id} is {state_of(request)}: stop working on it")
+        raise NotRunning(f"work request {request_id} is {state_of(request)}: stop working on it", request.status)
     return request
 
 
-def complete_own(worker_id: int, request_id: int, result: Result | str, output_data: Any = None) -> WorkRequest:
-    """Complete the request ``worker_id`` runs. Raises NotAssigned, NotRunning, or InvalidTaskData
-    (app/work/tasks.py) for output data over WORK_REQUEST_DATA_MAX_BYTES."""
-    if transitions.complete(request_id, result, output_data, worker_id=worker_id):
+def complete_own(
+    worker_id: int, request_id: int, result: Result | str, output_data: Any = None, *, attempt: int | None = None
+) -> WorkRequest:
+    """Complete the request ``worker_id`` runs (its run ``attempt``, when the worker says which).
+    Raises NotAssigned, NotRunning, or InvalidTaskData (app/work/tasks.py) for output data that
+    cannot be stored."""
+    if transitions.complete(request_id, result, output_data, worker_id=worker_id, attempt=attempt):
         return WorkRequest.objects.get(pk=request_id)
     own_running(worker_id, request_id)
     # Running on this worker again a moment after the UPDATE missed it: given back to pending and to
     # this worker again in between, a run this report was not about.
-    raise NotRunning(f"work request {request_id} was given to this worker again meanwhile: report on its new run")
+    raise NotRunning(
+        f"work request {request_id} was given to this worker again meanwhile: report on its new run", Status.RUNNING
+    )
 
 
 def state_of(request: WorkRequest) -> str:

@@ -5,7 +5,15 @@ A session is the unit of running: a worker that connects starts with nothing run
 the database still says it runs (a previous connection whose server died, or that has not noticed
 the drop yet) goes back to pending at once; a session that ends (the socket dropped, the worker went
 silent, its token was disabled) returns what it ran, unless a newer session of the same worker has
-begun since (``mark_disconnected`` by its ``connected_at``), which took over already.
+begun since (``disconnect_and_release`` by its ``connected_at``), which took over already. Work is
+assigned to a session, not to a worker (``Session``): a connection a newer one replaced, which has
+not closed yet, is given nothing more. HTTP polling is a session too, and only one of the two ways
+holds a worker at a time: a socket takes over from polling, polling waits for the socket to go.
+
+The worker check reconciles what each connection believes with the database (``reconcile``): a
+connection whose session ended elsewhere (another server took it for lost, a newer connection's
+notice was dropped) is closed, and one running a request aborted meanwhile (a dropped ``aborted``
+notice) is told.
 
 Silence: a worker tells it is alive by any frame (``heartbeat`` when it has nothing else to say),
 at least every ``heartbeat_interval_s``; its connection notes the time of each, and writes
@@ -19,24 +27,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from app.work.models import Result, Status, Worker, WorkRequest
+from app.work.models import Session, Status, Via, Worker, WorkRequest
 from app.work.queue import runnable
-from app.work.tasks import check_size
-from app.work.transitions import Returned, complete
+from app.work.transitions import Returned
 from app.work.workers import (
+    disconnect_and_release,
     lost_workers,
     mark_connected,
-    mark_disconnected,
     rejection,
     release_requests,
-    report_metadata,
     worker_for_key,
 )
 
@@ -68,22 +72,6 @@ class Opened:
     released: dict[int, Returned]
 
 
-class Completion(StrEnum):
-    """What a worker's ``completed`` did."""
-
-    DONE = "done"
-    ABORTED = "aborted"  # it was aborted meanwhile: nothing to complete
-    NOT_ITS_OWN = "not_its_own"  # not running on this worker (another's, returned, finished, unknown)
-
-
-class Ownership(StrEnum):
-    """Whether a request a worker reports on is its own."""
-
-    RUNNING = "running"
-    ABORTED = "aborted"
-    NOT_ITS_OWN = "not_its_own"
-
-
 def heartbeat_interval_s(lost_after_s: float) -> float:
     return lost_after_s * HEARTBEAT_FRACTION
 
@@ -106,7 +94,11 @@ def open_session(worker_id: int, now: datetime | None = None) -> Opened | None:
     its token was disabled (or the worker deleted) since it was admitted."""
     now = now or timezone.now()
     with transaction.atomic():
-        worker = Worker.objects.select_related("token").filter(pk=worker_id).first()
+        # Locked as ``assign`` locks it: an assignment to the earlier session commits first (and is
+        # returned here) or waits and finds this session in place of the one it was for.
+        worker = Worker.objects.select_for_update(no_key=True, of=("self",)).select_related("token").filter(
+            pk=worker_id
+        ).first()
         if worker is None or rejection(worker) is not None:
             return None
         mark_connected(worker_id, now)
@@ -114,51 +106,79 @@ def open_session(worker_id: int, now: datetime | None = None) -> Opened | None:
     return Opened(now, worker.concurrency, released)
 
 
+def socket_session(connected_at: datetime) -> Session:
+    return Session(Via.SOCKET, connected_at)
+
+
 def close_session(worker_id: int, connected_at: datetime, now: datetime | None = None) -> dict[int, Returned] | None:
-    """The session that began at ``connected_at`` ended: unless a newer one began, the worker is
-    disconnected and what it ran goes back to pending (returned). None when it was ended already,
+    """The socket session that began at ``connected_at`` ended: unless a newer one began, the worker
+    is disconnected and what it ran goes back to pending (returned). None when it was ended already,
     or a newer session took over: one caller acts."""
-    with transaction.atomic():
-        if not mark_disconnected(worker_id, connected_at):
-            return None
-        return release_requests(worker_id, now)
+    return disconnect_and_release(worker_id, connected_at, now=now)
 
 
-def release_lost(now: datetime | None = None) -> dict[int, dict[int, Returned]]:
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A session the lost-worker sweep ended."""
+
+    via: str
+    released: dict[int, Returned]
+
+
+def release_lost(now: datetime | None = None) -> dict[int, Ended]:
     """End the sessions of connected workers silent for WORKER_LOST_AFTER_S (plus the lag of
-    ``last_seen_at``): their server is gone, or never noticed. By worker id, what this call
-    released. Every server may run it at once: ``close_session`` lets one of them act."""
+    ``last_seen_at``): their server is gone, the socket's server never noticed, or a polling worker
+    stopped calling. By worker id, what this call ended. Every server may run it at once: each
+    session ends once, and not if the worker was heard from since it was read here."""
     lag = timedelta(seconds=settings.WORKER_LOST_AFTER_S * SEEN_WRITE_FRACTION)
-    ended: dict[int, dict[int, Returned]] = {}
-    for worker_id, connected_at in lost_workers((now or timezone.now()) - lag).values_list("pk", "connected_at"):
+    ended: dict[int, Ended] = {}
+    lost = lost_workers((now or timezone.now()) - lag)
+    seen = lost.values_list("pk", "connected_at", "last_seen_at", "connected_via")
+    for worker_id, connected_at, last_seen_at, via in seen:
         assert connected_at is not None  # lost workers are connected ones
-        released = close_session(worker_id, connected_at, now)
+        released = disconnect_and_release(worker_id, connected_at, last_seen_at=last_seen_at, now=now)
         if released is not None:
-            ended[worker_id] = released
+            ended[worker_id] = Ended(via, released)
     return ended
+
+
+@dataclass(frozen=True, slots=True)
+class Believed:
+    """What one connection believes: its session, and the requests it was given and still runs."""
+
+    worker_id: int
+    connected_at: datetime
+    running: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the database says of a ``Believed``: whether its session still holds the worker, and
+    which of its requests were aborted since (their notice never reached it)."""
+
+    current: bool
+    aborted: frozenset[int]
+
+
+def reconcile(connections: list[Believed]) -> list[Verdict]:
+    """The database's word on each connection of a server (two queries, whatever their number)."""
+    holding = dict(
+        Worker.objects.filter(pk__in={c.worker_id for c in connections}, connected_via=Via.SOCKET)
+        .values_list("pk", "connected_at")
+    )
+    ids = set().union(*(c.running for c in connections)) if connections else set()
+    aborted = set(
+        WorkRequest.objects.filter(pk__in=ids, status=Status.ABORTED).values_list("pk", "worker_id")
+    )
+    return [
+        Verdict(
+            holding.get(c.worker_id) == c.connected_at,
+            frozenset(pk for pk in c.running if (pk, c.worker_id) in aborted),
+        )
+        for c in connections
+    ]
 
 
 def work_waiting() -> bool:
     """Whether any request could run now (on some worker)."""
     return runnable().exists()
-
-
-def report_dynamic_metadata(worker_id: int, metadata: dict[str, Any]) -> None:
-    """Raises InvalidTaskData when it is larger than WORK_REQUEST_DATA_MAX_BYTES encoded."""
-    check_size("metadata", metadata)
-    report_metadata(worker_id, metadata)
-
-
-def ownership(worker_id: int, request_id: int) -> Ownership:
-    status = WorkRequest.objects.filter(pk=request_id, worker_id=worker_id).values_list("status", flat=True).first()
-    if status == Status.RUNNING:
-        return Ownership.RUNNING
-    return Ownership.ABORTED if status == Status.ABORTED else Ownership.NOT_ITS_OWN
-
-
-def report_completed(worker_id: int, request_id: int, result: Result | str, output_data: Any) -> Completion:
-    """The worker finished ``request_id``. Raises InvalidTaskData when ``output_data`` is larger than
-    WORK_REQUEST_DATA_MAX_BYTES (the request stays running: the worker may report again)."""
-    if complete(request_id, result, output_data, worker_id=worker_id):
-        return Completion.DONE
-    return Completion.ABORTED if ownership(worker_id, request_id) is Ownership.ABORTED else Completion.NOT_ITS_OWN

@@ -126,8 +126,12 @@ def validate_task_data(name: str, data: Any) -> None:
 
 
 def size_problem(what: str, data: Any, setting: str) -> str | None:
-    """Why ``data`` is too large once encoded for the limit the setting named ``setting`` holds (or
-    cannot be encoded at all: nested too deeply), or None."""
+    """Why ``data`` cannot be stored: too large once encoded for the limit the setting named
+    ``setting`` holds, not encodable at all (nested too deeply), or holding what PostgreSQL's jsonb
+    cannot (``codec.json_refusal``); None when it can. Every edge (HTTP, the worker socket, Python
+    callers) goes through this, so each refuses alike."""
+    if (refusal := codec.json_refusal(data, what)) is not None:
+        return refusal
     limit = getattr(settings, setting)
     try:
         size = len(codec.dumps_bytes(data))

@@ -13,12 +13,13 @@ commit (app/work/push.py).
 What the guards hold, and where:
 
 - ``assign``: in the UPDATE's WHERE, the request is pending, every dependency completed with
-  success, the worker's token is enabled and its running requests are fewer than its
-  ``concurrency``. The row lock of the UPDATE settles a race on one request (PostgreSQL re-checks
-  ``status`` on the row a concurrent writer committed; SQLite runs one writer at a time). The
-  count of a worker's running requests is another row set, which a concurrent assignment to the
-  same worker would not lock, so ``assign`` first locks the worker's row (FOR NO KEY UPDATE):
-  assignments to one worker take turns, to different workers run side by side.
+  success, the worker's token is enabled, its running requests are fewer than its ``concurrency``
+  and (given a ``Session``) the session asking still holds the worker. The row lock of the UPDATE
+  settles a race on one request (PostgreSQL re-checks ``status`` on the row a concurrent writer
+  committed; SQLite runs one writer at a time). The count of a worker's running requests is another
+  row set, which a concurrent assignment to the same worker would not lock, so ``assign`` first
+  locks the worker's row (FOR NO KEY UPDATE), as opening and ending a session do: assignments to
+  one worker take turns with each other and with its sessions, to different workers run side by side.
 - Not guarded in SQL: capabilities and priority order. The scheduler (app/work/scheduling.py)
   decides them in Python from what it read; a worker whose metadata changed meanwhile gets at most
   one request chosen under its previous metadata.
@@ -52,7 +53,7 @@ from django.utils import timezone
 
 from app.work import push, quotas
 from app.work.events import Reason, emit_state, emit_states
-from app.work.models import Result, Status, Worker, WorkRequest
+from app.work.models import Result, Session, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
 
 Dependency = WorkRequest.dependencies.through
@@ -96,13 +97,14 @@ def running_count(worker_id: int) -> Coalesce:
     return Coalesce(Subquery(running), 0)
 
 
-def assign(request_id: int, worker_id: int, now: datetime | None = None) -> bool:
+def assign(request_id: int, worker_id: int, now: datetime | None = None, *, session: Session | None = None) -> bool:
     """pending -> running on ``worker_id``, when its dependencies succeeded and the worker (enabled)
-    has a free slot. True when this call made it."""
+    has a free slot; with ``session``, only while that session holds the worker (a connection that
+    was replaced, or HTTP polling once a socket took over, is given nothing). True when this call
+    made it."""
     now = now or timezone.now()
-    may_take = Exists(
-        Worker.objects.filter(pk=worker_id, token__enabled=True, concurrency__gt=running_count(worker_id))
-    )
+    takers = Worker.objects.filter(pk=worker_id, token__enabled=True, concurrency__gt=running_count(worker_id))
+    may_take = Exists(takers.filter(session.holds()) if session is not None else takers)
 
     def body() -> int:
         with transaction.atomic():

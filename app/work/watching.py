@@ -23,9 +23,9 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BeforeValidator, Field, field_validator
 
 from app.pulsar.params import QueryParams
+from app.work.access import VIEW_REQUEST, holds
 from app.work.events import WorkRequestState
 
-VIEW_PERMISSION = "work.view_workrequest"
 # A replayed request may come again live only if it ended after the watcher joined the feed, less
 # the length of the transaction that ended it and the clocks' difference between servers: this
 # bounds both (a longer transaction also outlives the feed's hole tracking, relays/work_feed.py).
@@ -81,8 +81,9 @@ class WatchScope:
 
 
 def sees_every_request(user: Any) -> bool:
-    """Whether ``user`` may watch every creator's requests (reads permissions: on a database thread)."""
-    return bool(user.has_perm(VIEW_PERMISSION))
+    """Whether ``user`` may watch every creator's requests: the rule of app/work/access.py, as the
+    HTTP list applies it (reads permissions: on a database thread)."""
+    return holds(user, VIEW_REQUEST)
 
 
 def scope_for(user_id: int, sees_every: bool, params: FeedParams) -> WatchScope:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
-from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest
+from app.work.models import WORKER_NAME_MAX_CHARS, Status, Via, Worker, WorkRequest
 from app.work.tasks import size_problem
 from app.work.transitions import Returned, return_to_pending
 
@@ -92,22 +92,14 @@ def set_enabled(worker: Worker, enabled: bool) -> None:
 
 
 def mark_connected(worker_id: int, now: datetime | None = None) -> None:
+    """A socket session opened: it takes over from any earlier one, socket or HTTP."""
     now = now or timezone.now()
-    Worker.objects.filter(pk=worker_id).update(connected_at=now, last_seen_at=now)
+    Worker.objects.filter(pk=worker_id).update(connected_at=now, last_seen_at=now, connected_via=Via.SOCKET)
 
 
 def mark_seen(worker_id: int, now: datetime | None = None) -> None:
     """A heartbeat, a frame or a poll: the worker is still there."""
     Worker.objects.filter(pk=worker_id).update(last_seen_at=now or timezone.now())
-
-
-def mark_disconnected(worker_id: int, connected_at: datetime | None = None) -> bool:
-    """Disconnected; with ``connected_at``, only the connection that started then (a newer one of
-    the same worker, on another server, stays connected)."""
-    rows = Worker.objects.filter(pk=worker_id, connected_at__isnull=False)
-    if connected_at is not None:
-        rows = rows.filter(connected_at=connected_at)
-    return bool(rows.update(connected_at=None))
 
 
 def report_metadata(worker_id: int, metadata: dict[str, Any]) -> None:
@@ -156,7 +148,7 @@ def disconnect_and_release(
         seen = _lock(worker_id)
         if seen is None or seen[0] != connected_at or (last_seen_at is not None and seen[1] != last_seen_at):
             return None
-        Worker.objects.filter(pk=worker_id).update(connected_at=None)
+        Worker.objects.filter(pk=worker_id).update(connected_at=None, connected_via="")
         return _release(worker_id, now)
 
 

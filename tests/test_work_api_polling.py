@@ -44,9 +44,10 @@ def test_a_call_marks_the_worker_present() -> None:
     """Any call of the worker makes it connected and seen (the lost-worker rules then apply to it)."""
     on, key = worker_key()
     assert on.connected_at is None
-    call("/worker", key=key)
+    status, body = call("/worker", key=key)
     on.refresh_from_db()
     assert on.connected_at is not None and on.last_seen_at is not None
+    assert (status, body["connection"], body["connected_via"]) == (200, "connected", "http")
 
 
 def test_completed_by_its_worker() -> None:

@@ -132,9 +132,10 @@ ASSIGNMENT_EXAMPLE: dict[str, Any] = {
 NEEDS = {401: WORKER_TOKEN_REQUIRED, 404: "work request 7 is not assigned to this worker",
          409: "work request 7 is aborted: stop working on it"}
 HELD = {**NEEDS, 409: SOCKET_HELD}
-ME_DOCS = responses(200, WORKER_EXAMPLE, 401, 409, details=HELD)
+POLLING_EXAMPLE = {**WORKER_EXAMPLE, "connected_via": "http"}
+ME_DOCS = responses(200, POLLING_EXAMPLE, 401, 409, details=HELD)
 METADATA_DOCS = responses(
-    200, {**WORKER_EXAMPLE, "dynamic_metadata": {"tools": ["docker", "qemu"], "cpus": 8},
+    200, {**POLLING_EXAMPLE, "dynamic_metadata": {"tools": ["docker", "qemu"], "cpus": 8},
           "metadata": {"tools": ["docker", "qemu"], "cpus": 8, "arch": "amd64"}},
     400, 401, 409, 422, details={**HELD, 422: "metadata: strings may not contain the NUL (0x00) character"},
     request={"tools": ["docker", "qemu"], "cpus": 8},

@@ -52,6 +52,9 @@ class WorkerOut(Schema):
         description="connected (a socket, or HTTP calls within WORKER_LOST_AFTER_S), lost (connected but silent "
                     "for WORKER_LOST_AFTER_S) or disconnected"
     )
+    connected_via: Literal["socket", "http"] | None = Field(
+        description="while connected: over its socket (/ws/workers/) or by HTTP calls; one way at a time"
+    )
     registered_at: datetime
     connected_at: datetime | None
     last_seen_at: datetime | None
@@ -102,6 +105,7 @@ def worker_out(worker: Worker, now: datetime) -> WorkerOut:
     )
     return WorkerOut(
         id=worker.pk, name=worker.name, enabled=worker.token.enabled, connection=connection_of(worker, now),
+        connected_via=(worker.connected_via or None) if worker.connected_at is not None else None,
         registered_at=worker.registered_at, connected_at=worker.connected_at, last_seen_at=worker.last_seen_at,
         concurrency=worker.concurrency, static_metadata=worker.static_metadata or {},
         dynamic_metadata=worker.dynamic_metadata or {}, metadata=worker.metadata(),
@@ -169,14 +173,15 @@ def _set_enabled(user: Any, pk: int, enabled: bool) -> WorkerOut:
 
 
 WORKER_EXAMPLE: dict[str, Any] = {
-    "id": 3, "name": "builder-1", "enabled": True, "connection": "connected", "registered_at": "2025-05-01T08:00:00Z",
+    "id": 3, "name": "builder-1", "enabled": True, "connection": "connected", "connected_via": "socket",
+    "registered_at": "2025-05-01T08:00:00Z",
     "connected_at": "2025-05-01T11:58:00Z", "last_seen_at": "2025-05-01T12:00:00Z", "concurrency": 2,
     "static_metadata": {"arch": "amd64"}, "dynamic_metadata": {"tools": ["docker", "qemu"]},
     "metadata": {"tools": ["docker", "qemu"], "arch": "amd64"},
     "running": [{"id": 7, "task_name": "shop.invoice", "started_at": "2025-05-01T12:00:01Z"}],
 }
 NEW_WORKER_EXAMPLE: dict[str, Any] = {
-    **WORKER_EXAMPLE, "connection": "disconnected", "connected_at": None, "last_seen_at": None,
+    **WORKER_EXAMPLE, "connection": "disconnected", "connected_via": None, "connected_at": None, "last_seen_at": None,
     "dynamic_metadata": {}, "metadata": {"arch": "amd64"}, "running": [], "key": "Xk3v9QaB…(43 characters)",
 }
 NEXT_CURSOR = "WyIvYXBpL3YxL3dvcmtlcnMiLCJidWlsZGVyLTEiXQ"

@@ -58,6 +58,11 @@ def dumps_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def canonical_bytes(value: Any) -> bytes:
+    """``value`` encoded with its object keys sorted: equal for objects equal but for key order."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def raw_json(encoded: bytes) -> Any:
     """Already-encoded JSON to embed as is in a document passed to ``dumps`` (no re-parse)."""
     return orjson.Fragment(encoded)

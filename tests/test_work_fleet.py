@@ -186,6 +186,8 @@ async def test_abort_of_running_request_names_its_worker(listener: Listener) -> 
 async def test_only_success_makes_dependents_runnable(listener: Listener) -> None:
     """A completion with success is announced runnable; one with failure is not (its dependents end)."""
     failed, succeeded = running(), running()
+    pending(dependencies=[failed.pk])
+    pending(dependencies=[succeeded.pk])
     await settled()
     listener.told.clear()
     assert complete(failed.pk, "failure")
@@ -194,3 +196,13 @@ async def test_only_success_makes_dependents_runnable(listener: Listener) -> Non
     assert complete(succeeded.pk, "success")
     await settled()
     assert listener.told == [("runnable",)]
+
+
+async def test_success_without_dependents_not_told(listener: Listener) -> None:
+    """A completion that leaves nothing newly runnable causes no fleet-wide round of searches."""
+    alone = running()
+    await settled()
+    listener.told.clear()
+    assert complete(alone.pk, "success")
+    await settled()
+    assert listener.told == []

@@ -15,6 +15,7 @@ from django.utils import timezone
 from app.work.models import PRIORITY_LIMIT, Status, WorkRequest
 from app.work.queue import candidates, next_request_for
 from app.work.quotas import QuotaExceeded
+from app.work.scheduling import signature_of
 from app.work.submission import PriorityNotAllowed, UnknownDependency, submit
 from app.work.tasks import InvalidTaskData, UnknownTask
 from app.work.workers import report_metadata, set_enabled
@@ -161,8 +162,30 @@ def test_capable_request_found_past_the_first_page() -> None:
         assert next_request_for(worker(arch="amd64").pk).pk == mine.pk
 
 
+def test_worker_skips_whole_signatures_it_lacks() -> None:
+    """Behind more requests it cannot run than WORK_SCHEDULER_SCAN_ROWS, all of one kind, a worker finds its own."""
+    for _ in range(30):
+        pending(task_data={"requires": {"arch": "arm64"}}, priority_base=1)
+    mine = pending(task_data={"requires": {"arch": "amd64"}})
+    with override_settings(WORK_SCHEDULER_SCAN_ROWS=10), pytest.MonkeyPatch.context() as patch:
+        patch.setattr("app.work.queue.PAGE_ROWS", 5)
+        given = next_request_for(worker(arch="amd64").pk)
+    assert given is not None and given.pk == mine.pk
+
+
+def test_stale_signature_is_not_skipped_by() -> None:
+    """A row whose requires was rewritten around the model does not make the queue skip requests it differs from."""
+    odd = pending(priority_base=1)
+    WorkRequest.objects.filter(pk=odd.pk).update(task_data={"requires": {"arch": "arm64"}})
+    mine = pending()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("app.work.queue.PAGE_ROWS", 1)
+        given = next_request_for(worker(arch="amd64").pk)
+    assert given is not None and given.pk == mine.pk
+
+
 def test_scan_stops_at_its_bound() -> None:
-    """Past WORK_SCHEDULER_SCAN_ROWS the worker looks no deeper: the request there waits."""
+    """Past WORK_SCHEDULER_SCAN_ROWS rows read the worker looks no deeper: the request there waits."""
     for _ in range(3):
         pending(task_data={"requires": {"arch": "arm64"}}, priority_base=1)
     pending()
@@ -180,9 +203,11 @@ def test_candidates_page_in_scheduler_order() -> None:
 
 
 def test_candidates_carry_their_requirements() -> None:
-    """A candidate holds the requirements from its task data."""
+    """A candidate holds the requirements from its task data, and their signature."""
     pending(task_data={"requires": {"arch": "amd64", "tools": ["docker"], "gpu": True}})
-    assert candidates()[0].requires == {"arch": "amd64", "tools": ["docker"], "gpu": True}
+    [candidate] = candidates()
+    assert candidate.requires == {"arch": "amd64", "tools": ["docker"], "gpu": True}
+    assert candidate.signature == signature_of(candidate.requires) != ""
 
 
 def test_assigned_request_is_running_on_the_worker() -> None:

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from app.work.scheduling import Candidate, WorkerState, pick, requirements_of, satisfies
+from app.work.scheduling import (
+    UNSATISFIABLE,
+    Candidate,
+    WorkerState,
+    pick,
+    requirements_of,
+    satisfies,
+    signature_of,
+)
 
 pytestmark = pytest.mark.database_agnostic
 
@@ -101,3 +109,15 @@ def test_requirements_that_are_no_object_match_no_worker(task_data: Any) -> None
 def test_free_slots(concurrency: int, running: int, free: int) -> None:
     """A worker's free slots are its concurrency less what it runs, never below zero."""
     assert WorkerState({}, concurrency, running).free_slots == free
+
+
+def test_signature_ignores_key_order() -> None:
+    """Equal requirements written in another key order have one signature; other requirements another."""
+    assert signature_of({"arch": "amd64", "gpu": True}) == signature_of({"gpu": True, "arch": "amd64"})
+    assert signature_of({"arch": "amd64"}) != signature_of({"arch": "arm64"})
+
+
+def test_signature_of_nothing_and_of_the_unsatisfiable() -> None:
+    """No requirements sign as the empty string; the unsatisfiable marker as neither that nor a digest."""
+    assert signature_of({}) == ""
+    assert signature_of(UNSATISFIABLE) not in ("", signature_of({"x": 1}))

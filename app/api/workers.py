@@ -28,7 +28,7 @@ from app.api.pagination import PageOut, PageParams, keyset_page
 from app.codec import json_refusal
 from app.work import workers
 from app.work.access import ADD_WORKER, CHANGE_WORKER, VIEW_WORKER
-from app.work.models import WORKER_NAME_MAX_CHARS, Status, Worker, WorkRequest
+from app.work.models import WORKER_NAME_MAX_CHARS, Status, Via, Worker, WorkRequest
 from app.work.tasks import check_size
 
 router = Router(tags=["workers"])
@@ -52,7 +52,7 @@ class WorkerOut(Schema):
         description="connected (a socket, or HTTP calls within WORKER_LOST_AFTER_S), lost (connected but silent "
                     "for WORKER_LOST_AFTER_S) or disconnected"
     )
-    connected_via: Literal["socket", "http"] | None = Field(
+    connected_via: Via | None = Field(
         description="while connected: over its socket (/ws/workers/) or by HTTP calls; one way at a time"
     )
     registered_at: datetime
@@ -105,7 +105,7 @@ def worker_out(worker: Worker, now: datetime) -> WorkerOut:
     )
     return WorkerOut(
         id=worker.pk, name=worker.name, enabled=worker.token.enabled, connection=connection_of(worker, now),
-        connected_via=(worker.connected_via or None) if worker.connected_at is not None else None,
+        connected_via=Via(worker.connected_via) if worker.connected_at is not None and worker.connected_via else None,
         registered_at=worker.registered_at, connected_at=worker.connected_at, last_seen_at=worker.last_seen_at,
         concurrency=worker.concurrency, static_metadata=worker.static_metadata or {},
         dynamic_metadata=worker.dynamic_metadata or {}, metadata=worker.metadata(),

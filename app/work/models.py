@@ -15,6 +15,7 @@ from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
 from app.auth.models import Token
+from app.work.scheduling import requirements_of, signature_of
 
 WORKER_NAME_MAX_CHARS = 100
 
@@ -114,6 +115,8 @@ class WorkRequest(models.Model):
     # Validated against the task's registered JSON schema when created (app/work/tasks.py); the
     # optional "requires" key holds the capabilities a worker must have (app/work/scheduling.py).
     task_data = models.JSONField(default=dict, blank=True)
+    # scheduling.signature_of(its requires), set on save: the queue skips a signature a worker lacks.
+    requirements_signature = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The creator's priority; the adjustment is an admin's, so the two stay apart (as debusine).
     priority_base = models.IntegerField(
         default=0, validators=[MinValueValidator(-PRIORITY_LIMIT), MaxValueValidator(PRIORITY_LIMIT)]
@@ -175,6 +178,13 @@ class WorkRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.task_name} ({self.status}{f' {self.result}' if self.result else ''})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.requirements_signature = signature_of(requirements_of(self.task_data))
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "task_data" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "requirements_signature"}
+        super().save(*args, **kwargs)
 
     @property
     def priority(self) -> int:

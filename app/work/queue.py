@@ -3,13 +3,16 @@
 
 Candidates come in pages of PAGE_ROWS in the scheduler's order (effective priority, age, id; the
 partial index ``work_pending_queue``), dependencies already checked in SQL, each with only the
-``requires`` of its task data. A worker whose capabilities match nothing near the head of the queue
-looks at most WORK_SCHEDULER_SCAN_ROWS requests deep, so one get-next costs a bounded read however
-long the queue is; what lies deeper waits for a worker that matches the head.
+``requires`` of its task data and its signature. Once a page gave the worker nothing, the next one
+leaves out every signature seen in it (``requirements_signature``: the worker would refuse those
+too), so a worker behind ten thousand requests it cannot run, all of one or a few kinds, reaches the
+one it can in a few pages rather than never. One get-next reads at most WORK_SCHEDULER_SCAN_ROWS
+rows into Python; the database walks the skipped rows in index order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from django.conf import settings
@@ -17,7 +20,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from app.work.models import Session, Status, Worker, WorkRequest, effective_priority
-from app.work.scheduling import REQUIREMENTS_KEY, Candidate, WorkerState, pick, requirements_of
+from app.work.scheduling import REQUIREMENTS_KEY, Candidate, WorkerState, pick, requirements_of, signature_of
 from app.work.transitions import assign, unsatisfied_dependencies
 
 PAGE_ROWS = 100
@@ -31,9 +34,14 @@ def runnable() -> QuerySet[WorkRequest]:
     )
 
 
-def candidates(after: Candidate | None = None, limit: int = PAGE_ROWS) -> list[Candidate]:
-    """The next ``limit`` runnable requests after ``after`` (keyset: stable while the queue changes)."""
+def candidates(
+    after: Candidate | None = None, limit: int = PAGE_ROWS, skipping: Collection[str] = ()
+) -> list[Candidate]:
+    """The next ``limit`` runnable requests after ``after`` (keyset: stable while the queue changes),
+    leaving out the signatures ``skipping``."""
     rows = runnable()
+    if skipping:
+        rows = rows.exclude(requirements_signature__in=sorted(skipping))
     if after is not None:
         rows = rows.filter(
             Q(effective__lt=after.priority)
@@ -41,11 +49,12 @@ def candidates(after: Candidate | None = None, limit: int = PAGE_ROWS) -> list[C
             | Q(effective=after.priority, created_at=after.created_at, id__gt=after.id)
         )
     fields = rows.values_list(
-        "id", "priority_base", "priority_adjustment", "created_at", f"task_data__{REQUIREMENTS_KEY}"
+        "id", "priority_base", "priority_adjustment", "created_at", f"task_data__{REQUIREMENTS_KEY}",
+        "requirements_signature",
     )
     return [
-        Candidate(pk, base + adjustment, created_at, requirements_of({REQUIREMENTS_KEY: requires}))
-        for pk, base, adjustment, created_at, requires in fields[:limit]
+        Candidate(pk, base + adjustment, created_at, requirements_of({REQUIREMENTS_KEY: requires}), signature=sig)
+        for pk, base, adjustment, created_at, requires, sig in fields[:limit]
     ]
 
 
@@ -67,9 +76,9 @@ def next_request_for(
     if state.free_slots < 1:
         return None
     now = now or timezone.now()
-    scanned, after = 0, None
+    scanned, after, refused = 0, None, set[str]()
     while scanned < settings.WORK_SCHEDULER_SCAN_ROWS:
-        page = candidates(after, min(PAGE_ROWS, settings.WORK_SCHEDULER_SCAN_ROWS - scanned))
+        page = candidates(after, min(PAGE_ROWS, settings.WORK_SCHEDULER_SCAN_ROWS - scanned), refused)
         if not page:
             return None
         scanned, after = scanned + len(page), page[-1]
@@ -79,4 +88,7 @@ def next_request_for(
             if WorkRequest.objects.filter(pk=chosen.id, status=Status.PENDING).exists():
                 return None  # still pending: the worker could not take it (no free slot, disabled, session over)
             page = [candidate for candidate in page if candidate.id != chosen.id]
+        # What is left of the page matched nothing. A row whose task data was rewritten around the
+        # model (a shell's update()) may carry a stale signature: only consistent ones are skipped.
+        refused.update(c.signature for c in page if c.signature == signature_of(c.requires))
     return None

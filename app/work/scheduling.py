@@ -13,6 +13,11 @@ Requirements: ``task_data["requires"]``, an object of metadata keys to required 
 - a list matches when each of its items does: ``{"tools": ["docker", "qemu"]}`` needs both;
 - a key missing from the metadata matches nothing. No ``requires``: any worker.
 
+Signatures: every worker judges two requests with equal ``requires`` alike, so the queue
+(app/work/queue.py) skips every request of a signature (``signature_of``: a digest of ``requires``
+with its keys sorted) once a worker does not meet it, and a worker is not starved by a long run of
+requests it cannot take ahead of one it can.
+
 So capability names are a list in the metadata (``{"capabilities": ["docker"]}``) or flags
 (``{"docker": true}``), whichever the fleet reports; admins' ``static_metadata`` wins over a worker's
 own report on a key clash (``Worker.metadata()``).
@@ -20,11 +25,14 @@ own report on a key clash (``Worker.metadata()``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
+
+from app import codec
 
 REQUIREMENTS_KEY = "requires"
 
@@ -42,6 +50,7 @@ Requirement = Scalar | list[Scalar]
 # What requirements_of gives for a ``requires`` that is no object (stored around the task registry,
 # which refuses it): no worker satisfies it, so the request waits visibly rather than running anywhere.
 UNSATISFIABLE: Mapping[str, Requirement] = MappingProxyType({})
+UNSATISFIABLE_SIGNATURE = "unsatisfiable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class Candidate:
     created_at: datetime
     requires: Mapping[str, Requirement] = field(default_factory=dict)
     dependencies_satisfied: bool = True
+    # ``signature_of(requires)``: equal for requests every worker judges alike.
+    signature: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,16 @@ def requirements_of(task_data: Any) -> Mapping[str, Requirement]:
     if requires is None:
         return {}
     return requires if isinstance(requires, dict) else UNSATISFIABLE
+
+
+def signature_of(requires: Mapping[str, Requirement]) -> str:
+    """A digest equal for equal requirements (keys in any order); "" for none. Lists keep their
+    order: two orders of one list are two signatures, judged alike, which costs a look, not a match."""
+    if requires is UNSATISFIABLE:
+        return UNSATISFIABLE_SIGNATURE
+    if not requires:
+        return ""
+    return hashlib.sha256(codec.canonical_bytes(dict(requires))).hexdigest()
 
 
 def _provides(have: Any, item: Any) -> bool:

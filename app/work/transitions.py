@@ -152,8 +152,13 @@ def complete(
                 changes: Changes = []
                 _ended(_load(request_id), Reason.COMPLETED, now, changes)
                 emit_states(changes)
-                if result == Result.SUCCESS:
-                    push.runnable()  # its dependents may run now
+                # Its dependents may run now. Without pending dependents nothing became runnable: the
+                # worker that completed it looks for more on its own, and no fleet-wide round of
+                # searches follows every completion.
+                if result == Result.SUCCESS and WorkRequest.objects.filter(
+                    dependencies=request_id, status=Status.PENDING
+                ).exists():
+                    push.runnable()
         return changed
 
     return bool(retrying_deadlocks(body))

@@ -27,8 +27,9 @@ from app.broker.admission import Refusal
 from app.broker.runtime import BrokerRuntime, get_runtime
 from app.server.metrics import TALLY
 from app.work import reports, sessions
+from app.work.fleet import Searched
 from app.work.models import Status
-from app.work.queue import next_request_for
+from app.work.queue import search
 from app.work.tasks import InvalidTaskData
 from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, InvalidMetadata, mark_seen, report_metadata
 from consumers.auth import client_address, token_from_scope
@@ -80,6 +81,11 @@ class WorkerConsumer(FrameConsumer):
         self.running: dict[int, int] = {}
         self.searching: asyncio.Task[None] | None = None
         self.search_again = False
+        # Told when the current search ends (fleet rounds), whether it took anything, and the signature
+        # of the metadata it searched with.
+        self.on_searched: list[Searched] = []
+        self.found = False
+        self.signature: str | None = None
         # Whether its session was opened (the database says connected), and the task ending it.
         self.opened = False
         self.ending: asyncio.Task[None] | None = None
@@ -234,14 +240,17 @@ class WorkerConsumer(FrameConsumer):
         # running search may have read the queue before that work was committed).
         return self.ready and not self.closing and len(self.running) < self.concurrency
 
-    def offer(self) -> None:
+    def offer(self, done: Searched | None = None) -> bool:
         if not self.ready or self.closing:
-            return
+            return False
+        if done is not None:
+            self.on_searched.append(done)
         if self.searching is not None:
             self.search_again = True
-            return
+            return True
         self.searching = asyncio.get_running_loop().create_task(self._search())
         self.searching.add_done_callback(self._search_done)
+        return True
 
     async def _search(self) -> None:
         """Take requests for this worker while it has free slots and there are any."""
@@ -252,13 +261,15 @@ class WorkerConsumer(FrameConsumer):
                 # A worker this far behind in reading is given nothing it might not read: it either
                 # catches up (the worker check offers again) or overflows and is closed.
                 return
-            request = await database_sync_to_async(next_request_for)(self.worker_id, session=session)
+            found = await database_sync_to_async(search)(self.worker_id, session=session)
+            self.signature, request = found.signature, found.request
             if request is None:
                 if not self.search_again:
                     return
                 self.search_again = False
                 continue
             self.running[request.pk] = request.attempts
+            self.found = True
             if request.worker is not None:
                 self.concurrency = request.worker.concurrency
             if self.closing:
@@ -269,8 +280,13 @@ class WorkerConsumer(FrameConsumer):
         self.searching = None
         if not task.cancelled() and task.exception() is not None:
             logger.error("looking for work for worker %s failed", self.worker_name, exc_info=task.exception())
-        elif self.search_again and not self.closing:
-            self.offer()
+        elif self.search_again and not self.closing and self.offer():
+            return  # whoever waits for this search hears when that one ends
+        # Always told, whatever ended the search: a round of offers (fleet.py) waits for it.
+        waiting, self.on_searched = self.on_searched, []
+        found, self.found = self.found, False
+        for done in waiting:
+            done(self, found)
 
     def abort(self, request_id: int, *, told_anyway: bool = False) -> None:
         if request_id in self.running or told_anyway:

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from app.work import push
-from app.work.fleet import Fleet
+from app.work.fleet import Fleet, Searched
 from app.work.submission import submit
 from app.work.transitions import abort, complete
 from tests.work import pending, running, worker
@@ -26,15 +26,28 @@ class Link:
     connected_at: datetime = T0
     heard_at: datetime = T0
     free: bool = True
+    signature: str | None = None
+    running: dict[int, int] = field(default_factory=dict)
     offers: int = 0
     aborts: list[int] = field(default_factory=list)
     closed: bool = False
+    waiting: list[Searched] = field(default_factory=list)
 
     def idle(self) -> bool:
         return self.free
 
-    def offer(self) -> None:
+    def offer(self, done: Searched | None = None) -> bool:
         self.offers += 1
+        if done is not None:
+            self.waiting.append(done)
+        return True
+
+    def searched(self, found: bool, signature: str = "kind-a") -> None:
+        """Its search ended: tell who waits."""
+        self.signature = signature
+        waiting, self.waiting = self.waiting, []
+        for done in waiting:
+            done(self, found)
 
     def abort(self, request_id: int) -> None:
         self.aborts.append(request_id)
@@ -78,6 +91,45 @@ async def test_notices_in_one_turn_fold_into_one_broadcast_and_one_offer() -> No
         fleet.runnable()
     await settled()
     assert (backplane.sent, idle.offers, busy.offers) == ([("runnable",)], 1, 0)
+
+
+async def test_idle_connections_search_one_after_another() -> None:
+    """A round of offers asks one idle connection at a time: the next once the previous search ended."""
+    fleet = Fleet(Backplane())
+    first, second = Link(1), Link(2)
+    fleet.add(first)
+    fleet.add(second)
+    fleet.offer_idle()
+    assert sorted((first.offers, second.offers)) == [0, 1]
+    asked, other = (first, second) if first.offers else (second, first)
+    asked.searched(found=True)
+    assert other.offers == 1
+
+
+async def test_connection_of_a_kind_that_found_nothing_is_skipped() -> None:
+    """In one round, a connection whose worker's metadata matched nothing spares the others of that signature."""
+    fleet = Fleet(Backplane())
+    links = [Link(n, signature="kind-a") for n in range(1, 4)] + [Link(9, signature="kind-b")]
+    for link in links:
+        fleet.add(link)
+    fleet.offer_idle()
+    while asked := [link for link in links if link.waiting]:
+        asked[0].searched(found=False, signature=asked[0].signature or "")
+    assert sorted((link.signature, link.offers) for link in links) == [
+        ("kind-a", 0), ("kind-a", 0), ("kind-a", 1), ("kind-b", 1),
+    ]
+
+
+async def test_notice_during_a_round_runs_another_round_after_it() -> None:
+    """Work made runnable while a round runs is offered again once the round ended."""
+    fleet = Fleet(Backplane())
+    link = Link(1, signature="kind-a")
+    fleet.add(link)
+    fleet.offer_idle()
+    fleet.offer_idle()  # a notice while the first search runs
+    assert link.offers == 1
+    link.searched(found=False)
+    assert link.offers == 2
 
 
 async def test_remote_runnable_offers_without_broadcasting() -> None:

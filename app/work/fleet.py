@@ -13,7 +13,9 @@ costs one search, the connection folds them).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -30,13 +32,17 @@ class Link(Protocol):
     heard_at: datetime
     # The requests it was given and has not finished, with the run each was given as.
     running: dict[int, int]
+    # The signature of the metadata its last search matched against (queue.Search), None before one.
+    signature: str | None
 
     def idle(self) -> bool:
         """Whether it may take more work now (ready, with a free slot, not searching already)."""
         ...
 
-    def offer(self) -> None:
-        """Look for work for it (soon, once: repeated calls meanwhile fold into one more search)."""
+    def offer(self, done: Searched | None = None) -> bool:
+        """Look for work for it (soon, once: repeated calls meanwhile fold into one more search); with
+        ``done``, call it once that search ended, with whether it took anything. False when it will not
+        search (not ready, closing): ``done`` is then never called."""
         ...
 
     def abort(self, request_id: int) -> None:
@@ -63,10 +69,25 @@ class Broadcast(Protocol):
     def worker_connected(self, worker_id: int, connected_at: float) -> None: ...
 
 
+Searched = Callable[["Link", bool], None]
+
+
+@dataclass
+class Round:
+    """Idle connections offered work one after another (``Fleet.offer_idle``)."""
+
+    waiting: deque[Link]
+    # Signatures whose search found nothing this round: their other connections are not asked.
+    dry: set[str] = field(default_factory=set)
+    # A notice came during the round: another round follows it.
+    again: bool = False
+
+
 class Fleet:
     def __init__(self, broadcast: Broadcast) -> None:
         self.broadcast = broadcast
         self._links: dict[int, set[Link]] = {}
+        self._round: Round | None = None
         # Notices within one turn of the event loop fold into one broadcast and one round of offers:
         # a bulk submission committing 100 requests costs one of each, not 100.
         self._offer_due = False
@@ -97,11 +118,37 @@ class Fleet:
         return any(link.idle() for link in self.links())
 
     def offer_idle(self) -> None:
-        """Every idle connection looks for work."""
+        """Every idle connection looks for work, one after another rather than all at once: a
+        connection whose worker has the metadata of one that just found nothing is not asked in this
+        round (it would find nothing either), so one new request and fifty idle workers of one kind cost
+        a search or two, not fifty. Searches run one at a time on the database thread anyway, so taking
+        turns costs a bulk submission no throughput. A notice during a round starts another after it."""
         self._offer_due = False
-        for link in self.links():
-            if link.idle():
-                link.offer()
+        if self._round is not None:
+            self._round.again = True
+            return
+        self._round = Round(deque(link for link in self.links() if link.idle()))
+        self._next_offer()
+
+    def _next_offer(self) -> None:
+        current = self._round
+        assert current is not None
+        while current.waiting:
+            link = current.waiting.popleft()
+            if not link.idle() or (link.signature is not None and link.signature in current.dry):
+                continue
+            if link.offer(self._searched):
+                return
+        self._round = None
+        if current.again:
+            self.offer_idle()
+
+    def _searched(self, link: Link, found: bool) -> None:
+        if self._round is None:
+            return
+        if not found and link.signature is not None:
+            self._round.dry.add(link.signature)
+        self._next_offer()
 
     def silent(self, now: datetime, lost_after_s: float) -> list[Link]:
         """The connections whose worker said nothing for ``lost_after_s`` (WORKER_LOST_AFTER_S)."""

@@ -13,6 +13,7 @@ rows into Python; the database walks the skipped rows in index order.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -63,32 +64,49 @@ def worker_state(worker: Worker) -> WorkerState:
     return WorkerState(worker.metadata(), worker.concurrency, running)
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """What one search for a worker found, and the signature of the metadata it matched against
+    (``scheduling.signature_of``; None when the worker could not take anything: gone, disabled, no free
+    slot): another worker of that signature would find nothing either, at that moment."""
+
+    request: WorkRequest | None
+    signature: str | None
+
+
 def next_request_for(
     worker_id: int, now: datetime | None = None, *, session: Session | None = None
 ) -> WorkRequest | None:
     """Pick the request ``worker_id`` should run next and assign it (pending -> running) to its
     ``session``; None when nothing runnable matches it, it has no free slot, its token is disabled
     or the session no longer holds it. A request another worker takes first is skipped for the next."""
+    return search(worker_id, now, session=session).request
+
+
+def search(worker_id: int, now: datetime | None = None, *, session: Session | None = None) -> Search:
+    """``next_request_for``, with the signature of the metadata it searched with."""
     worker = Worker.objects.select_related("token").filter(pk=worker_id).first()
     if worker is None or not worker.token.enabled:
-        return None
+        return Search(None, None)
     state = worker_state(worker)
     if state.free_slots < 1:
-        return None
+        return Search(None, None)
+    signature = signature_of(state.metadata)
     now = now or timezone.now()
     scanned, after, refused = 0, None, set[str]()
     while scanned < settings.WORK_SCHEDULER_SCAN_ROWS:
         page = candidates(after, min(PAGE_ROWS, settings.WORK_SCHEDULER_SCAN_ROWS - scanned), refused)
         if not page:
-            return None
+            return Search(None, signature)
         scanned, after = scanned + len(page), page[-1]
         while (chosen := pick(page, state)) is not None:
             if assign(chosen.id, worker_id, now, session=session):
-                return WorkRequest.objects.select_related("worker").get(pk=chosen.id)
+                return Search(WorkRequest.objects.select_related("worker").get(pk=chosen.id), signature)
             if WorkRequest.objects.filter(pk=chosen.id, status=Status.PENDING).exists():
-                return None  # still pending: the worker could not take it (no free slot, disabled, session over)
+                # Still pending: the worker could not take it (no free slot, disabled, session over).
+                return Search(None, None)
             page = [candidate for candidate in page if candidate.id != chosen.id]
         # What is left of the page matched nothing. A row whose task data was rewritten around the
         # model (a shell's update()) may carry a stale signature: only consistent ones are skipped.
         refused.update(c.signature for c in page if c.signature == signature_of(c.requires))
-    return None
+    return Search(None, signature)

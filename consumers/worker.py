@@ -33,7 +33,14 @@ from app.work.queue import search
 from app.work.tasks import InvalidTaskData
 from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, InvalidMetadata, mark_seen, report_metadata
 from consumers.auth import client_address, token_from_scope
-from consumers.base import CLOSE_NAME_TAKEN, CLOSE_REVOKED, CLOSE_TOO_SLOW, FrameConsumer, describe
+from consumers.base import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NAME_TAKEN,
+    CLOSE_REVOKED,
+    CLOSE_TOO_SLOW,
+    FrameConsumer,
+    describe,
+)
 from consumers.worker_frames import (
     WORKER_FRAME_TYPES,
     AbortedFrame,
@@ -216,13 +223,21 @@ class WorkerConsumer(FrameConsumer):
         request_id = frame.work_request_id
         try:
             await database_sync_to_async(reports.complete_own)(
-                self.worker_id, request_id, frame.result, frame.output_data, attempt=self.running.get(request_id, 0)
+                self.worker_id, request_id, frame.result, frame.output_data,
+                attempt=frame.attempt if frame.attempt is not None else self.running.get(request_id, 0),
             )
         except InvalidTaskData as exc:
             self.refuse(f"{exc}; the request is still running: report it again", raw, request_id)
             return
         except (reports.NotAssigned, reports.NotRunning) as exc:
             self.refuse(f"{exc}; nothing was recorded", raw, request_id)
+        except Exception:
+            # Whether the completion was recorded is unknown (the database failed before or after
+            # its commit): end the session, which returns the request if it is still running here,
+            # rather than leave it running with nobody at it.
+            logger.exception("recording a completion of worker %s failed: closing its session", self.worker_name)
+            self.fail()
+            return
         if self.running.pop(request_id, None) is not None:  # the worker is done with it, whatever was recorded
             self.offer()
 
@@ -279,7 +294,11 @@ class WorkerConsumer(FrameConsumer):
     def _search_done(self, task: asyncio.Task[None]) -> None:
         self.searching = None
         if not task.cancelled() and task.exception() is not None:
-            logger.error("looking for work for worker %s failed", self.worker_name, exc_info=task.exception())
+            # An assignment may have committed without this connection knowing it: end the session,
+            # which returns whatever it runs, rather than leave a request running with nobody at it.
+            logger.error("looking for work for worker %s failed: closing its session", self.worker_name,
+                         exc_info=task.exception())
+            self.fail()
         elif self.search_again and not self.closing and self.offer():
             return  # whoever waits for this search hears when that one ends
         # Always told, whatever ended the search: a round of offers (fleet.py) waits for it.
@@ -300,6 +319,14 @@ class WorkerConsumer(FrameConsumer):
         self.refuse("this connection's session ended elsewhere (the worker connected again, or another server took "
                     "it for lost); closing it", None)
         self.close(CLOSE_NAME_TAKEN)
+        self._end_session()
+
+    def fail(self) -> None:
+        """The server failed on this connection: close it (1011) and end its session."""
+        if self.closing:
+            return
+        self.refuse("internal error (for example the database is unreachable); connect again", None)
+        self.close(CLOSE_INTERNAL_ERROR)
         self._end_session()
 
     def lost(self) -> None:

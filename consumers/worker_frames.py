@@ -121,6 +121,9 @@ class CompletedFrame(WorkerFrame):
     work_request_id: int
     result: Literal["success", "failure", "error"]
     output_data: Any = None
+    # The ``attempts`` the request was given with: a late report of an earlier run then records
+    # nothing. Without it, the run this connection was given.
+    attempt: int | None = Field(None, ge=1)
 
 
 class HeartbeatFrame(WorkerFrame):

@@ -220,3 +220,25 @@ def test_completion_of_an_earlier_run_is_409() -> None:
     assert status == 409
     assert reload(given).status == Status.RUNNING
     assert report(key, given.pk, "completed", {"result": "success", "attempt": 2})[0] == 200
+
+
+def test_next_answers_again_a_request_never_reported_started() -> None:
+    """A request whose next answer was lost is answered again (redelivered) until the worker reports it started."""
+    clear_work()
+    _, key = worker_key()
+    pk = create(submitter()[1])[1]["id"]
+    assert call(NEXT, "POST", key)[1]["id"] == pk  # this answer never reached the worker
+    status, again = call(NEXT, "POST", key)
+    assert (status, again["id"], again["redelivered"], again["attempts"]) == (200, pk, True, 1)
+    assert report(key, pk, "started")[0] == 200
+    assert call(NEXT, "POST", key) == (204, None)
+
+
+def test_get_itself_while_its_socket_is_connected() -> None:
+    """Reading itself is answered while a socket session holds the worker, showing connected_via socket."""
+    on, key = worker_key()
+    opened = open_session(on.pk)
+    assert opened is not None
+    status, body = call("/worker", key=key)
+    assert (status, body["connected_via"]) == (200, "socket")
+    assert close_session(on.pk, opened.connected_at) == {}

@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from app.work.models import Result, Status, WorkRequest
+from app.work.sessions import close_session, open_session, socket_session
 from app.work.submission import submit
 from app.work.transitions import abort, assign, complete, retry
 from app.work.workers import disconnect_and_release, mark_connected
@@ -203,3 +204,30 @@ def test_lost_worker_sweep_racing_a_reconnect_releases_nothing() -> None:
     )
     assert released is None
     assert (reload(request).status, reload(request).worker_id) == (Status.RUNNING, on.pk)
+
+
+@postgres_only
+def test_workers_released_at_once_do_not_deadlock() -> None:
+    """Six workers with four requests each, their sessions ended at once: every request goes back to pending."""
+    fleet = [worker(concurrency=4) for _ in range(6)]
+    opened = [open_session(on.pk) for on in fleet]
+    requests = [running(on=on).pk for on in fleet for _ in range(4)]
+    ended = free_for_all(
+        [lambda on=on, at=at: close_session(on.pk, at.connected_at) for on, at in zip(fleet, opened, strict=True)]  # type: ignore[misc, union-attr]
+    )
+    assert all(len(released) == 4 for released in ended)
+    assert WorkRequest.objects.filter(pk__in=requests, status=Status.PENDING).count() == len(requests)
+
+
+@postgres_only
+def test_assignment_to_a_session_racing_its_replacement_gives_nothing() -> None:
+    """An assignment for a session that a new connection replaces meanwhile waits for it, then assigns nothing."""
+    on = worker()
+    older = open_session(on.pk)
+    assert older is not None
+    request = pending()
+    newer, given = interleaved(
+        lambda: open_session(on.pk), lambda: assign(request.pk, on.pk, session=socket_session(older.connected_at))
+    )
+    assert newer is not None and given is False
+    assert reload(request).status == Status.PENDING

@@ -175,3 +175,13 @@ def test_reconcile_finds_ended_sessions_and_lost_aborts() -> None:
         Believed(replaced.pk, old.connected_at, frozenset()),
     ])
     assert [(v.current, v.aborted) for v in verdicts] == [(True, frozenset({dropped.pk})), (False, frozenset())]
+
+
+@override_settings(WORKER_LOST_AFTER_S=60)
+def test_polling_that_stopped_ends_as_an_http_session() -> None:
+    """A polling worker silent past WORKER_LOST_AFTER_S is disconnected, its session named http, nothing returned."""
+    polled = worker()
+    then = timezone.now() - timedelta(seconds=120)
+    assert mark_polled(polled.pk, then)
+    assert release_lost().get(polled.pk) == Ended("http", {})
+    assert Worker.objects.get(pk=polled.pk).connected_at is None

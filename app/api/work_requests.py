@@ -32,7 +32,6 @@ from app.api.auth import AUTHENTICATION_REQUIRED, request_user, require_permissi
 from app.api.examples import responses
 from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.codec import json_refusal
 from app.work import transitions
 from app.work.access import ADD_REQUEST, CHANGE_REQUEST, may_abort, may_retry, visible_requests
 from app.work.models import PRIORITY_LIMIT, WorkRequest
@@ -140,9 +139,6 @@ def _visible(user: Any, pk: int) -> WorkRequest:
 
 def _submit(user: Any, body: WorkRequestIn, where: str = "") -> WorkRequest:
     """Create one request for ``user``; ``where`` leads every reason (a bulk item's index)."""
-    reason = json_refusal(body.task_data, "task_data")
-    if reason is not None:
-        raise HttpError(422, where + reason)
     try:
         return submit(body.task_name, body.task_data, created_by=user, priority_base=body.priority_base,
                       dependencies=body.dependencies, among=visible_requests(user))

@@ -10,7 +10,8 @@ their own, so they cannot reach these endpoints.
 
 Every accepted call is a sign of life: the worker counts as connected while it calls within
 WORKER_LOST_AFTER_S (app/work/reports.py ``mark_polled``). A worker connected over its socket is
-refused here (409) until that socket session ends: one worker takes work one way at a time.
+refused here (409) until that socket session ends, but for ``GET`` (reading itself): one worker takes
+work one way at a time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from app.work.workers import TOKEN_DISABLED, USERNAME_PREFIX, rejection, worker_
 WORKER_TOKEN_REQUIRED = "a worker's token is required (Authorization: Token <the worker's key>)"
 WORKER_TOKEN_DISABLED = f"{TOKEN_DISABLED}: this worker's token is disabled"
 SOCKET_HELD = (
-    "this worker is connected over its socket (/ws/workers/): it takes and reports work there; HTTP calls "
-    "are answered once that socket closes (or has been silent for WORKER_LOST_AFTER_S)"
+    "this worker is connected over its socket (/ws/workers/): it takes and reports work there; these calls "
+    "are answered once that socket session ends (closed, or taken for lost by the worker check)"
 )
 
 
@@ -53,7 +54,9 @@ class WorkerKey:
         note_caller(getattr(request, "scope", {}), f"{USERNAME_PREFIX}{worker.name}")
         if rejection(worker) is not None:
             raise HttpError(401, WORKER_TOKEN_DISABLED)
-        if not polled:
+        # Reading itself is safe while its socket holds it (it shows connected_via "socket"); taking
+        # or reporting work is not.
+        if not polled and request.method != "GET":
             raise HttpError(409, SOCKET_HELD)
         return worker
 

@@ -9,7 +9,9 @@ authenticated by its own token (app/api/worker_auth.py), the same steps as the s
     GET  /api/v1/worker                               -> 200 itself, with what it runs
 
 ``next`` assigns through the queue (app/work/queue.py ``next_request_for``): the request the
-scheduler picks for this worker's metadata and free slots, or 204 when none. A worker reports only
+scheduler picks for this worker's metadata and free slots; when there is none, a request given to it
+earlier that it never reported ``started`` (``redelivered``: that answer may have been lost), or
+204. Report ``started`` as soon as a request is taken. A worker reports only
 on its own running requests (app/work/reports.py): another's, a missing one, or one returned to
 pending after it was taken for lost is a 404; one of its own that ended meanwhile (aborted, above
 all) is a 409, which tells a polling worker to stop working on it (as is any call while the worker
@@ -54,6 +56,10 @@ class AssignmentOut(Schema):
     attempts: int = Field(description="this run is the attempts-th")
     created_at: datetime
     started_at: datetime | None
+    redelivered: bool = Field(
+        False, description="given to this worker before and never reported started: the answer that gave it may "
+                           "have been lost; a worker that has it already goes on with it",
+    )
 
 
 class ProgressIn(Schema):
@@ -70,11 +76,11 @@ class CompletedIn(Schema):
     )
 
 
-def assignment_out(row: WorkRequest) -> AssignmentOut:
+def assignment_out(row: WorkRequest, redelivered: bool = False) -> AssignmentOut:
     return AssignmentOut.model_validate({
         "id": row.pk, "task_name": row.task_name, "task_data": row.task_data, "status": row.status,
         "result": row.result or None, "priority": row.priority, "attempts": row.attempts,
-        "created_at": row.created_at, "started_at": row.started_at,
+        "created_at": row.created_at, "started_at": row.started_at, "redelivered": redelivered,
     })
 
 
@@ -95,8 +101,8 @@ def _reported(report: Callable[[], WorkRequest]) -> WorkRequest:
         raise HttpError(409, str(exc)) from None
 
 
-def _own(worker: Worker, pk: int) -> WorkRequest:
-    return _reported(lambda: reports.own_running(worker.pk, pk))
+def _acknowledged(worker: Worker, pk: int) -> WorkRequest:
+    return _reported(lambda: reports.acknowledge(worker.pk, pk))
 
 
 def _me(worker: Worker) -> WorkerOut:
@@ -105,7 +111,10 @@ def _me(worker: Worker) -> WorkerOut:
 
 def _next(worker: Worker) -> AssignmentOut | None:
     given = next_request_for(worker.pk, session=reports.HTTP_SESSION)
-    return assignment_out(given) if given is not None else None
+    if given is not None:
+        return assignment_out(given)
+    again = reports.unacknowledged(worker.pk)
+    return assignment_out(again, redelivered=True) if again is not None else None
 
 
 def _completed(worker: Worker, pk: int, body: CompletedIn) -> AssignmentOut:
@@ -127,13 +136,13 @@ def _metadata(worker: Worker, metadata: dict[str, Any]) -> WorkerOut:
 ASSIGNMENT_EXAMPLE: dict[str, Any] = {
     "id": 7, "task_name": "shop.invoice", "task_data": {"order": 42, "requires": {"arch": "amd64"}},
     "status": "running", "result": None, "priority": 0, "attempts": 1, "created_at": "2025-05-01T12:00:00Z",
-    "started_at": "2025-05-01T12:00:01Z",
+    "started_at": "2025-05-01T12:00:01Z", "redelivered": False,
 }
 NEEDS = {401: WORKER_TOKEN_REQUIRED, 404: "work request 7 is not assigned to this worker",
          409: "work request 7 is aborted: stop working on it"}
 HELD = {**NEEDS, 409: SOCKET_HELD}
 POLLING_EXAMPLE = {**WORKER_EXAMPLE, "connected_via": "http"}
-ME_DOCS = responses(200, POLLING_EXAMPLE, 401, 409, details=HELD)
+ME_DOCS = responses(200, POLLING_EXAMPLE, 401, details=NEEDS)
 METADATA_DOCS = responses(
     200, {**POLLING_EXAMPLE, "dynamic_metadata": {"tools": ["docker", "qemu"], "cpus": 8},
           "metadata": {"tools": ["docker", "qemu"], "cpus": 8, "arch": "amd64"}},
@@ -141,7 +150,8 @@ METADATA_DOCS = responses(
     request={"tools": ["docker", "qemu"], "cpus": 8},
 )
 NEXT_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 409, details=HELD, others={204: None},
-                      descriptions={200: "a request, now running on this worker", 204: "nothing for it now"})
+                      descriptions={200: "a request, now running on this worker (redelivered: one given before and never "
+                                         "reported started)", 204: "nothing for it now"})
 STARTED_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 404, 409, 422, details=NEEDS)
 PROGRESS_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 400, 401, 404, 409, 422, details=NEEDS,
                           request={"fraction": 0.4, "message": "page 2 of 5"})
@@ -176,7 +186,7 @@ async def next_work_request(request: HttpRequest) -> HttpStatus[AssignmentOut | 
 @router.post("/worker/work-requests/{pk}/started", response={200: AssignmentOut, **STARTED_DOCS[0]},
              openapi_extra=STARTED_DOCS[1], summary="Report that this worker began a request it was given")
 async def report_started(request: HttpRequest, pk: int) -> AssignmentOut:
-    found: WorkRequest = await sync_to_async(_own)(request_worker(request), pk)
+    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk)
     return assignment_out(found)
 
 
@@ -186,7 +196,7 @@ async def report_started(request: HttpRequest, pk: int) -> AssignmentOut:
 async def report_progress(request: HttpRequest, pk: int, body: ProgressIn) -> AssignmentOut:
     # Not kept (no column holds it): the call is the worker's sign of life while it works, and its
     # answer whether to go on (a 409 once the request was aborted). The body is validated all the same.
-    found: WorkRequest = await sync_to_async(_own)(request_worker(request), pk)
+    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk)
     return assignment_out(found)
 
 

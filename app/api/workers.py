@@ -25,11 +25,9 @@ from ninja.errors import HttpError
 from app.api.auth import AUTHENTICATION_REQUIRED, request_user, require_permission
 from app.api.examples import responses
 from app.api.pagination import PageOut, PageParams, keyset_page
-from app.codec import json_refusal
 from app.work import workers
 from app.work.access import ADD_WORKER, CHANGE_WORKER, VIEW_WORKER
 from app.work.models import WORKER_NAME_MAX_CHARS, Status, Via, Worker, WorkRequest
-from app.work.tasks import check_size
 
 router = Router(tags=["workers"])
 
@@ -122,16 +120,12 @@ def _worker(pk: int) -> Worker:
 
 def _register(user: Any, body: WorkerIn) -> NewWorkerOut:
     require_permission(user, ADD_WORKER)
-    reason = json_refusal(body.static_metadata, "static_metadata")
-    if reason is not None:
-        raise HttpError(422, reason)
     try:
-        check_size("static_metadata", body.static_metadata)
         worker, key = workers.register_worker(body.name, concurrency=body.concurrency,
                                               static_metadata=body.static_metadata)
     except workers.WorkerNameTaken:
         raise HttpError(409, f"worker {body.name} exists (or a user {workers.USERNAME_PREFIX}{body.name})") from None
-    except ValueError as exc:  # the name's rules, metadata too large
+    except ValueError as exc:  # the name's rules, metadata too large or unstorable (workers.check_metadata)
         raise HttpError(422, str(exc)) from None
     return NewWorkerOut(**worker_out(_worker(worker.pk), timezone.now()).model_dump(), key=key)
 

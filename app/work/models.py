@@ -129,6 +129,9 @@ class WorkRequest(models.Model):
     result = models.CharField(max_length=10, choices=Result.choices, default=Result.NONE, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When its worker confirmed it has it (a ``started`` or ``progress`` report over HTTP). A polling
+    # worker whose ``next`` answer was lost is answered this request again (app/work/reports.py).
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="work_requests"

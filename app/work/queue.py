@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from app.work.models import Session, Status, Worker, WorkRequest, effective_priority
 from app.work.scheduling import REQUIREMENTS_KEY, Candidate, WorkerState, pick, requirements_of, signature_of
-from app.work.transitions import assign, unsatisfied_dependencies
+from app.work.transitions import claim, unsatisfied_dependencies
 
 PAGE_ROWS = 100
 
@@ -100,8 +100,8 @@ def search(worker_id: int, now: datetime | None = None, *, session: Session | No
             return Search(None, signature)
         scanned, after = scanned + len(page), page[-1]
         while (chosen := pick(page, state)) is not None:
-            if assign(chosen.id, worker_id, now, session=session):
-                return Search(WorkRequest.objects.select_related("worker").get(pk=chosen.id), signature)
+            if (given := claim(chosen.id, worker_id, now, session=session)) is not None:
+                return Search(given, signature)
             if WorkRequest.objects.filter(pk=chosen.id, status=Status.PENDING).exists():
                 # Still pending: the worker could not take it (no free slot, disabled, session over).
                 return Search(None, None)

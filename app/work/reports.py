@@ -66,6 +66,26 @@ def own_running(worker_id: int, request_id: int) -> WorkRequest:
     return request
 
 
+def acknowledge(worker_id: int, request_id: int, now: datetime | None = None) -> WorkRequest:
+    """The worker says it has ``request_id`` (``started``, ``progress``); NotAssigned or NotRunning
+    otherwise. Acknowledged, it is no longer answered again by ``unacknowledged``."""
+    request = own_running(worker_id, request_id)
+    if request.acknowledged_at is None:
+        request.acknowledged_at = now or timezone.now()
+        WorkRequest.objects.filter(pk=request_id, worker_id=worker_id, status=Status.RUNNING,
+                                   acknowledged_at=None).update(acknowledged_at=request.acknowledged_at)
+    return request
+
+
+def unacknowledged(worker_id: int) -> WorkRequest | None:
+    """The oldest request given to ``worker_id`` that it never said it has: the answer that gave it
+    may have been lost on the way (a client timeout, a dropped connection), and a polling worker
+    that keeps calling would otherwise never learn of it, nor be taken for lost, so the request
+    would stay running with nobody at it. ``next`` answers it again when it has nothing new."""
+    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING, acknowledged_at__isnull=True)
+    return running.order_by("started_at", "pk").first()
+
+
 def complete_own(
     worker_id: int, request_id: int, result: Result | str, output_data: Any = None, *, attempt: int | None = None
 ) -> WorkRequest:

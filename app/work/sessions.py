@@ -34,13 +34,12 @@ from django.utils import timezone
 
 from app.work.models import Session, Status, Via, Worker, WorkRequest
 from app.work.queue import runnable
-from app.work.transitions import Returned
+from app.work.transitions import Returned, retrying_deadlocks, return_all
 from app.work.workers import (
     disconnect_and_release,
     lost_workers,
     mark_connected,
     rejection,
-    release_requests,
     worker_for_key,
 )
 
@@ -50,6 +49,8 @@ TOKEN_UNKNOWN = "TOKEN_UNKNOWN"  # no worker has this token (a user's token is n
 
 # How often a worker should speak, and how often its connection writes ``last_seen_at``, as parts
 # of WORKER_LOST_AFTER_S: several heartbeats fit in the silence that makes a worker lost.
+# How much later than anything an earlier session wrote a new session begins (open_session).
+SESSION_STEP = timedelta(microseconds=1)
 HEARTBEAT_FRACTION = 0.25
 SEEN_WRITE_FRACTION = 0.25
 
@@ -91,19 +92,29 @@ def admit(key: str) -> Admitted | None:
 
 def open_session(worker_id: int, now: datetime | None = None) -> Opened | None:
     """The worker connected: mark it and return what its earlier sessions left running. None when
-    its token was disabled (or the worker deleted) since it was admitted."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        # Locked as ``assign`` locks it: an assignment to the earlier session commits first (and is
-        # returned here) or waits and finds this session in place of the one it was for.
-        worker = Worker.objects.select_for_update(no_key=True, of=("self",)).select_related("token").filter(
-            pk=worker_id
-        ).first()
-        if worker is None or rejection(worker) is not None:
-            return None
-        mark_connected(worker_id, now)
-        released = release_requests(worker_id, now)
-    return Opened(now, worker.concurrency, released)
+    its token was disabled (or the worker deleted) since it was admitted.
+
+    The session's ``connected_at`` is taken after the worker row is locked and is later than any
+    time an earlier session wrote (its start, its last sign of life), whatever the clocks of the
+    servers that wrote them: the newest session always has the largest ``connected_at``, which is what
+    a ``work.connected`` notice compares (fleet.py)."""
+
+    def body() -> Opened | None:
+        with transaction.atomic():
+            # Locked as ``assign`` locks it: an assignment to the earlier session commits first (and
+            # is returned here) or waits and finds this session in place of the one it was for.
+            worker = Worker.objects.select_for_update(no_key=True, of=("self",)).select_related("token").filter(
+                pk=worker_id
+            ).first()
+            if worker is None or rejection(worker) is not None:
+                return None
+            earlier = [at + SESSION_STEP for at in (worker.connected_at, worker.last_seen_at) if at is not None]
+            at = max([now or timezone.now(), *earlier])
+            mark_connected(worker_id, at)
+            released = return_all(worker_id, at)
+        return Opened(at, worker.concurrency, released)
+
+    return retrying_deadlocks(body)
 
 
 def socket_session(connected_at: datetime) -> Session:

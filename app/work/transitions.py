@@ -51,8 +51,10 @@ from django.db.models import Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from app.outbox.cloudevents import EventIn
+from app.outbox.emit import emit_many
 from app.work import push, quotas
-from app.work.events import Reason, emit_state, emit_states
+from app.work.events import Reason, emit_state, emit_states, state_event
 from app.work.models import Result, Session, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
 
@@ -102,11 +104,19 @@ def assign(request_id: int, worker_id: int, now: datetime | None = None, *, sess
     has a free slot; with ``session``, only while that session holds the worker (a connection that
     was replaced, or HTTP polling once a socket took over, is given nothing). True when this call
     made it."""
+    return claim(request_id, worker_id, now, session=session) is not None
+
+
+def claim(
+    request_id: int, worker_id: int, now: datetime | None = None, *, session: Session | None = None
+) -> WorkRequest | None:
+    """``assign``, returning the request as this assignment left it (read in its transaction, so
+    its ``attempts`` are this run's), or None."""
     now = now or timezone.now()
     takers = Worker.objects.filter(pk=worker_id, token__enabled=True, concurrency__gt=running_count(worker_id))
     may_take = Exists(takers.filter(session.holds()) if session is not None else takers)
 
-    def body() -> int:
+    def body() -> WorkRequest | None:
         with transaction.atomic():
             list(
                 Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by()
@@ -115,13 +125,16 @@ def assign(request_id: int, worker_id: int, now: datetime | None = None, *, sess
             changed = (
                 WorkRequest.objects.filter(pk=request_id, status=Status.PENDING)
                 .filter(~unsatisfied_dependencies(), may_take)
-                .update(status=Status.RUNNING, worker_id=worker_id, started_at=now, attempts=F("attempts") + 1)
+                .update(status=Status.RUNNING, worker_id=worker_id, started_at=now, attempts=F("attempts") + 1,
+                        acknowledged_at=None)
             )
-            if changed:
-                emit_state(_load(request_id), Reason.ASSIGNED)
-        return changed
+            if not changed:
+                return None
+            row = _load(request_id)
+            emit_state(row, Reason.ASSIGNED)
+        return row
 
-    return bool(retrying_deadlocks(body))
+    return retrying_deadlocks(body)
 
 
 def complete(
@@ -194,33 +207,59 @@ def return_to_pending(
     (WORK_REQUEST_MAX_ATTEMPTS) starts, else running -> completed as error."""
     limit = settings.WORK_REQUEST_MAX_ATTEMPTS if max_attempts is None else max_attempts
     now = now or timezone.now()
-    running = WorkRequest.objects.filter(pk=request_id, status=Status.RUNNING)
-    if worker_id is not None:
-        running = running.filter(worker_id=worker_id)
 
     def body() -> Returned:
         with transaction.atomic():
-            # Locked and read first, to name the lost worker in the event.
-            lost = running.select_for_update(no_key=True, of=("self",)).values_list("worker_id", "worker__name").first()
-            if lost is None:
-                return Returned.NOTHING
-            mine = running.filter(worker_id=lost[0])
-            if mine.filter(attempts__lt=limit).update(status=Status.PENDING, worker=None, started_at=None):
-                emit_state(_load(request_id), Reason.WORKER_LOST, lost_worker=lost[1])
-                push.runnable()
-                return Returned.PENDING
-            failed = mine.filter(attempts__gte=limit).update(
-                status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
-                output_data={"error": f"its worker was lost at each of its {limit} attempts"},
-            )
-            if failed:
-                changes: Changes = []
-                _ended(_load(request_id), Reason.WORKER_LOST, now, changes)
-                emit_states(changes)
-                return Returned.ERROR
-        return Returned.NOTHING
+            events: list[EventIn] = []
+            returned = _return(request_id, worker_id, limit, now, events)
+            emit_many(events)
+        return returned
 
     return retrying_deadlocks(body)
+
+
+def return_all(worker_id: int, now: datetime | None = None) -> dict[int, Returned]:
+    """``return_to_pending`` for every request ``worker_id`` runs, in the caller's transaction (the
+    worker's row locked by the caller), their events emitted together at the end: one ``emit_many``
+    takes the outbox's key locks in sorted order, so two workers released at once cannot deadlock on
+    them (emitting per request took them in request order)."""
+    now = now or timezone.now()
+    limit = settings.WORK_REQUEST_MAX_ATTEMPTS
+    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).order_by("pk")
+    events: list[EventIn] = []
+    returned = {pk: _return(pk, worker_id, limit, now, events) for pk in running.values_list("pk", flat=True)}
+    emit_many(events)
+    return returned
+
+
+def _return(
+    request_id: int, worker_id: int | None, limit: int, now: datetime, events: list[EventIn]
+) -> Returned:
+    running = WorkRequest.objects.filter(pk=request_id, status=Status.RUNNING)
+    if worker_id is not None:
+        running = running.filter(worker_id=worker_id)
+    # Locked and read first, to name the lost worker in the event.
+    lost = running.select_for_update(no_key=True, of=("self",)).values_list("worker_id", "worker__name").first()
+    if lost is None:
+        return Returned.NOTHING
+    mine = running.filter(worker_id=lost[0])
+    returned = mine.filter(attempts__lt=limit).update(
+        status=Status.PENDING, worker=None, started_at=None, acknowledged_at=None
+    )
+    if returned:
+        events.append(state_event(_load(request_id), Reason.WORKER_LOST, lost_worker=lost[1]))
+        push.runnable()
+        return Returned.PENDING
+    failed = mine.filter(attempts__gte=limit).update(
+        status=Status.COMPLETED, result=Result.ERROR, completed_at=now,
+        output_data={"error": f"its worker was lost at each of its {limit} attempts"},
+    )
+    if not failed:
+        return Returned.NOTHING
+    changes: Changes = []
+    _ended(_load(request_id), Reason.WORKER_LOST, now, changes)
+    events.extend(state_event(request, reason) for request, reason in changes)
+    return Returned.ERROR
 
 
 def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:

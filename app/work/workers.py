@@ -26,9 +26,9 @@ from django.utils import timezone
 
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
-from app.work.models import WORKER_NAME_MAX_CHARS, Status, Via, Worker, WorkRequest
+from app.work.models import WORKER_NAME_MAX_CHARS, Via, Worker
 from app.work.tasks import size_problem
-from app.work.transitions import Returned, return_to_pending
+from app.work.transitions import Returned, retrying_deadlocks, return_all
 
 USERNAME_PREFIX = "worker:"
 TOKEN_DISABLED = "TOKEN_DISABLED"
@@ -130,9 +130,13 @@ def release_requests(worker_id: int, now: datetime | None = None) -> dict[int, R
     """The worker is gone (deleted): each request it runs goes back to pending (or, at its last
     attempt, completes as error). Returns what happened to each. For a lost or disconnected worker
     use ``disconnect_and_release``, which makes sure it did not come back meanwhile."""
-    with transaction.atomic():
-        _lock(worker_id)
-        return _release(worker_id, now)
+
+    def body() -> dict[int, Returned]:
+        with transaction.atomic():
+            _lock(worker_id)
+            return return_all(worker_id, now)
+
+    return retrying_deadlocks(body)
 
 
 def disconnect_and_release(
@@ -144,23 +148,22 @@ def disconnect_and_release(
     lost workers), not heard from since. Its row is locked first (FOR NO KEY UPDATE, as ``assign``
     does), so a reconnection or a heartbeat either commits first (and nothing is released: the
     requests are the reconnected worker's) or waits for this. None when nothing was released."""
-    with transaction.atomic():
-        seen = _lock(worker_id)
-        if seen is None or seen[0] != connected_at or (last_seen_at is not None and seen[1] != last_seen_at):
-            return None
-        Worker.objects.filter(pk=worker_id).update(connected_at=None, connected_via="")
-        return _release(worker_id, now)
+
+    def body() -> dict[int, Returned] | None:
+        with transaction.atomic():
+            seen = _lock(worker_id)
+            if seen is None or seen[0] != connected_at or (last_seen_at is not None and seen[1] != last_seen_at):
+                return None
+            Worker.objects.filter(pk=worker_id).update(connected_at=None, connected_via="")
+            return return_all(worker_id, now)
+
+    return retrying_deadlocks(body)
 
 
 def _lock(worker_id: int) -> tuple[datetime | None, datetime | None] | None:
     """Lock the worker's row; its connected_at and last_seen_at, or None when it is gone."""
     rows = Worker.objects.select_for_update(no_key=True).filter(pk=worker_id).order_by()
     return rows.values_list("connected_at", "last_seen_at").first()
-
-
-def _release(worker_id: int, now: datetime | None) -> dict[int, Returned]:
-    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING).order_by("pk")
-    return {pk: return_to_pending(pk, worker_id=worker_id, now=now) for pk in running.values_list("pk", flat=True)}
 
 
 def _worker_deleted(sender: Any, instance: Worker, **kwargs: Any) -> None:

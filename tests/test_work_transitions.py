@@ -9,8 +9,9 @@ import pytest
 from django.db import OperationalError, transaction
 from django.test import override_settings
 
+from app.work.deadlocks import retrying_deadlocks
 from app.work.models import Result, Status
-from app.work.transitions import Returned, abort, assign, complete, retrying_deadlocks, return_to_pending
+from app.work.transitions import Returned, abort, assign, complete, return_to_pending
 from app.work.workers import set_enabled
 from tests.work import aborted, completed, pending, reload, running, worker
 

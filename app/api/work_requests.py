@@ -34,6 +34,7 @@ from app.api.instants import UtcDatetime
 from app.api.pagination import PageOut, PageParams, keyset_page
 from app.work import transitions
 from app.work.access import ADD_REQUEST, CHANGE_REQUEST, may_abort, may_retry, visible_requests
+from app.work.deadlocks import retrying_deadlocks
 from app.work.models import PRIORITY_LIMIT, WorkRequest
 from app.work.quotas import QuotaExceeded
 from app.work.reports import state_of
@@ -168,7 +169,7 @@ def _create_many(user: Any, bodies: list[WorkRequestIn]) -> list[WorkRequestOut]
             return [_submit(user, body, f"[{index}] ") for index, body in enumerate(bodies)]
 
     # Each item's own retry cannot run inside this transaction; the whole list can run again.
-    return [request_out(row) for row in transitions.retrying_deadlocks(create_all)]
+    return [request_out(row) for row in retrying_deadlocks(create_all)]
 
 
 def _list(request: HttpRequest, user: Any, filters: WorkRequestFilter) -> WorkRequestPage:

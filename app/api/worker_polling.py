@@ -149,9 +149,12 @@ METADATA_DOCS = responses(
     400, 401, 409, 422, details={**HELD, 422: "metadata: strings may not contain the NUL (0x00) character"},
     request={"tools": ["docker", "qemu"], "cpus": 8},
 )
+NEXT_DESCRIPTIONS = {
+    200: "a request, now running on this worker (redelivered: one given before and never reported started)",
+    204: "nothing for it now",
+}
 NEXT_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 409, details=HELD, others={204: None},
-                      descriptions={200: "a request, now running on this worker (redelivered: one given before and never "
-                                         "reported started)", 204: "nothing for it now"})
+                      descriptions=NEXT_DESCRIPTIONS)
 STARTED_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 401, 404, 409, 422, details=NEEDS)
 PROGRESS_DOCS = responses(200, ASSIGNMENT_EXAMPLE, 400, 401, 404, 409, 422, details=NEEDS,
                           request={"fraction": 0.4, "message": "page 2 of 5"})

@@ -32,9 +32,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from app.work.deadlocks import retrying_deadlocks
 from app.work.models import Session, Status, Via, Worker, WorkRequest
 from app.work.queue import runnable
-from app.work.transitions import Returned, retrying_deadlocks, return_all
+from app.work.transitions import Returned, return_all
 from app.work.workers import (
     disconnect_and_release,
     lost_workers,

@@ -12,10 +12,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from app.work import push, quotas
+from app.work.deadlocks import retrying_deadlocks
 from app.work.events import Reason, emit_states
 from app.work.models import MANAGE_PRIORITIES, PRIORITY_LIMIT, WorkRequest
 from app.work.tasks import validate_task_data
-from app.work.transitions import Changes, cascade_from_dependencies, lock_dependencies, retrying_deadlocks
+from app.work.transitions import Changes, cascade_from_dependencies, lock_dependencies
 
 
 class UnknownDependency(ValueError):

@@ -40,13 +40,12 @@ unique ``supersedes`` refuses a second retry, also a concurrent one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -54,6 +53,7 @@ from django.utils import timezone
 from app.outbox.cloudevents import EventIn
 from app.outbox.emit import emit_many
 from app.work import push, quotas
+from app.work.deadlocks import retrying_deadlocks
 from app.work.events import Reason, emit_state, emit_states, state_event
 from app.work.models import Result, Session, Status, Worker, WorkRequest
 from app.work.tasks import check_size, validate_task_data
@@ -66,13 +66,6 @@ RETRYABLE_RESULTS = (Result.FAILURE, Result.ERROR)
 # The state changes of one transition, emitted together at its end (events.emit_states).
 Changes = list[tuple[WorkRequest, Reason]]
 
-# PostgreSQL's "deadlock detected": one of the transactions is rolled back. Dependents are locked in
-# id order, but a transitive cascade, a retried subtree or a submit's dependencies cross other
-# transitions' orders; a transition is a set of guarded UPDATEs, so running it again is safe.
-DEADLOCK_SQLSTATE = "40P01"
-DEADLOCK_ATTEMPTS = 5
-
-T = TypeVar("T")
 
 
 class Returned(StrEnum):
@@ -279,20 +272,6 @@ def retry(request_id: int, now: datetime | None = None) -> WorkRequest | None:
         return new
 
     return retrying_deadlocks(body)
-
-
-def retrying_deadlocks(body: Callable[[], T]) -> T:
-    """Run a transition (its own transaction) again when PostgreSQL rolled it back as one side of a
-    deadlock. Inside a caller's transaction nothing can be run again: the error is the caller's."""
-    attempt = 1
-    while True:
-        try:
-            return body()
-        except OperationalError as exc:
-            deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_SQLSTATE
-            if not deadlock or connection.in_atomic_block or attempt >= DEADLOCK_ATTEMPTS:
-                raise
-            attempt += 1
 
 
 def lock_dependencies(dependency_ids: list[int]) -> None:

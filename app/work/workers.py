@@ -26,9 +26,10 @@ from django.utils import timezone
 
 from app.auth.models import Token
 from app.auth.services import create_token, hash_key
+from app.work.deadlocks import retrying_deadlocks
 from app.work.models import WORKER_NAME_MAX_CHARS, Via, Worker
 from app.work.tasks import size_problem
-from app.work.transitions import Returned, retrying_deadlocks, return_all
+from app.work.transitions import Returned, return_all
 
 USERNAME_PREFIX = "worker:"
 TOKEN_DISABLED = "TOKEN_DISABLED"

@@ -36,6 +36,25 @@ class Cluster:
     def token(self, username: str, *extra: str) -> str:
         return self.manage("createtoken", username, "--create-user", *extra).strip()
 
+    def create_worker(self) -> str:
+        """Register a worker of a unique name; its key."""
+        return self.manage("createworker", unique("w")).strip()
+
+    def python(self, code: str) -> str:
+        """Run ``code`` in ``manage.py shell`` on the cluster's database (no server: nobody is told)."""
+        return self.manage("shell", "--no-imports", "-v", "0", "-c", code).strip()
+
+    def submit(self, *requests: tuple[str, dict[str, object], list[int]]) -> list[int]:
+        """Submit work requests (task, task data, dependency indexes into ``requests``) in order; their ids."""
+        code = (
+            "from app.work.submission import submit\n"
+            "ids = []\n"
+            f"for task, data, parents in {json.dumps(requests)}:\n"
+            "    ids.append(submit(task, data, dependencies=[ids[i] for i in parents]).pk)\n"
+            "print(*ids)"
+        )
+        return [int(pk) for pk in self.python(code).split()]
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()

@@ -1,19 +1,20 @@
 """Two server processes on PostgreSQL + Redis share one fleet of real worker processes: notices made
 on one process (work runnable, a request aborted, a worker connecting again) reach the workers
-connected to the other. The periodic worker check is off, so only the backplane can carry them."""
+connected to the other, and a hundred requests run once over the workers of both. The periodic
+worker check is off, so only the backplane can carry them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
+from tests.api_client import call
 from tests.browser import Browser
 from tests.cluster import Cluster, start_cluster
 from tests.protocol import STAFF_PASSWORD, unique
 from tests.services import require_postgres, require_redis
-from tests.worker_processes import WorkerProcess, stop_all
+from tests.worker_processes import WorkerProcess, counts, stop_all, until
 
 pytestmark = pytest.mark.pinned_backend
 
@@ -33,34 +34,13 @@ def _fleet() -> Iterator[None]:
     stop_all()
 
 
-def create_worker(cluster: Cluster) -> str:
-    return cluster.manage("createworker", unique("w")).strip()
-
-
-def python(cluster: Cluster, code: str) -> str:
-    """Run ``code`` in ``manage.py shell`` on the cluster's database (no server: nobody is told)."""
-    return cluster.manage("shell", "--no-imports", "-v", "0", "-c", code).strip()
-
-
-def submit(cluster: Cluster, *requests: tuple[str, dict[str, object], list[int]]) -> list[int]:
-    """Submit (task, task data, dependency indexes into ``requests``) in order; their ids."""
-    code = (
-        "from app.work.submission import submit\n"
-        "ids = []\n"
-        f"for task, data, parents in {json.dumps(requests)}:\n"
-        "    ids.append(submit(task, data, dependencies=[ids[i] for i in parents]).pk)\n"
-        "print(*ids)"
-    )
-    return [int(pk) for pk in python(cluster, code).split()]
-
-
 async def test_work_made_runnable_on_one_process_reaches_worker_on_the_other(cluster: Cluster) -> None:
     """A request whose parent completed through server A is pushed to the idle worker connected to B."""
     a, b = cluster.servers
-    parent, child = submit(cluster, ("noop", {"requires": {"side": "a"}}, []),
-                           ("noop", {"requires": {"side": "b"}}, [0]))
-    on_b = await WorkerProcess(b, create_worker(cluster), {"side": "b"}).connected()
-    WorkerProcess(a, create_worker(cluster), {"side": "a"})
+    parent, child = cluster.submit(("noop", {"requires": {"side": "a"}}, []),
+                                   ("noop", {"requires": {"side": "b"}}, [0]))
+    on_b = await WorkerProcess(b, cluster.create_worker(), {"side": "b"}).connected()
+    WorkerProcess(a, cluster.create_worker(), {"side": "a"})
     await on_b.wait_for(lambda w: child in w.ids("completed"), "the child on B")
     assert on_b.ids("started") == [child]
 
@@ -68,12 +48,12 @@ async def test_work_made_runnable_on_one_process_reaches_worker_on_the_other(clu
 async def test_abort_on_one_process_reaches_worker_on_the_other(cluster: Cluster) -> None:
     """Aborting in server A's admin sends ``aborted`` to the worker running the request through B."""
     a, b = cluster.servers
-    [request] = submit(cluster, ("sleep", {"duration_s": 60}, []))
-    worker = WorkerProcess(b, create_worker(cluster))
+    [request] = cluster.submit(("sleep", {"duration_s": 60}, []))
+    worker = WorkerProcess(b, cluster.create_worker())
     await worker.wait_for(lambda w: request in w.ids("started"), "the request to start on B")
     admin = unique("admin")
-    python(cluster, "from django.contrib.auth import get_user_model\n"
-                    f"get_user_model().objects.create_superuser({admin!r}, password={STAFF_PASSWORD!r})")
+    cluster.python("from django.contrib.auth import get_user_model\n"
+                   f"get_user_model().objects.create_superuser({admin!r}, password={STAFF_PASSWORD!r})")
     browser = Browser(a.http)
     assert browser.admin_login(admin, STAFF_PASSWORD).status == 302
     form = {"action": "abort_requests", "_selected_action": str(request)}
@@ -84,8 +64,35 @@ async def test_abort_on_one_process_reaches_worker_on_the_other(cluster: Cluster
 async def test_connecting_again_on_one_process_closes_the_connection_on_the_other(cluster: Cluster) -> None:
     """A worker connecting through A closes its older connection through B (4409)."""
     a, b = cluster.servers
-    key = create_worker(cluster)
+    key = cluster.create_worker()
     older = await WorkerProcess(b, key).connected()
     await WorkerProcess(a, key).connected()
     await older.wait_for(lambda w: bool(w.of("closed")), "the older connection to close")
     assert [event["code"] for event in older.of("closed")] == [4409]
+
+
+async def test_hundred_requests_over_workers_on_both_processes_run_once(cluster: Cluster) -> None:
+    """100 requests created through A, taken by two workers on A and two on B, each start and complete once."""
+    a, b = cluster.servers
+    admin = unique("admin")
+    key = cluster.token(admin, "--superuser")
+    keys = [call(a, "/workers", "POST", key, {"name": unique("w")})[1]["key"] for _ in range(4)]
+    on_a = [WorkerProcess(a, each, {"pool": "hundred"}) for each in keys[:2]]
+    on_b = [WorkerProcess(b, each, {"pool": "hundred"}) for each in keys[2:]]
+    workers = on_a + on_b
+    for worker in workers:
+        await worker.connected()
+    bulk = [{"task_name": "noop", "task_data": {"requires": {"pool": "hundred"}}}] * 100
+    status, created = call(a, "/work-requests/bulk", "POST", key, bulk)
+    assert status == 201, created
+    ids = [request["id"] for request in created]
+    await until(lambda: sum(len(worker.ids("completed")) for worker in workers) >= 100, "100 completions",
+                timeout=60)
+    # A worker tells it completed once it sent the frame: its server records it a moment later.
+    completed = f"/work-requests?created_by={admin}&status=completed&limit=200"
+    await until(lambda: len(call(b, completed, key=key)[1]["items"]) == 100, "100 completions recorded")
+    rows = call(b, completed, key=key)[1]["items"]
+    assert {(row["id"], row["result"], row["attempts"]) for row in rows} == {(pk, "success", 1) for pk in ids}
+    assert counts(workers, "started") == dict.fromkeys(ids, 1)
+    assert counts(workers, "completed") == dict.fromkeys(ids, 1)
+    assert counts(on_a, "started") and counts(on_b, "started")

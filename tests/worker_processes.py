@@ -1,5 +1,6 @@
-"""Real worker processes (tests/work_worker.py) for tests: started against a server, their printed
-events collected by a thread, awaited under timeouts, stopped (or killed) after the test."""
+"""Real worker processes for tests: on the socket (tests/work_worker.py) or polling over HTTP
+(tests/work_poller.py, ``polling=True``), started against a server, their printed events collected
+by a thread, awaited under timeouts, stopped (or killed) after the test."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from tests.servers import ROOT, ServerProcess
 
 SCRIPT = ROOT / "tests" / "work_worker.py"
+POLLER = ROOT / "tests" / "work_poller.py"
 TIMEOUT_S = 20.0
 
 # Every worker process a test started: tests/test_work_socket.py stops them after each test.
@@ -27,11 +29,13 @@ Event = dict[str, Any]
 
 class WorkerProcess:
     def __init__(self, server: ServerProcess, key: str, metadata: dict[str, Any] | None = None,
-                 max_sleep_s: float | None = None) -> None:
+                 max_sleep_s: float | None = None, polling: bool = False, progress_s: float = 0.5) -> None:
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        script, url = (POLLER, server.http) if polling else (SCRIPT, f"{server.ws}workers/")
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), f"{server.ws}workers/", key, "--metadata", json.dumps(metadata or {}),
-             *([] if max_sleep_s is None else ["--max-sleep", str(max_sleep_s)])],
+            [sys.executable, str(script), url, key, "--metadata", json.dumps(metadata or {}),
+             *([] if max_sleep_s is None else ["--max-sleep", str(max_sleep_s)]),
+             *(["--progress", str(progress_s)] if polling else [])],
             cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, text=True,
         )
         self.events: list[Event] = []

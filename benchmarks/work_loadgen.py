@@ -149,15 +149,14 @@ class Http:
 
 
 class Database:
-    """Reads of the requests' table, each in a fresh snapshot."""
+    """The requests' table: reads, each in a fresh snapshot, and withdrawing what a phase left pending."""
 
     def __init__(self, url: str, table: str) -> None:
         self.sqlite = url.startswith("sqlite:///")
         if self.sqlite:
             import sqlite3
 
-            self.conn: Any = sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True,
-                                             isolation_level=None, timeout=20)
+            self.conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=20)
         else:
             import psycopg
 
@@ -171,6 +170,15 @@ class Database:
     def status(self, request_id: int) -> str | None:
         row = self.conn.execute(f"SELECT status FROM {self.table} WHERE id = {self.mark}", (request_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def running(self) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE status = 'running'").fetchone()[0])
+
+    def withdraw_pending(self) -> int:
+        """Mark the requests still pending aborted, behind the server's back (no search takes an aborted
+        request, and an assignment racing this fails its guard): a phase that ran out of time must not
+        leave its work to the next one."""
+        return int(self.conn.execute(f"UPDATE {self.table} SET status = 'aborted' WHERE status = 'pending'").rowcount)
 
     def close(self) -> None:
         self.conn.close()
@@ -287,6 +295,13 @@ async def settle(config: Config) -> None:
     await wait_until_idle(config.server_pid, time.monotonic() + SETTLE_S)
 
 
+async def tidy(db: Database) -> int:
+    """After a phase: withdraw what it left pending and let what is running complete; how many were withdrawn."""
+    withdrawn = db.withdraw_pending()
+    await until(lambda: db.running() == 0, time.perf_counter() + SETTLE_S)
+    return withdrawn
+
+
 async def dispatch(config: Config, fleet: Fleet, http: Http, db: Database, pace: Pace,
                    backlog: bool) -> dict[str, Any]:
     """N requests to the connected workers: already queued (``backlog``), or submitted now (push)."""
@@ -319,6 +334,7 @@ async def dispatch(config: Config, fleet: Fleet, http: Http, db: Database, pace:
     assigned, completed = len(fleet.times), db.completed() - done_before
     return {
         "requests": count, "assigned": assigned, "completed": completed, "complete": all_assigned and all_done,
+        "withdrawn": await tidy(db),
         # Out of time with requests left and none assigned for STALL_S since the last was assigned or
         # submitted: work that was never pushed.
         "stalled": not all_assigned and completed_at - max(assigned_at, submitted) >= STALL_S,
@@ -359,9 +375,10 @@ async def latency(config: Config, fleet: Fleet, http: Http, db: Database, pace: 
             break
         cycles.append(time.perf_counter() - sent)
     fleet.waiting = None
+    elapsed = time.perf_counter() - began
     return {"requests": config.latency_requests, "measured": len(starts), "completed": len(cycles),
-            "complete": len(cycles) == config.latency_requests, "submit_failures": failed,
-            "requests_per_s": rate(len(cycles), time.perf_counter() - began),
+            "complete": len(cycles) == config.latency_requests, "withdrawn": await tidy(db),
+            "submit_failures": failed, "requests_per_s": rate(len(cycles), elapsed),
             "start_ms": latency_summary_ms(starts), "post_rtt_ms": latency_summary_ms(answers),
             "cycle_ms": latency_summary_ms(cycles)}
 

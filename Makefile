@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs
+.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench-outbox: install-dev
 # same run (benchmarks/cqrs.py; --changes N, --batches 1,100, --rounds 3; about four minutes).
 bench-cqrs: install-dev djcqrs-env
 	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
+
+# Work requests pushed to 1, 10 and 50 worker sockets, on SQLite and on PostgreSQL (when 127.0.0.1:5432 answers),
+# against a raw job queue on the same database in the same run (benchmarks/work.py; --quick; under 5 minutes).
+bench-work: install-dev
+	$(BIN)/python -m benchmarks.work $(BENCH_ARGS)
 
 # Debian packages: the index is updated at most once an hour (.ci/run installs two packages in a row).
 APT_STAMP   := /tmp/switchyard-apt-updated

@@ -270,6 +270,9 @@ class WorkerConsumer(FrameConsumer):
     async def _search(self) -> None:
         """Take requests for this worker while it has free slots and there are any."""
         self.search_again = False
+        # Set by each search that ran: a round of offers (fleet.py) skips other connections by the
+        # signature of one that found nothing, never by one left from an earlier search.
+        self.signature = None
         session = sessions.socket_session(self.connected_at)
         while not self.closing and len(self.running) < self.concurrency:
             if self.outbound is not None and not self.outbound.has_room(1, settings.WORK_REQUEST_DATA_MAX_BYTES):

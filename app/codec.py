@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -17,6 +18,8 @@ MAX_DEPTH = 254
 
 
 NUL_REFUSED = "strings may not contain the NUL (0x00) character"
+# Numbers a stored JSON value may hold, in magnitude: what orjson writes as an integer.
+NUMBER_LIMIT = 2**63
 
 
 def nests_too_deeply(text: str, value: Any) -> bool:
@@ -59,8 +62,13 @@ def dumps_bytes(value: Any) -> bytes:
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """``value`` encoded with its object keys sorted: equal for objects equal but for key order."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """``value`` encoded with its object keys sorted: equal for objects equal but for key order.
+    Total: what orjson cannot write (an integer beyond 64 bits, stored before such numbers were
+    refused) is written by the standard library instead."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except EncodeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode()
 
 
 def raw_json(encoded: bytes) -> Any:
@@ -72,7 +80,9 @@ def json_refusal(value: Any, where: str) -> str | None:
     """Why ``value`` (parsed from a frame or a body, so no larger than one) cannot be stored as JSON
     on every backend, naming ``where``; None when it can. PostgreSQL's ``jsonb`` holds no NUL in a
     string or key (``\\u0000`` has no text form there) and no number that is not finite (Python's JSON
-    reader takes ``NaN``; JSON has no such number): refused everywhere, so SQLite answers alike."""
+    reader takes ``NaN``; JSON has no such number), and hands a number as large as 1e20 back as an
+    integer, which orjson cannot write (a frame carrying it could never be sent): refused everywhere,
+    so SQLite answers alike."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -80,6 +90,8 @@ def json_refusal(value: Any, where: str) -> str | None:
             return f"{where}: {NUL_REFUSED}"
         if isinstance(item, float) and not math.isfinite(item):
             return f"{where}: numbers must be finite (JSON has no NaN or Infinity)"
+        if isinstance(item, int | float) and not isinstance(item, bool) and abs(item) >= NUMBER_LIMIT:
+            return f"{where}: numbers must lie within ±2**63 (a larger one cannot be written back as JSON here)"
         if isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

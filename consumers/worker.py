@@ -229,7 +229,11 @@ class WorkerConsumer(FrameConsumer):
         except InvalidTaskData as exc:
             self.refuse(f"{exc}; the request is still running: report it again", raw, request_id)
             return
-        except (reports.NotAssigned, reports.NotRunning) as exc:
+        except reports.NotRunning as exc:
+            self.refuse(str(exc), raw, request_id)
+            if exc.status == Status.RUNNING:
+                return  # still this connection's, as another run than the report named: keep it
+        except reports.NotAssigned as exc:
             self.refuse(f"{exc}; nothing was recorded", raw, request_id)
         except Exception:
             # Whether the completion was recorded is unknown (the database failed before or after
@@ -270,11 +274,12 @@ class WorkerConsumer(FrameConsumer):
     async def _search(self) -> None:
         """Take requests for this worker while it has free slots and there are any."""
         self.search_again = False
-        # Set by each search that ran: a round of offers (fleet.py) skips other connections by the
-        # signature of one that found nothing, never by one left from an earlier search.
         self.signature = None
         session = sessions.socket_session(self.connected_at)
         while not self.closing and len(self.running) < self.concurrency:
+            # Set by each search that ran: a round of offers (fleet.py) skips other connections by
+            # the signature of one that found nothing, never by one left from an earlier search.
+            self.signature = None
             if self.outbound is not None and not self.outbound.has_room(1, settings.WORK_REQUEST_DATA_MAX_BYTES):
                 # A worker this far behind in reading is given nothing it might not read: it either
                 # catches up (the worker check offers again) or overflows and is closed.

@@ -36,6 +36,6 @@ async def worker_check_loop(runtime: BrokerRuntime) -> None:
             else:  # a polling worker that stopped calling, with nothing running: how polling ends
                 logger.info("worker %d (%s) silent: disconnected", worker_id, end.via)
         if fleet.has_idle() and await database_sync_to_async(sessions.work_waiting)():
-            fleet.offer_idle()
+            fleet.offer_idle(every=True)
 
     await every(settings.WORKER_CHECK_INTERVAL_S, step, "worker check", first_wait=True)

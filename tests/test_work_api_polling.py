@@ -4,7 +4,10 @@ metadata; its token is useless on the rest of the API, and anything but a worker
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from app.work.models import Result, Status, Worker, WorkRequest
 from app.work.sessions import close_session, open_session
@@ -228,6 +231,8 @@ def test_next_answers_again_a_request_never_reported_started() -> None:
     _, key = worker_key()
     pk = create(submitter()[1])[1]["id"]
     assert call(NEXT, "POST", key)[1]["id"] == pk  # this answer never reached the worker
+    assert call(NEXT, "POST", key) == (204, None)  # given just now: the worker may be about to report it
+    WorkRequest.objects.filter(pk=pk).update(started_at=timezone.now() - timedelta(seconds=60))
     status, again = call(NEXT, "POST", key)
     assert (status, again["id"], again["redelivered"], again["attempts"]) == (200, pk, True, 1)
     assert report(key, pk, "started")[0] == 200
@@ -242,3 +247,55 @@ def test_get_itself_while_its_socket_is_connected() -> None:
     status, body = call("/worker", key=key)
     assert (status, body["connected_via"]) == (200, "socket")
     assert close_session(on.pk, opened.connected_at) == {}
+
+
+def test_next_with_slots_to_fill_gives_nothing_twice() -> None:
+    """A worker that asks again before reporting, with a free slot, is not given the same request again."""
+    clear_work()
+    _, key = worker_key(concurrency=2)
+    pk = create(submitter()[1])[1]["id"]
+    assert call(NEXT, "POST", key)[1]["id"] == pk
+    WorkRequest.objects.filter(pk=pk).update(started_at=timezone.now() - timedelta(seconds=60))
+    assert call(NEXT, "POST", key) == (204, None)
+
+
+def test_report_of_an_earlier_run_acknowledges_nothing() -> None:
+    """started naming an earlier run (attempt) of a request given to the worker again is a 409."""
+    on, key = worker_key()
+    given = running(on=on)
+    assert return_to_pending(given.pk) is Returned.PENDING
+    assert assign(given.pk, on.pk)
+    assert call(f"/worker/work-requests/{given.pk}/started?attempt=1", "POST", key)[0] == 409
+    assert reload(given).acknowledged_at is None
+    assert call(f"/worker/work-requests/{given.pk}/started?attempt=2", "POST", key)[0] == 200
+    assert reload(given).acknowledged_at is not None
+
+
+def test_numbers_beyond_64_bits_are_422() -> None:
+    """Output with a number PostgreSQL would give back as an integer too large to write is refused."""
+    on, key = worker_key()
+    given = running(on=on)
+    status, body = report(key, given.pk, "completed", {"result": "success", "output_data": {"n": 1e20}})
+    assert status == 422 and "2**63" in body["detail"]
+
+
+def test_next_answers_again_a_request_the_worker_stopped_reporting_on() -> None:
+    """A full worker that reported nothing on a started request for WORKER_LOST_AFTER_S is answered it again."""
+    clear_work()
+    _, key = worker_key()
+    pk = create(submitter()[1])[1]["id"]
+    assert call(NEXT, "POST", key)[1]["id"] == pk
+    assert report(key, pk, "started")[0] == 200
+    assert call(NEXT, "POST", key) == (204, None)  # reported just now: it is at it
+    WorkRequest.objects.filter(pk=pk).update(acknowledged_at=timezone.now() - timedelta(minutes=10))
+    status, again = call(NEXT, "POST", key)
+    assert (status, again["id"], again["redelivered"]) == (200, pk, True)
+
+
+def test_disabling_a_polling_worker_returns_its_request_at_once() -> None:
+    """A polling worker disabled mid-request has its request back in pending at once (no socket to close)."""
+    on, key = worker_key()
+    assert call("/worker", key=key)[0] == 200
+    given = running(on=on)
+    set_enabled(Worker.objects.select_related("token").get(pk=on.pk), False)
+    assert (reload(given).status, Worker.objects.get(pk=on.pk).connected_at) == (Status.PENDING, None)

@@ -73,6 +73,14 @@ def test_nul_in_task_data_is_422_on_every_backend() -> None:
     assert not WorkRequest.objects.filter(created_by=user).exists()
 
 
+def test_requirement_beyond_64_bits_is_422() -> None:
+    """A number no search could sign once PostgreSQL gives it back (1e20 as an integer) is refused in requires."""
+    user, key = submitter()
+    status, body = create(key, "noop", task_data={"requires": {"mem": 1e20}})
+    assert status == 422 and "2**63" in body["detail"]
+    assert not WorkRequest.objects.filter(created_by=user).exists()
+
+
 def test_positive_priority_needs_the_priorities_permission() -> None:
     """Jumping the queue (priority_base above 0) needs manage_workrequest_priorities; lowering one's own does not."""
     status, body = create(submitter()[1], priority_base=5)

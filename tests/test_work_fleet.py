@@ -258,3 +258,32 @@ async def test_success_without_dependents_not_told(listener: Listener) -> None:
     assert complete(alone.pk, "success")
     await settled()
     assert listener.told == []
+
+
+async def test_worker_check_round_asks_every_idle_connection() -> None:
+    """The worker check's round asks even a connection whose (perhaps stale) signature found nothing."""
+    fleet = Fleet(Backplane())
+    links = [Link(1, signature="kind-a"), Link(2, signature="kind-a")]
+    for link in links:
+        fleet.add(link)
+    fleet.offer_idle(every=True)
+    while asked := [link for link in links if link.waiting]:
+        asked[0].searched(found=False)
+    assert [link.offers for link in links] == [1, 1]
+
+
+async def test_worker_check_round_replaces_a_round_that_never_heard_back() -> None:
+    """A round waiting for ever on one connection is replaced by the worker check's, which asks the others."""
+    fleet = Fleet(Backplane())
+    stuck, other = Link(1), Link(2)
+    fleet.add(stuck)
+    fleet.add(other)
+    fleet.offer_idle()
+    first, second = (stuck, other) if stuck.offers else (other, stuck)
+    first.waiting.clear()  # its answer never comes
+    fleet.offer_idle()  # a notice: it only waits for the stuck round
+    assert second.offers == 0
+    fleet.offer_idle(every=True)
+    while asked := [link for link in (first, second) if link.waiting]:
+        asked[0].searched(found=False)
+    assert (first.offers, second.offers) == (2, 1)

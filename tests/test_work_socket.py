@@ -261,3 +261,17 @@ async def test_completing_a_request_aborted_meanwhile_is_refused(push_server: Se
     error = await recv_json(ws)
     assert (error["type"], error["work_request_id"]) == ("error", request.pk) and "aborted" in error["error"]
     assert (reload(request).status, reload(request).result) == (Status.ABORTED, "")
+
+
+async def test_completion_naming_another_run_keeps_the_request(push_server: ServerProcess) -> None:
+    """A completed naming a wrong attempt is refused and the connection still completes its own run afterwards."""
+    request = pending()
+    ws = await open_worker_socket(push_server, register_worker(unique("w"))[1])
+    await send_json(ws, {"type": "metadata", "metadata": {}})
+    assert (await recv_json(ws))["work_request"]["id"] == request.pk
+    await send_json(ws, {"type": "completed", "work_request_id": request.pk, "result": "success", "attempt": 7})
+    error = await recv_json(ws)
+    assert (error["type"], error["work_request_id"]) == ("error", request.pk) and "run 7" in error["error"]
+    assert reload(request).status == Status.RUNNING
+    await send_json(ws, {"type": "completed", "work_request_id": request.pk, "result": "success"})
+    await until(lambda: reload(request).status == Status.COMPLETED, "the completion of its own run")

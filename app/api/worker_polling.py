@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Body, Field, Router, Schema
+from ninja import Body, Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 from ninja.errors import HttpError
 
@@ -60,6 +60,11 @@ class AssignmentOut(Schema):
         False, description="given to this worker before and never reported started: the answer that gave it may "
                            "have been lost; a worker that has it already goes on with it",
     )
+
+
+# ``?attempt=``: the run a report is about (the assignment's ``attempts``): a report of an earlier run of
+# a request given to this worker again is then a 409 and acknowledges nothing.
+RunParam = Annotated[int | None, Query(None, ge=1, description="the run reported on: the assignment's attempts")]
 
 
 class ProgressIn(Schema):
@@ -101,8 +106,8 @@ def _reported(report: Callable[[], WorkRequest]) -> WorkRequest:
         raise HttpError(409, str(exc)) from None
 
 
-def _acknowledged(worker: Worker, pk: int) -> WorkRequest:
-    return _reported(lambda: reports.acknowledge(worker.pk, pk))
+def _acknowledged(worker: Worker, pk: int, attempt: int | None) -> WorkRequest:
+    return _reported(lambda: reports.acknowledge(worker.pk, pk, attempt))
 
 
 def _me(worker: Worker) -> WorkerOut:
@@ -113,7 +118,7 @@ def _next(worker: Worker) -> AssignmentOut | None:
     given = next_request_for(worker.pk, session=reports.HTTP_SESSION)
     if given is not None:
         return assignment_out(given)
-    again = reports.unacknowledged(worker.pk)
+    again = reports.unanswered(worker.pk)
     return assignment_out(again, redelivered=True) if again is not None else None
 
 
@@ -188,18 +193,18 @@ async def next_work_request(request: HttpRequest) -> HttpStatus[AssignmentOut | 
 
 @router.post("/worker/work-requests/{pk}/started", response={200: AssignmentOut, **STARTED_DOCS[0]},
              openapi_extra=STARTED_DOCS[1], summary="Report that this worker began a request it was given")
-async def report_started(request: HttpRequest, pk: int) -> AssignmentOut:
-    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk)
+async def report_started(request: HttpRequest, pk: int, attempt: RunParam = None) -> AssignmentOut:
+    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk, attempt)
     return assignment_out(found)
 
 
 @router.post("/worker/work-requests/{pk}/progress", response={200: AssignmentOut, **PROGRESS_DOCS[0]},
              openapi_extra=PROGRESS_DOCS[1],
              summary="Report progress on a running request (also what keeps a busy worker present)")
-async def report_progress(request: HttpRequest, pk: int, body: ProgressIn) -> AssignmentOut:
+async def report_progress(request: HttpRequest, pk: int, body: ProgressIn, attempt: RunParam = None) -> AssignmentOut:
     # Not kept (no column holds it): the call is the worker's sign of life while it works, and its
     # answer whether to go on (a 409 once the request was aborted). The body is validated all the same.
-    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk)
+    found: WorkRequest = await sync_to_async(_acknowledged)(request_worker(request), pk, attempt)
     return assignment_out(found)
 
 

@@ -13,6 +13,7 @@ costs one search, the connection folds them).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Protocol
 
 from app.work.sessions import Believed, Verdict
 from app.work.workers import is_lost
+
+logger = logging.getLogger(__name__)
 
 
 class Link(Protocol):
@@ -36,7 +39,7 @@ class Link(Protocol):
     signature: str | None
 
     def idle(self) -> bool:
-        """Whether it may take more work now (ready, with a free slot, not searching already)."""
+        """Whether it may take more work now (ready, with a free slot; searching counts as idle)."""
         ...
 
     def offer(self, done: Searched | None = None) -> bool:
@@ -77,8 +80,13 @@ class Round:
     """Idle connections offered work one after another (``Fleet.offer_idle``)."""
 
     waiting: deque[Link]
+    # Whether a connection is spared for the signature of one that found nothing (not in the worker
+    # check's rounds: a connection's signature may be stale, an admin having changed its metadata).
+    skipping: bool = True
     # Signatures whose search found nothing this round: their other connections are not asked.
     dry: set[str] = field(default_factory=set)
+    # The connection whose search the round waits for.
+    asked: Link | None = None
     # A notice came during the round: another round follows it.
     again: bool = False
 
@@ -117,17 +125,21 @@ class Fleet:
     def has_idle(self) -> bool:
         return any(link.idle() for link in self.links())
 
-    def offer_idle(self) -> None:
+    def offer_idle(self, *, every: bool = False) -> None:
         """Every idle connection looks for work, one after another rather than all at once: a
         connection whose worker has the metadata of one that just found nothing is not asked in this
         round (it would find nothing either), so one new request and fifty idle workers of one kind cost
         a search or two, not fifty. Searches run one at a time on the database thread anyway, so taking
-        turns costs a bulk submission no throughput. A notice during a round starts another after it."""
+        turns costs a bulk submission no throughput. A notice during a round starts another after it.
+
+        ``every`` (the worker check's): ask every idle connection, and start afresh even if a round
+        is under way, so a stale signature or a round that never heard back delays work at most one
+        WORKER_CHECK_INTERVAL_S."""
         self._offer_due = False
-        if self._round is not None:
+        if self._round is not None and not every:
             self._round.again = True
             return
-        self._round = Round(deque(link for link in self.links() if link.idle()))
+        self._round = Round(deque(link for link in self.links() if link.idle()), skipping=not every)
         self._next_offer()
 
     def _next_offer(self) -> None:
@@ -135,19 +147,25 @@ class Fleet:
         assert current is not None
         while current.waiting:
             link = current.waiting.popleft()
-            if not link.idle() or (link.signature is not None and link.signature in current.dry):
+            if not link.idle() or (current.skipping and link.signature is not None and link.signature in current.dry):
                 continue
-            if link.offer(self._searched):
-                return
+            current.asked = link
+            try:
+                if link.offer(self._searched):
+                    return
+            except Exception:  # one connection's failure must not end offers to the others
+                logger.exception("offering work to %r failed", link)
         self._round = None
         if current.again:
             self.offer_idle()
 
     def _searched(self, link: Link, found: bool) -> None:
-        if self._round is None:
-            return
+        current = self._round
+        if current is None or current.asked is not link:
+            return  # a round the worker check replaced
+        current.asked = None
         if not found and link.signature is not None:
-            self._round.dry.add(link.signature)
+            current.dry.add(link.signature)
         self._next_offer()
 
     def silent(self, now: datetime, lost_after_s: float) -> list[Link]:

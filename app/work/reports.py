@@ -18,10 +18,11 @@ HTTP would run where its socket session does not know of it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import DateTimeField, F, Value
+from django.conf import settings
+from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -42,6 +43,9 @@ class NotRunning(ValueError):
 
 
 HTTP_SESSION = Session(Via.HTTP)
+# How long a polling worker may take to report a request it was given, as a part of
+# WORKER_LOST_AFTER_S (its heartbeat interval, app/work/sessions.py).
+REPORT_FRACTION = 0.25
 
 
 def mark_polled(worker_id: int, now: datetime | None = None) -> bool:
@@ -66,24 +70,47 @@ def own_running(worker_id: int, request_id: int) -> WorkRequest:
     return request
 
 
-def acknowledge(worker_id: int, request_id: int, now: datetime | None = None) -> WorkRequest:
-    """The worker says it has ``request_id`` (``started``, ``progress``); NotAssigned or NotRunning
-    otherwise. Acknowledged, it is no longer answered again by ``unacknowledged``."""
+def acknowledge(
+    worker_id: int, request_id: int, attempt: int | None = None, now: datetime | None = None
+) -> WorkRequest:
+    """The worker says it has ``request_id`` and is at it (``started``, ``progress``), its run
+    ``attempt`` when it says which; NotAssigned or NotRunning otherwise. Noted in ``acknowledged_at``
+    (the last such report), which keeps ``unanswered`` from answering the request again."""
     request = own_running(worker_id, request_id)
-    if request.acknowledged_at is None:
-        request.acknowledged_at = now or timezone.now()
-        WorkRequest.objects.filter(pk=request_id, worker_id=worker_id, status=Status.RUNNING,
-                                   acknowledged_at=None).update(acknowledged_at=request.acknowledged_at)
+    if attempt is not None and attempt != request.attempts:
+        raise NotRunning(other_run(request_id, attempt, request.attempts), Status.RUNNING)
+    request.acknowledged_at = now or timezone.now()
+    WorkRequest.objects.filter(
+        pk=request_id, worker_id=worker_id, status=Status.RUNNING, attempts=request.attempts
+    ).update(acknowledged_at=request.acknowledged_at)
     return request
 
 
-def unacknowledged(worker_id: int) -> WorkRequest | None:
-    """The oldest request given to ``worker_id`` that it never said it has: the answer that gave it
-    may have been lost on the way (a client timeout, a dropped connection), and a polling worker
-    that keeps calling would otherwise never learn of it, nor be taken for lost, so the request
-    would stay running with nobody at it. ``next`` answers it again when it has nothing new."""
-    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING, acknowledged_at__isnull=True)
-    return running.order_by("started_at", "pk").first()
+def unanswered(worker_id: int, now: datetime | None = None) -> WorkRequest | None:
+    """A request ``worker_id`` runs and seems to have lost track of, when it asks for work with no
+    free slot left (a worker that knows what it runs asks only with a slot to fill): the oldest of
+    those it never reported on for a quarter of WORKER_LOST_AFTER_S since it was given (the answer
+    that gave it was lost on the way: a client timeout, a dropped connection), or not for a whole
+    WORKER_LOST_AFTER_S since its last ``started`` / ``progress`` (the worker restarted, or gave up on
+    it). A polling worker that keeps calling is never taken for lost, so such a request would stay
+    running with nobody at it. None when there is none."""
+    worker = Worker.objects.filter(pk=worker_id).values_list("concurrency", flat=True).first()
+    running = WorkRequest.objects.filter(worker_id=worker_id, status=Status.RUNNING)
+    if worker is None or running.count() < worker:
+        return None
+    now = now or timezone.now()
+    lost_after = timedelta(seconds=settings.WORKER_LOST_AFTER_S)
+    forgotten = running.filter(
+        Q(acknowledged_at__isnull=True, started_at__lte=now - lost_after * REPORT_FRACTION)
+        | Q(acknowledged_at__lte=now - lost_after)
+    )
+    return forgotten.order_by(Coalesce("acknowledged_at", "started_at"), "pk").first()
+
+
+def other_run(request_id: int, attempt: int | None, current: int) -> str:
+    named = f"run {attempt}" if attempt is not None else "an earlier run"
+    return (f"work request {request_id}: this report is about {named}, but it runs on this worker as run {current} "
+            "now (given back and to this worker again meanwhile, or a wrong attempt): nothing recorded")
 
 
 def complete_own(
@@ -94,12 +121,10 @@ def complete_own(
     cannot be stored."""
     if transitions.complete(request_id, result, output_data, worker_id=worker_id, attempt=attempt):
         return WorkRequest.objects.get(pk=request_id)
-    own_running(worker_id, request_id)
-    # Running on this worker again a moment after the UPDATE missed it: given back to pending and to
-    # this worker again in between, a run this report was not about.
-    raise NotRunning(
-        f"work request {request_id} was given to this worker again meanwhile: report on its new run", Status.RUNNING
-    )
+    request = own_running(worker_id, request_id)
+    # Running on this worker, but not as the run this report names: given back to pending and to this
+    # worker again in between, or a wrong attempt.
+    raise NotRunning(other_run(request_id, attempt, request.attempts), Status.RUNNING)
 
 
 def state_of(request: WorkRequest) -> str:

@@ -90,6 +90,13 @@ def set_enabled(worker: Worker, enabled: bool) -> None:
     token: Token = worker.token
     token.enabled = enabled
     token.save(update_fields=["enabled"])
+    if not enabled:
+        # A socket session ends when the revocation closes its socket; polling has no socket to
+        # close, so its session ends here and what it ran goes back to pending at once.
+        polling = Worker.objects.filter(pk=worker.pk, connected_via=Via.HTTP, connected_at__isnull=False)
+        connected_at = polling.values_list("connected_at", flat=True).first()
+        if connected_at is not None:
+            disconnect_and_release(worker.pk, connected_at)
 
 
 def mark_connected(worker_id: int, now: datetime | None = None) -> None:

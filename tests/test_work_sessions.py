@@ -118,7 +118,7 @@ def test_completion_of_an_earlier_run_records_nothing() -> None:
     request = running(on=registered, task_data={"requires": {"tag": tag}})
     assert return_to_pending(request.pk) is Returned.PENDING
     assert next_request_for(registered.pk) is not None
-    with pytest.raises(NotRunning, match="given to this worker again"):
+    with pytest.raises(NotRunning, match="runs on this worker as run 2"):
         complete_own(registered.pk, request.pk, "success", None, attempt=1)
     assert (reload(request).status, reload(request).attempts) == (Status.RUNNING, 2)
 

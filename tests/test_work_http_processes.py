@@ -5,8 +5,6 @@ workers (tests/work_poller.py) run requests exactly once, a killed one's elsewhe
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,26 +13,11 @@ from app.work.models import Result, Status, Worker, WorkRequest
 from app.work.workers import register_worker
 from tests.api_client import call
 from tests.protocol import key_with, unique
-from tests.servers import ServerProcess, start_server
-from tests.work import clear_work
-from tests.worker_processes import WorkerProcess, counts, stop_all, until
+from tests.servers import ServerProcess
+from tests.worker_processes import LOST_AFTER_S, WorkerProcess, checking_server, counts, fleet_cleared, until
 
-LOST_AFTER_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def checking_server() -> Iterator[ServerProcess]:
-    proc = start_server(os.environ["DATABASE_URL"], WORKER_CHECK_INTERVAL_S="0.2",
-                        WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fleet() -> Iterator[None]:
-    clear_work()
-    yield
-    stop_all()
+__all__ = ["checking_server", "fleet_cleared"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("fleet_cleared")
 
 
 @pytest.fixture

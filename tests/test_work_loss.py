@@ -5,9 +5,6 @@ good by reconciling with the database."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 from django.utils import timezone
 
@@ -15,26 +12,12 @@ from app.work.models import Result, Status, Worker
 from app.work.transitions import abort
 from app.work.workers import register_worker
 from tests.protocol import unique
-from tests.servers import ServerProcess, start_server
-from tests.work import clear_work, pending, reload
-from tests.worker_processes import WorkerProcess, stop_all, until
+from tests.servers import ServerProcess
+from tests.work import pending, reload
+from tests.worker_processes import LOST_AFTER_S, WorkerProcess, checking_server, fleet_cleared, until
 
-LOST_AFTER_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def checking_server() -> Iterator[ServerProcess]:
-    proc = start_server(os.environ["DATABASE_URL"], WORKER_CHECK_INTERVAL_S="0.2",
-                        WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fleet() -> Iterator[None]:
-    clear_work()
-    yield
-    stop_all()
+__all__ = ["checking_server", "fleet_cleared"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("fleet_cleared")
 
 
 async def test_silent_worker_is_lost_and_its_request_runs_elsewhere(checking_server: ServerProcess) -> None:

@@ -12,10 +12,13 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.servers import ROOT, ServerProcess
+import pytest
+
+from tests.servers import ROOT, ServerProcess, start_server
+from tests.work import clear_work
 
 SCRIPT = ROOT / "tests" / "work_worker.py"
 POLLER = ROOT / "tests" / "work_poller.py"
@@ -97,3 +100,24 @@ def stop_all() -> None:
 def counts(workers: list[WorkerProcess], kind: str) -> Counter[int]:
     """How many times each request id was reported as ``kind`` across ``workers``."""
     return Counter(request_id for worker in workers for request_id in worker.ids(kind))
+
+
+# The lost-worker rules at test speed: a checking server notices a silent worker in about two seconds.
+LOST_AFTER_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def checking_server() -> Iterator[ServerProcess]:
+    """A server of the session database with the worker check on (every 0.2 s) and LOST_AFTER_S."""
+    proc = start_server(os.environ["DATABASE_URL"], WORKER_CHECK_INTERVAL_S="0.2",
+                        WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def fleet_cleared() -> Iterator[None]:
+    """No work left from other tests before; no worker process left running after."""
+    clear_work()
+    yield
+    stop_all()

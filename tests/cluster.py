@@ -7,11 +7,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.protocol import unique
 from tests.servers import ROOT, ServerProcess, migrated_database_url, server_env, start_server
+from tests.services import require_postgres, require_redis
 
 
 @dataclass
@@ -58,6 +61,18 @@ class Cluster:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+@contextmanager
+def pg_redis_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
+    """A cluster on PostgreSQL + Redis (skipped, or failed under CI=true, when either is absent),
+    stopped on leaving."""
+    require_postgres()
+    cluster = start_cluster(tmp, require_redis(), **env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def start_cluster(tmp: Path, redis_url: str, size: int = 2, **env: str) -> Cluster:

@@ -11,27 +11,18 @@ import pytest
 
 from tests.api_client import call
 from tests.browser import Browser
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, pg_redis_cluster
 from tests.protocol import STAFF_PASSWORD, unique
-from tests.services import require_postgres, require_redis
-from tests.worker_processes import WorkerProcess, counts, stop_all, until
+from tests.worker_processes import WorkerProcess, counts, until, workers_stopped
 
-pytestmark = pytest.mark.pinned_backend
+__all__ = ["workers_stopped"]  # a fixture, used by name
+pytestmark = [pytest.mark.pinned_backend, pytest.mark.usefixtures("workers_stopped")]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_postgres()
-    redis_url = require_redis()
-    cluster = start_cluster(tmp_path_factory.mktemp("work-cluster"), redis_url, WORKER_CHECK_INTERVAL_S="0")
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fleet() -> Iterator[None]:
-    yield
-    stop_all()
+    with pg_redis_cluster(tmp_path_factory.mktemp("work-cluster"), WORKER_CHECK_INTERVAL_S="0") as cluster:
+        yield cluster
 
 
 async def test_work_made_runnable_on_one_process_reaches_worker_on_the_other(cluster: Cluster) -> None:

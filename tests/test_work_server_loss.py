@@ -10,30 +10,21 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api_client import call
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, pg_redis_cluster
 from tests.protocol import unique
-from tests.services import require_postgres, require_redis
-from tests.worker_processes import WorkerProcess, stop_all, until
+from tests.worker_processes import WorkerProcess, until, workers_stopped
 
-pytestmark = pytest.mark.pinned_backend
+__all__ = ["workers_stopped"]  # a fixture, used by name
+pytestmark = [pytest.mark.pinned_backend, pytest.mark.usefixtures("workers_stopped")]
 
 LOST_AFTER_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def checking_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_postgres()
-    redis_url = require_redis()
-    cluster = start_cluster(tmp_path_factory.mktemp("work-server-loss"), redis_url, WORKER_CHECK_INTERVAL_S="0.2",
-                            WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fleet() -> Iterator[None]:
-    yield
-    stop_all()
+    with pg_redis_cluster(tmp_path_factory.mktemp("work-server-loss"), WORKER_CHECK_INTERVAL_S="0.2",
+                          WORKER_LOST_AFTER_S=str(LOST_AFTER_S)) as cluster:
+        yield cluster
 
 
 async def test_request_of_a_killed_server_runs_on_a_worker_of_the_other(checking_cluster: Cluster) -> None:

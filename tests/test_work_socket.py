@@ -19,8 +19,8 @@ from app.work.workers import register_worker, set_enabled
 from tests.browser import Browser
 from tests.protocol import auth, connect, make_user, recv_json, send_json, set_password, unique
 from tests.servers import ServerProcess, start_server
-from tests.work import clear_work, pending, reload, running
-from tests.worker_processes import WorkerProcess, counts, stop_all, until
+from tests.work import pending, reload, running
+from tests.worker_processes import WorkerProcess, counts, fleet_cleared, until
 
 LOST_AFTER_S = "10"
 ADMIN_REQUESTS = "/admin/work/workrequest/"
@@ -33,11 +33,8 @@ def push_server() -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(autouse=True)
-def _fleet() -> Iterator[None]:
-    clear_work()
-    yield
-    stop_all()
+__all__ = ["fleet_cleared"]  # a fixture, used by name
+pytestmark = pytest.mark.usefixtures("fleet_cleared")
 
 
 def start_worker(server: ServerProcess, metadata: dict[str, Any] | None = None, **options: Any) -> WorkerProcess:

@@ -116,6 +116,13 @@ def checking_server() -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+def workers_stopped() -> Iterator[None]:
+    """No worker process left running after the test."""
+    yield
+    stop_all()
+
+
+@pytest.fixture
 def fleet_cleared() -> Iterator[None]:
     """No work left from other tests before; no worker process left running after."""
     clear_work()

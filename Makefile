@@ -49,7 +49,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy app consumers relays settings
+	$(BIN)/mypy app consumers relays settings client/switchyard_client
 
 # Switchyard against a raw websockets relay, same run (benchmarks/run.py; --quick, --only W1,W3).
 # Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.

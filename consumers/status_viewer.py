@@ -16,7 +16,7 @@ from app.availability.services import TopicStatus, statuses
 from app.broker.hub import ANY_TOPIC
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
-from consumers.frames import StatusFrame, StatusGoneFrame, StatusSyncedFrame
+from consumers.frames import StatusGoneFrame, StatusSyncedFrame, status_frame
 
 RELOOK_DELAY_S = 0.2
 # Topics one status socket may ask for (each is watched for rights changes).
@@ -99,6 +99,6 @@ class StatusViewerConsumer(FrameConsumer):
         with_api = self.apis_sent.news(status)
         shown, text = StatusViewerConsumer._encoded[with_api]
         if shown is not status:
-            text = codec.dump_model(StatusFrame.of(status, with_api))
+            text = codec.dump_model(status_frame(status, with_api))
             StatusViewerConsumer._encoded[with_api] = (status, text)
         self.push(text)

@@ -1,0 +1,23 @@
+"""Switchyard's asyncio client: producers, consumers and readers on Pulsar's websocket API, DASF
+request / reply, topic status, and outbox events."""
+
+from switchyard_client.client import Client
+from switchyard_client.consumer import Consumer, Reader
+from switchyard_client.errors import (
+    ClientClosed,
+    ConnectionRefused,
+    HTTPError,
+    RequestError,
+    RequestTimeout,
+    SendError,
+    SendTimeout,
+    ServerError,
+    SwitchyardError,
+)
+from switchyard_client.message import Message
+from switchyard_client.producer import Outgoing, Producer
+
+__all__ = [
+    "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
+    "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
+]

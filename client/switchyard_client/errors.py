@@ -1,0 +1,69 @@
+"""What the client raises. Every error is a ``SwitchyardError``; timeouts are also ``TimeoutError``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SwitchyardError(Exception):
+    """Base of every error this package raises."""
+
+
+class ConnectionRefused(SwitchyardError):
+    """The server refused a socket for good: a handshake answered with an HTTP status that trying again
+    will not change (400, 401, 403, 404), or a DASF-path close with 4403 / 4404."""
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(f"{url}: refused ({status}) {reason}".rstrip())
+        self.url = url
+        self.status = status
+        self.reason = reason
+
+
+class SendError(SwitchyardError):
+    """The broker refused a message: its ack's ``result`` was not ``ok`` (e.g. ``send-error:3``)."""
+
+    def __init__(self, result: str, message: str | None = None, message_id: str | None = None) -> None:
+        super().__init__(f"{result}: {message}" if message else result)
+        self.result = result
+        self.message = message
+        self.message_id = message_id
+
+
+class ServerError(SwitchyardError):
+    """The broker sent an error frame on a consumer or reader socket (e.g. an ack of an unknown id)."""
+
+    def __init__(self, result: str, message: str) -> None:
+        super().__init__(f"{result}: {message}")
+        self.result = result
+        self.message = message
+
+
+class RequestError(SwitchyardError):
+    """A DASF backend module answered a request with ``status: error``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class HTTPError(SwitchyardError):
+    """An HTTP API call answered with an error status."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.body = body
+
+
+class ClientClosed(SwitchyardError):
+    """The client, producer or consumer was closed while the call waited."""
+
+
+class SendTimeout(SwitchyardError, TimeoutError):
+    """No ack came within the send's timeout (the message may still have been stored)."""
+
+
+class RequestTimeout(SwitchyardError, TimeoutError):
+    """No response to a DASF request came within its timeout."""

@@ -3,6 +3,7 @@ and its three dependencies imports it without Django, runs its command line, and
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.protocol import make_topic
-from tests.servers import ROOT, ServerProcess
+from tests.servers import ROOT, ServerProcess, manage
 
 pytestmark = pytest.mark.database_agnostic
 
@@ -71,3 +72,18 @@ def test_the_installed_client_talks_to_a_server(fresh_python: Path, server: Serv
     """)
     done = subprocess.run([str(fresh_python), "-c", script], capture_output=True, text=True, timeout=60, cwd="/")
     assert (done.returncode, done.stdout.strip()) == (0, "hello"), done.stderr
+
+
+def test_the_client_readme_example_runs(fresh_python: Path, server: ServerProcess) -> None:
+    """The client README's example, with its topic made as the README says, prints what it sent."""
+    from app.broker.models import Topic
+
+    readme = (ROOT / "client" / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", readme, re.S)
+    command = re.search(r"`manage\.py (dasf_topic [^`]+)`", readme)
+    assert example is not None and command is not None
+    if not Topic.objects.filter(slug="sensors").exists():
+        manage(server.database_url, *command.group(1).split())
+    code = example.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+    done = subprocess.run([str(fresh_python), "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert (done.returncode, done.stdout.strip()) == (0, "True 21.5 {'unit': 'C'}"), done.stderr

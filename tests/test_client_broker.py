@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from switchyard_client import Client, ConnectionRefused, Outgoing, SendError
+from switchyard_client import Client, ConnectionRefused, Consumer, Outgoing, SendError, ServerError
 from tests.protocol import make_topic, unique
 from tests.servers import ServerProcess
 
@@ -196,3 +196,37 @@ async def test_async_for_ends_when_the_consumer_closes(server: ServerProcess, to
             await message.ack()
             await consumer.close()
         assert seen == [b"one"]
+
+
+async def test_unsubscribe_deletes_the_subscription(server: ServerProcess, topic: str) -> None:
+    """unsubscribe deletes the subscription's cursor and closes the consumer."""
+    from app.pulsar.models import Subscription
+
+    async with Client(server.http) as client:
+        consumer = client.subscribe(topic, "gone")
+        await consumer.start()
+        assert Subscription.objects.filter(topic__slug=topic, name="gone").exists()
+        await consumer.unsubscribe()
+        assert consumer.closed
+    assert not Subscription.objects.filter(topic__slug=topic, name="gone").exists()
+
+
+async def test_unsubscribe_with_another_consumer_attached_is_refused(server: ServerProcess, topic: str) -> None:
+    """While another consumer is attached, unsubscribe raises ServerError and the consumer keeps working."""
+    async with Client(server.http) as client:
+        first, second = (client.subscribe(topic, "both", type="shared") for _ in range(2))
+        await first.start()
+        await second.start()
+        with pytest.raises(ServerError):
+            await first.unsubscribe()
+        await (await client.producer(topic)).send(b"still here")
+        got = await asyncio.wait_for(_first_of(first, second), TIMEOUT_S)
+        assert got == b"still here"
+
+
+async def _first_of(*consumers: Consumer) -> bytes:
+    tasks = [asyncio.create_task(c.receive()) for c in consumers]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return next(iter(done)).result().data

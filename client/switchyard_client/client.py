@@ -18,6 +18,9 @@ from switchyard_client.status import StatusWatch
 
 
 class _Closeable(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -51,6 +54,8 @@ class Client:
                 await self._open.pop().close()
 
     def _owned(self, thing: Any) -> Any:
+        # Sockets closed by their owner are dropped here, so a long-lived client does not keep them.
+        self._open = [other for other in self._open if not other.closed]
         self._open.append(thing)
         return thing
 

@@ -9,6 +9,7 @@ handed over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from switchyard_client import codec
 from switchyard_client.acks import ACKED_MEMORY, Ledger, OnAck, OnDelivery
 from switchyard_client.errors import ClientClosed, ConnectionRefused, ServerError
-from switchyard_client.frames import ConsumerAck, MessageIdFrame, PermitFrame
+from switchyard_client.frames import ConsumerAck, ControlFrame, MessageIdFrame, PermitFrame
 from switchyard_client.link import Dialer, Link
 from switchyard_client.message import Message
 
@@ -36,14 +37,15 @@ class _Stream:
     def __init__(self, dialer: Dialer, topic: str) -> None:
         self.topic = topic
         self._dialer = dialer
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        # Messages, then None once the link ended.
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._link: Link | None = None
         self._closed = False
         self.errors: list[ServerError] = []
 
     def _new_link(self, url: str, url_for_reconnect: Callable[[], str] | None = None) -> Link:
         return self._dialer.link(url, on_open=self._opened, on_frame=self._frame, on_lost=self._lost,
-                                 url_for_reconnect=url_for_reconnect)
+                                 on_end=lambda: self._queue.put_nowait(None), url_for_reconnect=url_for_reconnect)
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -62,41 +64,37 @@ class _Stream:
         the stream ended for good (refused), ``ClientClosed`` once closed."""
         if self._link is None:
             await self.start()
-        assert self._link is not None
         if self._queue.empty():
             await self._wanting()
-            if self._link.ended:
-                raise self._link.failure or ClientClosed(self.topic)
-            getter = asyncio.ensure_future(self._queue.get())
-            ended = asyncio.ensure_future(self._ended())
-            try:
-                done, _ = await asyncio.wait({getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ended.cancel()
-                if not getter.done():
-                    getter.cancel()
-            if getter in done:
-                message = getter.result()
-                await self._taken(message)
-                return message
-            if not done:
-                raise TimeoutError(f"{self.topic}: no message within {timeout} s")
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
+        except TimeoutError:
+            raise TimeoutError(f"{self.topic}: no message within {timeout} s") from None
+        if item is None:
             return await self._after_end()
-        message = self._queue.get_nowait()
-        await self._taken(message)
-        return message
-
-    async def _ended(self) -> None:
-        assert self._link is not None
-        await self._link.wait_ended()
+        await self._taken(item)
+        return item
 
     async def _after_end(self) -> Message:
+        """The link ended (its ``None`` was taken from the queue)."""
         assert self._link is not None
+        self._queue.put_nowait(None)  # every later receive ends alike
         raise self._link.failure or ClientClosed(self.topic)
+
+    @property
+    def closed(self) -> bool:
+        """Closed by its owner (a stream refused for good stays until then: a reader may start again)."""
+        return self._closed
 
     async def close(self) -> None:
         self._closed = True
-        if self._link is not None:
+        # What was queued can no longer be acked: the next connection's consumer gets it again.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if self._link is None:
+            self._queue.put_nowait(None)
+        else:
             await self._link.close()
 
     async def __aenter__(self) -> _Stream:
@@ -167,21 +165,26 @@ class Consumer(_Stream):
         if self._ledger.nacked(message.id):
             await self._send(MessageIdFrame(type="negativeAcknowledge", messageId=message.id))
 
-    async def unsubscribe(self) -> None:
-        """Delete the subscription (its cursor) and close. The broker refuses while other consumers are
-        attached to it (an error frame, in ``errors``)."""
+    async def unsubscribe(self, timeout: float = 10.0) -> None:
+        """Delete the subscription (its cursor) and close. Raises ``ServerError`` when the broker refuses
+        (another consumer is attached to it) and the consumer stays open."""
         await self.start()
-        await self._send_raw({"type": "unsubscribe"})
         assert self._link is not None
-        try:
-            await asyncio.wait_for(self._link.wait_ended(), 10)
-        except TimeoutError:
-            pass
+        refused = len(self.errors)
+        # The broker closes the socket once the subscription is gone: that close is the answer.
+        self._link.last_connection()
+        await self._send(ControlFrame(type="unsubscribe"))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._link.ended:
+            if len(self.errors) > refused:
+                self._link.last_connection(False)
+                raise self.errors[-1]
+            if asyncio.get_running_loop().time() > deadline:
+                self._link.last_connection(False)
+                raise TimeoutError(f"{self.topic}: no answer to unsubscribe within {timeout} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._link.wait_ended(), 0.05)
         await self.close()
-
-    async def _send_raw(self, frame: dict[str, Any]) -> None:
-        assert self._link is not None
-        await self._link.send(codec.dumps(frame))
 
     async def _wanting(self) -> None:
         if self._pull and self._permitted == 0 and self._link is not None and self._link.connected:
@@ -238,7 +241,7 @@ class Reader(_Stream):
             self._link = None
             await self.start()
             return await self.receive()
-        raise failure or ClientClosed(self.topic)
+        return await super()._after_end()
 
     async def _taken(self, message: Message) -> None:
         self._last = message.id

@@ -44,8 +44,9 @@ class Dialer:
     backoff_maximum_s: float = 10.0
 
     def link(self, url: str, *, on_open: Callable[[], Awaitable[None]], on_frame: Callable[[Any], Awaitable[None]],
-             on_lost: Callable[[], None] = lambda: None, url_for_reconnect: Callable[[], str] | None = None) -> Link:
-        return Link(url, self.headers, on_open=on_open, on_frame=on_frame, on_lost=on_lost,
+             on_lost: Callable[[], None] = lambda: None, on_end: Callable[[], None] = lambda: None,
+             url_for_reconnect: Callable[[], str] | None = None) -> Link:
+        return Link(url, self.headers, on_open=on_open, on_frame=on_frame, on_lost=on_lost, on_end=on_end,
                     backoff=Backoff(self.backoff_initial_s, self.backoff_maximum_s),
                     max_frame_bytes=self.max_frame_bytes, url_for_reconnect=url_for_reconnect)
 
@@ -53,7 +54,8 @@ class Dialer:
 class Link:
     """Connects to ``url`` and keeps reconnecting until closed or refused for good. ``on_open`` runs on
     every new connection before ``send`` may use it (the owner re-sends or re-asks what the lost one
-    left unanswered); ``on_frame`` gets each parsed frame; ``on_lost`` runs when a connection ends."""
+    left unanswered); ``on_frame`` gets each parsed frame; ``on_lost`` runs when a connection ends, ``on_end``
+    once when the link does (refused for good, or closed)."""
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class Link:
         on_open: Callable[[], Awaitable[None]],
         on_frame: Callable[[Any], Awaitable[None]],
         on_lost: Callable[[], None] = lambda: None,
+        on_end: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         max_frame_bytes: int | None = 2**24,
         url_for_reconnect: Callable[[], str] | None = None,
@@ -72,6 +75,7 @@ class Link:
         self._on_open = on_open
         self._on_frame = on_frame
         self._on_lost = on_lost
+        self._on_end = on_end
         self._backoff = backoff or Backoff()
         self._max_frame_bytes = max_frame_bytes
         self._url_for_reconnect = url_for_reconnect
@@ -83,6 +87,7 @@ class Link:
         self._ended = asyncio.Event()
         # Connections opened so far: an owner tells by it whether something went out on this one.
         self.generation = 0
+        self._last = False
 
     async def start(self, timeout_s: float) -> None:
         """Open the first connection, trying again on failures that may pass (server down, 429, 503)
@@ -128,6 +133,11 @@ class Link:
             raise TimeoutError(f"{self.url}: not connected within {timeout_s} s")
         return self.generation
 
+    def last_connection(self, last: bool = True) -> None:
+        """Whether the current connection is the last: its end (the server closing it, as it does after
+        an ``unsubscribe``) ends the link instead of a reconnect."""
+        self._last = last
+
     async def wait_ended(self) -> None:
         await self._ended.wait()
 
@@ -153,8 +163,7 @@ class Link:
         """Close the connection and stop reconnecting; idempotent."""
         if self.failure is None:
             self.failure = ClientClosed(self.url)
-        self._ended.set()
-        self._ready.clear()
+        self._mark_ended()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -189,6 +198,9 @@ class Link:
                 self._ws = None
                 self._ready.clear()
                 self._on_lost()
+            if self._last:
+                self._end(ClientClosed(self.url))
+                return
             if time.monotonic() - opened_at >= STABLE_AFTER_S:
                 self._backoff.reset()
             if not self._ended.is_set():
@@ -224,11 +236,16 @@ class Link:
 
     def _end(self, failure: SwitchyardError) -> None:
         self.failure = failure
-        self._ended.set()
-        self._ready.clear()
         if self._ws is not None:
             self._ws = None
             self._on_lost()
+        self._mark_ended()
+
+    def _mark_ended(self) -> None:
+        self._ready.clear()
+        if not self._ended.is_set():
+            self._ended.set()
+            self._on_end()
 
 
 def _refusal_reason(body: bytes | bytearray | None) -> str:

@@ -116,6 +116,10 @@ class Producer:
                 raise result
         return [str(result) for result in results]
 
+    @property
+    def closed(self) -> bool:
+        return self._link.ended
+
     async def close(self) -> None:
         await self._link.close()
         self._acks.fail_all(self._link.failure or ClientClosed(self.topic))

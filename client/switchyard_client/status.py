@@ -21,8 +21,9 @@ QUEUE_LIMIT = 1000
 
 class StatusWatch:
     def __init__(self, dialer: Dialer, url: str) -> None:
-        self._queue: asyncio.Queue[StatusChange] = asyncio.Queue(QUEUE_LIMIT)
-        self._link = dialer.link(url, on_open=self._opened, on_frame=self._frame)
+        # Changes, then None once the link ended.
+        self._queue: asyncio.Queue[StatusChange | None] = asyncio.Queue()
+        self._link = dialer.link(url, on_open=self._opened, on_frame=self._frame, on_end=self._ended)
         self._connect_timeout_s = dialer.connect_timeout_s
         self._started = False
 
@@ -33,19 +34,17 @@ class StatusWatch:
         if not self._started:
             self._started = True
             await self._link.start(self._connect_timeout_s)
-        getter = asyncio.ensure_future(self._queue.get())
-        ended = asyncio.ensure_future(self._link.wait_ended())
-        try:
-            await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        if isinstance(self._link.failure, ClientClosed):
-            raise StopAsyncIteration
-        raise self._link.failure or StopAsyncIteration
+        change = await self._queue.get()
+        if change is None:
+            self._queue.put_nowait(None)
+            if isinstance(self._link.failure, ClientClosed) or self._link.failure is None:
+                raise StopAsyncIteration
+            raise self._link.failure
+        return change
+
+    @property
+    def closed(self) -> bool:
+        return self._link.ended
 
     async def close(self) -> None:
         await self._link.close()
@@ -58,6 +57,9 @@ class StatusWatch:
             change = _CHANGE.validate_python(frame)
         except ValidationError:
             return  # an error frame (e.g. too many topics): the statuses still come
-        if self._queue.full():
+        if self._queue.qsize() >= QUEUE_LIMIT:
             self._queue.get_nowait()
         self._queue.put_nowait(change)
+
+    def _ended(self) -> None:
+        self._queue.put_nowait(None)

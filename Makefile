@@ -31,13 +31,14 @@ serve: install
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
-# PostgreSQL + Redis servers, tests of no database behaviour and wire interoperability tests run once). Services that are down
+# PostgreSQL + Redis servers, tests of no database behaviour, wire interoperability and browser tests run
+# once; the API fuzzing runs fewer examples). Services that are down
 # are started first when possible. Each pass runs on TEST_JOBS pytest-xdist workers (each its own
 # session: database, static files, Redis names; tests/environment.py), then the few tests that stop
 # and start a shared service run alone.
 TEST_JOBS ?= 2
-PG_PASS   := SWITCHYARD_TEST_DB=postgres $(BIN)/python -m pytest
-PG_TESTS  := not pinned_backend and not database_agnostic and not wire_interop
+PG_PASS   := SWITCHYARD_TEST_DB=postgres SWITCHYARD_FUZZ_EXAMPLES=4 $(BIN)/python -m pytest
+PG_TESTS  := not pinned_backend and not database_agnostic and not wire_interop and not browser
 test: install-dev
 	-@bash .ci/services
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not restarts_services" $(PYTEST_ARGS)

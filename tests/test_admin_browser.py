@@ -12,6 +12,8 @@ from tests.chromium import open_page
 from tests.protocol import make_user, set_password
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.browser
+
 # What Chromium computes for elements no stylesheet touched.
 UNSTYLED_BACKGROUND = "rgba(0, 0, 0, 0)"
 

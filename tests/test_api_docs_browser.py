@@ -13,6 +13,8 @@ from app.api.asyncapi import CHANNELS
 from tests.chromium import open_page
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture
 async def offline_page(server: ServerProcess) -> AsyncIterator[tuple[Any, list[str]]]:

@@ -10,6 +10,8 @@ from switchyard_client import Client, ConnectionRefused, Consumer, Outgoing, Sen
 from tests.protocol import make_topic, unique
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.wire_interop
+
 TIMEOUT_S = 10
 
 

@@ -15,6 +15,8 @@ from tests.dasf_client import Modules, api_info_of, pulsar_args, result_of, send
 from tests.protocol import eventually, make_topic
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.wire_interop
+
 TIMEOUT_S = 20
 API_INFO = {"classes": [], "functions": [{"name": "add"}], "rpc_schema": {}}
 

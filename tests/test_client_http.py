@@ -15,6 +15,8 @@ from switchyard_client.frames import StatusFrame, StatusSyncedFrame
 from tests.protocol import make_token, make_topic, make_user, unique
 from tests.servers import ServerProcess, start_server
 
+pytestmark = pytest.mark.wire_interop
+
 TIMEOUT_S = 20
 
 

@@ -14,6 +14,8 @@ from switchyard_client import Client, SendTimeout
 from tests.protocol import unique
 from tests.servers import ServerProcess, manage, migrated_database_url, start_server
 
+pytestmark = pytest.mark.wire_interop
+
 TIMEOUT_S = 20
 # A restarted server refuses its old subscriptions' leases until they expire: short here.
 LEASE_S = "1"

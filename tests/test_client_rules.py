@@ -13,6 +13,8 @@ from switchyard_client.errors import SendError
 from switchyard_client.frames import ProducerAck
 from switchyard_client.producer import Acks, _Pending
 
+pytestmark = pytest.mark.database_agnostic
+
 
 def test_backoff_doubles_up_to_its_maximum_within_the_upper_half() -> None:
     """Each delay lies in the upper half of a step that doubles until the maximum."""

@@ -17,6 +17,8 @@ from tests.dasf_client import Modules, ws_args
 from tests.protocol import make_topic, unique
 from tests.servers import ServerProcess, start_server
 
+pytestmark = pytest.mark.browser
+
 RELAYS = {"PING_INTERVAL_S": "1", "PONG_GRACE_S": "0.5", "AVAILABILITY_WINDOW_S": "3", "STATUS_REFRESH_S": "0.2"}
 # Online: a ping round after the module connected; offline: the next ping plus the grace. With slack.
 ONLINE_TIMEOUT_MS = 15_000

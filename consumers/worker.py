@@ -54,7 +54,7 @@ from consumers.worker_frames import (
     StartedFrame,
     WorkerErrorFrame,
     WorkRequestAvailableFrame,
-    WorkRequestPayload,
+    work_request_payload,
     worker_frame,
 )
 
@@ -297,7 +297,7 @@ class WorkerConsumer(FrameConsumer):
                 self.concurrency = request.worker.concurrency
             if self.closing:
                 return  # assigned as the worker left: ending the session returns it
-            self.push_model(WorkRequestAvailableFrame(work_request=WorkRequestPayload.of(request)))
+            self.push_model(WorkRequestAvailableFrame(work_request=work_request_payload(request)))
 
     def _search_done(self, task: asyncio.Task[None]) -> None:
         self.searching = None

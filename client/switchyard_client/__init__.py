@@ -1,5 +1,5 @@
 """Switchyard's asyncio client: producers, consumers and readers on Pulsar's websocket API, DASF
-request / reply, topic status, and outbox events."""
+request / reply, topic status, outbox events, and workers that run work requests."""
 
 from switchyard_client.client import Client
 from switchyard_client.consumer import Consumer, Reader
@@ -13,11 +13,15 @@ from switchyard_client.errors import (
     SendTimeout,
     ServerError,
     SwitchyardError,
+    WorkerRejected,
+    WorkFailed,
 )
 from switchyard_client.message import Message
 from switchyard_client.producer import Outgoing, Producer
+from switchyard_client.worker import Progress, Worker, WorkRequest
 
 __all__ = [
     "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
-    "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
+    "Progress", "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
+    "WorkFailed", "WorkRequest", "Worker", "WorkerRejected",
 ]

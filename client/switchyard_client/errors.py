@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 class SwitchyardError(Exception):
@@ -18,6 +18,26 @@ class ConnectionRefused(SwitchyardError):
         self.url = url
         self.status = status
         self.reason = reason
+
+
+class WorkerRejected(ConnectionRefused):
+    """The worker socket rejected the worker's token (``connection_rejected``, then close 4401):
+    ``reason_code`` is ``TOKEN_MISSING``, ``TOKEN_UNKNOWN`` or ``TOKEN_DISABLED``."""
+
+    def __init__(self, url: str, reason_code: str, reason: str) -> None:
+        super().__init__(url, 4401, f"{reason_code}: {reason}")
+        self.reason_code = reason_code
+
+
+class WorkFailed(SwitchyardError):
+    """Raised by a worker's handler: the request completes with ``result`` (``failure``, or ``error``
+    when it could not be run at all) and ``output_data`` as given. Any other exception completes it as
+    ``failure`` with the exception's text."""
+
+    def __init__(self, output_data: Any = None, *, result: Literal["failure", "error"] = "failure") -> None:
+        super().__init__(f"{result}: {output_data!r}")
+        self.output_data = output_data
+        self.result = result
 
 
 class SendError(SwitchyardError):

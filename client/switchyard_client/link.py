@@ -93,13 +93,7 @@ class Link:
         """Open the first connection, trying again on failures that may pass (server down, 429, 503)
         until ``timeout_s``; a refusal for good raises ``ConnectionRefused`` at once."""
         self._task = asyncio.create_task(self._run(), name=f"switchyard-link {self.url}")
-        ready = asyncio.create_task(self._ready.wait())
-        ended = asyncio.create_task(self._ended.wait())
-        try:
-            await asyncio.wait({ready, ended}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-            ended.cancel()
+        await self._until_ready_or_ended(timeout_s)
         if self._ready.is_set():
             return
         failure = self.failure
@@ -119,14 +113,7 @@ class Link:
     async def wait_ready(self, timeout_s: float | None) -> int:
         """Until a connection is open (its ``on_open`` done); returns its generation. Raises the
         link's failure if it ended, ``TimeoutError`` past ``timeout_s``."""
-        if not self._ready.is_set():
-            ready = asyncio.create_task(self._ready.wait())
-            ended = asyncio.create_task(self._ended.wait())
-            try:
-                await asyncio.wait({ready, ended}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-                ended.cancel()
+        await self._until_ready_or_ended(timeout_s)
         if self._ended.is_set():
             raise self.failure or ClientClosed(self.url)
         if not self._ready.is_set():
@@ -137,6 +124,24 @@ class Link:
         """Whether the current connection is the last: its end (the server closing it, as it does after
         an ``unsubscribe``) ends the link instead of a reconnect."""
         self._last = last
+
+    async def _until_ready_or_ended(self, timeout_s: float | None) -> None:
+        """Until a connection is open, the link ended, or ``timeout_s`` passed. A connection gone
+        before this waiter ran (its owner ended the link on the first frame, say) is no answer: the
+        wait goes on, for the link's end or the next connection."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while not self._ready.is_set() and not self._ended.is_set():
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            ready = asyncio.create_task(self._ready.wait())
+            ended = asyncio.create_task(self._ended.wait())
+            try:
+                await asyncio.wait({ready, ended}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                ended.cancel()
 
     async def wait_ended(self) -> None:
         await self._ended.wait()

@@ -21,6 +21,8 @@ from tests.servers import ServerProcess, start_server
 from tests.work import clear_work
 from tests.worker_processes import until
 
+pytestmark = pytest.mark.wire_interop
+
 LOST_AFTER_S = 2.0
 TIMEOUT_S = 15.0
 # Over the server's WORK_REQUEST_DATA_MAX_BYTES (256 KiB), under a frame's limit (1 MiB).

@@ -152,6 +152,8 @@ class Consumer(_Stream):
         self._ledger = Ledger()
         # Pull mode: messages asked for on this connection and not yet received.
         self._permitted = 0
+        # Set when the current connection ended: the broker closes it once it deleted the subscription.
+        self._connection_ended = asyncio.Event()
 
     async def start(self) -> None:
         if self._link is None:
@@ -173,10 +175,14 @@ class Consumer(_Stream):
         await self.start()
         await self._send_raw({"type": "unsubscribe"})
         assert self._link is not None
+        # Closed before the link reconnects: a new connection would create the subscription again.
+        connection_ended = asyncio.ensure_future(self._connection_ended.wait())
+        link_ended = asyncio.ensure_future(self._link.wait_ended())
         try:
-            await asyncio.wait_for(self._link.wait_ended(), 10)
-        except TimeoutError:
-            pass
+            await asyncio.wait({connection_ended, link_ended}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connection_ended.cancel()
+            link_ended.cancel()
         await self.close()
 
     async def _send_raw(self, frame: dict[str, Any]) -> None:
@@ -190,10 +196,12 @@ class Consumer(_Stream):
 
     async def _opened(self) -> None:
         self._permitted = 0
+        self._connection_ended.clear()
 
     def _lost(self) -> None:
         self._ledger.connection_lost()
         self._permitted = 0
+        self._connection_ended.set()
 
     async def _delivery(self, frame: dict[str, Any]) -> None:
         self._permitted = max(0, self._permitted - 1)

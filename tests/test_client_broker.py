@@ -232,3 +232,18 @@ async def _first_of(*consumers: Consumer) -> bytes:
     for task in pending:
         task.cancel()
     return next(iter(done)).result().data
+
+
+async def test_unsubscribe_deletes_the_subscription_for_good(server: ServerProcess, topic: str) -> None:
+    """After unsubscribe (which returns once the broker closed) the subscription is gone: a message
+    published meanwhile does not reach the next consumer of that name, created at the latest message."""
+    async with Client(server.http) as client:
+        consumer = client.subscribe(topic, "gone")
+        await consumer.start()
+        await asyncio.wait_for(consumer.unsubscribe(), 5)
+        producer = await client.producer(topic)
+        await producer.send(b"while unsubscribed")
+        again = client.subscribe(topic, "gone")
+        await again.start()
+        await producer.send(b"after")
+        assert (await again.receive(timeout=TIMEOUT_S)).data == b"after"

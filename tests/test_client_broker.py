@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
-from switchyard_client import Client, ConnectionRefused, Consumer, Outgoing, SendError, ServerError
+from switchyard_client import Client, ConnectionRefused, Consumer, Outgoing, SendError, ServerError, Unreachable
 from tests.protocol import make_topic, unique
 from tests.servers import ServerProcess
 
@@ -247,3 +248,14 @@ async def test_unsubscribe_deletes_the_subscription_for_good(server: ServerProce
         await again.start()
         await producer.send(b"after")
         assert (await again.receive(timeout=TIMEOUT_S)).data == b"after"
+
+
+async def test_a_server_nobody_runs_is_unreachable() -> None:
+    """With nothing listening at the address, the first connection fails with Unreachable (a
+    ConnectionError) once the connect timeout passed, not with a plain timeout."""
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    async with Client(f"ws://127.0.0.1:{port}", connect_timeout_s=0.5) as client:
+        with pytest.raises(Unreachable):
+            await client.producer("anything")

@@ -13,6 +13,7 @@ from switchyard_client.errors import (
     SendTimeout,
     ServerError,
     SwitchyardError,
+    Unreachable,
     WorkerRejected,
     WorkFailed,
 )
@@ -23,5 +24,5 @@ from switchyard_client.worker import Progress, Worker, WorkRequest
 __all__ = [
     "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
     "Progress", "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
-    "WorkFailed", "WorkRequest", "Worker", "WorkerRejected",
+    "Unreachable", "WorkFailed", "WorkRequest", "Worker", "WorkerRejected",
 ]

@@ -40,6 +40,11 @@ class WorkFailed(SwitchyardError):
         self.result = result
 
 
+class Unreachable(SwitchyardError, ConnectionError):
+    """No connection to the server could be opened within the connect timeout: nothing answered at
+    its address (as opposed to a server that answered and refused)."""
+
+
 class SendError(SwitchyardError):
     """The broker refused a message: its ack's ``result`` was not ``ok`` (e.g. ``send-error:3``)."""
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from switchyard_client import codec
 from switchyard_client.backoff import Backoff
-from switchyard_client.errors import ClientClosed, ConnectionRefused, SwitchyardError
+from switchyard_client.errors import ClientClosed, ConnectionRefused, SwitchyardError, Unreachable
 
 logger = logging.getLogger("switchyard_client")
 
@@ -88,6 +88,8 @@ class Link:
         # Connections opened so far: an owner tells by it whether something went out on this one.
         self.generation = 0
         self._last = False
+        # Why the latest connection attempt failed, for the error ``start`` raises when none worked.
+        self._last_error: BaseException | None = None
 
     async def start(self, timeout_s: float) -> None:
         """Open the first connection, trying again on failures that may pass (server down, 429, 503)
@@ -96,10 +98,13 @@ class Link:
         await self._until_ready_or_ended(timeout_s)
         if self._ready.is_set():
             return
-        failure = self.failure
+        failure, last_error = self.failure, self._last_error
         await self.close()
         if failure is not None:
             raise failure
+        if isinstance(last_error, OSError) and not isinstance(last_error, TimeoutError):
+            # Nothing listens there (or the name does not resolve): not a slow server.
+            raise Unreachable(f"{self.url}: unreachable within {timeout_s} s: {last_error}") from last_error
         raise TimeoutError(f"{self.url}: no connection within {timeout_s} s")
 
     @property
@@ -192,6 +197,7 @@ class Link:
                 self._end(refused)
                 return
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as error:
+                self._last_error = error
                 logger.debug("%s: connection failed or lost: %r", url, error)
             except Exception:
                 # An owner's callback failed: a bug, but one connection's, not the link's end.

@@ -13,11 +13,12 @@ from switchyard_client.errors import (
     SendTimeout,
     ServerError,
     SwitchyardError,
+    Unreachable,
 )
 from switchyard_client.message import Message
 from switchyard_client.producer import Outgoing, Producer
 
 __all__ = [
     "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
-    "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
+    "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError", "Unreachable",
 ]

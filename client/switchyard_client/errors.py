@@ -61,6 +61,11 @@ class ClientClosed(SwitchyardError):
     """The client, producer or consumer was closed while the call waited."""
 
 
+class Unreachable(SwitchyardError, TimeoutError):
+    """No connection could be opened within the connect timeout because the server could not be reached
+    at all (connection refused, no route, name not resolved): not a server that answered and was busy."""
+
+
 class SendTimeout(SwitchyardError, TimeoutError):
     """No ack came within the send's timeout (the message may still have been stored)."""
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from switchyard_client import codec
 from switchyard_client.backoff import Backoff
-from switchyard_client.errors import ClientClosed, ConnectionRefused, SwitchyardError
+from switchyard_client.errors import ClientClosed, ConnectionRefused, SwitchyardError, Unreachable
 
 logger = logging.getLogger("switchyard_client")
 
@@ -83,6 +83,8 @@ class Link:
         self._ended = asyncio.Event()
         # Connections opened so far: an owner tells by it whether something went out on this one.
         self.generation = 0
+        # Why the latest attempt to connect or stay connected failed (None: it did not).
+        self._last_error: BaseException | None = None
 
     async def start(self, timeout_s: float) -> None:
         """Open the first connection, trying again on failures that may pass (server down, 429, 503)
@@ -97,10 +99,13 @@ class Link:
             ended.cancel()
         if self._ready.is_set():
             return
-        failure = self.failure
+        failure, last_error = self.failure, self._last_error
         await self.close()
         if failure is not None:
             raise failure
+        # A server that answered (busy: 429, 503; slow handshakes) is a timeout; one never reached is not.
+        if isinstance(last_error, OSError) and not isinstance(last_error, TimeoutError):
+            raise Unreachable(f"{self.url}: no connection within {timeout_s} s: {last_error}")
         raise TimeoutError(f"{self.url}: no connection within {timeout_s} s")
 
     @property
@@ -155,6 +160,14 @@ class Link:
             self.failure = ClientClosed(self.url)
         self._ended.set()
         self._ready.clear()
+        ws = self._ws
+        if ws is not None and self._task is not None and not self._task.done():
+            # Closed while the task still reads: the frames the server sent before its close frame are
+            # read (and handed to the owner: late acks settle their sends). Were nobody reading, they
+            # would fill the socket's receive queue, its reading would pause, the server's close
+            # frame would never be read, and the close would wait out its timeout.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 5)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -178,6 +191,7 @@ class Link:
                 self._end(refused)
                 return
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as error:
+                self._last_error = error
                 logger.debug("%s: connection failed or lost: %r", url, error)
             except Exception:
                 # An owner's callback failed: a bug, but one connection's, not the link's end.

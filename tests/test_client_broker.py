@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from switchyard_client import Client, ConnectionRefused, Consumer, Outgoing, SendError, ServerError, Unreachable
-from tests.protocol import make_topic, unique
+from tests.protocol import eventually, make_topic, unique
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.wire_interop
@@ -250,12 +250,43 @@ async def test_unsubscribe_deletes_the_subscription_for_good(server: ServerProce
         assert (await again.receive(timeout=TIMEOUT_S)).data == b"after"
 
 
-async def test_a_server_nobody_runs_is_unreachable() -> None:
-    """With nothing listening at the address, the first connection fails with Unreachable (a
-    ConnectionError) once the connect timeout passed, not with a plain timeout."""
-    with socket.socket() as placeholder:
-        placeholder.bind(("127.0.0.1", 0))
-        port = placeholder.getsockname()[1]
-    async with Client(f"ws://127.0.0.1:{port}", connect_timeout_s=0.5) as client:
-        with pytest.raises(Unreachable):
-            await client.producer("anything")
+async def seconds_to_close_while_sending(client: Client, topic: str) -> float:
+    """How long a producer takes to close while a stream of sends (at most 500 unacked) is under way."""
+    producer = await client.producer(topic)
+    slots = asyncio.Semaphore(500)
+    sends: list[asyncio.Future[str]] = []
+
+    async def keep_sending() -> None:
+        while True:
+            await slots.acquire()
+            sends.append(asyncio.ensure_future(producer.send(b"x")))
+            sends[-1].add_done_callback(lambda _: slots.release())
+
+    sending = asyncio.create_task(keep_sending())
+    try:
+        await eventually(lambda: sum(send.done() for send in sends) >= 1000, TIMEOUT_S, "1000 acks")
+        sending.cancel()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(producer.close(), 15)
+        return asyncio.get_running_loop().time() - started
+    finally:
+        await asyncio.gather(sending, *sends, return_exceptions=True)
+
+
+async def test_closing_a_busy_producer_is_prompt(server: ServerProcess, topic: str) -> None:
+    """A producer closed while acks stream in closes at once, not after the socket's close timeout (10 s)."""
+    async with Client(server.http) as client:
+        # Twice: how many acks are on their way at the close differs from run to run.
+        assert await seconds_to_close_while_sending(client, topic) < 3
+        assert await seconds_to_close_while_sending(client, topic) < 3
+
+
+async def test_no_server_raises_unreachable() -> None:
+    """Nothing listening at the URL: Unreachable (a TimeoutError too) once the connect timeout is up."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with Client(f"http://127.0.0.1:{port}", connect_timeout_s=0.5) as client:
+        with pytest.raises(Unreachable) as raised:
+            await asyncio.wait_for(client.producer("t"), 5)
+    assert isinstance(raised.value, TimeoutError)

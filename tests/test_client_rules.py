@@ -11,7 +11,8 @@ from switchyard_client.addresses import Server, TopicName
 from switchyard_client.backoff import Backoff
 from switchyard_client.errors import SendError
 from switchyard_client.frames import ProducerAck
-from switchyard_client.producer import Acks, _Pending
+from switchyard_client.link import Dialer
+from switchyard_client.producer import Acks, Producer, _Pending
 
 pytestmark = pytest.mark.database_agnostic
 
@@ -155,6 +156,18 @@ async def test_an_ack_nobody_waits_for_is_dropped() -> None:
     acks.settle(ProducerAck(messageId="x", context=99, result="ok"))
     acks.settle(ProducerAck(messageId="x", context="1", result="ok"))
     assert not future.done() and list(acks.pending) == [1]
+
+
+async def test_a_send_cancelled_as_its_ack_comes_is_cancelled() -> None:
+    """A cancelled send raises CancelledError even when its ack came in the same loop iteration."""
+    producer = Producer(Dialer({}), "ws://127.0.0.1:9/unused", "t", send_timeout_s=30)
+    sending = asyncio.create_task(producer.send(b"x"))
+    await asyncio.sleep(0)  # the send is submitted (no connection: nothing goes out) and waits for its ack
+    [entry] = producer._acks.pending.values()
+    entry.future.set_result(entry.message_id)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
 
 
 @pytest.mark.parametrize(("url", "ws", "http"), [

@@ -40,11 +40,6 @@ class WorkFailed(SwitchyardError):
         self.result = result
 
 
-class Unreachable(SwitchyardError, ConnectionError):
-    """No connection to the server could be opened within the connect timeout: nothing answered at
-    its address (as opposed to a server that answered and refused)."""
-
-
 class SendError(SwitchyardError):
     """The broker refused a message: its ack's ``result`` was not ``ok`` (e.g. ``send-error:3``)."""
 
@@ -84,6 +79,11 @@ class HTTPError(SwitchyardError):
 
 class ClientClosed(SwitchyardError):
     """The client, producer or consumer was closed while the call waited."""
+
+
+class Unreachable(SwitchyardError, TimeoutError):
+    """No connection could be opened within the connect timeout because the server could not be reached
+    at all (connection refused, no route, name not resolved): not a server that answered and was busy."""
 
 
 class SendTimeout(SwitchyardError, TimeoutError):

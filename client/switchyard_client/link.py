@@ -88,7 +88,7 @@ class Link:
         # Connections opened so far: an owner tells by it whether something went out on this one.
         self.generation = 0
         self._last = False
-        # Why the latest connection attempt failed, for the error ``start`` raises when none worked.
+        # Why the latest attempt to connect or stay connected failed (None: it did not).
         self._last_error: BaseException | None = None
 
     async def start(self, timeout_s: float) -> None:
@@ -102,9 +102,9 @@ class Link:
         await self.close()
         if failure is not None:
             raise failure
+        # A server that answered (busy: 429, 503; slow handshakes) is a timeout; one never reached is not.
         if isinstance(last_error, OSError) and not isinstance(last_error, TimeoutError):
-            # Nothing listens there (or the name does not resolve): not a slow server.
-            raise Unreachable(f"{self.url}: unreachable within {timeout_s} s: {last_error}") from last_error
+            raise Unreachable(f"{self.url}: no connection within {timeout_s} s: {last_error}")
         raise TimeoutError(f"{self.url}: no connection within {timeout_s} s")
 
     @property
@@ -174,6 +174,14 @@ class Link:
         if self.failure is None:
             self.failure = ClientClosed(self.url)
         self._mark_ended()
+        ws = self._ws
+        if ws is not None and self._task is not None and not self._task.done():
+            # Closed while the task still reads: the frames the server sent before its close frame are
+            # read (and handed to the owner: late acks settle their sends). Were nobody reading, they
+            # would fill the socket's receive queue, its reading would pause, the server's close
+            # frame would never be read, and the close would wait out its timeout.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 5)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

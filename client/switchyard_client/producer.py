@@ -155,7 +155,10 @@ class Producer:
     async def _settled(self, future: asyncio.Future[str], timeout: float | None) -> str:
         limit = self.send_timeout_s if timeout is None else timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(future), limit)
+            # Not wait_for: up to Python 3.11 it returns the result of an ack that came in the same loop
+            # iteration as a cancellation, and the cancellation (Ctrl-C, a task group's) is lost.
+            async with asyncio.timeout(limit):
+                return await asyncio.shield(future)
         except TimeoutError:
             self._forget(future)
             raise SendTimeout(f"{self.topic}: no ack within {limit} s (the message may have been stored)") from None

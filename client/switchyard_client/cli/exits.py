@@ -7,6 +7,7 @@ from switchyard_client.errors import (
     HTTPError,
     RequestError,
     SendError,
+    Unreachable,
 )
 
 OK = 0
@@ -16,7 +17,8 @@ REFUSED = 3  # the server refused the connection or the call: no right, no such 
 TIMEOUT = 4  # nothing came in time: no ack, no response, fewer messages than -n
 REJECTED = 5  # the server refused a message (an error ack), or a DASF module answered with an error
 UNREACHABLE = 6  # no connection to the server at all
-INTERRUPTED = 130  # Ctrl-C
+OFFLINE = 7  # status --check: the topic is not online
+INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 HELP = """\
 exit codes:
@@ -27,16 +29,25 @@ exit codes:
   4    timed out: no ack, no response, or fewer messages than asked for in time
   5    rejected: an error ack for a message, or a DASF module answered with an error
   6    the server cannot be reached
-  130  interrupted"""
+  7    status --check: the topic is offline or unknown
+  130  interrupted (Ctrl-C, SIGTERM)"""
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (a bad server URL or topic name, no messages to send)."""
 
 
 def code_of(error: BaseException) -> int:
+    if isinstance(error, UsageError):
+        return USAGE
     if isinstance(error, ConnectionRefused):
         return REFUSED
     if isinstance(error, HTTPError):
         return REFUSED if 400 <= error.status < 500 else ERROR
     if isinstance(error, SendError | RequestError):
         return REJECTED
+    if isinstance(error, Unreachable):
+        return UNREACHABLE
     if isinstance(error, TimeoutError):
         return TIMEOUT
     if isinstance(error, OSError):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.work.models import Result, Status, WorkRequest
-from tests.servers import ROOT, server_env, start_server, stop_group
+from app.work.submission import submit
+from tests.servers import ROOT, manage, server_env, start_server, stop_group
 from tests.work import clear_work
 
 # Once, in the SQLite pass: what it proves is the README's text, not a database's behaviour.
@@ -67,4 +68,39 @@ def test_readme_worker_runs_submitted_work(tmp_path: Path) -> None:
         assert request.get().result == Result.SUCCESS
     finally:
         stop_group(shell.pid)
+        server.stop()
+
+
+def sdk_worker_module() -> str:
+    """The section's second python block: the same worker on the client SDK."""
+    text = README.read_text()
+    section = text[text.index(SECTION):]
+    section = section[:section.index("\n## ")]
+    modules = re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
+    assert len(modules) >= 2 and "switchyard_client" in modules[1], "the SDK worker block"
+    return modules[1]
+
+
+def test_readme_sdk_worker_runs_submitted_work(tmp_path: Path) -> None:
+    """The README's client-SDK worker completes a request with its handler's output."""
+    clear_work()
+    url = os.environ["DATABASE_URL"]
+    server = start_server(url, WORKER_CHECK_INTERVAL_S="0.5")
+    key = manage(url, "createworker", f"sdk-{time.monotonic_ns()}").strip().splitlines()[-1]
+    (tmp_path / "worker.py").write_text(sdk_worker_module().replace(README_PORT, str(server.port)))
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "worker.py", key], cwd=tmp_path,
+                                  env=server_env(url), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        request = WorkRequest.objects.filter(pk=submit("sleep", {"duration_s": 0}).pk)
+        deadline = time.monotonic() + 30
+        while not request.filter(status=Status.COMPLETED).exists():
+            assert time.monotonic() < deadline, f"the SDK worker did not complete it:\n{log.read_text()}"
+            time.sleep(0.05)  # bounded-poll
+        done = request.get()
+        assert (done.result, done.output_data) == (Result.SUCCESS, {"echo": {"duration_s": 0}}), log.read_text()
+    finally:
+        stop_group(worker.pid)
+        worker.wait(timeout=10)
         server.stop()

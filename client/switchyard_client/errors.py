@@ -57,8 +57,23 @@ class HTTPError(SwitchyardError):
         self.body = body
 
 
+class Unreachable(SwitchyardError, OSError):
+    """An HTTP API call got no answer: the server refused the connection, could not be reached, or did
+    not answer within the call's timeout."""
+
+
 class ClientClosed(SwitchyardError):
     """The client, producer or consumer was closed while the call waited."""
+
+
+class FrameTooLarge(SwitchyardError):
+    """The broker sent a frame larger than the client's ``max_frame_bytes``: it would send it again on
+    every connection, so the socket ends instead."""
+
+
+class ConnectTimeout(SwitchyardError, TimeoutError):
+    """No connection could be opened within ``connect_timeout_s`` (the message says why the last
+    attempt failed)."""
 
 
 class SendTimeout(SwitchyardError, TimeoutError):

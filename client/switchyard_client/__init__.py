@@ -6,6 +6,8 @@ from switchyard_client.consumer import Consumer, Reader
 from switchyard_client.errors import (
     ClientClosed,
     ConnectionRefused,
+    ConnectTimeout,
+    FrameTooLarge,
     HTTPError,
     RequestError,
     RequestTimeout,
@@ -13,11 +15,13 @@ from switchyard_client.errors import (
     SendTimeout,
     ServerError,
     SwitchyardError,
+    Unreachable,
 )
 from switchyard_client.message import Message
 from switchyard_client.producer import Outgoing, Producer
 
 __all__ = [
-    "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
-    "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
+    "Client", "ClientClosed", "ConnectionRefused", "ConnectTimeout", "Consumer", "FrameTooLarge", "HTTPError",
+    "Message", "Outgoing", "Producer", "Reader", "RequestError", "RequestTimeout", "SendError", "SendTimeout",
+    "ServerError", "SwitchyardError", "Unreachable",
 ]

@@ -79,6 +79,16 @@ def test_an_ack_lost_with_its_connection_is_sent_again() -> None:
     assert ledger.delivered("m") is OnDelivery.ACK
 
 
+def test_a_redelivery_on_the_same_connection_is_surfaced_again() -> None:
+    """A message delivered twice on one connection was taken back by the broker (its ack timeout):
+    the application gets it again, and its ack is sent once."""
+    ledger = Ledger()
+    ledger.delivered("m")
+    assert ledger.delivered("m") is OnDelivery.SURFACE
+    assert ledger.acked("m") is OnAck.SEND
+    assert ledger.acked("m") is OnAck.NONE
+
+
 def test_a_second_ack_sends_nothing() -> None:
     """Acking a message twice sends one ack."""
     ledger = Ledger()
@@ -108,7 +118,7 @@ def test_acked_ids_are_remembered_within_a_bound() -> None:
 
 def _pending(acks: Acks, context: int, message_id: str, resent: bool = False) -> asyncio.Future[str]:
     future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    acks.pending[context] = _Pending("{}", message_id, future, generation=1, resent=resent)
+    acks.pending[context] = _Pending("{}", message_id, future, generation=1, resent=resent, context=context)
     return future
 
 
@@ -154,7 +164,8 @@ async def test_an_ack_nobody_waits_for_is_dropped() -> None:
     acks = Acks()
     future = _pending(acks, 1, "id-1")
     acks.settle(ProducerAck(messageId="x", context=99, result="ok"))
-    acks.settle(ProducerAck(messageId="x", context="1", result="ok"))
+    acks.settle(ProducerAck(messageId="x", context="one", result="ok"))
+    acks.settle(ProducerAck(messageId="x", context=True, result="ok"))
     assert not future.done() and list(acks.pending) == [1]
 
 

@@ -6,6 +6,8 @@ from switchyard_client.consumer import Consumer, Reader
 from switchyard_client.errors import (
     ClientClosed,
     ConnectionRefused,
+    ConnectTimeout,
+    FrameTooLarge,
     HTTPError,
     RequestError,
     RequestTimeout,
@@ -22,7 +24,8 @@ from switchyard_client.producer import Outgoing, Producer
 from switchyard_client.worker import Progress, Worker, WorkRequest
 
 __all__ = [
-    "Client", "ClientClosed", "ConnectionRefused", "Consumer", "HTTPError", "Message", "Outgoing", "Producer", "Reader",
-    "Progress", "RequestError", "RequestTimeout", "SendError", "SendTimeout", "ServerError", "SwitchyardError",
-    "Unreachable", "WorkFailed", "WorkRequest", "Worker", "WorkerRejected",
+    "Client", "ClientClosed", "ConnectionRefused", "ConnectTimeout", "Consumer", "FrameTooLarge", "HTTPError",
+    "Message", "Outgoing", "Producer", "Progress", "Reader", "RequestError", "RequestTimeout", "SendError",
+    "SendTimeout", "ServerError", "SwitchyardError", "Unreachable", "WorkFailed", "WorkRequest", "Worker",
+    "WorkerRejected",
 ]

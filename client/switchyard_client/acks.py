@@ -4,6 +4,7 @@ The broker redelivers, on the next connection, every message the lost one did no
 application already holds is not handed to it again: its ``ack()`` goes out on the connection the
 message is now in flight on. An ack made while the message is in flight on no connection waits for
 its redelivery; one that a lost connection may have dropped is sent again when the message returns.
+A message the broker takes back on the same connection (its ack timeout) is handed over again.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ class Ledger:
 
     def delivered(self, message_id: str) -> OnDelivery:
         """A delivery of ``message_id`` arrived on the current connection."""
+        # A second delivery on one connection: the broker took the message back (its ack timeout) and
+        # the application gets it again, as from Pulsar's own clients. Only a new connection's
+        # redelivery of a held message is the same delivery again.
+        taken_back = message_id in self._in_flight
         self._in_flight.add(message_id)
         if message_id in self._acked:
             self._in_flight.discard(message_id)
             return OnDelivery.ACK
-        if message_id in self._held:
+        if message_id in self._held and not taken_back:
             return OnDelivery.HOLD
         self._held.add(message_id)
         return OnDelivery.SURFACE

@@ -3,7 +3,7 @@ closes all of them when it closes."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
@@ -12,6 +12,7 @@ from urllib.parse import quote
 from switchyard_client import dasf, http
 from switchyard_client.addresses import Server, TopicName
 from switchyard_client.consumer import SUBSCRIPTION_TYPES, Consumer, Reader, SubscriptionType
+from switchyard_client.errors import ClientClosed
 from switchyard_client.link import Dialer
 from switchyard_client.producer import Producer
 from switchyard_client.status import StatusWatch
@@ -40,6 +41,7 @@ class Client:
         self.send_timeout_s = send_timeout_s
         self.dialer = Dialer(self.headers, connect_timeout_s, max_frame_bytes, backoff_initial_s, backoff_maximum_s)
         self._open: list[_Closeable] = []
+        self._closed = False
 
     async def __aenter__(self) -> Client:
         return self
@@ -48,12 +50,17 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close every socket made through this client (pending sends fail with ``ClientClosed``)."""
-        while self._open:
-            with contextlib.suppress(Exception):
-                await self._open.pop().close()
+        """Close every socket made through this client (pending sends fail with ``ClientClosed``); the
+        client makes none after."""
+        self._closed = True
+        # Together: each may wait for its closing handshake (a hung server's, up to the link's close timeout).
+        closing, self._open = self._open, []
+        await asyncio.gather(*(thing.close() for thing in closing), return_exceptions=True)
 
     def _owned(self, thing: Any) -> Any:
+        if self._closed:
+            # A socket made now would outlive the close that was to end them all.
+            raise ClientClosed(f"{self.server.ws}: the client is closed")
         # Sockets closed by their owner are dropped here, so a long-lived client does not keep them.
         self._open = [other for other in self._open if not other.closed]
         self._open.append(thing)
@@ -95,7 +102,7 @@ class Client:
             return self.server.pulsar("reader", name, params={"messageId": position,
                                                               "receiverQueueSize": str(receiver_queue_size)})
 
-        reader: Reader = self._owned(Reader(self.dialer, url_for, topic, start))
+        reader: Reader = self._owned(Reader(self.dialer, url_for, topic, start, receiver_queue_size))
         return reader
 
     async def request(self, topic: str, call: Any, *, timeout: float = 60.0,

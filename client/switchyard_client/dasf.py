@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from switchyard_client import codec
 from switchyard_client.errors import RequestError, RequestTimeout, SwitchyardError
 from switchyard_client.message import Message
+from switchyard_client.producer import Outgoing
 
 if TYPE_CHECKING:
     from switchyard_client.client import Client
@@ -36,6 +37,8 @@ logger = logging.getLogger("switchyard_client")
 Handler = Callable[[Any], Awaitable[Any]]
 # A module's reply producers, one per response topic, kept for the next reply to the same requester.
 REPLY_PRODUCERS = 64
+# demessaging's default max_payload_size: a larger response goes in fragments.
+MAX_PAYLOAD_BYTES = 500 * 1024
 
 
 def response_topic_for(topic: str) -> str:
@@ -177,7 +180,7 @@ class _Module:
             return
         properties = {**extra, "requestContext": str(context), "messageType": kind, "source_topic": self.topic}
         producer = await self._producer(reply_to)
-        await producer.send(payload, properties=properties)
+        await producer.send_many(fragments(payload, properties))
 
     async def _producer(self, topic: str) -> Producer:
         producer = self.replies.pop(topic, None)
@@ -189,6 +192,19 @@ class _Module:
             with contextlib.suppress(SwitchyardError):
                 await oldest.close()
         return producer
+
+
+def fragments(payload: bytes, properties: dict[str, Any]) -> list[Outgoing]:
+    """A response as ``demessaging``'s modules send it: in one message, or, above its default
+    ``max_payload_size``, as pieces of its base64 text (each under a broker's usual 1 MiB frame limit),
+    numbered in ``fragment`` / ``num_fragments``."""
+    if len(payload) <= MAX_PAYLOAD_BYTES:
+        return [Outgoing(payload, properties)]
+    text = base64.b64encode(payload)
+    pieces = [text[start:start + MAX_PAYLOAD_BYTES] for start in range(0, len(text), MAX_PAYLOAD_BYTES)]
+    # A piece's length is a multiple of 4, so its bytes are sent as exactly that base64 text.
+    return [Outgoing(base64.b64decode(piece), {**properties, "fragment": index, "num_fragments": len(pieces)})
+            for index, piece in enumerate(pieces)]
 
 
 def _b64(text: str) -> bytes:

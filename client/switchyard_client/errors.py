@@ -77,13 +77,23 @@ class HTTPError(SwitchyardError):
         self.body = body
 
 
+class Unreachable(SwitchyardError, ConnectionError):
+    """The server could not be reached: nothing accepted a connection at its address (refused, no
+    route, name not resolved) within the connect timeout, or an HTTP API call got no answer."""
+
+
 class ClientClosed(SwitchyardError):
     """The client, producer or consumer was closed while the call waited."""
 
 
-class Unreachable(SwitchyardError, TimeoutError):
-    """No connection could be opened within the connect timeout because the server could not be reached
-    at all (connection refused, no route, name not resolved): not a server that answered and was busy."""
+class FrameTooLarge(SwitchyardError):
+    """The broker sent a frame larger than the client's ``max_frame_bytes``: it would send it again on
+    every connection, so the socket ends instead."""
+
+
+class ConnectTimeout(SwitchyardError, TimeoutError):
+    """No connection could be opened within ``connect_timeout_s`` (the message says why the last
+    attempt failed)."""
 
 
 class SendTimeout(SwitchyardError, TimeoutError):

@@ -4,6 +4,7 @@ client on a worker thread, so the package needs no HTTP dependency."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from switchyard_client import codec
-from switchyard_client.errors import HTTPError
+from switchyard_client.errors import HTTPError, Unreachable
 from switchyard_client.frames import Availability
 
 
@@ -56,6 +57,9 @@ def _call(method: str, url: str, headers: dict[str, str], body: Any, timeout_s: 
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read()
+    except (OSError, http.client.HTTPException) as error:  # refused, no route, no answer in time, not HTTP
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise Unreachable(f"{method} {url}: {reason or type(error).__name__}") from error
     parsed = _parse(raw)
     if status not in ok:
         raise HTTPError(status, parsed)

@@ -16,10 +16,18 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 
 from switchyard_client import codec
 from switchyard_client.backoff import Backoff
-from switchyard_client.errors import ClientClosed, ConnectionRefused, SwitchyardError, Unreachable
+from switchyard_client.errors import (
+    ClientClosed,
+    ConnectionRefused,
+    ConnectTimeout,
+    FrameTooLarge,
+    SwitchyardError,
+    Unreachable,
+)
 
 logger = logging.getLogger("switchyard_client")
 
@@ -31,6 +39,8 @@ REFUSED_FOR_GOOD = frozenset({400, 401, 403, 404})
 CLOSED_FOR_GOOD = frozenset({4403, 4404})
 # A connection that lived this long worked: the next failure starts the back-off again.
 STABLE_AFTER_S = 1.0
+# How long a close waits for the peer's closing handshake: a hung server must not hold a client's close.
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,25 +97,38 @@ class Link:
         self._ended = asyncio.Event()
         # Connections opened so far: an owner tells by it whether something went out on this one.
         self.generation = 0
-        self._last = False
-        # Why the latest attempt to connect or stay connected failed (None: it did not).
+        # The close code the peer sent when the latest connection ended (1006: none, it broke).
+        self.close_code: int | None = None
+        # Why the latest connection attempt failed, for a start that timed out.
         self._last_error: BaseException | None = None
+        self._opened_at: float | None = None
+        # Whether a connection was ever offered to ``send`` (it may have broken since).
+        self._was_ready = False
+        self._last = False
 
     async def start(self, timeout_s: float) -> None:
         """Open the first connection, trying again on failures that may pass (server down, 429, 503)
         until ``timeout_s``; a refusal for good raises ``ConnectionRefused`` at once."""
         self._task = asyncio.create_task(self._run(), name=f"switchyard-link {self.url}")
-        await self._until_ready_or_ended(timeout_s)
-        if self._ready.is_set():
+        try:
+            await self._until_ready_or_ended(timeout_s)
+        except BaseException:
+            # Cancelled (a caller's timeout): a link never opened must not go on trying behind its back.
+            if not self._was_ready:
+                await self.close()
+            raise
+        # Opened, even if that connection broke before this resumed (the link reconnects as usual).
+        if self._was_ready and not self._ended.is_set():
             return
         failure, last_error = self.failure, self._last_error
         await self.close()
         if failure is not None:
             raise failure
+        last = "" if last_error is None else f" (last attempt: {_describe(last_error)})"
         # A server that answered (busy: 429, 503; slow handshakes) is a timeout; one never reached is not.
         if isinstance(last_error, OSError) and not isinstance(last_error, TimeoutError):
-            raise Unreachable(f"{self.url}: no connection within {timeout_s} s: {last_error}")
-        raise TimeoutError(f"{self.url}: no connection within {timeout_s} s")
+            raise Unreachable(f"{self.url}: no connection within {timeout_s} s{last}")
+        raise ConnectTimeout(f"{self.url}: no connection within {timeout_s} s{last}")
 
     @property
     def connected(self) -> bool:
@@ -196,19 +219,20 @@ class Link:
         first = True
         while not self._ended.is_set():
             url = self.url if first or self._url_for_reconnect is None else self._url_for_reconnect()
-            opened_at = time.monotonic()
+            self._opened_at = None
             try:
                 await self._connection(url, first)
             except asyncio.CancelledError:
                 raise
-            except ConnectionRefused as refused:
+            except (ConnectionRefused, FrameTooLarge) as refused:
                 self._end(refused)
                 return
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as error:
                 self._last_error = error
                 logger.debug("%s: connection failed or lost: %r", url, error)
-            except Exception:
+            except Exception as error:
                 # An owner's callback failed: a bug, but one connection's, not the link's end.
+                self._last_error = error
                 logger.exception("%s: connection ended by an error", url)
             else:
                 first = False
@@ -220,7 +244,8 @@ class Link:
             if self._last:
                 self._end(ClientClosed(self.url))
                 return
-            if time.monotonic() - opened_at >= STABLE_AFTER_S:
+            # Measured from the open, not the attempt: a handshake that took long did not work.
+            if self._opened_at is not None and time.monotonic() - self._opened_at >= STABLE_AFTER_S:
                 self._backoff.reset()
             if not self._ended.is_set():
                 await asyncio.sleep(self._backoff.next_delay())
@@ -228,27 +253,36 @@ class Link:
     async def _connection(self, url: str, first: bool) -> None:
         try:
             ws = await websockets.connect(url, additional_headers=self._headers, max_size=self._max_frame_bytes,
-                                          open_timeout=10)
+                                          open_timeout=10, close_timeout=CLOSE_TIMEOUT_S)
         except InvalidStatus as refused:
             status = refused.response.status_code
             if status in REFUSED_FOR_GOOD or (first and status == 409):
                 raise ConnectionRefused(url, status, _refusal_reason(refused.response.body)) from None
             raise
         self._ws = ws
+        self._opened_at = time.monotonic()
         self.generation += 1
         try:
             await self._on_open()
             self._ready.set()
-            async for text in ws:
-                try:
-                    frame = codec.loads(text)
-                except codec.DecodeError:
-                    logger.warning("%s: a frame that is no JSON: %.200r", url, text)
-                    continue
-                await self._on_frame(frame)
+            self._was_ready = True
+            with contextlib.suppress(ConnectionClosed):  # how it closed is judged below
+                async for text in ws:
+                    try:
+                        frame = codec.loads(text)
+                    except codec.DecodeError:
+                        logger.warning("%s: a frame that is no JSON: %.200r", url, text)
+                        continue
+                    await self._on_frame(frame)
         finally:
             self._ready.clear()
             await ws.close()
+            self.close_code = ws.close_code
+        sent = ws.protocol.close_sent
+        if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG and not ws.protocol.close_rcvd_then_sent:
+            # The broker would send the same frame again on every connection: stop, and say why.
+            raise FrameTooLarge(f"{url}: the broker sent a frame over max_frame_bytes ({self._max_frame_bytes} "
+                                "bytes); the client's max_frame_bytes must be at least the broker's frame limit")
         code = ws.close_code
         if code in CLOSED_FOR_GOOD:
             raise ConnectionRefused(url, code, ws.close_reason or "")
@@ -265,6 +299,12 @@ class Link:
         if not self._ended.is_set():
             self._ended.set()
             self._on_end()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, InvalidStatus):
+        return f"HTTP {error.response.status_code} {_refusal_reason(error.response.body)}".rstrip()
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _refusal_reason(body: bytes | bytearray | None) -> str:

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from switchyard_client import codec
-from switchyard_client.frames import DeliveryFrame
 
 
 @dataclass(eq=False)
@@ -27,16 +26,18 @@ class Message:
     @classmethod
     def of(cls, frame: dict[str, Any], ack: Callable[[Message], Awaitable[None]],
            nack: Callable[[Message], Awaitable[None]]) -> Message:
-        delivery = DeliveryFrame.model_validate(frame)
-        properties = frame.get("properties")
-        key = frame.get("key")
+        """A delivery with a string ``messageId``; any other field of an unexpected type is read as
+        missing. An exception here would drop the connection, and the broker would send the same frame
+        again on the next one, for ever."""
+        payload, properties, key = frame.get("payload"), frame.get("properties"), frame.get("key")
+        published, count = frame.get("publishTime"), frame.get("redeliveryCount")
         return cls(
-            id=delivery.messageId,
-            data=codec.decode_payload(frame.get("payload") if isinstance(frame.get("payload"), str) else None),
+            id=frame["messageId"],
+            data=codec.decode_payload(payload if isinstance(payload, str) else None),
             properties=properties if isinstance(properties, dict) else {},
             key=key if isinstance(key, str) else None,
-            publish_time=_time(delivery.publishTime),
-            redelivery_count=delivery.redeliveryCount or 0,
+            publish_time=_time(published) if isinstance(published, str) else None,
+            redelivery_count=count if type(count) is int and count >= 0 else 0,
             frame=frame,
             _ack=ack,
             _nack=nack,

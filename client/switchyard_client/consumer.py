@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from websockets.frames import CloseCode
 
@@ -56,7 +56,8 @@ class _Stream:
         return self._dialer.link(url, on_open=self._opened, on_frame=self._frame, on_lost=self._lost,
                                  on_end=lambda: self._queue.put_nowait(None), url_for_reconnect=url_for_reconnect)
 
-    async def start(self) -> None:
+    async def start(self) -> Self:
+        """Open the socket now (a new subscription starts at the topic's latest message); returns the stream."""
         raise NotImplementedError
 
     async def _open(self, link: Link) -> None:
@@ -202,9 +203,10 @@ class Consumer(_Stream):
         # Ids in the queue, not yet taken: a message the broker takes back meanwhile is queued once.
         self._queued_ids: set[str] = set()
 
-    async def start(self) -> None:
+    async def start(self) -> Self:
         if self._link is None:
             await self._open(self._new_link(self._url))
+        return self
 
     async def ack(self, message: Message) -> None:
         if self._ledger.acked(message.id) is OnAck.SEND:
@@ -296,9 +298,10 @@ class Reader(_Stream):
         # The connection each queued message came on.
         self._generation: dict[str, int] = {}
 
-    async def start(self) -> None:
+    async def start(self) -> Self:
         if self._link is None:
             await self._open(self._new_link(self._url_for(self._start), self._resume_url))
+        return self
 
     def _resume_url(self) -> str:
         return self._url_for(self._last or self._start)

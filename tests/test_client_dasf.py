@@ -4,6 +4,8 @@ demessaging backend module, and a demessaging client calling a ``Client.serve`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,19 @@ async def add(call: Any) -> Any:
     if call.get("func_name") != "add":
         raise ValueError(f"no function {call.get('func_name')!r}")
     return call["a"] + call.get("b", 1)
+
+
+@contextlib.asynccontextmanager
+async def serving(client: Client, topic: str, **options: Any) -> AsyncIterator[None]:
+    """``client.serve(topic, add)`` running (its api_info answered: it is subscribed) until the block ends."""
+    task = asyncio.create_task(client.serve(topic, add, **options))
+    try:
+        await eventually(lambda: api_info_of(topic), TIMEOUT_S, "the served module's api_info")
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_request_calls_a_demessaging_module(server: ServerProcess, modules: Modules) -> None:
@@ -57,41 +72,28 @@ async def test_a_demessaging_client_calls_a_serve_backend(server: ServerProcess)
     """The unmodified demessaging client's send-request is answered by a Client.serve handler."""
     topic = make_topic()
     async with Client(server.http) as client:
-        serving = asyncio.create_task(client.serve(topic, add, api_info=API_INFO))
-        try:
-            await eventually(lambda: api_info_of(topic), TIMEOUT_S, "the served module's api_info")
+        async with serving(client, topic, api_info=API_INFO):
             done = await asyncio.to_thread(send_request, topic, pulsar_args(server),
                                            {"func_name": "add", "a": 2, "b": 3})
-            assert done.returncode == 0, done.stdout + done.stderr
-            assert result_of(done.stdout) == 5
-        finally:
-            serving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await serving
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert result_of(done.stdout) == 5
 
 
 async def test_a_serve_handler_error_reaches_the_caller(server: ServerProcess) -> None:
     """A handler that raises is answered as a DASF error, which request raises as RequestError."""
     topic = make_topic()
     async with Client(server.http) as client:
-        serving = asyncio.create_task(client.serve(topic, add))
-        try:
+        async with serving(client, topic):
             with pytest.raises(RequestError, match="error executing request: no function 'nope'"):
                 await client.request(topic, {"func_name": "nope"}, timeout=TIMEOUT_S)
             assert await client.request(topic, {"func_name": "add", "a": 40, "b": 2}, timeout=TIMEOUT_S) == 42
-        finally:
-            serving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await serving
 
 
 async def test_a_serve_backend_answers_pings(server: ServerProcess) -> None:
     """A served topic answers the broker's ping, so its status turns online."""
     topic = make_topic()
     async with Client(server.http) as client:
-        serving = asyncio.create_task(client.serve(topic, add))
-        try:
-            await eventually(lambda: api_info_of(topic), TIMEOUT_S, "the served module's api_info")
+        async with serving(client, topic):
             assert (await asyncio.to_thread(call, server, f"/topics/{topic}/ping", "POST"))[0] == 202
 
             async with asyncio.timeout(TIMEOUT_S):
@@ -99,8 +101,4 @@ async def test_a_serve_backend_answers_pings(server: ServerProcess) -> None:
                     if isinstance(change, StatusFrame) and change.status == "online":
                         break
             assert (await client.status(topic)).status == "online"
-        finally:
-            serving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await serving
 

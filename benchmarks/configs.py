@@ -31,10 +31,12 @@ class Config:
 
 RAW = Config("raw", "raw websockets relay", raw=True)
 SQLITE = [Config(f"sqlite-{p}", f"switchyard sqlite {p}", policy=p) for p in ("disabled", "cache", "store")]
-# PostgreSQL + Redis: the default policy (cache) on one process, and across two behind Redis.
+# PostgreSQL + Redis: the default policy (cache) on one process, and across two behind Redis; store on one.
 POSTGRES = [
     Config("pg-redis-cache-1p", "switchyard pg+redis cache x1", database="postgres", policy="cache"),
     Config("pg-redis-cache-2p", "switchyard pg+redis cache x2", database="postgres", policy="cache", processes=2),
+    # The durable path's slowest policy on PostgreSQL (a target of its own: benchmarks/targets.py).
+    Config("pg-redis-store-1p", "switchyard pg+redis store x1", database="postgres", policy="store"),
 ]
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import databases, report
+from benchmarks import databases, report, targets
 from benchmarks.budget import TimeBudget
 from benchmarks.configs import RAW, Config, Deployment, all_configs, deploy
 from benchmarks.servers import ROOT, SERVER_LOGS, child_env
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(tables))
     print(f"ratios are value / raw relay of this run ({RAW.label}); rates: higher is better, "
           f"latency and KiB/conn: lower is better. cpu srv/lg = cores used by server(s) / load generator.")
+    print()
+    print(targets.table({c.key: rows[c.key] for c in configs}, rows.get(RAW.key, {})))
     print(f"run time {elapsed:.0f}s on {os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after{' (quick)' if args.quick else ''}")
     path = write_json(args, sizes, configs, rows, elapsed, load_before, load_after)

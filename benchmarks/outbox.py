@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import databases
+from benchmarks import databases, targets
 from benchmarks.stats import latency_summary_ms, rate
 
 AMQP_URL = os.environ.get("SWITCHYARD_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -247,6 +247,8 @@ def print_report(results: dict[str, Any]) -> None:
                       ("relay process (NOTIFY)", "relay_process_latency_ms")):
         row = results[key]
         print(f"{name:<28}{row['p50']!s:>8}{row['p99']!s:>8}{ratio(row['p50'], base['p50']):>12}")
+    print()
+    print(targets.outbox_table(results))
 
 
 def main() -> None:

@@ -92,12 +92,38 @@ def verdict(target: Target, results: dict[str, dict[str, Any]], raw: dict[str, A
 
 
 def table(results: dict[str, dict[str, Any]], raw: dict[str, Any]) -> str:
-    """Every target: the figure when it was set, the target, this run's figure, and whether it is met."""
-    header = ["target", "was", "target", "this run", "met"]
+    """Every target of ``make bench``: the figure when it was set, the target, this run's figure, and
+    whether it is met."""
     body = []
     for found in (verdict(t, results, raw) for t in TARGETS):
         met = ("not run" if found.shown is None else "-") if found.met is None else ("yes" if found.met else "NO")
         body.append([found.target.name, found.target.was, found.target.wanted, found.shown or "-", met])
+    return render("Targets of the durable path (ratios to the raw relay of this run)", body)
+
+
+def outbox_table(results: dict[str, Any]) -> str:
+    """The outbox relay's targets from a ``make bench-outbox`` run (benchmarks/outbox.py's results): the
+    best single-task batch size against raw aio-pika, and commit-to-publish with the relay in process."""
+    raw = results["raw_throughput"]["events_per_s"]
+    single = {name: row["events_per_s"] for name, row in results["relay_throughput"].items() if "tasks" not in name}
+    best = max(single, key=lambda name: single[name])
+    ratio = single[best] / raw if raw else 0.0
+    latency = results["in_process_latency_ms"]
+    body = [
+        [f"outbox relay to RabbitMQ with confirms, in order per key ({best})", "0.26x", ">= 0.7x", f"{ratio:.2f}x",
+         _met(ratio >= 0.7)],
+        ["commit-to-publish p50 ms (relay in process)", "9", "<= 3", f"{latency['p50']}", _met(latency["p50"] <= 3)],
+        ["commit-to-publish p99 ms (relay in process)", "-", "<= 20", f"{latency['p99']}", _met(latency["p99"] <= 20)],
+    ]
+    return render("Targets of the outbox relay (ratio to raw aio-pika of this run)", body)
+
+
+def _met(met: bool) -> str:
+    return "yes" if met else "NO"
+
+
+def render(title: str, body: list[list[str]]) -> str:
+    header = ["target", "was", "target", "this run", "met"]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -105,5 +131,4 @@ def table(results: dict[str, dict[str, Any]], raw: dict[str, Any]) -> str:
                                                                                                strict=True)))
 
     rule = "-" * len(line(header))
-    return "\n".join(["Targets of the durable path (ratios to the raw relay of this run)", rule, line(header), rule,
-                      *map(line, body), ""])
+    return "\n".join([title, rule, line(header), rule, *map(line, body), ""])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.targets import TARGETS, Target, table, verdict
+from benchmarks.targets import TARGETS, Target, outbox_table, table, verdict
 
 pytestmark = pytest.mark.database_agnostic
 
@@ -53,3 +53,18 @@ def test_a_socket_target_needs_enough_sockets_asked_for() -> None:
     target = Target("t", "W4", "c", ("connections",), at_least=10_000, min_requested=10_000)
     found = verdict(target, {"c": {"W4": {"connections": 1_000, "requested": 1_000}}}, RAW)
     assert found.met is None and "too few" in (found.shown or "")
+
+
+def test_the_outbox_table_takes_the_best_single_task_batch_size() -> None:
+    """The relay's throughput target uses its best one-task batch size against raw aio-pika, and the
+    latency targets the in-process relay's commit-to-publish percentiles."""
+    run = {
+        "raw_throughput": {"events_per_s": 10_000.0},
+        "relay_throughput": {"batch 1": {"events_per_s": 1_000.0}, "batch 500": {"events_per_s": 7_500.0},
+                             "batch 500, 2 tasks": {"events_per_s": 9_000.0}},
+        "in_process_latency_ms": {"p50": 2.5, "p99": 25.0},
+    }
+    rows = {line.split("  ")[0]: line for line in outbox_table(run).splitlines()}
+    assert "0.75x" in rows["outbox relay to RabbitMQ with confirms, in order per key (batch 500)"]
+    assert rows["commit-to-publish p50 ms (relay in process)"].endswith("yes")
+    assert rows["commit-to-publish p99 ms (relay in process)"].endswith("NO")

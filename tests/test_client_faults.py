@@ -9,15 +9,15 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from switchyard_client import Client, ConnectionRefused, Message, SendError, SwitchyardError
 from switchyard_client.consumer import Consumer
 from switchyard_client.errors import FrameTooLarge
-from tests.protocol import eventually, unique
-from tests.servers import ServerProcess, manage, migrated_database_url, start_server
+from tests.client_servers import fast, own_server, running, stored_topic
+from tests.protocol import eventually
+from tests.servers import ServerProcess, manage
 
 pytestmark = pytest.mark.wire_interop
 
@@ -28,34 +28,15 @@ MAX_FRAME_BYTES = 16 * 1024
 
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server of this module's own, on a database of its own, with short subscription leases (a
-    restarted server refuses its old subscriptions' leases until they expire) and a small frame limit."""
-    directory: Path = tmp_path_factory.mktemp("client-faults")
-    proc = start_server(migrated_database_url(directory, "own"), SUBSCRIPTION_LEASE_S="1",
-                        MAX_FRAME_BYTES=str(MAX_FRAME_BYTES))
+    """A server of this module's own with a small frame limit."""
+    proc = own_server(tmp_path_factory.mktemp("client-faults"), MAX_FRAME_BYTES=str(MAX_FRAME_BYTES))
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def killable(module_server: ServerProcess) -> Iterator[ServerProcess]:
-    """The module's server, running (a test that failed mid-outage may have left it down or stopped)."""
-    if module_server.running:
-        assert module_server.proc is not None
-        module_server.proc.send_signal(signal.SIGCONT)
-    else:
-        module_server.restart()
-    yield module_server
-
-
-def stored_topic(server: ServerProcess) -> str:
-    slug = unique("faults")
-    manage(server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf", "--store-messages", "store")
-    return slug
-
-
-def fast(server: ServerProcess, **options: float) -> Client:
-    return Client(server.http, backoff_initial_s=0.05, backoff_maximum_s=0.5, **options)
+def killable(module_server: ServerProcess) -> ServerProcess:
+    return running(module_server)
 
 
 async def collect(consumer: Consumer, into: list[Message]) -> None:

@@ -6,51 +6,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from switchyard_client import Client, SendTimeout
-from tests.protocol import unique
-from tests.servers import ServerProcess, manage, migrated_database_url, start_server
+from switchyard_client import SendTimeout
+from tests.client_servers import fast, own_server, running, stored_topic
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.wire_interop
 
 TIMEOUT_S = 20
-# A restarted server refuses its old subscriptions' leases until they expire: short here.
-LEASE_S = "1"
 
 
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server of this module's own, on a database of its own, with short subscription leases."""
-    directory: Path = tmp_path_factory.mktemp("client-reconnect")
-    proc = start_server(migrated_database_url(directory, "own"), SUBSCRIPTION_LEASE_S=LEASE_S)
+    """A server of this module's own."""
+    proc = own_server(tmp_path_factory.mktemp("client-reconnect"))
     yield proc
     proc.stop()
 
 
 @pytest.fixture
 def killable(module_server: ServerProcess) -> ServerProcess:
-    """The module's server, running (a test that failed mid-outage may have left it down)."""
-    if not module_server.running:
-        module_server.restart()
-    return module_server
-
-
-def stored_topic(server: ServerProcess) -> str:
-    slug = unique("reconnect")
-    manage(server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf", "--store-messages", "store")
-    return slug
+    return running(module_server)
 
 
 async def restart_after_kill(server: ServerProcess) -> None:
     server.kill()
     await asyncio.to_thread(server.restart)
-
-
-def fast(server: ServerProcess, **options: float) -> Client:
-    return Client(server.http, backoff_initial_s=0.05, backoff_maximum_s=0.5, **options)
 
 
 async def test_a_consumer_gets_its_unacked_messages_after_a_restart(killable: ServerProcess) -> None:

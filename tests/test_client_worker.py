@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,35 +16,27 @@ from switchyard_client import ConnectionRefused, Progress, Worker, WorkerRejecte
 from switchyard_client.link import Dialer
 from tests.api_client import call
 from tests.protocol import key_with, unique
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess
 from tests.work import clear_work
-from tests.worker_processes import until
+from tests.worker_processes import LOST_AFTER_S, checking_server, until
+
+__all__ = ["checking_server"]  # a fixture, used by name
 
 pytestmark = pytest.mark.wire_interop
 
-LOST_AFTER_S = 2.0
 TIMEOUT_S = 15.0
 # Over the server's WORK_REQUEST_DATA_MAX_BYTES (256 KiB), under a frame's limit (1 MiB).
 OVERSIZED = "x" * 300_000
 
 
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[ServerProcess]:
-    """A server of the session database that takes a worker silent for LOST_AFTER_S for lost."""
-    proc = start_server(os.environ["DATABASE_URL"], WORKER_CHECK_INTERVAL_S="0.2",
-                        WORKER_LOST_AFTER_S=str(LOST_AFTER_S))
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
-def work_server(module_server: ServerProcess) -> ServerProcess:
+def work_server(checking_server: ServerProcess) -> ServerProcess:
     """The module's server, running (a test that failed mid-outage may have left it down), and no
     other test's requests in the queue."""
-    if not module_server.running:
-        module_server.restart()
+    if not checking_server.running:
+        checking_server.restart()
     clear_work()
-    return module_server
+    return checking_server
 
 
 @pytest.fixture

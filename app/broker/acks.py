@@ -11,19 +11,18 @@ then the rule per message.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db import connection
 from django.utils import timezone
 
 from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import consumer_principals
 from app.broker.policy import StorePolicy, removed_after_ack
+from app.broker.statements import hot_statements
 from app.pulsar.models import Subscription, SubscriptionMessage
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def apply_acks(acks: Sequence[Ack], lock_with: Collection[int] = ()) -> None:
         # Under cache, one message deleted means the topic had no subscription: the statement
         # deleted every one of them still stored, so the rest went before (another principal's
         # ack, as when several fan out on the topic) and there is nothing left to record.
-        if policy is StorePolicy.CACHE and _delete_acked(topic_id, {a.message_id for a in group}):
+        if policy is StorePolicy.CACHE and hot_statements().delete_acked(topic_id, {a.message_id for a in group}):
             continue
         slow.append((topic_id, policy, group))
     # Under cache: the topic has subscriptions (or the messages went before). The acks are recorded
@@ -81,58 +80,9 @@ def lock_cursors(topic_ids: Collection[int]) -> dict[int, list[Cursor]]:
 
 
 def record_acks(topic_id: int, principal: str, message_ids: Collection[uuid.UUID], now: datetime) -> set[int]:
-    """Mark stored messages acked by ``principal``, in one prepared upsert (the ORM's lookup plus
-    bulk upsert cost several times the statement). Unknown ids match no row. Returns the pks of
-    the messages marked."""
-    quote = connection.ops.quote_name
-    prep = Message._meta.get_field("message_id").get_db_prep_value
-    when = Delivery._meta.get_field("acked_at").get_db_prep_value(now, connection)
-    ids = [prep(message_id, connection) for message_id in message_ids]
-    deliveries, messages = quote(Delivery._meta.db_table), quote(Message._meta.db_table)
-    sql = (
-        f"INSERT INTO {deliveries} ({quote('message_id')}, {quote('principal')}, {quote('redelivery_count')}, "
-        f"{quote('acked_at')}) SELECT {quote('id')}, %s, 0, %s FROM {messages} "
-        f"WHERE {quote('topic_id')} = %s AND {quote('message_id')} IN ({', '.join(['%s'] * len(ids))}) "
-        f"ON CONFLICT ({quote('message_id')}, {quote('principal')}) DO UPDATE SET {quote('acked_at')} = %s "
-        f"RETURNING {quote('message_id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [principal, when, topic_id, *ids, when])
-        return {int(pk) for pk, in cursor.fetchall()}
-
-
-def _delete_acked(topic_id: int, message_ids: set[uuid.UUID]) -> int:
-    """The cache policy's ack on a topic without subscriptions: delete the messages, then their
-    delivery rows, in two prepared statements (building querysets per batch cost more than running
-    them). On a topic with subscriptions it deletes nothing. Returns how many went."""
-    prep = Message._meta.get_field("message_id").get_db_prep_value
-    ids = [prep(message_id, connection) for message_id in message_ids]
-    with connection.cursor() as cursor:
-        cursor.execute(_delete_acked_sql(len(ids)), [topic_id, *ids, topic_id])
-        removed = [pk for pk, in cursor.fetchall()]
-        if removed:
-            cursor.execute(_delete_deliveries_sql(len(removed)), removed)
-    return len(removed)
-
-
-# The cache ack's statements per number of ids: assembling them per batch cost as much as the
-# subscription condition in them. At most WRITE_BATCH_ROWS sizes occur.
-@functools.lru_cache(maxsize=1024)
-def _delete_acked_sql(count: int) -> str:
-    quote = connection.ops.quote_name
-    messages = quote(Message._meta.db_table)
-    return (
-        f"DELETE FROM {messages} WHERE {quote('topic_id')} = %s "
-        f"AND {quote('message_id')} IN ({', '.join(['%s'] * count)}) "
-        f"AND NOT EXISTS (SELECT 1 FROM {quote(Subscription._meta.db_table)} WHERE {quote('topic_id')} = %s) "
-        f"RETURNING {quote('id')}"
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _delete_deliveries_sql(count: int) -> str:
-    quote = connection.ops.quote_name
-    return f"DELETE FROM {quote(Delivery._meta.db_table)} WHERE {quote('message_id')} IN ({', '.join(['%s'] * count)})"
+    """Mark stored messages acked by ``principal``, in one upsert (app/broker/statements). Unknown
+    ids match no row. Returns the pks of the messages marked."""
+    return hot_statements().record_acks(topic_id, principal, message_ids, now)
 
 
 def remove_done(topic_id: int, policy: StorePolicy, message_pks: list[int],

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
-from django.db.models import Exists, Field, OuterRef, QuerySet
+from django.db import DataError, IntegrityError, ProgrammingError, transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from app.auth.services import principal_of
@@ -22,6 +22,7 @@ from app.broker.acks import apply_acks
 from app.broker.models import Delivery, Message, Topic
 from app.broker.permissions import revoke_all
 from app.broker.policy import StorePolicy
+from app.broker.statements import hot_statements
 from app.pulsar.cursors import apply_subscription_acks
 from app.server.metrics import TALLY
 
@@ -158,19 +159,20 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
             subscription_acks.append(op)
         else:
             acks.append(op)
-    rows: list[tuple[Any, ...]] = []
+    statements = hot_statements()
+    inserted: list[tuple[NewMessage, int]] = []
     # Topic rows are locked in id order: two processes' batches (a dead letter op puts a second
     # topic in one) cannot wait on each other.
     for topic_id, indexes in sorted(inserts.items()):
-        first = _allocate_sequences(topic_id, len(indexes))
+        last = statements.allocate_sequences(topic_id, len(indexes))
+        if last is None:
+            raise TopicError(f"topic {topic_id} no longer exists")
+        first = last - len(indexes) + 1
         for offset, index in enumerate(indexes):
-            op = _inserted(ops[index])
             results[index] = first + offset
-            rows.append((op.message_id, op.topic_id, first + offset, op.producer_id, op.producer_principal,
-                         op.properties, op.payload, op.context, op.publish_time, op.frame, op.response_topic_id,
-                         op.deliver_at))
-    if rows:
-        _insert_messages(rows)
+            inserted.append((_inserted(ops[index]), first + offset))
+    if inserted:
+        statements.insert_messages(inserted)
     if acks:
         apply_acks(acks, lock_with={op.topic_id for op in subscription_acks})
     if subscription_acks:
@@ -184,41 +186,6 @@ def _inserted(op: Op) -> NewMessage:
         return op.copy
     assert isinstance(op, NewMessage)
     return op
-
-
-_INSERT_COLUMNS = ("message_id", "topic", "sequence", "producer", "producer_principal", "properties", "payload",
-                   "context", "publish_time", "frame", "response_topic", "deliver_at")
-
-
-def _insert_messages(rows: list[tuple[Any, ...]]) -> None:
-    """One prepared INSERT run with executemany: bulk_create's per-row SQL assembly was the largest
-    cost of a group commit. Values still go through each field's own database preparation."""
-    fields = [field for name in _INSERT_COLUMNS if isinstance(field := Message._meta.get_field(name), Field)]
-    quote = connection.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        quote(Message._meta.db_table),
-        ", ".join(quote(str(f.column)) for f in fields),
-        ", ".join(["%s"] * len(fields)),
-    )
-    params = [[f.get_db_prep_save(v, connection) for f, v in zip(fields, row, strict=True)] for row in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _allocate_sequences(topic_id: int, count: int) -> int:
-    """Reserve ``count`` sequences; the row update serialises writers of one topic across processes.
-    One UPDATE ... RETURNING (SQLite >= 3.35, PostgreSQL): the ORM's update-then-get was most of
-    a one-message commit."""
-    quote = connection.ops.quote_name
-    sql = "UPDATE {table} SET {col} = {col} + %s WHERE {pk} = %s RETURNING {col}".format(
-        table=quote(Topic._meta.db_table), col=quote("last_sequence"), pk=quote("id")
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [count, topic_id])
-        row = cursor.fetchone()
-    if row is None:
-        raise TopicError(f"topic {topic_id} no longer exists")
-    return int(row[0]) - count + 1
 
 
 # --- replay --------------------------------------------------------------------------------

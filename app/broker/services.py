@@ -160,19 +160,14 @@ def _apply(ops: Sequence[Op]) -> list[OpResult]:
         else:
             acks.append(op)
     statements = hot_statements()
-    inserted: list[tuple[NewMessage, int]] = []
     # Topic rows are locked in id order: two processes' batches (a dead letter op puts a second
     # topic in one) cannot wait on each other.
     for topic_id, indexes in sorted(inserts.items()):
-        last = statements.allocate_sequences(topic_id, len(indexes))
-        if last is None:
+        first = statements.store_messages(topic_id, [_inserted(ops[index]) for index in indexes])
+        if first is None:
             raise TopicError(f"topic {topic_id} no longer exists")
-        first = last - len(indexes) + 1
         for offset, index in enumerate(indexes):
             results[index] = first + offset
-            inserted.append((_inserted(ops[index]), first + offset))
-    if inserted:
-        statements.insert_messages(inserted)
     if acks:
         apply_acks(acks, lock_with={op.topic_id for op in subscription_acks})
     if subscription_acks:

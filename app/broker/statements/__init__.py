@@ -1,7 +1,7 @@
 """The group commit's hot statements, one module per database backend.
 
-A group commit runs four kinds of statement per batch: reserve a topic's sequences, insert the
-messages, delete what a cache ack removes (with its delivery rows), and record acks under the
+A group commit runs three kinds of statement per batch: store messages (reserving their
+sequences), delete what a cache ack removes (with its delivery rows), and record acks under the
 storing policies. Through the ORM each value passed Django's field adapters and (on PostgreSQL)
 psycopg's client-side quoting, row by row: that was most of a commit's time (benchmarks/RESULTS.md).
 Here each backend binds plain values on the connection Django opened, inside the transaction
@@ -23,19 +23,18 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 if TYPE_CHECKING:
     from app.broker.services import NewMessage
 
 
 class HotStatements(Protocol):
-    def allocate_sequences(self, topic_id: int, count: int) -> int | None:
-        """Add ``count`` to the topic's last sequence and return the new value (None: no such topic).
-        The row update serialises writers of one topic across processes."""
-
-    def insert_messages(self, messages: Sequence[tuple[NewMessage, int]]) -> None:
-        """Insert each message with its sequence."""
+    def store_messages(self, topic_id: int, messages: Sequence[NewMessage]) -> int | None:
+        """Reserve the next sequences of the topic (its row update serialises writers of one topic
+        across processes) and insert the messages numbered from them, in order. Returns the first
+        sequence; None when there is no such topic (and nothing was inserted)."""
 
     def delete_acked(self, topic_id: int, message_ids: Collection[uuid.UUID]) -> int:
         """The cache policy's ack on a topic without Pulsar subscriptions: delete these messages and
@@ -48,24 +47,26 @@ class HotStatements(Protocol):
 
 
 def hot_statements() -> HotStatements:
-    """The statements of the current thread's database connection."""
-    if connection.vendor == "postgresql":
-        from app.broker.statements import postgresql
+    """The statements on the current thread's database connection (looked up once: Django's
+    ``connection`` proxy costs a thread-local lookup per attribute)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql":
+        from app.broker.statements.postgresql import PostgreSQLStatements
 
-        return postgresql.STATEMENTS
-    if connection.vendor == "sqlite":
-        from app.broker.statements import sqlite
+        return PostgreSQLStatements(db)
+    if db.vendor == "sqlite":
+        from app.broker.statements.sqlite import SQLiteStatements
 
-        return sqlite.STATEMENTS
-    raise NotImplementedError(f"Switchyard runs on SQLite or PostgreSQL, not {connection.vendor}")
+        return SQLiteStatements(db)
+    raise NotImplementedError(f"Switchyard runs on SQLite or PostgreSQL, not {db.vendor}")
 
 
 @contextmanager
-def running(sql: str) -> Iterator[None]:
+def running(db: BaseDatabaseWrapper, sql: str) -> Iterator[None]:
     """Run one statement on the raw connection as Django's cursor would: its errors translated, and
     logged when Django logs queries."""
     started = time.monotonic()
-    with connection.wrap_database_errors:
+    with db.wrap_database_errors:
         yield
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    if db.queries_logged:
+        db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})

@@ -5,19 +5,21 @@ per row that was most of a commit's Python. Here the statements bind their value
 (``psycopg.Cursor``), one statement per batch whatever its size (``= ANY(%s)`` with an array), so
 psycopg prepares each of them once per connection (after ``prepare_threshold`` runs, which
 Django's ``OPTIONS`` set: ``None`` turns preparing off, as a transaction-pooling pgbouncer needs).
-Messages go in by ``COPY``: the fastest of executemany, a multi-row VALUES, an ``unnest`` insert
-and COPY measured here (benchmarks/RESULTS.md).
+A few messages go in by one statement that also reserves their sequences (one round trip: the
+request/reply path); a batch goes in by ``COPY``, of executemany, a multi-row VALUES, an ``unnest``
+insert and COPY the fastest per row measured here (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg
-from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from app.broker.models import Delivery, Message, Topic
 from app.broker.statements import running
@@ -30,49 +32,86 @@ if TYPE_CHECKING:
 MESSAGES, DELIVERIES = Message._meta.db_table, Delivery._meta.db_table
 TOPICS, SUBSCRIPTIONS = Topic._meta.db_table, Subscription._meta.db_table
 
-COPY = (f'COPY "{MESSAGES}" ("message_id", "topic_id", "sequence", "producer_id", "producer_principal", '
-        '"properties", "payload", "context", "publish_time", "frame", "response_topic_id", "deliver_at") FROM STDIN')
+COLUMNS = ('"message_id", "topic_id", "sequence", "producer_id", "producer_principal", "properties", "payload", '
+           '"context", "publish_time", "frame", "response_topic_id", "deliver_at"')
+COPY = f'COPY "{MESSAGES}" ({COLUMNS}) FROM STDIN'
 ALLOCATE = f'UPDATE "{TOPICS}" SET "last_sequence" = "last_sequence" + %s WHERE "id" = %s RETURNING "last_sequence"'
-DELETE_ACKED = (f'DELETE FROM "{MESSAGES}" WHERE "topic_id" = %s AND "message_id" = ANY(%s) '
-                f'AND NOT EXISTS (SELECT 1 FROM "{SUBSCRIPTIONS}" WHERE "topic_id" = %s) RETURNING "id"')
-DELETE_DELIVERIES = f'DELETE FROM "{DELIVERIES}" WHERE "message_id" = ANY(%s)'
+# The cache ack and its delivery rows in one statement (both DELETEs see the same snapshot).
+DELETE_ACKED = (f'WITH "gone" AS (DELETE FROM "{MESSAGES}" WHERE "topic_id" = %s AND "message_id" = ANY(%s) '
+                f'AND NOT EXISTS (SELECT 1 FROM "{SUBSCRIPTIONS}" WHERE "topic_id" = %s) RETURNING "id"), '
+                f'"dropped" AS (DELETE FROM "{DELIVERIES}" WHERE "message_id" IN (SELECT "id" FROM "gone")) '
+                'SELECT count(*) FROM "gone"')
+# Up to this many messages of a topic are stored by one statement that also reserves their sequences
+# (one round trip); more go by ALLOCATE and COPY, whose per-row cost is lower and round trips more.
+SMALL_BATCH = 16
+TYPES = ("uuid", "bigint", None, "integer", "varchar", "jsonb", "text", "jsonb", "timestamptz", "text", "bigint",
+         "timestamptz")
+
+
+@functools.lru_cache(maxsize=SMALL_BATCH)
+def _store_sql(count: int) -> str:
+    """Reserve ``count`` sequences on the topic row and insert the messages numbered from them; the
+    topic missing, nothing is inserted (the join with the UPDATE's row is empty)."""
+    row = "(%s::integer, " + ", ".join(f"%s::{t}" for t in TYPES if t is not None) + ")"
+    return (f'WITH "reserved" AS (UPDATE "{TOPICS}" SET "last_sequence" = "last_sequence" + {count} '
+            'WHERE "id" = %s RETURNING "last_sequence") '
+            f'INSERT INTO "{MESSAGES}" ({COLUMNS}) SELECT "v"."message_id", "v"."topic_id", '
+            f'"reserved"."last_sequence" - {count} + "v"."n", "v"."producer_id", "v"."producer_principal", '
+            '"v"."properties", "v"."payload", "v"."context", "v"."publish_time", "v"."frame", "v"."response_topic_id", '
+            f'"v"."deliver_at" FROM "reserved", (VALUES {", ".join([row] * count)}) AS "v" ("n", "message_id", '
+            '"topic_id", "producer_id", "producer_principal", "properties", "payload", "context", "publish_time", '
+            '"frame", "response_topic_id", "deliver_at") RETURNING "sequence"')
+
+
+def _values(m: NewMessage) -> tuple[object, ...]:
+    """A message's columns but its sequence."""
+    return (m.message_id, m.topic_id, m.producer_id, m.producer_principal, dumps(m.properties), m.payload,
+            None if m.context is None else dumps(m.context), m.publish_time, m.frame, m.response_topic_id,
+            m.deliver_at)
+
+
 RECORD_ACKS = (f'INSERT INTO "{DELIVERIES}" ("message_id", "principal", "redelivery_count", "acked_at") '
                f'SELECT "id", %s, 0, %s FROM "{MESSAGES}" WHERE "topic_id" = %s AND "message_id" = ANY(%s) '
                'ON CONFLICT ("message_id", "principal") DO UPDATE SET "acked_at" = excluded."acked_at" '
                'RETURNING "message_id"')
 
 
-def _cursor() -> psycopg.Cursor[tuple[object, ...]]:
+def _cursor(db: BaseDatabaseWrapper) -> psycopg.Cursor[tuple[object, ...]]:
     """A cursor binding on the server, on Django's connection (in Django's transaction)."""
-    return psycopg.Cursor(connection.connection)
+    return psycopg.Cursor(db.connection)
 
 
 class PostgreSQLStatements:
-    def allocate_sequences(self, topic_id: int, count: int) -> int | None:
-        with running(ALLOCATE), _cursor() as cursor:
-            row = cursor.execute(ALLOCATE, (count, topic_id)).fetchone()
-        return None if row is None else int(str(row[0]))
+    def __init__(self, db: BaseDatabaseWrapper) -> None:
+        self.db = db
 
-    def insert_messages(self, messages: Sequence[tuple[NewMessage, int]]) -> None:
-        with running(COPY), _cursor() as cursor, cursor.copy(COPY) as copy:
-            for m, sequence in messages:
-                copy.write_row((m.message_id, m.topic_id, sequence, m.producer_id, m.producer_principal,
-                                dumps(m.properties), m.payload, None if m.context is None else dumps(m.context),
-                                m.publish_time, m.frame, m.response_topic_id, m.deliver_at))
+    def store_messages(self, topic_id: int, messages: Sequence[NewMessage]) -> int | None:
+        if len(messages) <= SMALL_BATCH:
+            params: list[object] = [topic_id]
+            for n, message in enumerate(messages, start=1):
+                params += (n, *_values(message))
+            with running(self.db, sql := _store_sql(len(messages))), _cursor(self.db) as cursor:
+                sequences = [int(str(sequence)) for sequence, in cursor.execute(sql, params)]
+            return min(sequences) if sequences else None
+        with running(self.db, ALLOCATE), _cursor(self.db) as cursor:
+            row = cursor.execute(ALLOCATE, (len(messages), topic_id)).fetchone()
+        if row is None:
+            return None
+        first = int(str(row[0])) - len(messages) + 1
+        with running(self.db, COPY), _cursor(self.db) as cursor, cursor.copy(COPY) as copy:
+            for sequence, message in enumerate(messages, start=first):
+                values = _values(message)
+                copy.write_row((*values[:2], sequence, *values[2:]))
+        return first
 
     def delete_acked(self, topic_id: int, message_ids: Collection[uuid.UUID]) -> int:
-        with running(DELETE_ACKED), _cursor() as cursor:
-            removed = [pk for pk, in cursor.execute(DELETE_ACKED, (topic_id, list(message_ids), topic_id))]
-        if removed:
-            with running(DELETE_DELIVERIES), _cursor() as cursor:
-                cursor.execute(DELETE_DELIVERIES, (removed,))
-        return len(removed)
+        with running(self.db, DELETE_ACKED), _cursor(self.db) as cursor:
+            row = cursor.execute(DELETE_ACKED, (topic_id, list(message_ids), topic_id)).fetchone()
+        return 0 if row is None else int(str(row[0]))
 
     def record_acks(self, topic_id: int, principal: str, message_ids: Collection[uuid.UUID],
                     now: datetime) -> set[int]:
-        with running(RECORD_ACKS), _cursor() as cursor:
+        with running(self.db, RECORD_ACKS), _cursor(self.db) as cursor:
             cursor.execute(RECORD_ACKS, (principal, now, topic_id, list(message_ids)))
             return {int(str(pk)) for pk, in cursor.fetchall()}
 
-
-STATEMENTS = PostgreSQLStatements()

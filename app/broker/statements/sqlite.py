@@ -1,8 +1,8 @@
 """The hot statements on SQLite, bound through the ``sqlite3`` connection Django opened.
 
 Values are written as Django's SQLite backend writes them: a UUID as its 32 hex digits, an aware
-datetime as naive UTC text (``str()`` of it), JSON as text. The statements use ``?`` placeholders,
-so ``sqlite3`` caches them prepared per connection.
+datetime as naive text in the connection's time zone (``str()`` of it), JSON as text. The
+statements use ``?`` placeholders, so ``sqlite3`` caches them prepared per connection.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from app.broker.models import Delivery, Message, Topic
 from app.broker.statements import running
@@ -32,17 +32,18 @@ INSERT = (f'INSERT INTO "{MESSAGES}" ("message_id", "topic_id", "sequence", "pro
 ALLOCATE = f'UPDATE "{TOPICS}" SET "last_sequence" = "last_sequence" + ? WHERE "id" = ? RETURNING "last_sequence"'
 
 
-def _text(value: datetime) -> str:
-    """Django's SQLite text for an aware datetime (USE_TZ: stored as UTC)."""
-    return str(value.astimezone(UTC).replace(tzinfo=None))
+def _text(value: datetime, zone: tzinfo) -> str:
+    """Django's SQLite text for an aware datetime: naive, in the connection's time zone (UTC
+    unless DATABASES sets TIME_ZONE)."""
+    return str(value.astimezone(zone).replace(tzinfo=None))
 
 
-def _row(message: NewMessage, sequence: int) -> tuple[Any, ...]:
+def _row(message: NewMessage, sequence: int, zone: tzinfo) -> tuple[Any, ...]:
     return (message.message_id.hex, message.topic_id, sequence, message.producer_id, message.producer_principal,
             dumps(message.properties), message.payload,
             None if message.context is None else dumps(message.context),
-            _text(message.publish_time), message.frame, message.response_topic_id,
-            None if message.deliver_at is None else _text(message.deliver_at))
+            _text(message.publish_time, zone), message.frame, message.response_topic_id,
+            None if message.deliver_at is None else _text(message.deliver_at, zone))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -66,32 +67,36 @@ def _record_acks_sql(count: int) -> str:
 
 
 class SQLiteStatements:
-    def allocate_sequences(self, topic_id: int, count: int) -> int | None:
-        with running(ALLOCATE):
-            row = connection.connection.execute(ALLOCATE, (count, topic_id)).fetchone()
-        return None if row is None else int(row[0])
+    def __init__(self, db: BaseDatabaseWrapper) -> None:
+        self.db = db
+        assert db.timezone is not None, "Switchyard runs with USE_TZ"
+        self.zone: tzinfo = db.timezone
 
-    def insert_messages(self, messages: Sequence[tuple[NewMessage, int]]) -> None:
-        rows = [_row(message, sequence) for message, sequence in messages]
-        with running(INSERT):
-            connection.connection.executemany(INSERT, rows)
+    def store_messages(self, topic_id: int, messages: Sequence[NewMessage]) -> int | None:
+        with running(self.db, ALLOCATE):
+            row = self.db.connection.execute(ALLOCATE, (len(messages), topic_id)).fetchone()
+        if row is None:
+            return None
+        first = int(row[0]) - len(messages) + 1
+        rows = [_row(message, sequence, self.zone) for sequence, message in enumerate(messages, start=first)]
+        with running(self.db, INSERT):
+            self.db.connection.executemany(INSERT, rows)
+        return first
 
     def delete_acked(self, topic_id: int, message_ids: Collection[uuid.UUID]) -> int:
-        raw = connection.connection
+        raw = self.db.connection
         ids = [message_id.hex for message_id in message_ids]
-        with running(sql := _delete_acked_sql(len(ids))):
+        with running(self.db, sql := _delete_acked_sql(len(ids))):
             removed = [pk for pk, in raw.execute(sql, (topic_id, *ids, topic_id)).fetchall()]
         if removed:
-            with running(sql := _delete_deliveries_sql(len(removed))):
+            with running(self.db, sql := _delete_deliveries_sql(len(removed))):
                 raw.execute(sql, removed)
         return len(removed)
 
     def record_acks(self, topic_id: int, principal: str, message_ids: Collection[uuid.UUID],
                     now: datetime) -> set[int]:
         ids = [message_id.hex for message_id in message_ids]
-        with running(sql := _record_acks_sql(len(ids))):
-            cursor = connection.connection.execute(sql, (principal, _text(now), topic_id, *ids))
+        with running(self.db, sql := _record_acks_sql(len(ids))):
+            cursor = self.db.connection.execute(sql, (principal, _text(now, self.zone), topic_id, *ids))
             return {int(pk) for pk, in cursor.fetchall()}
 
-
-STATEMENTS = SQLiteStatements()

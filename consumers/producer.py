@@ -16,6 +16,7 @@ from app import codec
 from app.auth.services import ANONYMOUS_PRINCIPAL
 from app.broker import creation, pressure, quotas, services
 from app.broker.hub import Delivered
+from app.broker.identifiers import new_message_id
 from app.broker.naming import topic_name_error
 from app.broker.permissions import Rights, may_add_topics
 from app.broker.runtime import get_runtime
@@ -106,7 +107,8 @@ class TopicProducer(AckingConsumer):
             except TopicError as exc:
                 self.refuse(str(exc), raw)
                 return
-        message_id = frame.messageId or str(uuid.uuid4())
+        message_uuid = uuid.UUID(frame.messageId) if frame.messageId else new_message_id()
+        message_id = frame.messageId or str(message_uuid)
         now = timezone.now()
         # The delivery is the producer's object as received plus the broker's fields (the shape of
         # DeliveryFrame). It is serialised from a dict: any key a producer sends is relayed, even
@@ -124,7 +126,7 @@ class TopicProducer(AckingConsumer):
         deliver_at = delivery_time(raw, now) if pulsar_semantics(self.path_shape, topic.supports_dasf) else None
         op = NewMessage(
             topic_id=topic.id,
-            message_id=uuid.UUID(message_id),
+            message_id=message_uuid,
             producer_id=producer_id,
             producer_principal=principal,
             properties=frame.properties,

@@ -89,16 +89,21 @@ TEMPLATES = [
 ]
 
 
+# SQLite's synchronous pragma: NORMAL (a commit survives a process crash) or FULL (a power cut too).
+SQLITE_SYNCHRONOUS = env_choice("SQLITE_SYNCHRONOUS", "normal", ("normal", "full"))
+
+
 def _database(url: str) -> dict[str, Any]:
     config: dict[str, Any] = dict(dj_database_url.parse(url))
     # Keep connections: closing and reopening one per group commit cost more than the commit.
     config["CONN_MAX_AGE"] = None
     config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # WAL lets readers run beside the single writer; synchronous=NORMAL keeps a commit
-        # durable against a process kill (the WAL is in the OS cache), which is the bar we set.
+        # WAL lets readers run beside the single writer. synchronous=NORMAL keeps a commit durable
+        # against a process kill (the WAL is in the OS cache), which is the bar we set; FULL also
+        # against a power cut, with an fsync per commit (README "Durability").
         config["OPTIONS"] = {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS};",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }

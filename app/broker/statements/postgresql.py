@@ -1,13 +1,14 @@
 """The hot statements on PostgreSQL, on the psycopg connection Django opened.
 
 Django's cursors quote every value into the SQL text on the client (psycopg's ``ClientCursor``):
-per row that was most of a commit's Python. Here the statements bind their values on the server
-(``psycopg.Cursor``), one statement per batch whatever its size (``= ANY(%s)`` with an array), so
-psycopg prepares each of them once per connection (after ``prepare_threshold`` runs, which
-Django's ``OPTIONS`` set: ``None`` turns preparing off, as a transaction-pooling pgbouncer needs).
+per row that was most of a commit's Python. Here the values are bound on the server
+(``psycopg.Cursor``), with one statement text per batch whatever its size (``= ANY(%s)`` with an
+array). Django turns psycopg's statement preparing off (for connection poolers); ``OPTIONS``
+``prepare_threshold`` turns it on, for these statements too.
+
 A few messages go in by one statement that also reserves their sequences (one round trip: the
-request/reply path); a batch goes in by ``COPY``, of executemany, a multi-row VALUES, an ``unnest``
-insert and COPY the fastest per row measured here (benchmarks/RESULTS.md).
+request/reply path); a batch goes in by ``COPY``: of executemany, a multi-row VALUES, an ``unnest``
+insert and COPY, the fastest per row measured here (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 MESSAGES, DELIVERIES = Message._meta.db_table, Delivery._meta.db_table
 TOPICS, SUBSCRIPTIONS = Topic._meta.db_table, Subscription._meta.db_table
 
-COLUMNS = ('"message_id", "topic_id", "sequence", "producer_id", "producer_principal", "properties", "payload", '
-           '"context", "publish_time", "frame", "response_topic_id", "deliver_at"')
+COLUMN_NAMES = ("message_id", "topic_id", "sequence", "producer_id", "producer_principal", "properties", "payload",
+                "context", "publish_time", "frame", "response_topic_id", "deliver_at")
+COLUMNS = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
 COPY = f'COPY "{MESSAGES}" ({COLUMNS}) FROM STDIN'
 ALLOCATE = f'UPDATE "{TOPICS}" SET "last_sequence" = "last_sequence" + %s WHERE "id" = %s RETURNING "last_sequence"'
 # The cache ack and its delivery rows in one statement (both DELETEs see the same snapshot).
@@ -41,42 +43,44 @@ DELETE_ACKED = (f'WITH "gone" AS (DELETE FROM "{MESSAGES}" WHERE "topic_id" = %s
                 f'AND NOT EXISTS (SELECT 1 FROM "{SUBSCRIPTIONS}" WHERE "topic_id" = %s) RETURNING "id"), '
                 f'"dropped" AS (DELETE FROM "{DELIVERIES}" WHERE "message_id" IN (SELECT "id" FROM "gone")) '
                 'SELECT count(*) FROM "gone"')
+RECORD_ACKS = (f'INSERT INTO "{DELIVERIES}" ("message_id", "principal", "redelivery_count", "acked_at") '
+               f'SELECT "id", %s, 0, %s FROM "{MESSAGES}" WHERE "topic_id" = %s AND "message_id" = ANY(%s) '
+               'ON CONFLICT ("message_id", "principal") DO UPDATE SET "acked_at" = excluded."acked_at" '
+               'RETURNING "message_id"')
+
 # Up to this many messages of a topic are stored by one statement that also reserves their sequences
 # (one round trip); more go by ALLOCATE and COPY, whose per-row cost is lower and round trips more.
 SMALL_BATCH = 16
-TYPES = ("uuid", "bigint", None, "integer", "varchar", "jsonb", "text", "jsonb", "timestamptz", "text", "bigint",
-         "timestamptz")
+# The VALUES rows of that statement: a message's position in the batch, then its columns but the
+# sequence (worked out from the position), in the order of _values(), each with its type.
+VALUE_COLUMNS = (("n", "integer"), ("message_id", "uuid"), ("topic_id", "bigint"), ("producer_id", "integer"),
+                 ("producer_principal", "varchar"), ("properties", "jsonb"), ("payload", "text"),
+                 ("context", "jsonb"), ("publish_time", "timestamptz"), ("frame", "text"),
+                 ("response_topic_id", "bigint"), ("deliver_at", "timestamptz"))
 
 
 @functools.lru_cache(maxsize=SMALL_BATCH)
 def _store_sql(count: int) -> str:
     """Reserve ``count`` sequences on the topic row and insert the messages numbered from them; the
     topic missing, nothing is inserted (the join with the UPDATE's row is empty)."""
-    row = "(%s::integer, " + ", ".join(f"%s::{t}" for t in TYPES if t is not None) + ")"
+    row = "(" + ", ".join(f"%s::{kind}" for _, kind in VALUE_COLUMNS) + ")"
+    names = ", ".join(f'"{name}"' for name, _ in VALUE_COLUMNS)
+    picked = ", ".join(f'"reserved"."last_sequence" - {count} + "v"."n"' if name == "sequence" else f'"v"."{name}"'
+                       for name in COLUMN_NAMES)
     return (f'WITH "reserved" AS (UPDATE "{TOPICS}" SET "last_sequence" = "last_sequence" + {count} '
-            'WHERE "id" = %s RETURNING "last_sequence") '
-            f'INSERT INTO "{MESSAGES}" ({COLUMNS}) SELECT "v"."message_id", "v"."topic_id", '
-            f'"reserved"."last_sequence" - {count} + "v"."n", "v"."producer_id", "v"."producer_principal", '
-            '"v"."properties", "v"."payload", "v"."context", "v"."publish_time", "v"."frame", "v"."response_topic_id", '
-            f'"v"."deliver_at" FROM "reserved", (VALUES {", ".join([row] * count)}) AS "v" ("n", "message_id", '
-            '"topic_id", "producer_id", "producer_principal", "properties", "payload", "context", "publish_time", '
-            '"frame", "response_topic_id", "deliver_at") RETURNING "sequence"')
+            f'WHERE "id" = %s RETURNING "last_sequence") '
+            f'INSERT INTO "{MESSAGES}" ({COLUMNS}) SELECT {picked} '
+            f'FROM "reserved", (VALUES {", ".join([row] * count)}) AS "v" ({names}) RETURNING "sequence"')
 
 
 def _values(m: NewMessage) -> tuple[object, ...]:
-    """A message's columns but its sequence."""
+    """A message's columns but its sequence, in COLUMNS' order."""
     return (m.message_id, m.topic_id, m.producer_id, m.producer_principal, dumps(m.properties), m.payload,
             None if m.context is None else dumps(m.context), m.publish_time, m.frame, m.response_topic_id,
             m.deliver_at)
 
 
-RECORD_ACKS = (f'INSERT INTO "{DELIVERIES}" ("message_id", "principal", "redelivery_count", "acked_at") '
-               f'SELECT "id", %s, 0, %s FROM "{MESSAGES}" WHERE "topic_id" = %s AND "message_id" = ANY(%s) '
-               'ON CONFLICT ("message_id", "principal") DO UPDATE SET "acked_at" = excluded."acked_at" '
-               'RETURNING "message_id"')
-
-
-def _cursor(db: BaseDatabaseWrapper) -> psycopg.Cursor[tuple[object, ...]]:
+def _cursor(db: BaseDatabaseWrapper) -> psycopg.Cursor[tuple[Any, ...]]:
     """A cursor binding on the server, on Django's connection (in Django's transaction)."""
     return psycopg.Cursor(db.connection)
 
@@ -91,13 +95,13 @@ class PostgreSQLStatements:
             for n, message in enumerate(messages, start=1):
                 params += (n, *_values(message))
             with running(self.db, sql := _store_sql(len(messages))), _cursor(self.db) as cursor:
-                sequences = [int(str(sequence)) for sequence, in cursor.execute(sql, params)]
+                sequences = [int(sequence) for sequence, in cursor.execute(sql, params)]
             return min(sequences) if sequences else None
         with running(self.db, ALLOCATE), _cursor(self.db) as cursor:
             row = cursor.execute(ALLOCATE, (len(messages), topic_id)).fetchone()
         if row is None:
             return None
-        first = int(str(row[0])) - len(messages) + 1
+        first = int(row[0]) - len(messages) + 1
         with running(self.db, COPY), _cursor(self.db) as cursor, cursor.copy(COPY) as copy:
             for sequence, message in enumerate(messages, start=first):
                 values = _values(message)
@@ -107,11 +111,11 @@ class PostgreSQLStatements:
     def delete_acked(self, topic_id: int, message_ids: Collection[uuid.UUID]) -> int:
         with running(self.db, DELETE_ACKED), _cursor(self.db) as cursor:
             row = cursor.execute(DELETE_ACKED, (topic_id, list(message_ids), topic_id)).fetchone()
-        return 0 if row is None else int(str(row[0]))
+        return 0 if row is None else int(row[0])
 
     def record_acks(self, topic_id: int, principal: str, message_ids: Collection[uuid.UUID],
                     now: datetime) -> set[int]:
         with running(self.db, RECORD_ACKS), _cursor(self.db) as cursor:
             cursor.execute(RECORD_ACKS, (principal, now, topic_id, list(message_ids)))
-            return {int(str(pk)) for pk, in cursor.fetchall()}
+            return {int(pk) for pk, in cursor.fetchall()}
 

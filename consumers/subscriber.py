@@ -27,7 +27,7 @@ from app.broker.hub import Delivered
 from app.broker.models import RESERVED_TOPICS
 from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
-from app.broker.services import Ack
+from app.broker.services import Ack, ReplayRequest
 from app.broker.topics import TopicView
 from app.pulsar.semantics import PathShape
 from consumers.base import (
@@ -196,10 +196,9 @@ class TopicConsumer(FrameConsumer):
             await outbound.wait_room(limit)
             if self.closing:
                 break
-            page = await database_sync_to_async(services.outstanding)(
-                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=limit,
-                redelivery=redelivery,
-            )
+            page = await self.runtime.replays.read(ReplayRequest(
+                topic.id, topic.policy, self.principal, after=self.last_sequence, limit=limit, redelivery=redelivery,
+            ))
             for replay in page.replays:
                 # The stored frame is what live consumers got; a reconnect adds only the count.
                 text = replay.frame

@@ -26,6 +26,7 @@ from app.broker.commit import GroupCommitWriter
 from app.broker.directory import TopicDirectory
 from app.broker.hub import Delivered, Hub
 from app.broker.models import Announcement
+from app.broker.replays import ReplayReads
 from app.broker.topics import TopicView, ViewCache, view_topic
 from app.server.metrics import TALLY
 from app.work import push
@@ -55,6 +56,7 @@ class BrokerRuntime(Receiver):
         self.sockets: weakref.WeakSet[Revocable] = weakref.WeakSet()
         self.board = StatusBoard()
         self.writer = GroupCommitWriter(max_rows=settings.WRITE_BATCH_ROWS, limit_bytes=settings.WRITE_QUEUE_BYTES)
+        self.replays = ReplayReads()
         # Response topics this process already made sure of for a requesting principal:
         # slug -> principal -> (topic id, source topic id).
         self.response_topics: dict[str, dict[str, tuple[int, int]]] = {}
@@ -102,6 +104,7 @@ class BrokerRuntime(Receiver):
 
     async def stop(self) -> None:
         push.unlisten(self.fleet)
+        await self.replays.stop()
         await self.writer.stop()
         await self.backplane.stop()
 

@@ -194,20 +194,56 @@ class ReplayPage:
     last_sequence: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """What ``outstanding`` is asked: the page after ``after`` of what ``principal`` has not acked."""
+
+    topic_id: int
+    policy: StorePolicy
+    principal: str
+    after: int = 0
+    limit: int = 500
+    redelivery: bool = True
+
+
 def outstanding(
     topic_id: int, policy: StorePolicy, principal: str, *, after: int = 0, limit: int = 500,
     redelivery: bool = True,
 ) -> ReplayPage:
     """The next page of messages ``principal`` has not acked, in publish order. With
     ``redelivery`` they are counted as redelivered (a reconnect), else not (a gap repair)."""
-    if not policy.stores:
-        return ReplayPage([], 0)
+    return outstanding_pages([ReplayRequest(topic_id, policy, principal, after, limit, redelivery)])[0]
+
+
+def outstanding_pages(requests: Sequence[ReplayRequest]) -> list[ReplayPage]:
+    """``outstanding`` for each request, in one transaction (consumers attaching together: see
+    app/broker/replays.py). Equal requests share one read; each one with ``redelivery`` counts its
+    own redelivery, as a call of its own would."""
+    if not any(request.policy.stores for request in requests):
+        return [ReplayPage([], 0) for _ in requests]
+    read: dict[tuple[int, StorePolicy, str, int, int], tuple[list[tuple[int, int, uuid.UUID, str]], int]] = {}
+    pages: list[ReplayPage] = []
     with transaction.atomic():
-        last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0
-        messages = _unacked(topic_id, policy, principal).filter(sequence__gt=after, sequence__lte=last)
-        page = list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit])
-        counts = _count_redelivery([pk for pk, *_ in page], principal) if redelivery else {}
-    return ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page], last)
+        for request in requests:
+            if not request.policy.stores:
+                pages.append(ReplayPage([], 0))
+                continue
+            key = (request.topic_id, request.policy, request.principal, request.after, request.limit)
+            if key not in read:
+                read[key] = _read_page(*key)
+            page, last = read[key]
+            counts = _count_redelivery([pk for pk, *_ in page], request.principal) if request.redelivery else {}
+            pages.append(ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page],
+                                    last))
+    return pages
+
+
+def _read_page(topic_id: int, policy: StorePolicy, principal: str, after: int,
+               limit: int) -> tuple[list[tuple[int, int, uuid.UUID, str]], int]:
+    """(pk, sequence, messageId, frame) of the page, and the topic's last sequence read before it."""
+    last = Topic.objects.filter(pk=topic_id).values_list("last_sequence", flat=True).first() or 0
+    messages = _unacked(topic_id, policy, principal).filter(sequence__gt=after, sequence__lte=last)
+    return list(messages.order_by("sequence").values_list("pk", "sequence", "message_id", "frame")[:limit]), last
 
 
 def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:

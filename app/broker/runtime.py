@@ -8,6 +8,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -79,6 +80,8 @@ class BrokerRuntime(Receiver):
         # every anonymous viewer connecting meanwhile.
         self._anonymous_visible: tuple[list[str], float] | None = None
         self._anonymous_reading: asyncio.Task[list[str]] | None = None
+        # Topic view reads in progress, per (slug, principal, rights generation).
+        self._view_reads: dict[tuple[str, str, int], asyncio.Task[TopicView | None]] = {}
         self._rights_generation = 0
         # Set by the announcement loop once its first read has been applied: returns when every
         # change announced so far has been applied here (the topic directory is trusted only then).
@@ -104,6 +107,11 @@ class BrokerRuntime(Receiver):
 
     async def stop(self) -> None:
         push.unlisten(self.fleet)
+        reading = set(self._view_reads.values())
+        for task in reading:
+            task.cancel()
+        if reading:
+            await asyncio.wait(reading)
         await self.replays.stop()
         await self.writer.stop()
         await self.backplane.stop()
@@ -123,6 +131,23 @@ class BrokerRuntime(Receiver):
                 await self.catch_up()  # created a moment ago elsewhere?
                 if self.directory.missing(slug):
                     return None
+            # Connections of one principal attaching together (a reconnect storm) share one read;
+            # one started before a rights change is not shared after it.
+            key = (slug, principal, self._rights_generation)
+            reading = self._view_reads.get(key)
+            if reading is None:
+                reading = self.loop.create_task(self._read_view(slug, user, principal))
+                self._view_reads[key] = reading
+                reading.add_done_callback(partial(self._view_read_done, key))
+            return await asyncio.shield(reading)
+        return await self._read_view(slug, user, principal)
+
+    def _view_read_done(self, key: tuple[str, str, int], task: asyncio.Task[TopicView | None]) -> None:
+        self._view_reads.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have gone before a failure
+
+    async def _read_view(self, slug: str, user: Any, principal: str) -> TopicView | None:
         generation = self._rights_generation
         view: TopicView | None = await database_sync_to_async(view_topic)(slug, user)
         if generation != self._rights_generation:

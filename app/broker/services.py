@@ -232,9 +232,10 @@ def outstanding_pages(requests: Sequence[ReplayRequest]) -> list[ReplayPage]:
             if key not in read:
                 read[key] = _read_page(*key)
             page, last = read[key]
-            counts = _count_redelivery([pk for pk, *_ in page], request.principal) if request.redelivery and page else {}
-            pages.append(ReplayPage([Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page],
-                                    last))
+            counted = request.redelivery and page
+            counts = _count_redelivery([pk for pk, *_ in page], request.principal) if counted else {}
+            replays = [Replay(seq, str(mid), frame, counts.get(pk, 0)) for pk, seq, mid, frame in page]
+            pages.append(ReplayPage(replays, last))
     return pages
 
 

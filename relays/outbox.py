@@ -145,9 +145,12 @@ class OutboxRelay:
         settlement = Settlement()
         for batch in done:
             settlement.extend(batch.settlement)
+        idle = len(done) == len(self._inflight)
         calling = asyncio.ensure_future(self._db.call(
+            # Idle, this claim is on the way from a commit to its publish: heads only, a round trip
+            # less; the claims made while they are published take the events behind them.
             claims.settle_and_claim, self.holder, settlement, limit, skip_targets=self.pool.down(),
-            due_if_none=len(done) == len(self._inflight),
+            due_if_none=idle, successors=not idle,
         ))
         try:
             events, self._due = await asyncio.shield(calling)

@@ -103,18 +103,11 @@ WHERE id IN (
 ) RETURNING {_COLUMNS}
 """
 
-# The open events of the keys of this claim's heads (the rows this holder claimed at this claim's
-# ``claimed_until``), in id order, locked: which of them come along is decided in Python (a NOT
-# EXISTS per candidate would be quadratic in a key's backlog). Sent with the heads' UPDATE, in
-# the same round trip; it reads nothing when the heads alone filled the claim.
+# The open events of the claimed heads' keys, in id order, locked: which of them come along is
+# decided in Python (a NOT EXISTS per candidate would be quadratic in a key's backlog).
 _QUEUED = f"""
 SELECT id, key, status, claimed_until FROM {_TABLE}
-WHERE key IN (
-    SELECT key FROM {_TABLE} WHERE claimed_by = %s AND claimed_until = %s AND status = 'processing'
-)
-  AND id > (SELECT min(id) FROM {_TABLE} WHERE claimed_by = %s AND claimed_until = %s AND status = 'processing')
-  AND (SELECT count(*) FROM {_TABLE} WHERE claimed_by = %s AND claimed_until = %s AND status = 'processing') < %s
-  AND status NOT IN ({{settled}})
+WHERE key IN ({{keys}}) AND id > %s AND status NOT IN ({{settled}})
 ORDER BY id LIMIT %s {{lock}}
 """
 
@@ -163,10 +156,10 @@ def claim(
 
 def _claim(
     holder: str, limit: int, skip_targets: Iterable[str], now: datetime, behind_own: bool,
-    published: Sequence[int] = (),
+    published: Sequence[int] = (), successors: bool = True,
 ) -> tuple[list[Outbound], int]:
     """The claim, after marking ``published`` published (in its first round trip): the events, and
-    how many of ``published`` were no longer this holder's."""
+    how many of ``published`` were no longer this holder's. Without ``successors``, heads only."""
     ops = connection.ops
     at = ops.adapt_datetimefield_value(now)
     until = ops.adapt_datetimefield_value(now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL_S))
@@ -193,30 +186,32 @@ def _claim(
         first += [("SET LOCAL synchronous_commit = off", []), ("SET LOCAL enable_sort = off", []),
                   ("SET LOCAL enable_bitmapscan = off", [])]
     own = [holder] if behind_own else []
-    heads_at = len(first)
     first.append((heads_sql, [holder, until, at, at, *skipped, *own, limit]))
-    if postgres:
-        # The successors' read wants the (key, id) index and a sort of its few rows.
-        first += [("RESET enable_sort", []), ("RESET enable_bitmapscan", [])]
-    queued_sql = _QUEUED.format(
-        settled=_settled_statuses(), lock="FOR UPDATE" if connection.features.has_select_for_update else "",
-    )
-    # Twice the room: events behind a key's first blocker are read and left.
-    first.append((queued_sql, [holder, until, holder, until, holder, until, limit, 2 * limit]))
     with connection.cursor() as cursor:
         results = _together(cursor, first)
         lost = len(published) - results[0][0] if published else 0
-        rows = results[heads_at][1]
+        rows = results[-1][1]
         head_of = {row[9]: row[0] for row in rows if row[9] is not None}
-        queued = [row for row in results[-1][1] if row[1] in head_of and row[0] > head_of[row[1]]]
-        taken = _run_behind(queued, set(head_of), now)[:limit - len(rows)]
-        if taken:
-            cursor.execute(
-                f"UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s "
-                f"WHERE id IN ({', '.join(['%s'] * len(taken))}) RETURNING {_COLUMNS}",
-                [holder, until, *taken],
+        room = limit - len(rows)
+        if head_of and room > 0 and successors:
+            queued_sql = _QUEUED.format(
+                keys=", ".join(["%s"] * len(head_of)), settled=_settled_statuses(),
+                lock="FOR UPDATE" if connection.features.has_select_for_update else "",
             )
-            rows += cursor.fetchall()
+            # Twice the room: events behind a key's first blocker are read and left.
+            second = [(queued_sql, [*head_of, min(head_of.values()), 2 * room])]
+            if postgres:
+                # This read wants the (key, id) index and a sort of its few rows.
+                second[:0] = [("RESET enable_sort", []), ("RESET enable_bitmapscan", [])]
+            queued = [row for row in _together(cursor, second)[-1][1] if row[0] > head_of[row[1]]]
+            taken = _run_behind(queued, set(head_of), now)[:room]
+            if taken:
+                cursor.execute(
+                    f"UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s "
+                    f"WHERE id IN ({', '.join(['%s'] * len(taken))}) RETURNING {_COLUMNS}",
+                    [holder, until, *taken],
+                )
+                rows += cursor.fetchall()
     rows.sort(key=lambda row: row[0])
     return [_outbound(row) for row in rows], lost
 
@@ -253,18 +248,21 @@ def settle(holder: str, settlement: Settlement, *, now: datetime | None = None) 
 
 def settle_and_claim(
     holder: str, settlement: Settlement, limit: int, *, skip_targets: Iterable[str] = (), due_if_none: bool = False,
-    now: datetime | None = None,
+    successors: bool = True, now: datetime | None = None,
 ) -> tuple[list[Outbound], datetime | None]:
     """``settle`` the finished batches and ``claim`` (``behind_own``) up to ``limit`` more, in one
     transaction, the published ones marked in the claim's first round trip. With ``due_if_none``
-    and nothing claimed, also when the next retry is due."""
+    and nothing claimed, also when the next retry is due. Without ``successors``, key heads only
+    (one round trip less; the holder's next claim takes the events behind them)."""
     now = now or timezone.now()
     events: list[Outbound] = []
     with transaction.atomic():
         if limit > 0:
             rest = Settlement(failed=settlement.failed, released=settlement.released, deferred=settlement.deferred)
             lost = _settle(holder, rest, now) if rest.settled() else 0
-            events, lost_published = _claim(holder, limit, skip_targets, now, True, settlement.published)
+            events, lost_published = _claim(
+                holder, limit, skip_targets, now, True, settlement.published, successors=successors
+            )
             lost += lost_published
         else:
             lost = _settle(holder, settlement, now)

@@ -114,7 +114,7 @@ class OutboxRelay:
                         return worked
                     await self._wait_for_progress()
                     continue
-                events = await self._settle_and_claim(done, room)
+                events = await self._settle_and_claim(done, room, first=not worked and not self._inflight)
                 if events:
                     worked = True
                     settlement = Settlement()
@@ -140,17 +140,17 @@ class OutboxRelay:
         finally:
             waking.cancel()
 
-    async def _settle_and_claim(self, done: list[_Batch], limit: int) -> list[Outbound]:
-        """Record the outcome of the ``done`` batches and claim up to ``limit`` events."""
+    async def _settle_and_claim(self, done: list[_Batch], limit: int, first: bool = False) -> list[Outbound]:
+        """Record the outcome of the ``done`` batches and claim up to ``limit`` events (key heads
+        only if ``first`` after a wake-up)."""
         settlement = Settlement()
         for batch in done:
             settlement.extend(batch.settlement)
-        idle = len(done) == len(self._inflight)
         calling = asyncio.ensure_future(self._db.call(
-            # Idle, this claim is on the way from a commit to its publish: heads only, a round trip
-            # less; the claims made while they are published take the events behind them.
+            # Woken from idle, this claim is on the way from a commit to its publish: heads only, a
+            # round trip less; the claims made while they are published take the events behind them.
             claims.settle_and_claim, self.holder, settlement, limit, skip_targets=self.pool.down(),
-            due_if_none=idle, successors=not idle,
+            due_if_none=len(done) == len(self._inflight), successors=not first,
         ))
         try:
             events, self._due = await asyncio.shield(calling)

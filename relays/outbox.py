@@ -184,7 +184,7 @@ class OutboxRelay:
         """Stopped or failed with batches in flight: stop them, record what was done and release
         the rest. Should that fail, take a new name: this relay no longer knows what its old name
         holds, so it must not claim behind those events (their claims expire and are taken over)."""
-        inflight = self._inflight
+        inflight = list(self._inflight)
         self._chains = KeyChains()
         if not inflight:
             return

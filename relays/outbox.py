@@ -9,6 +9,7 @@ process and by polling every ``OUTBOX_POLL_INTERVAL_S``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -103,7 +104,7 @@ class OutboxRelay:
         renewing = asyncio.create_task(self._renew_claims())
         try:
             while True:
-                done = [batch for batch in self._inflight if batch.publishing.done.done()]
+                done = self._done_in_order()
                 if self._wakeup.is_set():
                     self._wakeup.clear()  # before the claim: a commit after it wakes the relay again
                     claiming = True
@@ -122,6 +123,12 @@ class OutboxRelay:
                 if len(events) < room:
                     # Claimed dry: claim again once a batch is done or a commit wakes the relay.
                     claiming = False
+        except asyncio.CancelledError:
+            # A failure to record the batches (logged, their claims expire) must not replace the
+            # stop request: raised instead, run() would log it and relay on.
+            with contextlib.suppress(Exception):
+                await self._abandon()
+            raise
         except BaseException:
             await self._abandon()
             raise
@@ -131,10 +138,22 @@ class OutboxRelay:
             # swallow a stop request for this relay arriving meanwhile, and the relay would run on.
             await asyncio.wait({renewing})
 
+    def _done_in_order(self) -> list[_Batch]:
+        """The batches done before every batch still publishing. A later batch is recorded only
+        after the earlier ones: until then a key's stopped event stays 'processing' under this
+        relay's name, which lets a claim take that key's later events (``behind_own``) with no
+        chain left to hold them back."""
+        done: list[_Batch] = []
+        for batch in self._inflight:
+            if not batch.publishing.done.done():
+                break
+            done.append(batch)
+        return done
+
     async def _wait_for_progress(self) -> None:
-        """Until a batch in flight is done or a commit wakes the relay."""
+        """Until the earliest batch in flight is done or a commit wakes the relay."""
         waking = asyncio.ensure_future(self._wakeup.wait())
-        progress: set[asyncio.Future[Any]] = {waking, *(batch.publishing.done for batch in self._inflight)}
+        progress: set[asyncio.Future[Any]] = {waking, self._inflight[0].publishing.done}
         try:
             await asyncio.wait(progress, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -145,6 +164,8 @@ class OutboxRelay:
         only if ``first`` after a wake-up)."""
         settlement = Settlement()
         for batch in done:
+            # Only a key's task that raised (a bug, logged) leaves events without an outcome.
+            batch.settlement.release_rest(batch.events, "publishing its key failed")
             settlement.extend(batch.settlement)
         calling = asyncio.ensure_future(self._db.call(
             # Woken from idle, this claim is on the way from a commit to its publish: heads only, a
@@ -156,16 +177,19 @@ class OutboxRelay:
             events, self._due = await asyncio.shield(calling)
         except asyncio.CancelledError:
             # The call commits on the relay's thread anyway: hand its events straight back rather
-            # than leave them (and their keys) to wait for the claim to expire.
-            claimed: list[Outbound] = []
-            try:
-                claimed, _ = await calling
-            except Exception:
-                await self._settle(settlement)
-            self._recorded(done)
-            released = Settlement()
-            released.release_rest(claimed, STOPPED)
-            await self._settle(released)
+            # than leave them (and their keys) to wait for the claim to expire. As in step(), a
+            # failure here (logged; the claims expire, step() retries the batches) must not replace
+            # the stop request.
+            with contextlib.suppress(Exception):
+                claimed: list[Outbound] = []
+                try:
+                    claimed, _ = await calling
+                except Exception:
+                    await self._settle(settlement)
+                self._recorded(done)
+                released = Settlement()
+                released.release_rest(claimed, STOPPED)
+                await self._settle(released)
             raise
         except Exception:
             logger.exception("outbox relay %s could not settle and claim", self.holder)
@@ -176,9 +200,20 @@ class OutboxRelay:
 
     def _recorded(self, done: list[_Batch]) -> None:
         for batch in done:
+            self._retrieve(batch)
             self._inflight.remove(batch)
             self._chains.forget(batch.publishing)
             self.published += len(batch.settlement.published)
+
+    def _retrieve(self, batch: _Batch) -> None:
+        """Read a finished batch's outcome: asyncio logs one never read as an error (a stopped
+        batch's is a CancelledError), and a key's task that raised is a bug to log."""
+        outcome = batch.publishing.done
+        if outcome.cancelled() or outcome.exception() is not None:
+            return
+        for result in outcome.result():
+            if isinstance(result, Exception):
+                logger.error("outbox relay %s: publishing a key failed", self.holder, exc_info=result)
 
     async def _abandon(self) -> None:
         """Stopped or failed with batches in flight: stop them, record what was done and release
@@ -192,6 +227,7 @@ class OutboxRelay:
             batch.publishing.done.cancel()
         await asyncio.wait({batch.publishing.done for batch in inflight})
         for batch in inflight:
+            self._retrieve(batch)
             batch.settlement.release_rest(batch.events, STOPPED)
         try:
             await asyncio.shield(self._settle_and_forget(inflight))

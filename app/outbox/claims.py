@@ -266,9 +266,11 @@ def settle_and_claim(
             lost += lost_published
         else:
             lost = _settle(holder, settlement, now)
+        # Inside the transaction: failing after the commit, it would leave the claimed events
+        # 'processing' under a name the relay goes on claiming behind (``behind_own``).
+        due = next_due(skip_targets=skip_targets, now=now) if due_if_none and not events else None
     if lost:
         logger.warning("outbox relay %s lost its claim on %d events (claim expired and taken over)", holder, lost)
-    due = next_due(skip_targets=skip_targets, now=now) if due_if_none and not events else None
     return events, due
 
 

@@ -149,7 +149,9 @@ class KeyChains:
             if key is not None:
                 self._last[key] = by_key[key] = task
             tasks.append(task)
-        return Publishing(asyncio.gather(*tasks), by_key)
+        # return_exceptions: done only once every key's task is (a task's bug must not let the
+        # batch be settled, and its key forgotten, while its other keys still publish).
+        return Publishing(asyncio.gather(*tasks, return_exceptions=True), by_key)
 
     def forget(self, publishing: Publishing) -> None:
         """Drop the keys whose last events were ``publishing``'s, once their outcome is recorded
@@ -161,13 +163,15 @@ class KeyChains:
 
 @dataclass
 class Publishing:
-    done: asyncio.Future[list[str | None]]
+    done: asyncio.Future[list[str | None | BaseException]]
     by_key: dict[str, asyncio.Task[str | None]]
 
 
 async def publish_batch(events: Sequence[Outbound], pool: TargetPool, settlement: Settlement) -> None:
     """Publish ``events`` (each key in order, keys side by side) and return once all are done."""
-    await KeyChains().start(events, pool, settlement).done
+    for outcome in await KeyChains().start(events, pool, settlement).done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _publish_after(

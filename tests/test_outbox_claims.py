@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.test import override_settings
 from django.utils import timezone
 
-from app.outbox.claims import Settlement, claim, next_due, prune, retry, settle, stats
+from app.outbox.claims import Settlement, claim, next_due, prune, retry, settle, settle_and_claim, stats
 from app.outbox.emit import emit
 from app.outbox.models import OutboxEvent, Status
 from tests.outbox import clear_outbox
@@ -87,6 +87,42 @@ def test_nothing_claimed_before_it_is_due() -> None:
     before = timezone.now()
     emit_events(1, "a")
     assert pks("h1", now=before - timedelta(seconds=1)) == []
+
+
+def test_holder_claims_behind_its_own_claims_only_when_asked() -> None:
+    """With behind_own, a key's events behind the holder's own claimed ones are claimable by it; by
+    no one else, and not by it without behind_own."""
+    first, *rest = emit_events(3, "a")
+    assert pks("h1", limit=1) == [first]
+    assert pks("h1") == []
+    assert pks("h2", behind_own=True) == []
+    assert pks("h1", behind_own=True) == rest
+
+
+def test_claim_behind_own_stops_at_a_foreign_event() -> None:
+    """Behind the holder's own event, a retry waiting for its time still holds back the rest of the key."""
+    head, waiting, last = emit_events(3, "a")
+    now = timezone.now()
+    assert pks("h1", limit=1, now=now) == [head]
+    OutboxEvent.objects.filter(pk=waiting).update(status=Status.RETRY, next_attempt_at=now + timedelta(hours=1))
+    assert pks("h1", behind_own=True, now=now) == []
+    assert row(last).status == Status.PENDING
+
+
+def test_settle_and_claim_records_and_claims_in_one_call() -> None:
+    """settle_and_claim marks the published ones and claims the key's next events behind the rest."""
+    events = emit_events(4, "a")
+    assert pks("h1", limit=2) == events[:2]
+    claimed, due = settle_and_claim("h1", Settlement(published=events[:1]), 10, due_if_none=True)
+    assert [e.pk for e in claimed] == events[2:] and due is None
+    assert [row(pk).status for pk in events] == [Status.PUBLISHED, *[Status.PROCESSING] * 3]
+
+
+def test_settle_and_claim_with_nothing_left_says_when_a_retry_is_due() -> None:
+    """Claiming nothing with due_if_none, settle_and_claim returns the next retry's time."""
+    head, *rest = emit_events(2, "a")
+    due = fail_head("h1", head, rest, timezone.now())
+    assert settle_and_claim("h2", Settlement(), 10, due_if_none=True) == ([], due)
 
 
 # --- failures and retries ------------------------------------------------------------------------
@@ -225,6 +261,20 @@ def test_released_events_go_back_to_pending() -> None:
         assert (event.status, event.claimed_by, event.claimed_until) == (Status.PENDING, None, None)
         assert event.last_error == "relay stopped"
     assert pks("h2") == events
+
+
+def test_deferred_event_waits_as_a_retry_without_an_attempt() -> None:
+    """A deferred (nacked) event goes back as a retry due after a back-off, no attempt counted; the
+    successors released behind it wait for it."""
+    head, *rest = emit_events(2, "a")
+    now = timezone.now()
+    assert pks("h1", now=now) == [head, *rest]
+    settle("h1", Settlement(deferred=[(head, "nacked")], released=[(pk, WAITING) for pk in rest]), now=now)
+    event = row(head)
+    assert (event.status, event.attempts, event.last_error, event.claimed_by) == (Status.RETRY, 0, "nacked", None)
+    assert event.next_attempt_at > now
+    assert pks("h2", now=now) == []
+    assert pks("h2", now=event.next_attempt_at) == [head, *rest]
 
 
 def test_released_retry_stays_a_retry() -> None:

@@ -127,6 +127,48 @@ async def test_poison_event_is_dead_lettered_while_other_keys_flow(amqp: str) ->
     assert OutboxEvent.objects.filter(pk__in=[e.pk for e in flowing], status=Status.PUBLISHED).count() == 30
 
 
+async def test_nacked_event_in_a_pipeline_is_retried_alone_in_key_order(amqp: str) -> None:
+    """Among pipelined publishes, a nacked event (a full reject-publish queue) goes back without an
+    attempt and holds back only its key's later events; the other keys' events all arrive."""
+    import aio_pika
+    from django.conf import settings
+
+    async with AmqpInbox(amqp, settings.OUTBOX_AMQP_EXCHANGE, binding="ok.#") as box:
+        await box.consume()
+        channel = await box.connection.channel()
+        exchange = await channel.declare_exchange(settings.OUTBOX_AMQP_EXCHANGE, "topic", durable=True)
+        full = await channel.declare_queue(
+            exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+        )
+        await full.bind(exchange, "limited.#")
+        await exchange.publish(aio_pika.Message(b"filler"), "limited.filler")  # the queue is full
+        with fast_retries():
+            others = [_emit(type="ok.other", key=f"key-{i % 3}", data=i) for i in range(15)]
+            nacked = _emit(type="limited.nacked", key="blocked")
+            behind = _emit(type="ok.behind", key="blocked", data="behind")
+            others += [_emit(type="ok.other", key=f"key-{i % 3}", data=i) for i in range(15, 30)]
+            async with running_relays() as [relay]:
+                await box.until(30)
+                await eventually(lambda: "nacked" in OutboxEvent.objects.get(pk=nacked.pk).last_error, 30)
+                assert relay.pool.down() == set(), "a nack must not take the target down"
+                # Tried again and again while the queue is full (a retry, then claimed again), never
+                # counting an attempt; the event behind it is not published meanwhile.
+                nacked.refresh_from_db()
+                behind.refresh_from_db()
+                assert nacked.status in (Status.RETRY, Status.PROCESSING) and nacked.attempts == 0
+                assert behind.status != Status.PUBLISHED
+                await full.purge()  # room again: the retry goes out, then the event behind it
+                await box.until(31)
+                await eventually(lambda: OutboxEvent.objects.filter(status=Status.PUBLISHED).count() == 32, 30)
+    nacked.refresh_from_db()
+    behind.refresh_from_db()
+    assert nacked.published_at <= behind.published_at and nacked.attempts == 0
+    numbers = [json.loads(m.body) for m in box.messages if m.type == "ok.other"]
+    assert sorted(numbers) == list(range(30))
+    for k in range(3):
+        assert [n for n in numbers if n % 3 == k] == list(range(k, 30, 3)), f"key-{k} out of order"
+
+
 async def test_unreachable_rabbitmq_counts_no_attempt(inbox: AmqpInbox) -> None:
     """While the target cannot be reached, events wait as pending with the reason; none fails."""
     with override_settings(AMQP_URL="amqp://guest:guest@127.0.0.1:1/"):

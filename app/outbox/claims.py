@@ -12,7 +12,7 @@ event whose publish fails goes back as ``retry`` and its successors are released
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,10 +23,11 @@ from django.db.models import Case, Count, Min, Q, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from app import codec
 from app.outbox import wakeup
 from app.outbox.cloudevents import Outbound
 from app.outbox.models import OutboxEvent, Status
-from app.outbox.retries import after_failure
+from app.outbox.retries import after_failure, backoff_s
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +43,41 @@ class Settlement:
     failed: list[tuple[int, str]] = field(default_factory=list)
     # Not attempted, or the target was unreachable: back in the queue, no attempt counted.
     released: list[tuple[int, str]] = field(default_factory=list)
+    # Attempted and nacked (the service's trouble, not the event's): back in the queue after a
+    # back-off, no attempt counted.
+    deferred: list[tuple[int, str]] = field(default_factory=list)
 
     def settled(self) -> set[int]:
-        return {*self.published, *(pk for pk, _ in self.failed), *(pk for pk, _ in self.released)}
+        return {
+            *self.published, *(pk for pk, _ in self.failed), *(pk for pk, _ in self.released),
+            *(pk for pk, _ in self.deferred),
+        }
+
+    def extend(self, other: Settlement) -> None:
+        self.published += other.published
+        self.failed += other.failed
+        self.released += other.released
+        self.deferred += other.deferred
 
     def release_rest(self, events: Iterable[Outbound], reason: str) -> None:
         done = self.settled()
         self.released.extend((e.pk, reason) for e in events if e.pk not in done)
 
 
-def _outbound(row: OutboxEvent) -> Outbound:
+# What the targets need, in Outbound's order: read by a plain cursor, because building a model
+# per row (and converting its four timestamps) cost more than the claim's SQL.
+_COLUMNS = "id, event_id, source, type, time, datacontenttype, dataschema, subject, data, key, target, " \
+    "destination, extensions"
+
+
+def _outbound(row: tuple[Any, ...]) -> Outbound:
+    pk, event_id, source, type, time, content_type, schema, subject, data, key, target, destination, ext = row
+    # JSON text on both backends (Django reads jsonb as text and decodes it in the field).
+    extensions = codec.loads(ext) if isinstance(ext, str | bytes) else ext
     return Outbound(
-        pk=row.pk, id=row.event_id, source=row.source, type=row.type, time=row.time,
-        datacontenttype=row.datacontenttype, dataschema=row.dataschema, subject=row.subject,
-        data=bytes(row.data) if row.data is not None else None, key=row.key, target=row.target,
-        destination=row.destination, extensions=row.extensions,
+        pk=pk, id=event_id, source=source, type=type, time=_moment(time), datacontenttype=content_type,
+        dataschema=schema, subject=subject, data=bytes(data) if data is not None else None, key=key,
+        target=target, destination=destination, extensions=extensions,
     )
 
 
@@ -76,9 +97,10 @@ WHERE id IN (
       AND (o.status <> 'processing' OR o.claimed_until < %s)
       {{skip_targets}}
       AND NOT EXISTS (
-          SELECT 1 FROM {_TABLE} e WHERE e.key = o.key AND e.id < o.id AND e.status NOT IN ({{settled}}))
+          SELECT 1 FROM {_TABLE} e WHERE e.key = o.key AND e.id < o.id AND e.status NOT IN ({{settled}})
+            {{not_own}})
     ORDER BY o.id LIMIT %s {{lock}}
-) RETURNING *
+) RETURNING {_COLUMNS}
 """
 
 # The open events of the claimed heads' keys, in id order, locked: which of them come along is
@@ -118,10 +140,26 @@ def _settled_statuses() -> str:
     return "'published'" if settings.OUTBOX_FAILED_BLOCKS_KEY else "'published', 'failed'"
 
 
-def claim(holder: str, limit: int, *, skip_targets: Iterable[str] = (), now: datetime | None = None) -> list[Outbound]:
+def claim(
+    holder: str, limit: int, *, skip_targets: Iterable[str] = (), now: datetime | None = None,
+    behind_own: bool = False,
+) -> list[Outbound]:
     """Claim up to ``limit`` events for ``holder``, in id order: key heads that are due, plus the
-    successors of those heads."""
-    now = now or timezone.now()
+    successors of those heads.
+
+    ``behind_own``: an event whose key's earlier open events are all being published by ``holder``
+    counts as a head too. Only for a holder that publishes them after those (the relay chains a
+    key's batches) and gives up its name when it loses track of what it holds."""
+    with transaction.atomic():
+        return _claim(holder, limit, skip_targets, now or timezone.now(), behind_own)[0]
+
+
+def _claim(
+    holder: str, limit: int, skip_targets: Iterable[str], now: datetime, behind_own: bool,
+    published: Sequence[int] = (), successors: bool = True,
+) -> tuple[list[Outbound], int]:
+    """The claim, after marking ``published`` published (in its first round trip): the events, and
+    how many of ``published`` were no longer this holder's. Without ``successors``, heads only."""
     ops = connection.ops
     at = ops.adapt_datetimefield_value(now)
     until = ops.adapt_datetimefield_value(now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL_S))
@@ -130,78 +168,156 @@ def claim(holder: str, limit: int, *, skip_targets: Iterable[str] = (), now: dat
         skip_targets=f"AND o.target NOT IN ({', '.join(['%s'] * len(skipped))})" if skipped else "",
         settled=_settled_statuses(),
         lock="FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
+        not_own="AND NOT (e.status = 'processing' AND e.claimed_by = %s)" if behind_own else "",
     )
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Walk outbox_claimable in id order and stop at the limit, whatever the statistics say:
-            # right after a burst they are stale, and a sort of the whole backlog (with its anti-join
-            # per row) costs tens of milliseconds per claim.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
-        rows = list(OutboxEvent.objects.raw(heads_sql, [holder, until, at, at, *skipped, limit]))
-        head_of = {r.key: r.pk for r in rows if r.key is not None}
+    first: list[tuple[str, list[Any]]] = []
+    if published:
+        first.append((
+            f"UPDATE {_TABLE} SET status = 'published', published_at = %s, claimed_until = NULL, last_error = '' "
+            f"WHERE claimed_by = %s AND status = 'processing' AND id IN ({', '.join(['%s'] * len(published))})",
+            [at, holder, *published],
+        ))
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # Walk outbox_claimable in id order and stop at the limit, whatever the statistics say:
+        # right after a burst they are stale, and a sort of the whole backlog (with its anti-join
+        # per row) costs tens of milliseconds per claim. No wait for the WAL flush: a claim or a
+        # settlement lost with PostgreSQL's last moments only means publishing those events again.
+        first += [("SET LOCAL synchronous_commit = off", []), ("SET LOCAL enable_sort = off", []),
+                  ("SET LOCAL enable_bitmapscan = off", [])]
+    own = [holder] if behind_own else []
+    first.append((heads_sql, [holder, until, at, at, *skipped, *own, limit]))
+    with connection.cursor() as cursor:
+        results = _together(cursor, first)
+        lost = len(published) - results[0][0] if published else 0
+        rows = results[-1][1]
+        head_of = {row[9]: row[0] for row in rows if row[9] is not None}
         room = limit - len(rows)
-        if head_of and room > 0:
+        if head_of and room > 0 and successors:
             queued_sql = _QUEUED.format(
                 keys=", ".join(["%s"] * len(head_of)), settled=_settled_statuses(),
                 lock="FOR UPDATE" if connection.features.has_select_for_update else "",
             )
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    # This read wants the (key, id) index and a sort of its few rows.
-                    cursor.execute("RESET enable_sort; RESET enable_bitmapscan")
-                # Twice the room: events behind a key's first blocker are read and left.
-                cursor.execute(queued_sql, [*head_of, min(head_of.values()), 2 * room])
-                queued = [row for row in cursor.fetchall() if row[0] > head_of[row[1]]]
+            # Twice the room: events behind a key's first blocker are read and left.
+            second = [(queued_sql, [*head_of, min(head_of.values()), 2 * room])]
+            if postgres:
+                # This read wants the (key, id) index and a sort of its few rows.
+                second[:0] = [("RESET enable_sort", []), ("RESET enable_bitmapscan", [])]
+            queued = [row for row in _together(cursor, second)[-1][1] if row[0] > head_of[row[1]]]
             taken = _run_behind(queued, set(head_of), now)[:room]
             if taken:
-                rows += OutboxEvent.objects.raw(
+                cursor.execute(
                     f"UPDATE {_TABLE} SET status = 'processing', claimed_by = %s, claimed_until = %s "
-                    f"WHERE id IN ({', '.join(['%s'] * len(taken))}) RETURNING *",
+                    f"WHERE id IN ({', '.join(['%s'] * len(taken))}) RETURNING {_COLUMNS}",
                     [holder, until, *taken],
                 )
-    rows.sort(key=lambda r: r.pk)
-    return [_outbound(r) for r in rows]
+                rows += cursor.fetchall()
+    rows.sort(key=lambda row: row[0])
+    return [_outbound(row) for row in rows], lost
+
+
+def _together(cursor: Any, statements: list[tuple[str, list[Any]]]) -> list[tuple[int, list[tuple[Any, ...]]]]:
+    """Run ``statements`` (one statement each) in order: each one's row count and rows. On
+    PostgreSQL in one round trip (client-side binding sends them as one simple query), elsewhere
+    one by one."""
+    if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+        results = []
+        while True:
+            rows = cursor.fetchall() if cursor.description else []
+            results.append((cursor.rowcount, rows))
+            if not cursor.nextset():
+                return results
+    results = []
+    for sql, params in statements:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall() if cursor.description else []
+        results.append((cursor.rowcount, rows))
+    return results
 
 
 def settle(holder: str, settlement: Settlement, *, now: datetime | None = None) -> int:
     """Record a batch's outcome; rows another relay has taken over since are left alone.
     Returns how many rows were no longer this holder's."""
-    now = now or timezone.now()
-    mine = OutboxEvent.objects.filter(claimed_by=holder, status=Status.PROCESSING)
-    lost = 0
     with transaction.atomic():
-        if settlement.published:
-            lost += len(settlement.published) - mine.filter(pk__in=settlement.published).update(
-                # claimed_by stays: on a published event it names the relay that published it.
-                status=Status.PUBLISHED, published_at=now, claimed_until=None, last_error=""
-            )
-        if settlement.failed:
-            errors = dict(settlement.failed)
-            held = dict(mine.filter(pk__in=list(errors)).values_list("pk", "attempts"))
-            lost += len(errors) - len(held)
-            for pk, attempts in held.items():
-                status, next_at = after_failure(
-                    attempts + 1, now, max_attempts=settings.OUTBOX_MAX_ATTEMPTS,
-                    base_s=settings.OUTBOX_BACKOFF_BASE_S, max_s=settings.OUTBOX_BACKOFF_MAX_S,
-                )
-                OutboxEvent.objects.filter(pk=pk).update(
-                    status=status, attempts=attempts + 1, next_attempt_at=next_at,
-                    last_error=errors[pk][:4000], claimed_by=None, claimed_until=None,
-                )
-                if status == Status.FAILED:
-                    logger.warning("outbox event %s failed after %d attempts: %s", pk, attempts + 1, errors[pk])
-        by_reason: dict[str, list[int]] = {}
-        for pk, reason in settlement.released:
-            by_reason.setdefault(reason, []).append(pk)
-        for reason, pks in by_reason.items():
-            lost += len(pks) - mine.filter(pk__in=pks).update(
-                status=Case(When(attempts__gt=0, then=Value(Status.RETRY)), default=Value(Status.PENDING)),
-                claimed_by=None, claimed_until=None, last_error=reason[:4000],
-            )
+        lost = _settle(holder, settlement, now or timezone.now())
     if lost:
         logger.warning("outbox relay %s lost its claim on %d events (claim expired and taken over)", holder, lost)
     return lost
+
+
+def settle_and_claim(
+    holder: str, settlement: Settlement, limit: int, *, skip_targets: Iterable[str] = (), due_if_none: bool = False,
+    successors: bool = True, now: datetime | None = None,
+) -> tuple[list[Outbound], datetime | None]:
+    """``settle`` the finished batches and ``claim`` (``behind_own``) up to ``limit`` more, in one
+    transaction, the published ones marked in the claim's first round trip. With ``due_if_none``
+    and nothing claimed, also when the next retry is due. Without ``successors``, key heads only
+    (one round trip less; the holder's next claim takes the events behind them)."""
+    now = now or timezone.now()
+    events: list[Outbound] = []
+    with transaction.atomic():
+        if limit > 0:
+            rest = Settlement(failed=settlement.failed, released=settlement.released, deferred=settlement.deferred)
+            lost = _settle(holder, rest, now) if rest.settled() else 0
+            events, lost_published = _claim(
+                holder, limit, skip_targets, now, True, settlement.published, successors=successors
+            )
+            lost += lost_published
+        else:
+            lost = _settle(holder, settlement, now)
+        # Inside the transaction: failing after the commit, it would leave the claimed events
+        # 'processing' under a name the relay goes on claiming behind (``behind_own``).
+        due = next_due(skip_targets=skip_targets, now=now) if due_if_none and not events else None
+    if lost:
+        logger.warning("outbox relay %s lost its claim on %d events (claim expired and taken over)", holder, lost)
+    return events, due
+
+
+def _settle(holder: str, settlement: Settlement, now: datetime) -> int:
+    mine = OutboxEvent.objects.filter(claimed_by=holder, status=Status.PROCESSING)
+    lost = 0
+    if settlement.published:
+        lost += len(settlement.published) - mine.filter(pk__in=settlement.published).update(
+            # claimed_by stays: on a published event it names the relay that published it.
+            status=Status.PUBLISHED, published_at=now, claimed_until=None, last_error=""
+        )
+    if settlement.failed:
+        errors = dict(settlement.failed)
+        held = dict(mine.filter(pk__in=list(errors)).values_list("pk", "attempts"))
+        lost += len(errors) - len(held)
+        for pk, attempts in held.items():
+            status, next_at = after_failure(
+                attempts + 1, now, max_attempts=settings.OUTBOX_MAX_ATTEMPTS,
+                base_s=settings.OUTBOX_BACKOFF_BASE_S, max_s=settings.OUTBOX_BACKOFF_MAX_S,
+            )
+            OutboxEvent.objects.filter(pk=pk).update(
+                status=status, attempts=attempts + 1, next_attempt_at=next_at,
+                last_error=errors[pk][:4000], claimed_by=None, claimed_until=None,
+            )
+            if status == Status.FAILED:
+                logger.warning("outbox event %s failed after %d attempts: %s", pk, attempts + 1, errors[pk])
+    for reason, pks in _by_reason(settlement.released).items():
+        lost += len(pks) - mine.filter(pk__in=pks).update(
+            status=Case(When(attempts__gt=0, then=Value(Status.RETRY)), default=Value(Status.PENDING)),
+            claimed_by=None, claimed_until=None, last_error=reason[:4000],
+        )
+    for reason, pks in _by_reason(settlement.deferred).items():
+        # A retry (so relays wake for it) with its attempts as they were: a broker's refusal to
+        # take messages for a while must not dead-letter them.
+        delay = backoff_s(1, settings.OUTBOX_BACKOFF_BASE_S, settings.OUTBOX_BACKOFF_MAX_S)
+        lost += len(pks) - mine.filter(pk__in=pks).update(
+            status=Status.RETRY, next_attempt_at=now + timedelta(seconds=delay),
+            claimed_by=None, claimed_until=None, last_error=reason[:4000],
+        )
+    return lost
+
+
+def _by_reason(outcomes: list[tuple[int, str]]) -> dict[str, list[int]]:
+    by_reason: dict[str, list[int]] = {}
+    for pk, reason in outcomes:
+        by_reason.setdefault(reason, []).append(pk)
+    return by_reason
 
 
 def renew(holder: str, *, now: datetime | None = None) -> int:

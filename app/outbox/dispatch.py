@@ -1,7 +1,8 @@
-"""Publishing a claimed batch: each key's events one after another, keys side by side.
+"""Publishing claimed batches: each key's events one after another, keys side by side.
 
-A refused event stops its key for this batch (its successors are released behind it); an
-unreachable target stops every key bound for it and is not tried again until its back-off ends.
+A refused or nacked event stops its key (its successors are released behind it, also those of
+the batches after it); an unreachable target stops every key bound for it and is not tried again
+until its back-off ends.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.conf import settings
 from app.outbox.claims import Settlement
 from app.outbox.cloudevents import Outbound
 from app.outbox.retries import backoff_s
-from app.outbox.targets import PublishRejected, Target, TargetUnavailable, make_target
+from app.outbox.targets import PublishDeferred, PublishRejected, Target, TargetUnavailable, make_target
 
 logger = logging.getLogger(__name__)
 
@@ -128,31 +129,94 @@ async def _within(publishing: Coroutine[Any, Any, None], timeout_s: float) -> No
     task.result()
 
 
+class KeyChains:
+    """Batches in flight side by side, each key's events still one after another: a batch's events
+    of a key start once that key's events of the batches before are done, and are released
+    behind them if those stopped."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Task[str | None]] = {}
+
+    def start(self, events: Sequence[Outbound], pool: TargetPool, settlement: Settlement) -> Publishing:
+        """Start publishing ``events``, recording each outcome in ``settlement`` as it happens (so
+        a cancelled batch can still be settled for what was done)."""
+        by_key: dict[str, asyncio.Task[str | None]] = {}
+        tasks: list[asyncio.Task[str | None]] = []
+        for group in ordered_groups(events):
+            key = group[0].key
+            before = self._last.get(key) if key is not None else None
+            task = asyncio.ensure_future(_publish_after(before, group, pool, settlement))
+            if key is not None:
+                self._last[key] = by_key[key] = task
+            tasks.append(task)
+        # return_exceptions: done only once every key's task is (a task's bug must not let the
+        # batch be settled, and its key forgotten, while its other keys still publish).
+        return Publishing(asyncio.gather(*tasks, return_exceptions=True), by_key)
+
+    def forget(self, publishing: Publishing) -> None:
+        """Drop the keys whose last events were ``publishing``'s, once their outcome is recorded
+        (claims then see it: a stopped key's later events are no longer claimable)."""
+        for key, task in publishing.by_key.items():
+            if self._last.get(key) is task:
+                del self._last[key]
+
+
+@dataclass
+class Publishing:
+    done: asyncio.Future[list[str | None | BaseException]]
+    by_key: dict[str, asyncio.Task[str | None]]
+
+
 async def publish_batch(events: Sequence[Outbound], pool: TargetPool, settlement: Settlement) -> None:
-    """Publish ``events``, recording each outcome in ``settlement`` as it happens (so a cancelled
-    batch can still be settled for what was done)."""
-    await asyncio.gather(*(_publish_in_order(group, pool, settlement) for group in ordered_groups(events)))
+    """Publish ``events`` (each key in order, keys side by side) and return once all are done."""
+    for outcome in await KeyChains().start(events, pool, settlement).done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
-async def _publish_in_order(group: list[Outbound], pool: TargetPool, settlement: Settlement) -> None:
+async def _publish_after(
+    before: asyncio.Task[str | None] | None, group: list[Outbound], pool: TargetPool, settlement: Settlement
+) -> str | None:
+    if before is not None:
+        if not before.done():
+            await asyncio.wait({before})
+        stopped = "relay stopped before publishing it" if before.cancelled() or before.exception() else before.result()
+        if stopped:
+            settlement.release_rest(group, stopped)
+            return stopped
+    return await _publish_in_order(group, pool, settlement)
+
+
+async def _publish_in_order(group: list[Outbound], pool: TargetPool, settlement: Settlement) -> str | None:
+    """Publish a key's events one after another; why the key stopped, or None."""
     for index, event in enumerate(group):
         target: Target | None = None
+        waiting = f"waiting for event {event.id} of its key"
         try:
             target = await pool.get(event.target)
-            await _within(target.publish(event), settings.OUTBOX_PUBLISH_TIMEOUT_S)
+            if getattr(target, "bounds_publish", False):
+                # The target raises TimeoutError itself: a timer per publish, not a task and a wait.
+                await target.publish(event)
+            else:
+                await _within(target.publish(event), settings.OUTBOX_PUBLISH_TIMEOUT_S)
         except PublishRejected as exc:
             settlement.failed.append((event.pk, str(exc)))
-            settlement.release_rest(group[index + 1:], f"waiting for event {event.id} of its key")
-            return
+            settlement.release_rest(group[index + 1:], waiting)
+            return waiting
+        except PublishDeferred as exc:
+            settlement.deferred.append((event.pk, str(exc)))
+            settlement.release_rest(group[index + 1:], waiting)
+            return waiting
         except (TargetUnavailable, TimeoutError) as exc:
             reason = str(exc) or f"{event.target}: no confirmation in {settings.OUTBOX_PUBLISH_TIMEOUT_S}s"
             if target is not None:
                 await pool.failed(event.target, target, reason)
             settlement.release_rest(group[index:], reason)
-            return
+            return reason
         except Exception as exc:  # a bug in a target must not take the relay down
             logger.exception("outbox target %s failed on event %s", event.target, event.pk)
             settlement.failed.append((event.pk, f"{type(exc).__name__}: {exc}"))
-            settlement.release_rest(group[index + 1:], f"waiting for event {event.id} of its key")
-            return
+            settlement.release_rest(group[index + 1:], waiting)
+            return waiting
         settlement.published.append(event.pk)
+    return None

@@ -1,8 +1,10 @@
 """Where the outbox publishes: one module per target behind this small interface.
 
 A target raises ``TargetUnavailable`` when it cannot reach its service (the event goes back to the
-queue; no attempt is counted, an outage dead-letters nothing) and ``PublishRejected`` when the
-service refused this event (counts an attempt; the last one dead-letters it).
+queue; no attempt is counted, an outage dead-letters nothing), ``PublishRejected`` when the
+service refused this event (counts an attempt; the last one dead-letters it) and ``PublishDeferred``
+when the service could not take this event for now (it is tried again after a back-off; no attempt
+is counted, the connection is kept for the other events).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ class PublishRejected(Exception):
     """The service refused this event."""
 
 
+class PublishDeferred(Exception):
+    """The service could not take this event for now (e.g. a RabbitMQ nack)."""
+
+
 class Target(Protocol):
+    """Also optional: ``bounds_publish = True`` on a target whose ``publish`` raises TimeoutError
+    by itself after ``OUTBOX_PUBLISH_TIMEOUT_S`` (the dispatcher then runs no timer of its own)."""
+
     name: str
 
     async def connect(self) -> None:

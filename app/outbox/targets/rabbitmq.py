@@ -18,22 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
+from aiormq.abc import AbstractChannel as Underlay
 from django.conf import settings
 
 from app import codec
 from app.cqrs.events import CONTENT_TYPE as CQRS_CONTENT_TYPE
 from app.outbox.cloudevents import Outbound
-from app.outbox.targets import PublishRejected, TargetUnavailable
+from app.outbox.targets import PublishDeferred, PublishRejected, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "cloudEvents:"
 STRUCTURED_TYPE = "application/cloudevents+json"
 CONNECT_TIMEOUT_S = 10.0
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT.value
 
 
 async def ping(url: str, timeout_s: float) -> None:
@@ -42,20 +46,21 @@ async def ping(url: str, timeout_s: float) -> None:
     await connection.close()
 
 
-def amqp_message(event: Outbound, mode: str) -> aio_pika.Message:
-    common = {
-        "delivery_mode": aio_pika.DeliveryMode.PERSISTENT,
-        "message_id": event.id,
-        "timestamp": event.time,
-        "type": event.type,
-    }
+def amqp_message(event: Outbound, mode: str) -> tuple[bytes, aiormq.spec.Basic.Properties]:
+    """The event's body and AMQP properties. Built as aiormq's frame properties directly (what
+    ``aio_pika.Message`` turns into): per event, the Message object cost as much as the encoding."""
+    content_type: str | None
+    headers: dict[str, Any] | None
     if mode == "structured":
-        return aio_pika.Message(event.structured(), content_type=STRUCTURED_TYPE, **common)  # type: ignore[arg-type]
-    attributes = event.string_attributes()
-    content_type = attributes.pop("datacontenttype", None)
-    headers = {f"{PREFIX}{name}": value for name, value in attributes.items()}
-    return aio_pika.Message(
-        event.data or b"", headers=headers, content_type=content_type, **common  # type: ignore[arg-type]
+        body, content_type, headers = event.structured(), STRUCTURED_TYPE, None
+    else:
+        attributes: dict[str, str | None] = {**event.string_attributes()}
+        content_type = attributes.pop("datacontenttype", None)
+        headers = {f"{PREFIX}{name}": value for name, value in attributes.items()}
+        body = event.data or b""
+    return body, aiormq.spec.Basic.Properties(
+        content_type=content_type, delivery_mode=PERSISTENT, headers=headers, message_id=event.id,
+        timestamp=event.time, message_type=event.type, priority=0,
     )
 
 
@@ -82,13 +87,17 @@ def cqrs_message(event: Outbound) -> tuple[aio_pika.Message, str]:
 
 class RabbitMQTarget:
     name = "rabbitmq"
+    bounds_publish = True
 
     def __init__(self, url: str | None = None, exchange: str | None = None, mode: str | None = None) -> None:
         self.url = url or settings.AMQP_URL
         self.exchange_name = exchange if exchange is not None else settings.OUTBOX_AMQP_EXCHANGE
         self.mode = mode or settings.OUTBOX_AMQP_MODE
+        self.mandatory = settings.OUTBOX_AMQP_MANDATORY
+        self.timeout_s = settings.OUTBOX_PUBLISH_TIMEOUT_S
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._underlay: Underlay | None = None
         self._exchange: AbstractExchange | None = None
         self._cqrs_exchange: AbstractExchange | None = None
 
@@ -108,38 +117,47 @@ class RabbitMQTarget:
                     if self.exchange_name
                     else channel.default_exchange
                 )
+                underlay = await channel.get_underlay_channel()
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             if connection is not None:  # half open (e.g. the exchange exists with another type)
                 with contextlib.suppress(Exception):
                     await connection.close()
             raise TargetUnavailable(f"RabbitMQ: {exc!r}") from exc
         self._connection, self._channel, self._exchange = connection, channel, exchange  # type: ignore[assignment]
+        self._underlay = underlay
 
     async def publish(self, event: Outbound) -> None:
-        if self._exchange is None or self._channel is None or self._channel.is_closed:
+        channel, underlay = self._channel, self._underlay
+        if self._exchange is None or channel is None or underlay is None or channel.is_closed:
             raise TargetUnavailable("RabbitMQ channel is not open")
         try:
-            mandatory = settings.OUTBOX_AMQP_MANDATORY
             if event.datacontenttype == CQRS_CONTENT_TYPE:
-                exchange = self._cqrs_exchange or await self._declare_cqrs_exchange(self._channel)
+                exchange = self._cqrs_exchange or await self._declare_cqrs_exchange(channel)
                 message, routing_key = cqrs_message(event)
+                body, properties = message.body, message.properties
                 # As django-cqrs: a cqrs_id no replica has bound yet is dropped, not returned
                 # (returned, it would fail and block the instance's later changes); a replica that
                 # binds later catches up through cqrs_sync.
                 mandatory = False
             else:
-                exchange, message, routing_key = self._exchange, amqp_message(event, self.mode), ""
-            await exchange.publish(
-                message, routing_key or event.destination or event.type, mandatory=mandatory,
-                timeout=settings.OUTBOX_PUBLISH_TIMEOUT_S,
+                exchange, routing_key, mandatory = self._exchange, "", self.mandatory
+                body, properties = amqp_message(event, self.mode)
+            # aiormq's publish under aio-pika's exchange (what Exchange.publish calls): a nack
+            # raises DeliveryError, a return PublishError, no confirmation in time TimeoutError.
+            await underlay.basic_publish(
+                body, exchange=exchange.name, routing_key=routing_key or event.destination or event.type,
+                properties=properties, mandatory=mandatory, timeout=self.timeout_s,
             )
         except PublishError as exc:
             raise PublishRejected(f"RabbitMQ returned the event (unroutable): {exc!r}") from exc
         except DeliveryError as exc:
             # A nack is RabbitMQ's trouble (a full queue with reject-publish, no quorum leader),
-            # not the event's: try again later without counting an attempt.
-            raise TargetUnavailable(f"RabbitMQ nacked the event: {exc!r}") from exc
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            # not the event's: try it again later without counting an attempt. The channel stays
+            # open: the events published beside it on it are confirmed on their own.
+            raise PublishDeferred(f"RabbitMQ nacked the event: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise TargetUnavailable(f"RabbitMQ: no confirmation in {self.timeout_s}s") from exc
+        except (OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise TargetUnavailable(f"RabbitMQ: {exc!r}") from exc
 
     async def _declare_cqrs_exchange(self, channel: AbstractChannel) -> AbstractExchange:
@@ -149,6 +167,7 @@ class RabbitMQTarget:
 
     async def close(self) -> None:
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        self._underlay = None
         self._cqrs_exchange = None
         if connection is not None:
             try:

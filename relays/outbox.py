@@ -193,10 +193,24 @@ class OutboxRelay:
             raise
         except Exception:
             logger.exception("outbox relay %s could not settle and claim", self.holder)
-            await self._settle(settlement)
-            events, self._due = [], None
+            self._due = None
+            try:
+                await self._settle(settlement)
+                self._recorded(done)
+            finally:
+                # The claim may have committed with only its answer lost: this relay no longer knows
+                # all its name holds. It gives back what is in flight and takes a new name, so that
+                # it never claims behind those events; their claims expire and are taken again, in order.
+                await self._abandon()
+                self._rename()
+            return []
         self._recorded(done)
         return events
+
+    def _rename(self) -> None:
+        self._inflight = []
+        self._chains = KeyChains()
+        self.holder = f"{self._name}.{uuid.uuid4().hex[:8]}"
 
     def _recorded(self, done: list[_Batch]) -> None:
         for batch in done:
@@ -232,8 +246,7 @@ class OutboxRelay:
         try:
             await asyncio.shield(self._settle_and_forget(inflight))
         except BaseException:
-            self._inflight = []
-            self.holder = f"{self._name}.{uuid.uuid4().hex[:8]}"
+            self._rename()
             raise
 
     async def _settle_and_forget(self, batches: list[_Batch]) -> None:

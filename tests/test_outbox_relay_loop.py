@@ -168,3 +168,36 @@ async def test_stop_while_the_database_refuses_the_settlement_still_stops(
         if not running.done():
             running.cancel()
             await asyncio.wait({running}, timeout=10)
+
+
+async def test_a_claim_whose_answer_is_lost_does_not_let_a_key_overtake_it(
+    empty_outbox: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that committed but whose answer was lost (the connection dropped) leaves events the relay
+    does not know it holds: a later event of their key is not published before them, and they are
+    published, in order, once their claims expire."""
+    target = HeldTarget()
+
+    def factory(name: str) -> Target:
+        return target
+
+    real = claims.settle_and_claim
+    lost: list[int] = []
+
+    def answer_lost(*args: object, **kwargs: object) -> object:
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
+        events, _ = result  # type: ignore[misc]
+        if events and not lost:
+            lost.extend(event.pk for event in events)
+            raise OperationalError("connection lost before the answer")
+        return result
+
+    monkeypatch.setattr(claims, "settle_and_claim", answer_lost)
+    with override_settings(OUTBOX_CLAIM_TTL_S=1.0):
+        first, second = (emit("com.example.ok", "/tests/relay-loop", key="k0", target="topic") for _ in range(2))
+        async with running_relays(batch_size=1, pool=TargetPool(factory)):
+            await eventually(lambda: bool(lost), 10, "a claim's answer lost")
+            later = emit("com.example.ok", "/tests/relay-loop", key="k0", target="topic")
+            await eventually(lambda: later.pk in target.published, 15, "the later event published")
+    assert lost == [first.pk]
+    assert target.published == [first.pk, second.pk, later.pk]

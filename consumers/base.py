@@ -2,7 +2,7 @@
 
 It accepts, parses each text frame once (one codec), and hands a dict to ``on_frame``. Bad frames
 get an error frame and the connection stays open. Outgoing frames go through a bounded queue
-drained by one task per connection, so delivery never waits on a slow peer.
+drained by a task that runs only while frames are waiting, so delivery never waits on a slow peer.
 """
 
 from __future__ import annotations
@@ -163,8 +163,10 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             logger.debug("the client left during the handshake", exc_info=True)
             await self._cleanup()
             raise StopConsumer() from None
+        # The headers were read while the handshake was decided (credentials); nothing reads them
+        # now. The list is shared by every copy of the scope up the middleware stack: emptied in place.
+        self.scope.get("headers", []).clear()
         self.outbound = Outbound(self.base_send, settings.SEND_QUEUE_FRAMES, settings.SEND_QUEUE_BYTES)
-        self.outbound.start()
         if self.closing:
             # Closed during the accept: now that frames can go, say why and close.
             if self.handshake_refusal is not None:

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app import codec
+from app.server.inbox import Flag, Inbox
 
 # After a refusal the connection is half-closed and what the client still sends is read and dropped
 # for at most this long: closing at once, with its data unread, would reset the connection, and a
@@ -109,11 +110,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
         # When the websockets parser rejects the request, uvicorn's websocket protocol leaves the
         # rejection unsent and the connection open: send it and close.
-        conn = getattr(self.transport.get_protocol(), "conn", None)
+        protocol = self.transport.get_protocol()
+        conn = getattr(protocol, "conn", None)
         if conn is not None and conn.handshake_exc is not None:
             self._disarm()
             self.transport.write(b"".join(conn.data_to_send()))
             self.transport.close()
+        elif isinstance(protocol, WebSocketProtocol) and self.deadline is not None:
+            # The deadline goes with the websocket: a timer bound to this protocol would keep it
+            # (its parser, its request) alive until then, though nothing uses it any more.
+            protocol.close_unless_answered(self.deadline.when())
+            self._disarm()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -210,7 +217,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         protocol = self.transport.get_protocol()
         if protocol is not self:
-            # Upgraded: close unless the application has accepted (or refused) the websocket.
+            # Upgraded (to a protocol that did not take the deadline over): close unless the
+            # application has accepted (or refused) the websocket.
             if not getattr(protocol, "handshake_complete", True):
                 self.transport.close()
         elif self.head_pending:
@@ -264,11 +272,67 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """A handshake refused with an HTTP response (the ASGI denial extension, our 429) counts as
+    """uvicorn's sans-I/O websocket protocol, lighter per idle connection, and with refusals counted.
+
+    A handshake refused with an HTTP response (the ASGI denial extension, our 429) counts as
     complete: uvicorn 0.54 leaves the flag unset and logs every such refusal at ERROR as "ASGI
-    callable returned without completing handshake"."""
+    callable returned without completing handshake".
+
+    Memory: uvicorn gives every connection an asyncio.Queue for received events and an Event for
+    write flow control (four deques of ~760 bytes each, besides the objects), and keeps the parsed
+    handshake request and response for the connection's life. The queue holds one event at most
+    (reading pauses until the application takes it) and is read by one task: a list and a future
+    do; the flag allocates its waiters only when a send has to wait; the handshake is dropped once
+    answered.
+    """
+
+    # Slots for the attributes uvicorn 0.54 sets (and ours): an instance dict with this many keys
+    # takes ~1.5 KiB, slots ~300 bytes. An attribute not named here still goes to the dict.
+    __slots__ = (
+        "config", "app", "loop", "logger", "root_path", "asgi_version", "app_state", "connections", "tasks",
+        "default_headers", "transport", "server", "client", "scheme", "queue", "handshake_initiated",
+        "handshake_complete", "close_sent", "disconnected", "close_timer", "close_timeout", "initial_response",
+        "conn", "read_paused", "writable", "ping_interval", "ping_timeout", "ping_timer", "pong_timer",
+        "pending_ping_payload", "ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type", "request",
+        "response", "scope", "handshake_deadline",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn uses put_nowait/get/empty and set/clear/wait of these only.
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag(True)  # type: ignore[assignment]
+        self.handshake_deadline: asyncio.TimerHandle | None = None
+
+    def close_unless_answered(self, when: float) -> None:
+        """Close the connection at loop time ``when`` unless the application has accepted (or
+        refused) the websocket by then."""
+        self.handshake_deadline = self.loop.call_at(when, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        self.handshake_deadline = None
+        if not self.handshake_complete and not self.transport.is_closing():
+            self.transport.close()
+
+    def _handshake_answered(self) -> None:
+        if self.handshake_deadline is not None:
+            self.handshake_deadline.cancel()
+            self.handshake_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake_answered()
+        super().connection_lost(exc)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+        kind = message["type"]
+        if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+        elif kind == "websocket.accept" and self.handshake_complete:
+            # Only the accept reads them; the scope keeps what the application needs. The request
+            # is also held by the websockets parser's suspended frame: its headers are emptied.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+        if self.handshake_complete:
+            self._handshake_answered()
+

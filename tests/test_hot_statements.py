@@ -144,3 +144,12 @@ def test_hot_statements_appear_in_djangos_query_log():
     with CaptureQueriesContext(connection) as queries:
         insert(message(topic))
     assert any("INSERT INTO" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_few_large_messages_read_back_whole():
+    """Two messages of 200,000 characters each (PostgreSQL streams them by COPY) read back whole, in order."""
+    topic = topic_of()
+    given = [message(topic, payload=str(i) * 200_000, frame=f'{{"n":{i}}}') for i in range(2)]
+    assert insert(*given) == [1, 2]
+    rows = Message.objects.filter(topic=topic).order_by("sequence").values_list("payload", "frame")
+    assert list(rows) == [(str(i) * 200_000, f'{{"n":{i}}}') for i in range(2)]

@@ -48,9 +48,13 @@ RECORD_ACKS = (f'INSERT INTO "{DELIVERIES}" ("message_id", "principal", "redeliv
                'ON CONFLICT ("message_id", "principal") DO UPDATE SET "acked_at" = excluded."acked_at" '
                'RETURNING "message_id"')
 
-# Up to this many messages of a topic are stored by one statement that also reserves their sequences
-# (one round trip); more go by ALLOCATE and COPY, whose per-row cost is lower and round trips more.
+# Up to this many messages of a topic, of at most this many characters of frame and payload in all,
+# are stored by one statement that also reserves their sequences (one round trip); more go by
+# ALLOCATE and COPY, whose per-row cost is lower and round trips more. The bound in characters:
+# the statement's parameters are encoded all at once, COPY streams its rows (big messages would
+# otherwise take several copies of a batch in memory at once).
 SMALL_BATCH = 16
+SMALL_BATCH_CHARS = 256 * 1024
 # The VALUES rows of that statement: a message's position in the batch, then its columns but the
 # sequence (worked out from the position), in the order of _values(), each with its type.
 VALUE_COLUMNS = (("n", "integer"), ("message_id", "uuid"), ("topic_id", "bigint"), ("producer_id", "integer"),
@@ -73,6 +77,10 @@ def _store_sql(count: int) -> str:
             f'FROM "reserved", (VALUES {", ".join([row] * count)}) AS "v" ({names}) RETURNING "sequence"')
 
 
+def _chars(messages: Sequence[NewMessage]) -> int:
+    return sum(len(m.frame) + len(m.payload or "") for m in messages)
+
+
 def _values(m: NewMessage) -> tuple[object, ...]:
     """A message's columns but its sequence, in COLUMNS' order."""
     return (m.message_id, m.topic_id, m.producer_id, m.producer_principal, dumps(m.properties), m.payload,
@@ -90,7 +98,7 @@ class PostgreSQLStatements:
         self.db = db
 
     def store_messages(self, topic_id: int, messages: Sequence[NewMessage]) -> int | None:
-        if len(messages) <= SMALL_BATCH:
+        if len(messages) <= SMALL_BATCH and _chars(messages) <= SMALL_BATCH_CHARS:
             params: list[object] = [topic_id]
             for n, message in enumerate(messages, start=1):
                 params += (n, *_values(message))

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.server.inbox import Flag
+
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -31,7 +33,7 @@ def frame_size(text: str) -> int:
 
 
 class Outbound:
-    __slots__ = ("_send", "limit", "limit_bytes", "_frames", "_task", "_waiters", "queued_bytes", "overflowed",
+    __slots__ = ("_send", "limit", "limit_bytes", "_frames", "_task", "_room", "queued_bytes", "overflowed",
                  "_closed", "_broken")
 
     def __init__(self, send: Send, limit: int, limit_bytes: int) -> None:
@@ -43,7 +45,7 @@ class Outbound:
         self._frames: deque[str] | None = None
         self._task: asyncio.Task[None] | None = None
         # Waiting for room (back-pressure for replays).
-        self._waiters: list[asyncio.Future[None]] | None = None
+        self._room = Flag()
         # Queued frames plus the one being sent (it is held until the socket takes it).
         self.queued_bytes = 0
         self.overflowed = False
@@ -66,18 +68,11 @@ class Outbound:
     async def wait_room(self, frames: int, size: int = 0) -> None:
         """Wait until ``frames`` more frames of ``size`` bytes fit (back-pressure for replays)."""
         while not self.has_room(frames, size) and not self._closed and not self.overflowed:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = [waiter]
-            else:
-                self._waiters.append(waiter)
-            await waiter
+            self._room.clear()
+            await self._room.wait()
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        self._room.set()
 
     def describe(self) -> str:
         return (f"{self._queued()} frames, {self.queued_bytes} bytes queued; limits {self.limit} "

@@ -25,9 +25,10 @@ from tests.protocol import eventually
 
 @dataclass
 class HeldTarget:
-    """Publishes at once, except the events of ``held`` types, which wait for good."""
+    """Holds the events of ``held`` types for good, nacks those of ``deferred`` types, publishes the rest."""
 
     name: str = "memory"
+    deferred: set[str] = field(default_factory=set)
     held: set[str] = field(default_factory=set)
     published: list[int] = field(default_factory=list)
 
@@ -35,6 +36,8 @@ class HeldTarget:
         pass
 
     async def publish(self, event: Outbound) -> None:
+        if event.type in self.deferred:
+            raise PublishDeferred("nacked")
         if event.type in self.held:
             await asyncio.Event().wait()
         self.published.append(event.pk)
@@ -72,34 +75,11 @@ async def test_stop_with_batches_in_flight_records_them_and_releases_the_rest(em
     }
 
 
-@dataclass
-class DeferringTarget:
-    """Nacks the events of ``deferred`` types, holds those of ``held`` types for good, publishes the rest."""
-
-    name: str = "memory"
-    deferred: set[str] = field(default_factory=set)
-    held: set[str] = field(default_factory=set)
-    published: list[int] = field(default_factory=list)
-
-    async def connect(self) -> None:
-        pass
-
-    async def publish(self, event: Outbound) -> None:
-        if event.type in self.deferred:
-            raise PublishDeferred("nacked")
-        if event.type in self.held:
-            await asyncio.Event().wait()
-        self.published.append(event.pk)
-
-    async def close(self) -> None:
-        pass
-
-
 async def test_a_later_batch_done_first_does_not_let_a_key_overtake_its_nacked_event(empty_outbox: None) -> None:
     """Key k0's first event nacked in a batch still publishing (another key hangs), the batch after it
     (k0's second event, released behind the nack) done first: k0's second event is not published before
     its first."""
-    target = DeferringTarget(deferred={"com.example.nacked"}, held={"com.example.hangs"})
+    target = HeldTarget(deferred={"com.example.nacked"}, held={"com.example.hangs"})
 
     def factory(name: str) -> Target:
         return target

@@ -32,12 +32,12 @@ serve: install
 
 # The whole suite on SQLite, then the protocol suite again on PostgreSQL (tests that start their own
 # PostgreSQL + Redis servers, tests of no database behaviour, wire interoperability and browser tests run
-# once; the API fuzzing runs fewer examples). Services that are down
+# once; the API fuzzing runs fewer examples and no coverage phase). Services that are down
 # are started first when possible. Each pass runs on TEST_JOBS pytest-xdist workers (each its own
 # session: database, static files, Redis names; tests/environment.py), then the few tests that stop
 # and start a shared service run alone.
 TEST_JOBS ?= 2
-PG_PASS   := SWITCHYARD_TEST_DB=postgres SWITCHYARD_FUZZ_EXAMPLES=4 $(BIN)/python -m pytest
+PG_PASS   := SWITCHYARD_TEST_DB=postgres SWITCHYARD_FUZZ_EXAMPLES=4 SWITCHYARD_FUZZ_COVERAGE=0 $(BIN)/python -m pytest
 PG_TESTS  := not pinned_backend and not database_agnostic and not wire_interop and not browser
 test: install-dev
 	-@bash .ci/services

@@ -21,6 +21,9 @@ from tests.protocol import connect, eventually, make_topic, publish, unique
 from tests.server_log import _level
 from tests.servers import QUIET, ServerProcess, start_server
 
+# Log lines, written from the request scope: nothing here differs between databases.
+pytestmark = pytest.mark.database_agnostic
+
 SECRET = "s3cret-key-value"
 
 

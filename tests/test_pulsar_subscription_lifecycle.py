@@ -57,9 +57,11 @@ def leasing_server(_migrated: None) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def expiring_server(_migrated: None) -> Iterator[ServerProcess]:
-    """A server that expires subscriptions idle for 2 s, checked every 0.3 s."""
-    proc = start_server(os.environ["DATABASE_URL"], SUBSCRIPTION_TTL_S="2", GC_INTERVAL_S="0.3",
-                        SUBSCRIPTION_LEASE_S=LEASE_S)
+    """A server that expires subscriptions idle for 3 s, checked every 0.3 s. Renewals (every third of
+    the lease) keep an attached subscription from expiring; a lease of 2.4 s survives a renewal delayed
+    by a loaded machine (1.5 s once lost it mid-test)."""
+    proc = start_server(os.environ["DATABASE_URL"], SUBSCRIPTION_TTL_S="3", GC_INTERVAL_S="0.3",
+                        SUBSCRIPTION_LEASE_S="2.4")
     yield proc
     proc.stop()
 

@@ -18,6 +18,9 @@ from tests.databases import query
 from tests.protocol import connect, eventually, make_topic, publish, recv_json, send_json, subscribe, unique
 from tests.servers import QUIET, READY, ROOT, ServerProcess, group_members, manage, migrated_database_url
 
+# The autoreloader and its child process: the database work under runserver is serve's, tested on both.
+pytestmark = pytest.mark.database_agnostic
+
 RELOAD_TIMEOUT_S = 30.0
 # What uvicorn closes websockets with when it shuts down gracefully (a killed server: 1006).
 SERVICE_RESTART = 1012

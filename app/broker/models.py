@@ -138,10 +138,14 @@ class Topic(models.Model):
 
 class Message(models.Model):
     message_id = models.UUIDField(default=uuid.uuid4)
-    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="messages")
+    # Every index is written for every stored message: the topic's lookups use the (topic, sequence)
+    # constraint's index, and the two nullable references are indexed only where set (for the
+    # SET_NULL of a deleted user or topic), which most messages are not.
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="messages", db_index=False)
     sequence = models.BigIntegerField()
     producer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_index=False,
     )
     producer_principal = models.CharField(max_length=64)
     properties = models.JSONField(default=dict, blank=True)
@@ -151,7 +155,7 @@ class Message(models.Model):
     # The delivery frame exactly as live consumers got it; replay adds only redeliveryCount.
     frame = models.TextField()
     response_topic = models.ForeignKey(
-        Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_messages"
+        Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_messages", db_index=False
     )
     # Pulsar's delayed delivery (``deliverAt`` / ``deliverAfterMs``): Shared and Key_Shared
     # subscriptions hold the message back until then; everyone else gets it at once.
@@ -164,8 +168,13 @@ class Message(models.Model):
             models.UniqueConstraint(fields=["topic", "message_id"], name="message_topic_message_id"),
         ]
         # Held delayed messages are looked up by due time (app.pulsar.services.due_messages).
-        indexes = [models.Index(fields=["topic", "deliver_at"], name="message_delayed",
-                                condition=models.Q(deliver_at__isnull=False))]
+        indexes = [
+            models.Index(fields=["topic", "deliver_at"], name="message_delayed",
+                         condition=models.Q(deliver_at__isnull=False)),
+            models.Index(fields=["producer"], name="message_producer", condition=models.Q(producer__isnull=False)),
+            models.Index(fields=["response_topic"], name="message_response_topic",
+                         condition=models.Q(response_topic__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic_id}#{self.sequence} {self.message_id}"
@@ -178,7 +187,8 @@ class Message(models.Model):
 class Delivery(models.Model):
     """What one consuming principal did with one stored message."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    # Looked up by message through the (message, principal) constraint's index.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     principal = models.CharField(max_length=64)
     redelivery_count = models.PositiveIntegerField(default=0)
     acked_at = models.DateTimeField(null=True, blank=True)

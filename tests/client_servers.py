@@ -8,7 +8,7 @@ from pathlib import Path
 
 from switchyard_client import Client
 from tests.protocol import unique
-from tests.servers import ServerProcess, manage, migrated_database_url, start_server
+from tests.servers import ServerProcess, manage_many, migrated_database_url, server_env, start_server
 
 
 def own_server(directory: Path, **env_extra: str) -> ServerProcess:
@@ -27,11 +27,23 @@ def running(server: ServerProcess) -> ServerProcess:
     return server
 
 
-def stored_topic(server: ServerProcess, prefix: str = "faults") -> str:
-    """A new public topic with Pulsar semantics that stores every message."""
-    slug = unique(prefix)
-    manage(server.database_url, "dasf_topic", slug, "--new", "--anonymous", "--no-dasf", "--store-messages", "store")
-    return slug
+class StoredTopics:
+    """New public topics with Pulsar semantics that store every message, made ``batch`` at a time in one
+    process: a process for each would cost a Python and Django start-up for each test."""
+
+    def __init__(self, server: ServerProcess, batch: int = 8, prefix: str = "faults") -> None:
+        self.server, self.batch, self.prefix = server, batch, prefix
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        """A topic no test has used."""
+        if not self.made:
+            slugs = [unique(self.prefix) for _ in range(self.batch)]
+            manage_many(server_env(self.server.database_url),
+                        *(("dasf_topic", slug, "--new", "--anonymous", "--no-dasf", "--store-messages", "store")
+                          for slug in slugs))
+            self.made = slugs
+        return self.made.pop(0)
 
 
 def fast(server: ServerProcess, **options: float) -> Client:

@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.protocol import unique
-from tests.servers import ROOT, ServerProcess, migrated_database_url, server_env, start_server
+from tests.servers import ROOT, ServerProcess, manage_many, migrated_database_url, server_env, start_server
 from tests.services import require_postgres, require_redis
+
+
+def new_topic(slug: str, *args: str) -> tuple[str, ...]:
+    """The command creating topic ``slug`` (``dasf_topic`` options ``args``)."""
+    return ("dasf_topic", slug, "--new", *args)
+
+
+def new_token(username: str, *extra: str) -> tuple[str, ...]:
+    """The command creating a token (printed) for ``username``, created if new."""
+    return ("createtoken", username, "--create-user", *extra)
 
 
 @dataclass
@@ -31,13 +41,17 @@ class Cluster:
                               capture_output=True, text=True, timeout=120)
         return done.stdout
 
+    def manage_many(self, *commands: tuple[str, ...]) -> list[str]:
+        """Run management commands in one process against the cluster's database; their stdouts."""
+        return manage_many(server_env(self.database_url, REDIS_URL=self.redis_url), *commands)
+
     def topic(self, *args: str) -> str:
         slug = unique()
-        self.manage("dasf_topic", slug, "--new", *args)
+        self.manage(*new_topic(slug, *args))
         return slug
 
     def token(self, username: str, *extra: str) -> str:
-        return self.manage("createtoken", username, "--create-user", *extra).strip()
+        return self.manage(*new_token(username, *extra)).strip()
 
     def create_worker(self) -> str:
         """Register a worker of a unique name; its key."""

@@ -15,7 +15,7 @@ import pytest
 from switchyard_client import Client, ConnectionRefused, Message, SendError, SwitchyardError
 from switchyard_client.consumer import Consumer
 from switchyard_client.errors import FrameTooLarge
-from tests.client_servers import fast, own_server, running, stored_topic
+from tests.client_servers import StoredTopics, fast, own_server, running
 from tests.protocol import eventually
 from tests.servers import ServerProcess, manage
 
@@ -39,6 +39,17 @@ def killable(module_server: ServerProcess) -> ServerProcess:
     return running(module_server)
 
 
+@pytest.fixture(scope="module")
+def stored_topics(module_server: ServerProcess) -> StoredTopics:
+    return StoredTopics(module_server, batch=8)
+
+
+@pytest.fixture
+def topic(stored_topics: StoredTopics) -> str:
+    """A new stored topic on the module's server."""
+    return stored_topics.new()
+
+
 async def collect(consumer: Consumer, into: list[Message]) -> None:
     """Receive and ack every message until the consumer closes."""
     async for message in consumer:
@@ -46,11 +57,10 @@ async def collect(consumer: Consumer, into: list[Message]) -> None:
         await message.ack()
 
 
-async def test_send_many_across_a_kill_delivers_each_message_once(killable: ServerProcess) -> None:
+async def test_send_many_across_a_kill_delivers_each_message_once(killable: ServerProcess, topic: str) -> None:
     """A server killed in the middle of a send_many of thousands of messages (at least a hundred not yet
     acked): every send returns its id once the server is back, and the consumer gets each
     message exactly once, in order."""
-    topic = stored_topic(killable)
     count = 2000
     async with fast(killable, send_timeout_s=60) as client:
         consumer = client.subscribe(topic, "s", receiver_queue_size=100)
@@ -84,10 +94,9 @@ async def test_send_many_across_a_kill_delivers_each_message_once(killable: Serv
         assert [m.text for m in received] == [f"m{n}" for n in range(count)]
 
 
-async def test_a_reader_resumes_after_a_kill_without_gaps_or_repeats(killable: ServerProcess) -> None:
+async def test_a_reader_resumes_after_a_kill_without_gaps_or_repeats(killable: ServerProcess, topic: str) -> None:
     """A reader that took one message and holds more in its queue when the server dies goes on after the
     restart with the next one: each message once, in order."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         producer = await client.producer(topic)
         await producer.send_many([b"1", b"2", b"3"])
@@ -102,10 +111,10 @@ async def test_a_reader_resumes_after_a_kill_without_gaps_or_repeats(killable: S
             await reader.receive(timeout=1)
 
 
-async def test_a_pull_receive_waiting_across_a_restart_gets_the_next_message(killable: ServerProcess) -> None:
+async def test_a_pull_receive_waiting_across_a_restart_gets_the_next_message(killable: ServerProcess,
+                                                                           topic: str) -> None:
     """A pull-mode receive that waits while the server restarts asks the new connection for messages,
     also when the redelivery of a message it holds takes the first permit."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         consumer = client.subscribe(topic, "s", pull=True, receiver_queue_size=1)
         await consumer.start()
@@ -123,10 +132,9 @@ async def test_a_pull_receive_waiting_across_a_restart_gets_the_next_message(kil
         await message.ack()
 
 
-async def test_a_send_waiting_for_a_topic_deleted_meanwhile_fails_at_once(killable: ServerProcess) -> None:
+async def test_a_send_waiting_for_a_topic_deleted_meanwhile_fails_at_once(killable: ServerProcess, topic: str) -> None:
     """A send waiting for the server to return fails with the refusal (404) as soon as the reconnect is
     refused for good, not at its timeout."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         producer = await client.producer(topic)
         killable.kill()
@@ -139,10 +147,9 @@ async def test_a_send_waiting_for_a_topic_deleted_meanwhile_fails_at_once(killab
         assert producer.closed
 
 
-async def test_a_message_over_the_servers_frame_limit_fails_its_send(killable: ServerProcess) -> None:
+async def test_a_message_over_the_servers_frame_limit_fails_its_send(killable: ServerProcess, topic: str) -> None:
     """A frame so large that the server closes the connection (1009) fails that send with SendError at
     once, instead of closing every next connection until its timeout; other sends go on."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         producer = await client.producer(topic)
         small = asyncio.create_task(producer.send(b"before", timeout=TIMEOUT_S))
@@ -152,10 +159,9 @@ async def test_a_message_over_the_servers_frame_limit_fails_its_send(killable: S
         assert await producer.send(b"after", timeout=TIMEOUT_S)
 
 
-async def test_a_delivery_over_max_frame_bytes_ends_the_consumer(killable: ServerProcess) -> None:
+async def test_a_delivery_over_max_frame_bytes_ends_the_consumer(killable: ServerProcess, topic: str) -> None:
     """A message larger than the client's max_frame_bytes raises FrameTooLarge from receive, instead of
     reconnecting for ever to be sent it again."""
-    topic = stored_topic(killable)
     async with fast(killable, max_frame_bytes=4096) as client:
         consumer = client.subscribe(topic, "s")
         await consumer.start()
@@ -164,10 +170,9 @@ async def test_a_delivery_over_max_frame_bytes_ends_the_consumer(killable: Serve
             await consumer.receive(timeout=TIMEOUT_S)
 
 
-async def test_an_unsubscribe_the_server_never_answered_raises(killable: ServerProcess) -> None:
+async def test_an_unsubscribe_the_server_never_answered_raises(killable: ServerProcess, topic: str) -> None:
     """A connection that breaks before the broker answered unsubscribe is no answer: unsubscribe raises,
     and the subscription is still there after the restart."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         consumer = client.subscribe(topic, "kept")
         await consumer.start()
@@ -197,10 +202,9 @@ async def receive_once_leased(client: Client, topic: str, subscription: str) -> 
             await asyncio.sleep(0.1)  # bounded-poll
 
 
-async def test_closing_a_client_of_a_hung_server_is_quick(killable: ServerProcess) -> None:
+async def test_closing_a_client_of_a_hung_server_is_quick(killable: ServerProcess, topic: str) -> None:
     """A server that stopped answering (SIGSTOP) does not hold the client's close for long: sockets are
     closed together, each waiting a short while for the closing handshake."""
-    topic = stored_topic(killable)
     client = fast(killable)
     await client.producer(topic)
     await client.subscribe(topic, "s").start()

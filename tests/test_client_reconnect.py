@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from switchyard_client import SendTimeout
-from tests.client_servers import fast, own_server, running, stored_topic
+from tests.client_servers import StoredTopics, fast, own_server, running
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.wire_interop
@@ -31,14 +31,24 @@ def killable(module_server: ServerProcess) -> ServerProcess:
     return running(module_server)
 
 
+@pytest.fixture(scope="module")
+def stored_topics(module_server: ServerProcess) -> StoredTopics:
+    return StoredTopics(module_server, batch=6)
+
+
+@pytest.fixture
+def topic(stored_topics: StoredTopics) -> str:
+    """A new stored topic on the module's server."""
+    return stored_topics.new()
+
+
 async def restart_after_kill(server: ServerProcess) -> None:
     server.kill()
     await asyncio.to_thread(server.restart)
 
 
-async def test_a_consumer_gets_its_unacked_messages_after_a_restart(killable: ServerProcess) -> None:
+async def test_a_consumer_gets_its_unacked_messages_after_a_restart(killable: ServerProcess, topic: str) -> None:
     """Messages sent but not received before a kill arrive once the consumer reconnects."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         consumer = client.subscribe(topic, "s")
         await consumer.start()
@@ -54,10 +64,9 @@ async def test_a_consumer_gets_its_unacked_messages_after_a_restart(killable: Se
             await consumer.receive(timeout=1)
 
 
-async def test_a_held_message_is_not_handed_over_twice(killable: ServerProcess) -> None:
+async def test_a_held_message_is_not_handed_over_twice(killable: ServerProcess, topic: str) -> None:
     """A message the application holds when the server dies is not surfaced again; its ack after the
     reconnect is taken, so the subscription does not deliver it again."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         consumer = client.subscribe(topic, "s")
         await consumer.start()
@@ -75,9 +84,8 @@ async def test_a_held_message_is_not_handed_over_twice(killable: ServerProcess) 
             await client.subscribe(topic, "s").receive(timeout=1.5)
 
 
-async def test_a_send_during_an_outage_waits_for_the_server(killable: ServerProcess) -> None:
+async def test_a_send_during_an_outage_waits_for_the_server(killable: ServerProcess, topic: str) -> None:
     """A message sent while the server is down is sent once it is back, and acked; it arrives once."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         producer = await client.producer(topic)
         consumer = client.subscribe(topic, "s")
@@ -93,9 +101,8 @@ async def test_a_send_during_an_outage_waits_for_the_server(killable: ServerProc
             await consumer.receive(timeout=1)
 
 
-async def test_a_send_times_out_while_the_server_is_down(killable: ServerProcess) -> None:
+async def test_a_send_times_out_while_the_server_is_down(killable: ServerProcess, topic: str) -> None:
     """With no server to take it, a send raises SendTimeout after its timeout."""
-    topic = stored_topic(killable)
     async with fast(killable) as client:
         producer = await client.producer(topic)
         killable.kill()
@@ -105,9 +112,8 @@ async def test_a_send_times_out_while_the_server_is_down(killable: ServerProcess
         assert await producer.send(b"back", timeout=TIMEOUT_S)
 
 
-async def test_closing_leaves_no_task(killable: ServerProcess) -> None:
+async def test_closing_leaves_no_task(killable: ServerProcess, topic: str) -> None:
     """After a client closed (sockets mid-reconnect included), none of its tasks is left."""
-    topic = stored_topic(killable)
     before = asyncio.all_tasks()
     client = fast(killable)
     consumer = client.subscribe(topic, "s")
@@ -122,9 +128,8 @@ async def test_closing_leaves_no_task(killable: ServerProcess) -> None:
     await asyncio.to_thread(killable.restart)
 
 
-async def test_a_cancelled_reader_task_closes_cleanly(killable: ServerProcess) -> None:
+async def test_a_cancelled_reader_task_closes_cleanly(killable: ServerProcess, topic: str) -> None:
     """Cancelling a task that iterates a consumer ends it at once; closing the client afterwards ends the rest."""
-    topic = stored_topic(killable)
     before = asyncio.all_tasks()
     client = fast(killable)
 

@@ -8,6 +8,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,32 +195,36 @@ def test_the_dashboard_queries_only_metrics_that_exist(server: ServerProcess) ->
     assert wanted and wanted <= served, wanted - served
 
 
-async def test_json_log_lines_are_objects_with_session_ends(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def json_server(_migrated: None) -> Iterator[ServerProcess]:
+    """A server logging in JSON (SWITCHYARD_LOG_FORMAT=json) on the session database, shared by this
+    module's JSON tests: one start-up, and each test reads only the lines of its own requests."""
+    proc = start_server(os.environ["DATABASE_URL"], SWITCHYARD_LOG_FORMAT="json")
+    yield proc
+    proc.stop()
+
+
+async def test_json_log_lines_are_objects_with_session_ends(json_server: ServerProcess) -> None:
     """SWITCHYARD_LOG_FORMAT=json: access lines are JSON objects, and a websocket's end has its own
     line with who, the close code, the duration and the frames."""
-    from tests.servers import migrated_database_url
+    proc = json_server
+    slug = make_topic()
+    assert fetch(proc.http + "/healthz")[0] == 200
+    producer = await connect(proc.ws + slug)
+    await send_json(producer, {"not": "a message"})
+    await recv_json(producer)
+    await producer.close()
 
-    proc = start_server(migrated_database_url(tmp_path, "json"), SWITCHYARD_LOG_FORMAT="json")
-    try:
-        slug = make_topic()
-        assert fetch(proc.http + "/healthz")[0] == 200
-        producer = await connect(proc.ws + slug)
-        await send_json(producer, {"not": "a message"})
-        await recv_json(producer)
-        await producer.close()
+    def session_ends() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in proc.output if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "session_end" and slug in line.get("path", "")]
 
-        def session_ends() -> list[dict[str, Any]]:
-            lines = [json.loads(line) for line in proc.output if line.startswith("{")]
-            return [line for line in lines if line.get("event") == "session_end"]
-
-        await eventually(session_ends, message="a session_end line")
-        end = session_ends()[0]
-        assert (end["principal"], end["close_code"], end["frames_in"], end["frames_out"]) == ("anonymous", 1000, 1, 1)
-        assert end["duration_ms"] >= 0 and end["path"] == f"/ws/{slug}"
-        http = [json.loads(line) for line in proc.output if line.startswith("{") and "/healthz" in line]
-        assert http and http[0]["status"] == 200 and http[0]["logger"] == "switchyard.access"
-    finally:
-        proc.stop()
+    await eventually(session_ends, message="a session_end line")
+    end = session_ends()[0]
+    assert (end["principal"], end["close_code"], end["frames_in"], end["frames_out"]) == ("anonymous", 1000, 1, 1)
+    assert end["duration_ms"] >= 0 and end["path"] == f"/ws/{slug}"
+    http = [json.loads(line) for line in proc.output if line.startswith("{") and "/healthz" in line]
+    assert http and http[0]["status"] == 200 and http[0]["logger"] == "switchyard.access"
 
 
 async def access_line(server: ServerProcess, *needles: str) -> str:
@@ -270,29 +275,27 @@ async def test_bulk_operations_have_access_lines(server: ServerProcess) -> None:
     await access_line(server, f" PUT /api/v1/_bulk/ 200 user:{user.pk} ")
 
 
-async def test_json_access_lines_name_the_caller_and_bulk_operations(_migrated: None) -> None:
+async def test_json_access_lines_name_the_caller_and_bulk_operations(json_server: ServerProcess) -> None:
     """SWITCHYARD_LOG_FORMAT=json: an API request's line has the caller's principal, and each bulk
     operation a line of its own (event bulk_operation) with method, path, status, principal, duration."""
-    proc = start_server(os.environ["DATABASE_URL"], SWITCHYARD_LOG_FORMAT="json")
-    try:
-        user = make_user(is_superuser=True)
-        operations = [{"method": "post", "path": "tokens", "data": {"comment": "from a bulk"}}]
-        assert call(proc, "/_bulk/", "POST", make_token(user), operations)[0] == 200
+    proc = json_server
+    user = make_user(is_superuser=True)
+    operations = [{"method": "post", "path": "tokens", "data": {"comment": "from a bulk"}}]
+    assert call(proc, "/_bulk/", "POST", make_token(user), operations)[0] == 200
 
-        def access() -> list[dict[str, Any]]:
-            lines = [json.loads(line) for line in proc.output if line.startswith("{")]
-            return [line for line in lines if line.get("logger") == "switchyard.access" and "/api/v1/" in line["path"]]
+    def access() -> list[dict[str, Any]]:
+        # No other test of the module calls the API on this server: every /api/v1/ line is this test's.
+        lines = [json.loads(line) for line in proc.output if line.startswith("{")]
+        return [line for line in lines if line.get("logger") == "switchyard.access" and "/api/v1/" in line["path"]]
 
-        await eventually(lambda: len(access()) == 2, message="the bulk's line and its operation's")
-        operation, bulk = access()
-        assert {k: operation[k] for k in ("event", "method", "path", "status", "principal")} == {
-            "event": "bulk_operation", "method": "POST", "path": "/api/v1/tokens", "status": 201,
-            "principal": f"user:{user.pk}"}
-        assert operation["duration_ms"] >= 0
-        assert (bulk["path"], bulk["status"], bulk["principal"]) == ("/api/v1/_bulk/", 200, f"user:{user.pk}")
-        assert "event" not in bulk
-    finally:
-        proc.stop()
+    await eventually(lambda: len(access()) == 2, message="the bulk's line and its operation's")
+    operation, bulk = access()
+    assert {k: operation[k] for k in ("event", "method", "path", "status", "principal")} == {
+        "event": "bulk_operation", "method": "POST", "path": "/api/v1/tokens", "status": 201,
+        "principal": f"user:{user.pk}"}
+    assert operation["duration_ms"] >= 0
+    assert (bulk["path"], bulk["status"], bulk["principal"]) == ("/api/v1/_bulk/", 200, f"user:{user.pk}")
+    assert "event" not in bulk
 
 
 @pytest.mark.database_agnostic

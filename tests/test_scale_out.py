@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import websockets
 
-from tests.cluster import http_json, start_cluster
+from tests.cluster import http_json, new_token, new_topic, start_cluster
 from tests.protocol import auth, connect, eventually, publish, recv_json, send_json, subscribe, unique
 from tests.services import require_postgres, require_redis
 
@@ -96,10 +96,9 @@ async def test_response_topic_across_processes(cluster):
 async def test_revoke_on_a_closes_consumer_on_b(cluster):
     """Revoking a consume right through A closes that user's open consumer on B with 4403."""
     a, b = cluster.servers
-    admin_key = cluster.token(unique("admin"), "--superuser")
-    user = unique("user")
-    user_key = cluster.token(user)
-    slug = cluster.topic("--no-public", "-c", user)
+    user, slug = unique("user"), unique()
+    admin_key, user_key, _ = cluster.manage_many(new_token(unique("admin"), "--superuser"), new_token(user),
+                                                 new_topic(slug, "--no-public", "-c", user))
     consumer = await subscribe(b.ws, slug, headers=auth(user_key))
     status, body = http_json(f"{a.http}/api/v1/topics/{slug}/grants/{user}", "PUT", {"can_consume": False},
                              auth(admin_key))
@@ -114,10 +113,9 @@ async def test_revoke_on_a_closes_consumer_on_b(cluster):
 async def test_grant_on_a_lets_producer_on_b_publish(cluster):
     """A produce right granted through A applies to the user's open producer socket on B."""
     a, b = cluster.servers
-    admin_key = cluster.token(unique("admin"), "--superuser")
-    user = unique("user")
-    user_key = cluster.token(user)
-    slug = cluster.topic("--no-public")
+    user, slug = unique("user"), unique()
+    admin_key, user_key, _ = cluster.manage_many(new_token(unique("admin"), "--superuser"), new_token(user),
+                                                 new_topic(slug, "--no-public"))
     producer = await connect(b.ws + slug, auth(user_key))
     assert "error" in (await publish(producer, context=1))["result"]
     status, _ = http_json(f"{a.http}/api/v1/topics/{slug}/grants/{user}", "PUT", {"can_produce": True},
@@ -134,9 +132,8 @@ async def test_grant_on_a_lets_producer_on_b_publish(cluster):
 async def test_disabled_token_closes_its_sockets_everywhere(cluster):
     """Disabling a token closes the sockets opened with it, in every process, with 4401."""
     a, b = cluster.servers
-    user = unique("user")
-    key = cluster.token(user)
-    slug = cluster.topic("--no-public", "-c", user)
+    user, slug = unique("user"), unique()
+    key, _ = cluster.manage_many(new_token(user), new_topic(slug, "--no-public", "-c", user))
     on_a = await subscribe(a.ws, slug, headers=auth(key))
     on_b = await subscribe(b.ws, slug, headers=auth(key))
     cluster.manage("disabletoken", key)
@@ -150,10 +147,9 @@ async def test_disabled_token_closes_its_sockets_everywhere(cluster):
 async def test_revoking_the_source_stops_answers(cluster):
     """A backend whose consume right on the source is revoked may no longer answer on its response topics."""
     a, b = cluster.servers
-    admin_key = cluster.token(unique("admin"), "--superuser")
-    backend = unique("backend")
-    backend_key = cluster.token(backend)
-    slug = cluster.topic("--public", "-c", backend)
+    backend, slug = unique("backend"), unique()
+    admin_key, backend_key, _ = cluster.manage_many(new_token(unique("admin"), "--superuser"), new_token(backend),
+                                                    new_topic(slug, "--public", "-c", backend))
     response = f"{slug}_{unique('r')}"
     requester = await connect(a.ws + slug)
     await send_json(requester, {"properties": {"response_topic": response, "messageType": "request",

@@ -7,7 +7,6 @@ import asyncio
 import os
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,13 +135,14 @@ FLOOD_MIN_INTERVAL_S = 2.0
 FLOOD_ATTACHES = 40
 
 
-# Their tests are pinned_backend: a cluster is PostgreSQL + Redis in either pass.
-@pytest.fixture
-def two_pinging(tmp_path: Path) -> Iterator[Cluster]:
+# Their tests are pinned_backend: a cluster is PostgreSQL + Redis in either pass. One cluster for the
+# module: each test pings a topic of its own, and the attach pings are coalesced per topic.
+@pytest.fixture(scope="module")
+def two_pinging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two processes on a fresh PostgreSQL database and the real Redis; rounds an hour apart."""
     require_postgres()
-    cluster = start_cluster(tmp_path, require_redis(), ATTACH_PING_MIN_INTERVAL_S=str(FLOOD_MIN_INTERVAL_S),
-                            **NO_ROUNDS)
+    cluster = start_cluster(tmp_path_factory.mktemp("two-pinging"), require_redis(),
+                            ATTACH_PING_MIN_INTERVAL_S=str(FLOOD_MIN_INTERVAL_S), **NO_ROUNDS)
     try:
         yield cluster
     finally:

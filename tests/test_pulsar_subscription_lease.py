@@ -33,15 +33,25 @@ from tests.services import require_redis
 LEASE_S = "1.5"
 
 
-@pytest.fixture
-def pair(_migrated: None) -> Iterator[list[ServerProcess]]:
-    """Two servers on the session database and one Redis, with short subscription leases."""
+@pytest.fixture(scope="module")
+def started_pair(_migrated: None) -> Iterator[list[ServerProcess]]:
+    """Two servers on the session database and one Redis, with short subscription leases, for the
+    module: each test's subscriptions are on a topic of its own."""
     redis_url = require_redis()
     servers = [start_server(os.environ["DATABASE_URL"], REDIS_URL=redis_url, SUBSCRIPTION_LEASE_S=LEASE_S)
                for _ in range(2)]
     yield servers
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def pair(started_pair: list[ServerProcess]) -> list[ServerProcess]:
+    """The module's two servers, each running: one an earlier test killed is started again."""
+    for server in started_pair:
+        if not server.running:
+            server.start()
+    return started_pair
 
 
 @contextlib.contextmanager
@@ -67,22 +77,6 @@ async def test_exclusive_on_another_process_is_409(pair: list[ServerProcess]) ->
     await consumer(pair[0], slug)
     status, body = await refused(consumer_url(pair[1], slug))
     assert status == 409 and "another server" in body
-
-
-async def test_failover_standby_takes_over_when_holder_killed(pair: list[ServerProcess]) -> None:
-    """A Failover standby on the other process gets nothing, then takes over when the holder's process is killed."""
-    slug = make_topic(dasf=False)
-    query = "subscriptionType=Failover"
-    active = await consumer(pair[0], slug, query=query)
-    standby = await consumer(pair[1], slug, query=query)
-    prod = await producer(pair[1], slug)
-    first = await send(prod, 1)
-    assert (await message(active))["messageId"] == first
-    await quiet(standby)
-    pair[0].kill()
-    assert (await message(standby))["messageId"] == first  # unacked on the dead process
-    second = await send(prod, 2)
-    assert (await message(standby))["messageId"] == second
 
 
 async def test_paused_holder_delivers_nothing_after_takeover(pair: list[ServerProcess]) -> None:
@@ -121,3 +115,20 @@ async def test_paused_holders_exclusive_consumer_closed_without_messages(pair: l
             frames.append(await recv(old))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert not [frame for frame in frames if "messageId" in frame], frames
+
+
+# Last: it kills a server of the module's pair (the next test to use the pair would wait for its restart).
+async def test_failover_standby_takes_over_when_holder_killed(pair: list[ServerProcess]) -> None:
+    """A Failover standby on the other process gets nothing, then takes over when the holder's process is killed."""
+    slug = make_topic(dasf=False)
+    query = "subscriptionType=Failover"
+    active = await consumer(pair[0], slug, query=query)
+    standby = await consumer(pair[1], slug, query=query)
+    prod = await producer(pair[1], slug)
+    first = await send(prod, 1)
+    assert (await message(active))["messageId"] == first
+    await quiet(standby)
+    pair[0].kill()
+    assert (await message(standby))["messageId"] == first  # unacked on the dead process
+    second = await send(prod, 2)
+    assert (await message(standby))["messageId"] == second

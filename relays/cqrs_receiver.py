@@ -41,9 +41,6 @@ from relays.periodic import backoff_s
 
 logger = logging.getLogger(__name__)
 
-RECONNECT_BASE_S = 1.0
-
-
 class Delivery(Protocol):
     """What a source received: a payload's JSON body, and its routing key where the transport has one."""
 
@@ -105,7 +102,7 @@ class CqrsReceiver(Generic[D]):
             except cqrs.DatabaseUnavailable as exc:
                 failures += 1
                 logger.warning("CQRS consumer: the database is unavailable (%d in a row): %s", failures, exc)
-                await asyncio.sleep(backoff_s(RECONNECT_BASE_S, failures))
+                await asyncio.sleep(backoff_s(settings.CQRS_RECONNECT_BASE_S, failures))
 
     async def _settle_in_order(self, settler: Settler[D], key: Key | None, delivery: D, verdict: Verdict) -> None:
         """Retry ``delivery`` (unacked meanwhile, so a crash loses nothing) until it is applied or
@@ -198,4 +195,4 @@ async def reconnecting(session: Callable[[], Awaitable[Ended]],
                 logger.exception("CQRS consumer failed (%d in a row)", failures)
             else:
                 logger.log(trouble.level, "CQRS consumer: %s (%d in a row)", trouble.reason, failures)
-        await asyncio.sleep(backoff_s(RECONNECT_BASE_S, failures))
+        await asyncio.sleep(backoff_s(settings.CQRS_RECONNECT_BASE_S, failures))

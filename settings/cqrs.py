@@ -138,7 +138,12 @@ CQRS_PREFETCH_COUNT = env_int("CQRS_PREFETCH_COUNT", 100)
 if CQRS_PREFETCH_COUNT < 1:
     # AMQP reads a prefetch count of 0 as "no limit": the consumer would take the whole queue.
     raise ValueError("CQRS_PREFETCH_COUNT must be at least 1")
-# The replica consumer's reconnection back-off (1 s doubling up to 30 s) starts again from the
-# shortest only after a session that lasted this long or received a message: a connection accepted
-# and closed at once (an evicted or standby consumer, a server shutting down) backs off as a refusal.
+# The replica consumer's back-off after a failed connection (or its database unavailable): about
+# CQRS_RECONNECT_BASE_S x 2^n after n failures in a row (jittered down to half), up to 30 s.
+CQRS_RECONNECT_BASE_S = env_float("CQRS_RECONNECT_BASE_S", 1.0)
+if CQRS_RECONNECT_BASE_S <= 0:
+    raise ValueError("CQRS_RECONNECT_BASE_S must be positive")
+# The replica consumer's reconnection back-off starts again from the shortest only after a session
+# that lasted this long or received a message: a connection accepted and closed at once (an evicted
+# or standby consumer, a server shutting down) backs off as a refusal.
 CQRS_RECONNECT_STABLE_S = env_float("CQRS_RECONNECT_STABLE_S", 30.0)

@@ -19,7 +19,6 @@ from websockets.http11 import Response
 
 from app.cqrs.events import CONTENT_TYPE
 from app.cqrs.topic import DeadLetterNacks, ack_frame, connection_end, nack_frame
-from relays import cqrs_receiver
 from relays.cqrs_receiver import Ended, Unavailable, reconnecting
 from relays.cqrs_topic_consumer import TopicConsumer, _Inbox, _Session
 from tests.apps.cqrs_replica import models as replica
@@ -181,8 +180,8 @@ async def test_inbox_holds_back_the_reader_when_full() -> None:
 
 
 @pytest.fixture
-def quick_backoff(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[None]:
-    monkeypatch.setattr(cqrs_receiver, "RECONNECT_BASE_S", 0.001)
+def quick_backoff(settings: Any) -> Iterator[None]:
+    settings.CQRS_RECONNECT_BASE_S = 0.001
     settings.CQRS_RECONNECT_STABLE_S = 3600.0
     yield
 

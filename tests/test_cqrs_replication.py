@@ -135,18 +135,18 @@ async def test_duplicates_and_reordering_leave_the_replica_right(consumer: Consu
     assert replica_state(pks) == expected
 
 
-async def test_replica_down_during_1000_changes_catches_up(consumer: ConsumerProcess, relay: RelayProcess) -> None:
-    """With the consumer stopped, 1,000 changes (creates, updates, deletes) are published; started again,
-    the replica holds exactly the master's rows and revisions."""
+async def test_replica_down_during_200_changes_catches_up(consumer: ConsumerProcess, relay: RelayProcess) -> None:
+    """With the consumer stopped, 200 changes (creates, updates, deletes; twice the consumer's prefetch)
+    are published; started again, the replica holds exactly the master's rows and revisions."""
     consumer.stop()
     relay.start()
-    pks = churn(400, 250, 100)
+    pks = churn(80, 50, 20)
     await eventually(lambda: not OutboxEvent.objects.exclude(status=Status.PUBLISHED).exists(), timeout=60,
-                     message="the relay published all 1,000 changes")
+                     message="the relay published all 200 changes")
     assert replica_state(pks) == {}
     consumer.start()
     expected = master_state(pks)
-    assert len(expected) == 300 and sum(revision for _, revision in expected.values()) == 500
+    assert len(expected) == 60 and sum(revision for _, revision in expected.values()) == 100
     await eventually(lambda: replica_state(pks) == expected, timeout=60, message="the replica caught up")
 
 

@@ -15,8 +15,9 @@ from tests.protocol import TIMEOUT_S, eventually, make_topic
 from tests.pulsar_client import ack, consumer, message, producer, quiet, send
 from tests.servers import ServerProcess
 
-# Long enough to tell "held" from "at once" on a busy machine, short enough to wait for.
-DELAY_MS = 1_500
+# Long enough to tell "held" from "at once" on a busy machine (a message sent at once arrives within
+# milliseconds), short enough to wait for: each holding test waits it out at least once.
+DELAY_MS = 1_000
 # A delay no test waits for.
 HOUR_MS = 3_600_000
 

@@ -30,8 +30,9 @@ async def test_work_made_runnable_on_one_process_reaches_worker_on_the_other(clu
     a, b = cluster.servers
     parent, child = cluster.submit(("noop", {"requires": {"side": "a"}}, []),
                                    ("noop", {"requires": {"side": "b"}}, [0]))
-    on_b = await WorkerProcess(b, cluster.create_worker(), {"side": "b"}).connected()
-    WorkerProcess(a, cluster.create_worker(), {"side": "a"})
+    key_b, key_a = cluster.manage_many(("createworker", unique("w")), ("createworker", unique("w")))
+    on_b = await WorkerProcess(b, key_b, {"side": "b"}).connected()
+    WorkerProcess(a, key_a, {"side": "a"})
     await on_b.wait_for(lambda w: child in w.ids("completed"), "the child on B")
     assert on_b.ids("started") == [child]
 

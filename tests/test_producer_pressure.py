@@ -29,8 +29,9 @@ FLOODERS = 4
 FLOOD_FRAMES = 150
 FLOOD_S = 20.0
 FLOOD_PAYLOAD_CHARS = MIB - 4096
-# The memory test's flood: 256 MiB, twice RSS_GROWTH_LIMIT_KIB. With both bounds lifted the server's
-# peak grew ~370 MiB under it on SQLite and ~740 MiB on PostgreSQL; bounded, ~70 and ~100 MiB.
+# The memory tests' flood: 256 MiB, twice RSS_GROWTH_LIMIT_KIB (eight times BACKPLANE_QUEUE_BYTES, which
+# bounds the disabled topic's). With both bounds lifted the server's peak grew ~370 MiB under it on
+# SQLite and ~740 MiB on PostgreSQL; bounded, ~70 and ~100 MiB.
 MEMORY_FLOOD_FRAMES = 64
 # Peak resident growth allowed: the default bounds (64 MiB for the writer, counted generously)
 # plus a frame in flight per connection and allocator slack. Unbounded, the flood held ~900 MiB.
@@ -209,7 +210,9 @@ async def test_disabled_topic_flood_while_redis_lags_keeps_memory_bounded() -> N
             sockets = [await flooder(server, slug) for _ in range(FLOODERS)]
             relay.flowing.clear()
             peak_before = memory_kib(server, "VmHWM")
-            sent = await asyncio.gather(*(flood(ws, 100, FLOOD_PAYLOAD_CHARS, FLOOD_S) for ws in sockets))
+            sent = await asyncio.gather(
+                *(flood(ws, MEMORY_FLOOD_FRAMES, FLOOD_PAYLOAD_CHARS, FLOOD_S) for ws in sockets)
+            )
             acks = await asyncio.gather(*(acks_of(ws, n) for ws, n in zip(sockets, sent, strict=True)))
             growth = memory_kib(server, "VmHWM") - peak_before
             assert growth < RSS_GROWTH_LIMIT_KIB, f"server peak RSS grew {growth} KiB under {sent} x 1 MiB frames"

@@ -88,6 +88,9 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
         """The user (None: anonymous) and what to add to the scope; None when credentials from
         this address may not be looked up now."""
         admission = runtime.admission
+        # Revocations applied so far; one applied after this and before the connection is registered
+        # for them (consumers/base.py) would miss it: the connection checks its credentials again.
+        checked = {"credentials_generation": runtime.credentials.generation}
         key = token_from_scope(scope)
         if key == "":
             return None, {"auth_error": "invalid or disabled token"}  # an Authorization header of another scheme
@@ -101,20 +104,21 @@ class ConnectionAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
             user = await get_user({"session": store})
             if not getattr(user, "is_authenticated", False):
                 admission.lookup_failed(address, now)
-            return user, {}
+                return user, {}
+            return user, checked
         key_hash = hash_key(key)
         credential = runtime.credentials.get(key_hash, now)
         if credential is None:
             if not admission.may_look_up(address, now):
                 return None
-            generation = runtime.credentials.generation
+            generation = checked["credentials_generation"]
             token = await database_sync_to_async(token_for_key)(key)
             if token is None:
                 admission.lookup_failed(address, now)
                 return None, {"auth_error": "invalid or disabled token"}
             credential = Credential(token.user, token.pk, principal_of(token.user))
             runtime.credentials.put(key_hash, credential, now, generation)
-        return credential.user, {"token_id": credential.token_id}
+        return credential.user, {"token_id": credential.token_id, **checked}
 
 
 def client_address(scope: dict[str, Any]) -> str:

@@ -15,13 +15,14 @@ from http import HTTPStatus
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from pydantic import BaseModel, ValidationError
 
 from app import codec
-from app.auth.services import principal_of
+from app.auth.services import principal_of, still_authenticates
 from app.broker.admission import Refusal
 from app.broker.runtime import get_runtime
 from app.broker.topics import TopicView
@@ -145,6 +146,9 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             self.session.principal = self.principal
         self.token_id: int | None = self.scope.get("token_id")
         refusal = await self._decide_handshake()
+        if refusal is None:
+            get_runtime().sockets.add(self)  # from here on a revocation closes this connection
+            refusal = await self._revoked_while_connecting()
         if refusal is None and self.closing:
             refusal = self.handshake_refusal or Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "closed while connecting; "
                                                         "try again")
@@ -152,7 +156,6 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             await send_refusal(self.base_send, refusal)
             await self._cleanup()
             raise StopConsumer()
-        get_runtime().sockets.add(self)
         self.counted_as = self.metrics_kind
         TALLY.connections[self.counted_as] = TALLY.connections.get(self.counted_as, 0) + 1
         try:
@@ -175,6 +178,18 @@ class FrameConsumer(AsyncConsumer):  # type: ignore[misc]
             self.spawn(self._close(self.close_code))
             return
         await self.on_connect()
+
+    async def _revoked_while_connecting(self) -> Refusal | None:
+        """A revocation applied after the handshake's credentials were checked, before this connection
+        could be found by it (``sockets``), may have been of them: they are checked again."""
+        checked_at = self.scope.get("credentials_generation")
+        if checked_at is None or checked_at == get_runtime().credentials.generation:
+            return None
+        try:
+            valid = await database_sync_to_async(still_authenticates)(self.token_id, self.user.pk)
+        except DATABASE_ERRORS as exc:
+            return database_failed(exc)
+        return None if valid else Refusal(HTTPStatus.UNAUTHORIZED, "credentials revoked while connecting")
 
     async def _decide_handshake(self) -> Refusal | None:
         try:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from app.broker import services
-from app.broker.models import Topic
+from app.broker.models import Message, Topic
 from app.broker.policy import StorePolicy
 from app.broker.replays import MAX_REQUESTS, ReplayReads
 from app.broker.services import NewMessage, ReplayRequest, outstanding_pages, write_batch
+from tests.databases import BACKEND
 from tests.protocol import make_topic
 
 TIMEOUT_S = 10.0
@@ -106,3 +109,36 @@ async def test_stop_cancels_the_waiting_requests():
         done = await asyncio.gather(*waiters, return_exceptions=True)
     assert all(isinstance(result, asyncio.CancelledError) for result in done)
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "replay-reads"]
+
+
+def delete_elsewhere(message_pk: int) -> None:
+    """Delete a message on another connection, committed (as another principal's cache ack does)."""
+    def delete() -> None:
+        try:
+            Message.objects.filter(pk=message_pk).delete()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    thread.join(TIMEOUT_S)
+    assert not thread.is_alive(), "the delete did not finish"
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="on SQLite the replay's transaction holds the write lock")
+def test_a_message_acked_away_while_its_redelivery_is_counted_is_left_out(monkeypatch: pytest.MonkeyPatch):
+    """A message deleted (a cache ack) while its redelivery is counted makes no error: the page is read again."""
+    topic = stored_topic(2)
+    first_pk = Message.objects.filter(topic=topic).order_by("sequence").values_list("pk", flat=True)[0]
+    count = services._count_redelivery
+    deleted: list[int] = []
+
+    def count_after_a_delete(message_pks: list[int], principal: str) -> dict[int, int]:
+        if not deleted:
+            deleted.append(first_pk)
+            delete_elsewhere(first_pk)
+        return count(message_pks, principal)
+
+    monkeypatch.setattr(services, "_count_redelivery", count_after_a_delete)
+    page = outstanding_pages([request(topic)])[0]
+    assert [(r.sequence, r.redelivery_count) for r in page.replays] == [(2, 1)]

@@ -58,6 +58,13 @@ def token_for_key(key: str) -> Token | None:
     )
 
 
+def still_authenticates(token_id: int | None, user_id: int) -> bool:
+    """Whether a connection's token (or, opened with a session, its user) is still enabled and active."""
+    if token_id is not None:
+        return bool(Token.objects.filter(pk=token_id, enabled=True, user__is_active=True).exists())
+    return bool(get_user_model().objects.filter(pk=user_id, is_active=True).exists())
+
+
 def user_for_key(key: str) -> Any | None:
     """The active user owning an enabled token with this key, or None."""
     token = token_for_key(key)

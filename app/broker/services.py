@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, ProgrammingError, transaction
+from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -215,12 +215,34 @@ def outstanding(
     return outstanding_pages([ReplayRequest(topic_id, policy, principal, after, limit, redelivery)])[0]
 
 
+# Reads of a page again after a message of it was deleted while its redelivery was counted.
+REPLAY_READ_ATTEMPTS = 3
+
+
 def outstanding_pages(requests: Sequence[ReplayRequest]) -> list[ReplayPage]:
     """``outstanding`` for each request, in one transaction (consumers attaching together: see
     app/broker/replays.py). Equal requests share one read; each one with ``redelivery`` counts its
     own redelivery, as a call of its own would."""
     if not any(request.policy.stores for request in requests):
         return [ReplayPage([], 0) for _ in requests]
+    for attempt in range(1, REPLAY_READ_ATTEMPTS + 1):
+        try:
+            pages = _outstanding_pages(requests)
+        except IntegrityError:
+            # A cache ack (another principal's, another process's) deleted a message of a page after
+            # it was read: its new delivery row has nothing to point to and the transaction is undone,
+            # counts included. Read again, without it; inside a caller's transaction nothing can be.
+            if attempt == REPLAY_READ_ATTEMPTS or connection.in_atomic_block:
+                raise
+            continue
+        # Counted once the counts are kept (not for an attempt that was undone).
+        TALLY.redeliveries += sum(len(page.replays) for page, request in zip(pages, requests, strict=True)
+                                  if request.redelivery)
+        return pages
+    raise AssertionError("unreachable")
+
+
+def _outstanding_pages(requests: Sequence[ReplayRequest]) -> list[ReplayPage]:
     read: dict[tuple[int, StorePolicy, str, int, int], tuple[list[tuple[int, int, uuid.UUID, str]], int]] = {}
     pages: list[ReplayPage] = []
     with transaction.atomic():
@@ -248,7 +270,6 @@ def _read_page(topic_id: int, policy: StorePolicy, principal: str, after: int,
 
 
 def _count_redelivery(message_pks: list[int], principal: str) -> dict[int, int]:
-    TALLY.redeliveries += len(message_pks)
     existing = {d.message_id: d for d in Delivery.objects.filter(message_id__in=message_pks, principal=principal)}
     for delivery in existing.values():
         delivery.redelivery_count += 1

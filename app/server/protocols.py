@@ -305,7 +305,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         "handshake_complete", "close_sent", "disconnected", "close_timer", "close_timeout", "initial_response",
         "conn", "read_paused", "writable", "ping_interval", "ping_timeout", "ping_timer", "pong_timer",
         "pending_ping_payload", "ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type", "request",
-        "response", "scope", "handshake_deadline", "unflushed",
+        "response", "scope", "handshake_deadline", "unflushed", "pongs_unread",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -315,6 +315,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = Flag(True)  # type: ignore[assignment]
         self.handshake_deadline: asyncio.TimerHandle | None = None
         self.unflushed = 0
+        # Reading paused because the peer does not read the pongs it asks for.
+        self.pongs_unread = False
 
     def close_unless_answered(self, when: float) -> None:
         """Close the connection at loop time ``when`` unless the application has accepted (or
@@ -334,6 +336,22 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._handshake_answered()
         super().connection_lost(exc)
+
+    def handle_ping(self) -> None:
+        # uvicorn writes each pong whatever the peer reads: a client sending pings and reading nothing
+        # grew the server by the size of its pings (360 MB in 20 s). Past the transport's high-water
+        # mark, nothing more is read from it until its pongs are.
+        super().handle_ping()
+        if not self.writable.is_set() and not self.pongs_unread and not self.transport.is_closing():
+            self.pongs_unread = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.pongs_unread:
+            self.pongs_unread = False
+            if not self.read_paused:  # else the application's receive resumes it
+                self.transport.resume_reading()
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.send" and self.handshake_complete and self.initial_response is None:

@@ -1,5 +1,5 @@
 """A websocket client that sends pings and reads none of the pongs does not grow the server: past the
-transport's high-water mark the server reads no more of it (app/server/protocols.py ``handle_ping``)."""
+transport's high-water mark the server reads no more of it (app/server/websocket_protocol.py ``handle_ping``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""How the websocket protocol (app/server/protocols.py) writes: the data frames sent in one loop pass go
-out in one write, in order, before any close; a sender that never yields still meets flow control."""
+"""How the websocket protocol (app/server/websocket_protocol.py) writes: the data frames sent in one loop pass go
+out in one write, in order, before any close; a sender that never yields still meets flow control; a peer
+whose pongs back up is not read from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from app.server.protocols import UNFLUSHED_BYTES, WebSocketProtocol
+from app.server.websocket_protocol import UNFLUSHED_BYTES, WebSocketProtocol
 
 WAIT_S = 5.0
 
@@ -28,6 +29,7 @@ class Transport(asyncio.Transport):
         self.buffered = 0
         self.high_water = high_water
         self.closing = False
+        self.reading = True
         self.protocol: WebSocketProtocol | None = None
         self.written = asyncio.Event()
 
@@ -60,10 +62,10 @@ class Transport(asyncio.Transport):
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 def frames_in(data: bytes) -> list[Frame]:
@@ -192,3 +194,27 @@ async def test_nothing_is_written_after_the_connection_is_lost(kind: str) -> Non
     await asyncio.wait_for(refused.wait(), WAIT_S)
     await asyncio.sleep(0)  # a flush the send scheduled would run now
     assert len(transport.writes) == writes
+
+
+async def test_pings_are_not_read_while_pongs_back_up_even_after_the_application_resumed_reading() -> None:
+    """A ping answered past the high-water mark pauses reading, again after something else resumed it."""
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await receive()
+
+    transport = Transport(high_water=1)  # any unread byte is too many
+    protocol = await serve(app, transport)
+    await asyncio.wait_for(accepted.wait(), WAIT_S)
+    ping = Frame(Opcode.PING, b"p").serialize(mask=True, extensions=[])
+    protocol.data_received(ping)
+    assert not transport.reading
+    transport.resume_reading()  # as the application's receive does when its queue has room
+    protocol.data_received(ping)
+    assert not transport.reading
+    transport.drain()  # the peer read its pongs
+    assert transport.reading
+    protocol.connection_lost(None)

@@ -18,7 +18,8 @@ import uvicorn
 from django.conf import settings
 
 from app.server.access_log import UvicornHandshakeLines
-from app.server.protocols import BoundedHttpToolsProtocol, WebSocketProtocol
+from app.server.protocols import BoundedHttpToolsProtocol
+from app.server.websocket_protocol import WebSocketProtocol
 
 STARTUP_TIMEOUT_S = 60.0
 # uvicorn's own log levels (--log-level of serve and runserver).

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import websockets
 
+from tests.databases import BACKEND
 from tests.protocol import auth, connect, make_token, make_topic, make_user, recv_json, send_json
 from tests.servers import ServerProcess
 
@@ -57,6 +59,8 @@ async def closes_in_a_round(server: ServerProcess) -> list[int]:
     return [code for code in codes[1:] if code is not None]
 
 
+# On SQLite the replay's transaction holds the write lock: the acks wait for it, and the race cannot happen.
+@pytest.mark.skipif(BACKEND != "postgres", reason="on SQLite the replay's transaction holds the write lock")
 async def test_attaching_while_another_principal_acks_a_cache_topic_closes_no_one(server: ServerProcess):
     """Consumers replaying a cache topic while another principal's acks delete its messages are not closed (1011)."""
     # Rounds: the race needs the ack and the replay transactions to overlap, rare on a server not yet warm.

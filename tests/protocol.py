@@ -153,6 +153,19 @@ async def eventually(check: Any, timeout: float = TIMEOUT_S, message: str = "con
         await asyncio.sleep(0.02)  # bounded-poll
 
 
+async def close_code_within(ws: ClientConnection, seconds: float) -> int | None:
+    """Read (and drop) what ``ws`` gets for ``seconds``: the code the server closed it with, None if
+    it is still open (1006 for a close without a close frame)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                await ws.recv()
+    except TimeoutError:
+        return None
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else 1006
+
+
 async def drain_until(consumer: ClientConnection, marker: str, timeout: float = 30.0,
                       ack: bool = True) -> list[str]:
     """messageIds received (acked when ``ack``) up to and including ``marker``."""

@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from tests.databases import BACKEND
-from tests.protocol import auth, connect, make_token, make_topic, make_user, recv_json, send_json
+from tests.protocol import auth, close_code_within, connect, make_token, make_topic, make_user, recv_json, send_json
 from tests.servers import ServerProcess
 
 MESSAGES = 400
@@ -30,13 +30,7 @@ async def closed_while_watched(url: str, headers: dict[str, str]) -> int | None:
     """Attach, read what comes for WATCH_S: the close code if the server closed the connection, else None."""
     ws = await connect(url, headers)
     try:
-        async with asyncio.timeout(WATCH_S):
-            while True:
-                await ws.recv()
-    except TimeoutError:
-        return None
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else 1006
+        return await close_code_within(ws, WATCH_S)
     finally:
         await ws.close()
 

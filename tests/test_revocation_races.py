@@ -13,7 +13,7 @@ import websockets
 from app.auth.models import Token
 from app.auth.services import hash_key
 from tests.api_client import call
-from tests.protocol import auth, connect, make_token, make_topic, make_user
+from tests.protocol import auth, close_code_within, connect, make_token, make_topic, make_user
 from tests.servers import ServerProcess, start_server
 
 CONNECTIONS = 60
@@ -37,18 +37,6 @@ async def connect_or_none(url: str, headers: dict[str, str]) -> websockets.Clien
         return None  # refused at the handshake: nothing to leak
 
 
-async def close_code(ws: websockets.ClientConnection) -> int | None:
-    """The code the server closes ``ws`` with within CLOSED_WITHIN_S; None if it is still open."""
-    try:
-        async with asyncio.timeout(CLOSED_WITHIN_S):
-            while True:
-                await ws.recv()
-    except TimeoutError:
-        return None
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else 1006
-
-
 async def open_after_disable(server: ServerProcess, delay_s: float) -> list[int | None]:
     """Open CONNECTIONS consumers with a token, disable it ``delay_s`` later: the close codes of those opened."""
     owner = make_user()
@@ -61,7 +49,7 @@ async def open_after_disable(server: ServerProcess, delay_s: float) -> list[int 
     status, _ = await asyncio.to_thread(call, server, f"/tokens/{pk}/disable", "POST", kept)
     assert status == 200
     opened = [ws for ws in await asyncio.gather(*opening) if ws is not None]
-    return list(await asyncio.gather(*(close_code(ws) for ws in opened)))
+    return list(await asyncio.gather(*(close_code_within(ws, CLOSED_WITHIN_S) for ws in opened)))
 
 
 async def test_no_connection_of_a_token_disabled_during_its_handshake_stays_open(lenient_server: ServerProcess):

@@ -1,26 +1,23 @@
 """The reader endpoint ``/ws/v2/reader/...`` (docs/architecture.md 18.5, test plan 18.6 items 27-29):
-start positions, flow control without stored state, refusals before accept, DASF topics readable."""
+start positions, flow control without stored state, DASF topics readable, readers beside consumers,
+response topics, readers across processes. Handshakes and rights are tests/test_pulsar_reader_handshakes.py,
+which imports the helpers here."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidStatus
 
-from tests.bad_input import assert_error, closed_with, recv, stored
+from tests.bad_input import assert_error, recv, stored
 from tests.cluster import start_cluster
 from tests.protocol import (
-    auth,
     b64,
     connect,
     eventually,
-    make_token,
     make_topic,
-    make_user,
     publish,
     recv_json,
     send_json,
@@ -71,12 +68,6 @@ async def nothing_more(ws: ClientConnection) -> None:
     """No frame arrives on ``ws`` within QUIET_S (call it after a later marker arrived elsewhere)."""
     with pytest.raises(TimeoutError):
         await recv_json(ws, timeout=QUIET_S)
-
-
-async def refused(url: str, headers: dict[str, str] | None = None) -> InvalidStatus:
-    with pytest.raises(InvalidStatus) as refusal:
-        await connect(url, headers)
-    return refusal.value
 
 
 # --- start positions (18.6 item 27) ---------------------------------------------------------------
@@ -241,56 +232,7 @@ async def test_disabled_topic_drops_oldest_beyond_queue_size(server: ServerProce
     assert await read_ids(ws, 1) == ids[2:]
 
 
-# --- handshakes ------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("query", [
-    "?messageId=nonsense", "?receiverQueueSize=0", "?receiverQueueSize=lots", "?receiverQueueSize=10000000",
-], ids=["message-id", "queue-zero", "queue-nan", "queue-huge"])
-async def test_bad_parameters_refused_400(server: ServerProcess, query: str) -> None:
-    """A malformed messageId or receiverQueueSize is refused with 400 naming the parameter."""
-    refusal = await refused(f"{server.ws}{READER}{make_topic(dasf=False)}{query}")
-    name = query[1:].split("=")[0]
-    assert refusal.response.status_code == 400 and name.encode() in refusal.response.body, refusal.response.body
-
-
-async def test_unknown_message_id_refused_400(server: ServerProcess) -> None:
-    """A messageId that is no stored message of the topic is refused with 400."""
-    slug = make_topic(dasf=False, policy="store")
-    other = make_topic(dasf=False, policy="store")
-    [elsewhere] = await published(await producer(server, other), 1)
-    refusal = await refused(f"{server.ws}{READER}{slug}?messageId={elsewhere}")
-    assert refusal.response.status_code == 400 and b"no stored message" in refusal.response.body
-
-
-async def test_missing_topic_refused_404(server: ServerProcess) -> None:
-    """A reader of a topic that does not exist is refused with 404."""
-    refusal = await refused(f"{server.ws}{READER}{unique()}")
-    assert refusal.response.status_code == 404
-
-
-async def test_no_consume_right_refused_403(server: ServerProcess) -> None:
-    """A reader without the consume right is refused with 403."""
-    slug = make_topic(dasf=False, public=False, anonymous=False)
-    refusal = await refused(f"{server.ws}{READER}{slug}", auth(make_token(make_user())))
-    assert refusal.response.status_code == 403 and json.loads(refusal.response.body)["error"]
-
-
-async def test_invalid_token_refused_401(server: ServerProcess) -> None:
-    """A reader with an invalid token on a topic the anonymous principal may not read gets 401."""
-    slug = make_topic(dasf=False, public=False, anonymous=False)
-    refusal = await refused(f"{server.ws}{READER}{slug}", auth("not-a-token"))
-    assert refusal.response.status_code == 401
-
-
-async def test_reader_name_accepted(server: ServerProcess) -> None:
-    """readerName is accepted (and unknown parameters ignored)."""
-    slug = make_topic(dasf=False, policy="store")
-    ws = await reader(server, slug, "?readerName=my-reader&cryptoFailureAction=FAIL")
-    await send_json(ws, {"type": "isEndOfTopic"})
-    assert await recv_json(ws) == {"endOfTopic": False}
-    live = await published(await producer(server, slug), 1)
-    assert await read_ids(ws, 1) == live
-
+# --- DASF topics, readers beside consumers, response topics, other processes ----------------------
 
 async def test_dasf_topic_is_readable(server: ServerProcess) -> None:
     """A DASF topic is readable on the reader path: no api_info probe, the stored history first."""
@@ -299,22 +241,6 @@ async def test_dasf_topic_is_readable(server: ServerProcess) -> None:
     ids = await published(prod, 2)
     ws = await reader(server, slug, "?messageId=earliest")
     assert [(await recv(ws))["messageId"] for _ in ids] == ids
-
-
-async def test_revoked_right_closes_reader(server: ServerProcess) -> None:
-    """Removing the consume right of a reading principal closes the reader with 4403."""
-    from guardian.shortcuts import remove_perm
-
-    from app.broker.models import Topic
-
-    owner = make_user()
-    slug = make_topic(dasf=False, public=False, anonymous=False, consumers=(owner,))
-    ws = await reader(server, slug, headers=auth(make_token(owner)))
-    await send_json(ws, {"type": "isEndOfTopic"})
-    assert await recv_json(ws) == {"endOfTopic": False}
-    remove_perm("broker.can_consume", owner, Topic.objects.get(slug=slug))
-    frames, code = await closed_with(ws)
-    assert code == 4403, frames
 
 
 async def test_reader_and_consumer_both_get_live_messages(server: ServerProcess) -> None:

@@ -8,6 +8,8 @@ import os
 import socket
 import time
 
+import pytest
+
 from tests.protocol import make_topic
 from tests.servers import ServerProcess, memory_kib
 
@@ -19,6 +21,7 @@ SEND_TIMEOUT_S = 3.0
 FLOOD_BUDGET_S = 60.0
 RSS_GROWTH_LIMIT_KIB = 16 * 1024
 PING = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + os.urandom(125)  # masked, the largest control payload
+TEXT_FRAME = bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"{}"  # masked with zeros: the text is as sent
 
 
 def upgraded(port: int, path: str) -> socket.socket:
@@ -35,9 +38,10 @@ def upgraded(port: int, path: str) -> socket.socket:
     return sock
 
 
-def flood_pings(sock: socket.socket) -> int:
-    """Send pings until FLOOD_BYTES are sent or the server stops reading: the bytes sent."""
-    batch, sent = PING * 1000, 0
+def flood_pings(sock: socket.socket, lead: bytes) -> int:
+    """Send ``lead`` and 1,000 pings, again and again, until FLOOD_BYTES are sent or the server stops
+    reading: the bytes sent."""
+    batch, sent = lead + PING * 1000, 0
     deadline = time.monotonic() + FLOOD_BUDGET_S
     try:
         while sent < FLOOD_BYTES and time.monotonic() < deadline:
@@ -48,13 +52,16 @@ def flood_pings(sock: socket.socket) -> int:
     return sent
 
 
-def test_pings_whose_pongs_are_never_read_do_not_grow_the_server(own_server: ServerProcess):
+# Pings alone; or each batch behind a small data frame, which the application takes (uvicorn then resumed
+# reading whatever the pongs).
+@pytest.mark.parametrize("lead", [b"", TEXT_FRAME], ids=["pings", "pings-behind-a-frame"])
+def test_pings_whose_pongs_are_never_read_do_not_grow_the_server(own_server: ServerProcess, lead: bytes):
     """A consumer that floods pings and reads nothing is no longer read from: the server's peak RSS stays bounded."""
     slug = make_topic(policy="disabled", dasf=False)
     sock = upgraded(own_server.port, f"/ws/{slug}/pings")
     try:
         peak_before = memory_kib(own_server, "VmHWM")
-        sent = flood_pings(sock)
+        sent = flood_pings(sock, lead)
         growth = memory_kib(own_server, "VmHWM") - peak_before
     finally:
         sock.close()

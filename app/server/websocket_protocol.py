@@ -96,6 +96,16 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.read_paused:  # else the application's receive resumes it
                 self.transport.resume_reading()
 
+    async def receive(self) -> Any:
+        # uvicorn's, but reading stays paused while pongs back up: else a data frame before each
+        # batch of pings (paused for it, resumed when the application takes it) let every batch in.
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self.pongs_unread:  # else resume_writing resumes it
+                self.transport.resume_reading()
+        return message
+
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.send" and self.handshake_complete and self.initial_response is None:
             await self._send_data(message)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
 
 from app.auth.models import Token
 
@@ -49,19 +50,20 @@ def create_token(user: Any, comment: str = "") -> tuple[Token, str]:
     return token, key
 
 
+def _usable_tokens() -> QuerySet[Token]:
+    """Tokens that authenticate: enabled, of an active user."""
+    return Token.objects.filter(enabled=True, user__is_active=True)
+
+
 def token_for_key(key: str) -> Token | None:
     """The enabled token with this key whose user is active, or None."""
-    return (
-        Token.objects.select_related("user")
-        .filter(key_hash=hash_key(key), enabled=True, user__is_active=True)
-        .first()
-    )
+    return _usable_tokens().select_related("user").filter(key_hash=hash_key(key)).first()
 
 
 def still_authenticates(token_id: int | None, user_id: int) -> bool:
     """Whether a connection's token (or, opened with a session, its user) is still enabled and active."""
     if token_id is not None:
-        return bool(Token.objects.filter(pk=token_id, enabled=True, user__is_active=True).exists())
+        return bool(_usable_tokens().filter(pk=token_id).exists())
     return bool(get_user_model().objects.filter(pk=user_id, is_active=True).exists())
 
 

@@ -7,19 +7,16 @@ back up (and waited for) in a ``finally`` block, and the cluster fixture checks 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 
+from faults.services import postgres_down, redis_down, services_up
 from tests.cluster import Cluster, start_cluster
 from tests.databases import query
 from tests.protocol import b64, connect, drain_until, publish, recv_json, send_json, subscribe
@@ -27,104 +24,8 @@ from tests.services import require_postgres, require_redis
 
 pytestmark = pytest.mark.pinned_backend
 
-REDIS_PORT = 6379
-POSTGRES_PORT = 5432
-SERVICE_TIMEOUT_S = 60.0
 TEST_BUDGET_S = 60.0
 CACHE_TOPIC = ("--anonymous", "--no-dasf", "--store-messages", "cache")
-
-
-# --- the machine's services --------------------------------------------------------------------
-
-
-REDIS_START = ("redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(REDIS_PORT),
-               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log")
-REDIS_STOP = ("redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), "shutdown", "nosave")
-
-
-def _pg_ctl(action: str, *extra: str) -> tuple[str, ...]:
-    (version,) = os.listdir("/etc/postgresql")
-    return ("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *extra)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-async def _wait_port(port: int, *, open_: bool, timeout: float = SERVICE_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while _port_open(port) != open_:
-        assert time.monotonic() < deadline, f"port {port} did not {'open' if open_ else 'close'} in {timeout} s"
-        await asyncio.sleep(0.1)  # bounded-poll
-
-
-async def _run(command: tuple[str, ...], check: bool = True) -> None:
-    proc = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), SERVICE_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {out.decode(errors='replace')}")
-
-
-async def stop_redis() -> None:
-    await _run(REDIS_STOP, check=False)  # the server may drop the connection before it answers
-    await _wait_port(REDIS_PORT, open_=False)
-
-
-async def start_redis() -> None:
-    if not _port_open(REDIS_PORT):
-        await _run(REDIS_START)
-    await _wait_port(REDIS_PORT, open_=True)
-
-
-async def stop_postgres() -> None:
-    await _run(_pg_ctl("stop", "-m", "fast"))
-    await _wait_port(POSTGRES_PORT, open_=False)
-
-
-async def start_postgres() -> None:
-    if not _port_open(POSTGRES_PORT):
-        await _run(_pg_ctl("start"))
-    await _wait_port(POSTGRES_PORT, open_=True)
-
-
-@asynccontextmanager
-async def redis_down() -> AsyncIterator[None]:
-    """Redis is stopped inside the block and running again (port open) after it, whatever happened."""
-    try:
-        await stop_redis()
-        yield
-    finally:
-        await start_redis()
-
-
-@asynccontextmanager
-async def postgres_down() -> AsyncIterator[None]:
-    """PostgreSQL is stopped inside the block and running again (port open) after it, whatever happened."""
-    try:
-        await stop_postgres()
-        yield
-    finally:
-        await start_postgres()
-
-
-def _services_up() -> None:
-    """Last line of defence on teardown: a test that died mid-fault must not leave a service down."""
-    for port, start in ((REDIS_PORT, REDIS_START), (POSTGRES_PORT, _pg_ctl("start"))):
-        if _port_open(port):
-            continue
-        subprocess.run(start, check=False, timeout=SERVICE_TIMEOUT_S)
-        deadline = time.monotonic() + SERVICE_TIMEOUT_S
-        while not _port_open(port) and time.monotonic() < deadline:
-            time.sleep(0.1)  # bounded-poll
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -137,7 +38,7 @@ def _cluster(tmp_path: Path, size: int) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        _services_up()
+        services_up()
         cluster.stop()
 
 

@@ -1,0 +1,10 @@
+"""Every scenario of the matrix, in the order the table lists them."""
+
+from __future__ import annotations
+
+from faults import broker_rows
+from faults.scenario import Scenario
+
+SCENARIOS: tuple[Scenario, ...] = (
+    *broker_rows.SCENARIOS,
+)

@@ -29,6 +29,7 @@ from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack, ReplayRequest
 from app.broker.topics import TopicView
+from app.full_disk import disk_full
 from app.pulsar.semantics import PathShape
 from consumers.base import (
     CLOSE_FORBIDDEN,
@@ -140,10 +141,14 @@ class TopicConsumer(FrameConsumer):
             await self._catch_up_rounds(topic, first_time=first_time)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # Left as it is, the connection would hold live messages back for ever: close it,
             # and the client's reconnect replays from the database.
-            logger.exception("catch-up on %s failed; closing the connection", self.slug)
+            if disk_full(exc):
+                logger.warning("catch-up on %s failed, the database's disk is full; closing the connection: %s",
+                               self.slug, exc)
+            else:
+                logger.exception("catch-up on %s failed; closing the connection", self.slug)
             self.runtime.hub.unsubscribe(self.slug, self)
             self.close(CLOSE_INTERNAL_ERROR)
 

@@ -8,6 +8,8 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from app.full_disk import disk_full
+
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
@@ -30,7 +32,10 @@ async def every(interval_s: float, step: Callable[[], Awaitable[None]], name: st
             await asyncio.sleep(interval_s)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             failures += 1
-            logger.exception("%s failed (%d in a row)", name, failures)
+            if disk_full(exc):
+                logger.warning("%s failed (%d in a row), the database's disk is full: %s", name, failures, exc)
+            else:
+                logger.exception("%s failed (%d in a row)", name, failures)
             await asyncio.sleep(backoff_s(interval_s, failures))

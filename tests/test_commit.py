@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
+from django.db import OperationalError
 
 from app.broker.commit import GroupCommitWriter, WriterClosed
+from tests.full_disk import fill_up
 
 
 async def test_backlog_commits_in_one_batch():
@@ -36,6 +41,21 @@ async def test_failed_commit_reports_every_op():
     result = await writer.write(1)
     assert isinstance(result, RuntimeError)
     await writer.stop()
+
+
+async def test_full_disk_is_a_warning_line(caplog: pytest.LogCaptureFixture):
+    """A commit failing on a full disk refuses its ops and logs one WARNING without a traceback, not an ERROR."""
+
+    def apply(ops):
+        fill_up()
+
+    writer = GroupCommitWriter(apply=apply)
+    with caplog.at_level(logging.WARNING, logger="app.broker.commit"):
+        result = await writer.write(1)
+    await writer.stop()
+    assert isinstance(result, OperationalError) and "full" in str(result)
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+    assert "disk is full" in caplog.records[0].getMessage()
 
 
 async def test_stop_flushes_then_refuses():

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import InterfaceError, OperationalError, connection
 
 from app.broker.services import Op, OpResult, write_batch
+from app.full_disk import disk_full
 from app.server.metrics import TALLY
 
 logger = logging.getLogger(__name__)
@@ -185,5 +186,9 @@ class GroupCommitWriter:
         except Exception as exc:
             # The database is unreachable or broken: every op of the batch fails, and each
             # producer hears so (an error ack, never a false ok).
-            logger.exception("group commit of %d ops failed", len(ops))
+            if disk_full(exc):
+                logger.warning("group commit of %d ops failed, the database's disk is full: %s", len(ops), exc)
+            else:
+                logger.exception("group commit of %d ops failed", len(ops))
             return [exc] * len(ops)
+

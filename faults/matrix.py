@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from faults import broker_rows
+from faults import broker_rows, disk_rows, work_rows
 from faults.scenario import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
     *broker_rows.SCENARIOS,
+    *work_rows.SCENARIOS,
+    *disk_rows.SCENARIOS,
 )

@@ -74,7 +74,7 @@ async def worker_killed(profile: Profile, backend: str) -> Row:
     making = asyncio.to_thread(manage_many, server_env(database_url), new_token(unique("admin"), "--superuser"),
                                *(("createworker", name) for name in names))
     server, (admin, *keys) = await asyncio.gather(starting, making)
-    total = profile.size(60, 600)
+    total = profile.size(60, 400)
     submitter: asyncio.Task[None] | None = None
     try:
         workers = [WorkerProcess(server, key) for key in keys]

@@ -21,7 +21,8 @@ from websockets.asyncio.client import ClientConnection
 
 from faults.row import Counts, Row
 from faults.scenario import Profile, Scenario
-from tests.cluster import new_topic
+from tests.api_client import call
+from tests.cluster import new_token, new_topic
 from tests.protocol import b64, connect, recv_json, send_json, subscribe, unique
 from tests.servers import ServerProcess, manage_many, migrated_database_url, server_env, start_server
 from tests.worker_processes import until
@@ -149,6 +150,11 @@ async def newcomer(server: ServerProcess, slug: str) -> str:
         await ws.close()
 
 
+def submit_noop(server: ServerProcess, key: str) -> int:
+    """The status of a work request's submission."""
+    return call(server, "/work-requests", "POST", key, {"task_name": "noop", "task_data": {}})[0]
+
+
 def integrity(path: Path) -> str:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
         return "; ".join(str(row[0]) for row in db.execute("PRAGMA integrity_check").fetchall())
@@ -168,7 +174,9 @@ async def disk_full(profile: Profile) -> Row:
         slug = unique("disk")
         # store, not cache: a cache topic whose consumer keeps up reaches a steady size (acked rows'
         # pages and the WAL are reused), so a disk that held the warm-up might never fill.
-        manage_many(server_env(database_url), new_topic(slug, "--public", "--anonymous", "--store-messages", "store"))
+        _, admin = manage_many(server_env(database_url),
+                               new_topic(slug, "--public", "--anonymous", "--store-messages", "store"),
+                               new_token(unique("admin"), "--superuser"))
         # The periodic loops on (often), as in production: their writes meet the full disk too.
         server = start_server(database_url, **PERIODIC)
         traffic = Traffic(server, slug)
@@ -188,6 +196,8 @@ async def disk_full(profile: Profile) -> Row:
             if not server.running:
                 raise AssertionError("the server died on the full disk")
             notes.append(f"a consumer subscribing on the full disk: {await newcomer(server, slug)}")
+            # A write over HTTP (a work request) meets the full disk too: refused, the server stays up.
+            notes.append(f"POST /work-requests on the full disk: {await asyncio.to_thread(submit_noop, server, admin)}")
             full = profile.size(50, 500)
             await until(lambda: traffic.refused_in_a_row >= full or any(t.done() for t in tasks),
                        "refusals while the disk stays full")
@@ -197,6 +207,7 @@ async def disk_full(profile: Profile) -> Row:
             await until(lambda: len(traffic.acked) > refused_at or any(t.done() for t in tasks),
                        "a publish to succeed after the disk grew")
             recovery_s = time.monotonic() - grown_at
+            notes.append(f"POST /work-requests once it grew: {await asyncio.to_thread(submit_noop, server, admin)}")
             after = len(traffic.acked) + profile.size(50, 200)
             await until(lambda: len(traffic.acked) >= after or any(t.done() for t in tasks), "publishes after")
             traffic.publishing = False

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work
+.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,15 @@ bench-cqrs: install-dev djcqrs-env
 # against a raw job queue on the same database in the same run (benchmarks/work.py; --quick; under 5 minutes).
 bench-work: install-dev
 	$(BIN)/python -m benchmarks.work $(BENCH_ARGS)
+
+# The fault matrix (faults/): server kills, PostgreSQL / Redis / RabbitMQ restarts, crashed and frozen
+# consumers and workers, a full disk, against real processes on loopback; one table row each (acked /
+# delivered / duplicated / lost, recovery time), exit status 1 on any loss or unexpected ERROR. It stops
+# and starts the machine's services: not next to other work on them. About 10 minutes; --quick (CI's
+# profile, tests/test_fault_matrix.py), --only NAME, --list.
+faults: install-dev
+	-@bash .ci/services
+	$(BIN)/python -m faults.run $(FAULTS_ARGS)
 
 # Debian packages: the index is updated at most once an hour (.ci/run installs two packages in a row).
 APT_STAMP   := /tmp/switchyard-apt-updated

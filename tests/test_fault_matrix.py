@@ -1,0 +1,39 @@
+"""The fault matrix's quick profile (``make faults`` runs the full one): every scenario against real
+processes loses nothing acked, logs nothing it did not expect, and exercises what it claims to.
+
+Scenarios that stop one of the machine's services (PostgreSQL, Redis, RabbitMQ) run alone
+(restarts_services); the services are brought back whatever happens.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from faults.matrix import SCENARIOS
+from faults.row import table
+from faults.scenario import Scenario, play
+from faults.services import services_up
+
+pytestmark = pytest.mark.pinned_backend
+
+
+def _marks(scenario: Scenario) -> list[pytest.MarkDecorator]:
+    marks = [pytest.mark.server_errors(*scenario.expected_errors)]
+    if scenario.restarts_services:
+        marks.append(pytest.mark.restarts_services)
+    return marks
+
+
+@pytest.mark.parametrize(
+    "scenario", [pytest.param(s, id=s.key.replace(" ", "-"), marks=_marks(s)) for s in SCENARIOS]
+)
+async def test_fault_loses_nothing(scenario: Scenario) -> None:
+    """The scenario's row: zero loss, a clean log, and traffic that went through the fault."""
+    try:
+        row = await play(scenario, quick=True)
+    finally:
+        services_up()
+    if row.skipped is not None:
+        pytest.skip(row.skipped)
+    print(table([row]))
+    assert row.passed, table([row])

@@ -20,7 +20,10 @@ from tests.protocol import unique
 from tests.servers import ServerProcess, manage, migrated_database_url, start_server
 from tests.services import require_postgres, require_redis
 
-CACHE_TOPIC = ("--anonymous", "--no-dasf", "--store-messages", "cache")
+
+def topic_args(policy: str) -> tuple[str, ...]:
+    return ("--anonymous", "--no-dasf", "--store-messages", policy)
+
 # How long every acked message has to reach the consumer once traffic stops; past it, what is
 # missing is counted lost.
 DELIVERY_TIMEOUT_S = 60.0
@@ -57,8 +60,10 @@ class Broker:
 
 
 @asynccontextmanager
-async def broker(profile: Profile, backend: str, size: int = 1, **env: str) -> AsyncIterator[Broker]:
-    """``size`` server processes on a fresh database: SQLite alone, or PostgreSQL + Redis."""
+async def broker(profile: Profile, backend: str, size: int = 1, policy: str = "cache",
+                 **env: str) -> AsyncIterator[Broker]:
+    """``size`` server processes on a fresh database (SQLite alone, or PostgreSQL + Redis) and a topic
+    of store policy ``policy``."""
     if backend == "sqlite":
         url = await asyncio.to_thread(migrated_database_url, profile.workdir, "faults", "sqlite")
         servers = [await asyncio.to_thread(start_server, url, **env) for _ in range(size)]
@@ -68,7 +73,7 @@ async def broker(profile: Profile, backend: str, size: int = 1, **env: str) -> A
         url, servers = cluster.database_url, cluster.servers
     try:
         slug = unique("fault")
-        await asyncio.to_thread(manage, url, *new_topic(slug, *CACHE_TOPIC))
+        await asyncio.to_thread(manage, url, *new_topic(slug, *topic_args(policy)))
         yield Broker(servers, url, slug)
     finally:
         for server in servers:
@@ -76,7 +81,8 @@ async def broker(profile: Profile, backend: str, size: int = 1, **env: str) -> A
 
 
 @asynccontextmanager
-async def flowing(producer: Producer, *consumers: ConsumerProcess) -> AsyncIterator[None]:
+async def flowing(producer: Producer, *consumers: ConsumerProcess,
+                  delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> AsyncIterator[None]:
     """Consumers started, the producer running inside the block; on leaving, the producer stopped and
     (bounded) every acked message waited for, then the consumers stopped."""
     for consumer in consumers:
@@ -87,7 +93,7 @@ async def flowing(producer: Producer, *consumers: ConsumerProcess) -> AsyncItera
     finally:
         producer.stopping.set()
         await asyncio.wait_for(producing, PHASE_TIMEOUT_S)
-        await until(lambda: not producer.ledger.missing(), DELIVERY_TIMEOUT_S)
+        await until(lambda: not producer.ledger.missing(), delivery_timeout_s)
         for consumer in consumers:
             await consumer.stop()
 
@@ -110,11 +116,11 @@ def row(name: str, backend: str, ledger: Ledger, fault_at: float, *notes: str) -
 # --- the server killed --------------------------------------------------------------------------
 
 
-async def server_sigkill(profile: Profile, backend: str) -> Row:
+async def server_sigkill(profile: Profile, backend: str, policy: str) -> Row:
     """kill -9 of the server under load, restarted on the same port and database, ``kills`` times."""
     kills, batch = profile.size(1, 3), profile.size(300, 2000)
     ledger = Ledger()
-    async with broker(profile, backend) as b:
+    async with broker(profile, backend, policy=policy) as b:
         (server,) = b.servers
         producer = Producer(b.producer_urls(), ledger)
         consumer = ConsumerProcess(b.consumer_urls(), ledger)
@@ -128,16 +134,18 @@ async def server_sigkill(profile: Profile, backend: str) -> Row:
                 await asyncio.to_thread(server.restart)
             await acked_after(ledger, killed_at, batch)
     return row("server SIGKILL", backend, ledger, first_kill,
-               f"{kills} kill(s), restart on the same database; recovery: kill to the first message sent after "
-               f"it delivered; producer connections {producer.connections}, consumer {consumer.connections}")
+               f"{policy} policy; {kills} kill(s), restart on the same database; recovery: kill to the first "
+               f"message sent after it delivered; connections: producer {producer.connections}, "
+               f"consumer {consumer.connections}")
 
 
 async def server_sigkill_sqlite(profile: Profile) -> Row:
-    return await server_sigkill(profile, "sqlite")
+    return await server_sigkill(profile, "sqlite", "cache")
 
 
 async def server_sigkill_postgres(profile: Profile) -> Row:
-    return await server_sigkill(profile, "postgres+redis")
+    # The store policy here (kept after the ack, delivered once per subscription), cache on SQLite.
+    return await server_sigkill(profile, "postgres+redis", "store")
 
 
 # --- the machine's services restarted -----------------------------------------------------------
@@ -183,15 +191,17 @@ async def postgres_restart(profile: Profile) -> Row:
 # --- consumers that crash or freeze -------------------------------------------------------------
 
 
-async def consumer_crash(profile: Profile) -> Row:
-    """A consumer process takes messages and is SIGKILLed before acking them; a new one gets them all."""
+async def consumer_crash(profile: Profile, policy: str = "cache",
+                         delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> Row:
+    """A consumer process takes messages and is SIGKILLed before acking them; a new one gets them all.
+    (tests/test_fault_matrix.py runs it on a topic that stores nothing too: there the row shows the loss.)"""
     batch = profile.size(200, 2000)
     ledger = Ledger()
-    async with broker(profile, "sqlite") as b:
+    async with broker(profile, "sqlite", policy=policy) as b:
         producer = Producer(b.producer_urls(), ledger)
         crashing = ConsumerProcess(b.consumer_urls(), ledger, withhold=True)
         successor = ConsumerProcess(b.consumer_urls(), ledger)
-        async with flowing(producer, crashing):
+        async with flowing(producer, crashing, delivery_timeout_s=delivery_timeout_s):
             if not await until(lambda: len(crashing.taken) >= batch, PHASE_TIMEOUT_S):
                 raise TimeoutError(f"the consumer took {len(crashing.taken)} of {batch} messages")
             crashed_at = time.monotonic()

@@ -7,8 +7,11 @@ Scenarios that stop one of the machine's services (PostgreSQL, Redis, RabbitMQ) 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
+from faults.broker_rows import consumer_crash
 from faults.matrix import SCENARIOS
 from faults.row import table
 from faults.scenario import Scenario, play
@@ -37,3 +40,11 @@ async def test_fault_loses_nothing(scenario: Scenario) -> None:
         pytest.skip(row.skipped)
     print(table([row]))
     assert row.passed, table([row])
+
+
+async def test_a_loss_shows_in_the_row() -> None:
+    """A consumer crash on a topic that stores nothing loses what the crashed consumer took: the row counts it."""
+    lossy = Scenario("consumer crash before ack", "sqlite",
+                     functools.partial(consumer_crash, policy="disabled", delivery_timeout_s=3.0))
+    row = await play(lossy, quick=True)
+    assert row.messages is not None and row.messages.lost > 0 and not row.passed, table([row])

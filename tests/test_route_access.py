@@ -31,6 +31,7 @@ API = "/api/v1/"
 ADMIN = "/admin/"
 ADMIN_LOGIN = "/admin/login/"
 REFUSED = (401, 403)
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # 400: a handshake the route cannot serve at all (a Pulsar consumer naming no subscription).
 WS_REFUSED_STATUSES = (400, 401, 403)
 # Close codes of a socket refused after its handshake: 4401 / 4403 (not authenticated / not allowed).
@@ -44,7 +45,6 @@ PUBLIC_HTTP: dict[tuple[str, str], str] = {
     ("GET", "readyz"): "readiness probe for balancers: names unreachable dependencies, no data",
     ("GET", "favicon.ico"): "a static icon",
     ("GET", "admin/login/"): "the admin login form (throttled: LOGIN_FAILURES_MAX)",
-    ("POST", "admin/login/"): "posting the login form is how one logs in (CSRF-checked, throttled)",
     ("GET", "admin/logout/"): "redirects to the admin index (so to the login); logging out takes a POST",
     ("GET", "api/v1/"): "ninja's API root, always 404: it exists so operations' paths can be reversed",
     ("GET", "api/v1/docs"): "the API's interactive documentation (a page; calls made from it are checked)",
@@ -175,13 +175,13 @@ class Probe:
 
 def probes(server: ServerProcess, objects: Objects) -> list[Probe]:
     """Every HTTP route: the API's operations from its OpenAPI document (each method, with its request
-    example), every other route by GET and POST."""
+    example), every other route by each method (Django's CSRF check refuses a cookie-less write first)."""
     operations = api_operations(server)
     documented = {re.sub(r"\{\w+\}", "<>", path) for _, path in operations}
     found = [Probe(method, path, concrete(path, objects), body) for (method, path), body in operations.items()]
     for route, _pattern in http_routes():
         if "/" + re.sub(r"<(?:\w+:)?\w+>", "<>", route) not in documented:
-            found += [Probe(method, route, concrete(route, objects)) for method in ("GET", "POST")]
+            found += [Probe(method, route, concrete(route, objects)) for method in METHODS]
     return found
 
 

@@ -15,7 +15,7 @@ from faults.row import Row
 from faults.scenario import Profile, Scenario
 from faults.services import postgres_down, redis_down
 from faults.traffic import ConsumerProcess, Ledger, Producer, until
-from tests.cluster import new_topic, start_cluster
+from tests.cluster import new_topic
 from tests.protocol import unique
 from tests.servers import ServerProcess, manage, migrated_database_url, start_server
 from tests.services import require_postgres, require_redis
@@ -64,16 +64,24 @@ async def broker(profile: Profile, backend: str, size: int = 1, policy: str = "c
                  **env: str) -> AsyncIterator[Broker]:
     """``size`` server processes on a fresh database (SQLite alone, or PostgreSQL + Redis) and a topic
     of store policy ``policy``."""
+    slug = unique("fault")
     if backend == "sqlite":
         url = await asyncio.to_thread(migrated_database_url, profile.workdir, "faults", "sqlite")
-        servers = [await asyncio.to_thread(start_server, url, **env) for _ in range(size)]
     else:
         require_postgres()
-        cluster = await asyncio.to_thread(start_cluster, profile.workdir, require_redis(), size, **env)
-        url, servers = cluster.database_url, cluster.servers
+        redis_url = require_redis()
+        url = await asyncio.to_thread(migrated_database_url, profile.workdir, "faults", "postgres")
+        env = {"REDIS_URL": redis_url, **env}
+    # The topic is made while the servers start: each is a Django start-up of a second or more.
+    made = asyncio.create_task(asyncio.to_thread(manage, url, *new_topic(slug, *topic_args(policy))))
+    outcomes = await asyncio.gather(*(asyncio.to_thread(start_server, url, **env) for _ in range(size)),
+                                    return_exceptions=True)
+    await made
+    servers = [outcome for outcome in outcomes if isinstance(outcome, ServerProcess)]
     try:
-        slug = unique("fault")
-        await asyncio.to_thread(manage, url, *new_topic(slug, *topic_args(policy)))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         yield Broker(servers, url, slug)
     finally:
         for server in servers:

@@ -1,5 +1,5 @@
-"""The soak's verdict (benchmarks/soak/verdict.py) from hand-made samples: the soak itself is run by
-`make soak`, never by the tests."""
+"""The soak's verdict (benchmarks/soak/verdict.py) and its tally of the server's log, from hand-made input:
+the soak itself is run by `make soak`, never by the tests."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ def test_a_run_too_short_to_judge_memory_fails() -> None:
     """Under two samples after warm-up there is no slope: not flat, not passed."""
     verdict = judge([(0.0, 100.0), (10.0, 100.0)], 30.0, NOTHING_LOST, 0)
     assert verdict.rss_slope_mib_per_min is None and not verdict.passed
+
+
+def test_server_error_lines_are_counted_by_level() -> None:
+    """The server's JSON ERROR lines count as errors, WARNING lines apart, other output not at all."""
+    from benchmarks.soak.run import ServerLog
+
+    log = ServerLog()
+    for line in ('{"level": "ERROR", "message": "boom"}\n', '{"level": "WARNING", "message": "hm"}\n',
+                 "SWITCHYARD_READY port=1\n", '{"level": "INFO", "message": "fine"}\n'):
+        log.append(line)
+    assert (log.errors, log.warnings) == (1, 1) and log.first_error is not None and "boom" in log.first_error
+    assert len(log) == 4

@@ -69,12 +69,16 @@ class ServerLog(deque[str]):
     def append(self, line: str) -> None:
         super().append(line)
         try:
-            level = orjson.loads(line).get("level")
+            record = orjson.loads(line)
+            level = record.get("level")
         except (orjson.JSONDecodeError, AttributeError):
             return
         if level in ("ERROR", "CRITICAL"):
             self.errors += 1
-            self.first_error = self.first_error or line.strip()[:500]
+            # The traceback's last line says what went wrong; the whole record is in the server's output.
+            cause = (record.get("exception") or "").strip().splitlines()[-1:]
+            self.first_error = self.first_error or ": ".join(
+                str(part) for part in (record.get("logger"), record.get("message"), *cause))[:500]
         elif level == "WARNING":
             self.warnings += 1
 

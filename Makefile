@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint audit install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults
+.PHONY: serve test lint audit install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,16 @@ bench-work: install-dev
 faults: install-dev
 	-@bash .ci/services
 	$(BIN)/python -m faults.run $(FAULTS_ARGS)
+
+# Mixed traffic (streams, request/reply, outbox, workers, connection churn) against one server for SOAK_ARGS
+# (`--minutes 10`, `--interval-s 60`, `--postgres`): figures per interval, a PNG plot, exit 1 unless memory
+# stays flat after warm-up with nothing lost (benchmarks/soak/; not in CI). matplotlib is the soak extra.
+$(VENV)/.installed-soak: pyproject.toml | $(VENV)/.installed-dev
+	$(BIN)/pip install -q -e '.[dev,soak]'
+	touch $@
+
+soak: $(VENV)/.installed-soak
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 # Debian packages: the index is updated at most once an hour (.ci/run installs two packages in a row).
 APT_STAMP   := /tmp/switchyard-apt-updated

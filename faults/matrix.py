@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from faults import broker_rows
+from faults import broker_rows, outbox_rows
 from faults.scenario import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
     *broker_rows.SCENARIOS,
+    *outbox_rows.SCENARIOS,
 )

@@ -30,8 +30,8 @@ from tests.outbox import header
 from tests.servers import QUIET, ConsumerProcess, RelayProcess, ServerProcess
 from tests.services import require_postgres, require_rabbitmq
 
-SCENARIO = "rabbitmq restart"
-BACKEND = "postgresql"
+SCENARIO = "RabbitMQ restart (outbox + CQRS)"
+BACKEND = "postgres+rabbitmq"
 FIRST_ARRIVAL_S = 60.0
 # What the relay's and the consumer's AMQP client (aiormq) logs at ERROR, or as a WARNING with a
 # traceback, while the broker shuts their connections and refuses new ones; Switchyard's own records

@@ -54,8 +54,9 @@ lint: install-dev
 	$(BIN)/mypy app consumers relays settings client/switchyard_client
 
 # pip-audit of the installed dependency set (.ci/audit.py): fails on a known vulnerability with a fix
-# available; says NOT AUDITED, and passes unless AUDIT_REQUIRED=1, where PyPI's advisory data is not
-# reached. pip-audit lives in a virtualenv of its own: it is no dependency of the project.
+# available; a package pip-audit skips is audited from PyPI's per-project data when it is at the latest
+# release, else named as not audited; says NOT AUDITED, and passes unless AUDIT_REQUIRED=1, where no
+# advisory data is reached. pip-audit lives in a virtualenv of its own: it is no dependency of the project.
 AUDIT_VENV := .venv-audit
 $(AUDIT_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(AUDIT_VENV)

@@ -10,7 +10,7 @@ PORT   ?= 8000
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip setuptools
 
 # The stamps name what they installed: dev includes dasf, so installing dev satisfies serve, and a stamp
 # from before `serve` installed dasf (.installed) does not.

@@ -6,11 +6,11 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work
+.PHONY: serve test lint audit install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip setuptools
 
 # The stamps name what they installed: dev includes dasf, so installing dev satisfies serve, and a stamp
 # from before `serve` installed dasf (.installed) does not.
@@ -53,6 +53,19 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy app consumers relays settings client/switchyard_client
 
+# pip-audit of the installed dependency set (.ci/audit.py): fails on a known vulnerability with a fix
+# available; a package pip-audit skips is audited from PyPI's per-project data when it is at the latest
+# release, else named as not audited; says NOT AUDITED, and passes unless AUDIT_REQUIRED=1, where no
+# advisory data is reached. pip-audit lives in a virtualenv of its own: it is no dependency of the project.
+AUDIT_VENV := .venv-audit
+$(AUDIT_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install -q 'pip-audit>=2.7,<3'
+	touch $@
+
+audit: install-dev $(AUDIT_VENV)/.installed
+	$(BIN)/python .ci/audit.py --python $(BIN)/python --pip-audit $(AUDIT_VENV)/bin/pip-audit
+
 # Switchyard against a raw websockets relay, same run (benchmarks/run.py; --quick, --only W1,W3).
 # Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.
 bench: install-dev
@@ -71,6 +84,25 @@ bench-cqrs: install-dev djcqrs-env
 # against a raw job queue on the same database in the same run (benchmarks/work.py; --quick; under 5 minutes).
 bench-work: install-dev
 	$(BIN)/python -m benchmarks.work $(BENCH_ARGS)
+
+# The fault matrix (faults/): server kills, PostgreSQL / Redis / RabbitMQ restarts, crashed and frozen
+# consumers and workers, a full disk, against real processes on loopback; one table row each (acked /
+# delivered / duplicated / lost, recovery time), exit status 1 on any loss or unexpected ERROR. It stops
+# and starts the machine's services: not next to other work on them. About 10 minutes; --quick (CI's
+# profile, tests/test_fault_matrix.py), --only NAME, --list.
+faults: install-dev
+	-@bash .ci/services
+	$(BIN)/python -m faults.run $(FAULTS_ARGS)
+
+# Mixed traffic (streams, request/reply, outbox, workers, connection churn) against one server for SOAK_ARGS
+# (`--minutes 10`, `--interval-s 60`, `--postgres`): figures per interval, a PNG plot, exit 1 unless memory
+# stays flat after warm-up with nothing lost (benchmarks/soak/; not in CI). matplotlib is the soak extra.
+$(VENV)/.installed-soak: pyproject.toml | $(VENV)/.installed-dev
+	$(BIN)/pip install -q -e '.[dev,soak]'
+	touch $@
+
+soak: $(VENV)/.installed-soak
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 # Debian packages: the index is updated at most once an hour (.ci/run installs two packages in a row).
 APT_STAMP   := /tmp/switchyard-apt-updated
@@ -98,4 +130,4 @@ $(DJCQRS_VENV)/.installed: Makefile
 djcqrs-env: $(DJCQRS_VENV)/.installed
 
 clean:
-	rm -rf $(VENV) $(DJCQRS_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DJCQRS_VENV) $(AUDIT_VENV) *.egg-info .mypy_cache .pytest_cache .ruff_cache

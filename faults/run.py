@@ -54,12 +54,16 @@ def cli() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
     django.setup()
     from faults.matrix import SCENARIOS
+    from tests.databases import drop_created
 
     if args.list:
         for scenario in SCENARIOS:
             print(scenario.key)
         return 0
-    rows = asyncio.run(main(chosen(SCENARIOS, args.only), args.quick))
+    try:
+        rows = asyncio.run(main(chosen(SCENARIOS, args.only), args.quick))
+    finally:
+        drop_created()  # the PostgreSQL databases the scenarios made
     print()
     print(table(rows))
     failed = [row for row in rows if not row.passed]

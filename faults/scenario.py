@@ -55,6 +55,7 @@ async def play(scenario: Scenario, quick: bool) -> Row:
             row = await scenario.run(Profile(quick=quick, workdir=Path(workdir)))
         except pytest.skip.Exception as skip:  # tests.services.require_*: a service is absent (not under CI)
             return Row(scenario.name, scenario.backend, skipped=skip.msg)
+    row.scenario, row.backend = scenario.name, scenario.backend
     patterns = [re.compile(p) for p in scenario.expected_errors]
     procs = list(WATCHED)
     settle(procs)

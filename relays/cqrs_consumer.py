@@ -86,7 +86,10 @@ class CqrsConsumer:
 
 
 def _unavailable(error: BaseException) -> Unavailable | None:
-    if isinstance(error, (OSError, TimeoutError, aio_pika.exceptions.AMQPError)):
+    # ChannelInvalidStateError is no AMQPError: it is what an ack raises when the broker shut the
+    # channel under it (a RabbitMQ restart), an outage like the others (faults/outbox_rows.py).
+    if isinstance(error, (OSError, TimeoutError, aio_pika.exceptions.AMQPError,
+                          aio_pika.exceptions.ChannelInvalidStateError)):
         return Unavailable(f"RabbitMQ unavailable: {error!r}")
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -203,3 +204,13 @@ async def test_server_leaves_the_queue_to_cqrs_consume_when_told(broker: Broker)
             proc.stop()
     finally:
         server.stop()
+
+
+def test_an_ack_on_a_channel_the_broker_closed_is_an_outage() -> None:
+    """An ack failing on a channel RabbitMQ's shutdown closed is logged as unavailable (WARNING), not a failure."""
+    import aio_pika
+
+    from relays.cqrs_consumer import _unavailable
+
+    trouble = _unavailable(aio_pika.exceptions.ChannelInvalidStateError())
+    assert trouble is not None and trouble.level == logging.WARNING

@@ -41,7 +41,8 @@ def text_of(name: str) -> str | None:
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "deploy").glob("*.md"))]
+    return [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "deploy").glob("*.md"))]
 
 
 def without_code(markdown: str) -> str:

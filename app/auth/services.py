@@ -1,4 +1,13 @@
-"""Token issue and lookup, and the principal a connection acts as."""
+"""Token issue and lookup, and the principal a connection acts as.
+
+A key is verified by looking its sha256 up (``key_hash``, a unique index; worker keys the same way, and
+the credential cache by the same digest as a dict key), never by comparing it in Python. What that
+lookup's time can depend on is how many leading bytes of the candidate's digest match a stored digest.
+The caller chooses the key, not its digest: steering a digest's prefix towards a stored one needs sha256
+preimages, so timing teaches nothing about any stored key, and a 256-bit random key cannot be guessed
+either. A secret that is compared in Python (``METRICS_TOKEN``) uses ``compare_digest``;
+tests/test_secret_comparisons.py holds the verifying modules to that.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The soak: mixed traffic against one server for minutes, its figures per interval and a verdict."""

@@ -84,13 +84,20 @@ async def worker_killed(profile: Profile, backend: str) -> Row:
         submitter = asyncio.create_task(client.run())
         await until(lambda: len(client.ids) >= total // 3, "the first third submitted", SETTLE_TIMEOUT_S)
 
-        victim = workers[0]
-        ((victim_id,),) = query(database_url, "SELECT id FROM work_worker WHERE name = %s", (names[0],))
-        seen = set(victim.ids("started"))
-        await victim.wait_for(lambda w: bool(set(w.ids("started")) - seen), "the victim to take a request")
+        # Whichever worker takes a request next is killed: with a fast submitter the scheduler may
+        # keep one worker idle, and waiting for a chosen one could wait for ever.
+        seen = [set(worker.ids("started")) for worker in workers]
+
+        def newly_taking() -> list[int]:
+            return [n for n, worker in enumerate(workers) if set(worker.ids("started")) - seen[n]]
+
+        await until(lambda: bool(newly_taking()), "a worker to take a request", SETTLE_TIMEOUT_S)
+        chosen = newly_taking()[0]
+        victim = workers[chosen]
         victim.kill()
         killed_at = time.monotonic()
         victim.pump.join(5)  # everything it printed before dying
+        ((victim_id,),) = query(database_url, "SELECT id FROM work_worker WHERE name = %s", (names[chosen],))
         held = sorted(set(victim.ids("started")) - set(victim.ids("completed")))
         notes = [f"{WORKERS} workers, sleep {TASK_S} s each; killed worker {victim_id} holding {held}"]
         recovery_s = None

@@ -41,7 +41,10 @@ class Submitter:
         body = {"task_name": "sleep", "task_data": {"duration_s": TASK_S}}
         post = partial(call, self.server, "/work-requests", "POST", self.key, body)
         while not self.stopping.is_set():
-            status, created = await asyncio.to_thread(post)
+            try:
+                status, created = await asyncio.to_thread(post)
+            except OSError:  # no answer in time: not submitted as far as this client knows
+                status, created = 0, None
             if status == 201:
                 self.ids.append(created["id"])
             else:
@@ -53,7 +56,7 @@ class Submitter:
 def final_states(database_url: str) -> dict[int, tuple[str, str, int, int | None]]:
     """Each request's status, result, attempts and worker as the database has them."""
     rows = query(database_url, "SELECT id, status, result, attempts, worker_id FROM work_workrequest")
-    return {int(pk): (str(status), str(result), int(attempts), worker)  # type: ignore[misc]
+    return {int(str(pk)): (str(status), str(result), int(str(attempts)), None if worker is None else int(str(worker)))
             for pk, status, result, attempts, worker in rows}
 
 
@@ -97,7 +100,8 @@ async def worker_killed(profile: Profile, backend: str) -> Row:
         victim.kill()
         killed_at = time.monotonic()
         victim.pump.join(5)  # everything it printed before dying
-        ((victim_id,),) = query(database_url, "SELECT id FROM work_worker WHERE name = %s", (names[chosen],))
+        ((found,),) = query(database_url, "SELECT id FROM work_worker WHERE name = %s", (names[chosen],))
+        victim_id = int(str(found))
         held = sorted(set(victim.ids("started")) - set(victim.ids("completed")))
         notes = [f"{WORKERS} workers, sleep {TASK_S} s each; killed worker {victim_id} holding {held}"]
         recovery_s = None

@@ -35,6 +35,7 @@ from consumers.base import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NOT_FOUND,
+    CLOSE_TRY_AGAIN_LATER,
     FrameConsumer,
 )
 from consumers.frames import EndOfTopicFrame
@@ -144,13 +145,15 @@ class TopicConsumer(FrameConsumer):
         except Exception as exc:
             # Left as it is, the connection would hold live messages back for ever: close it,
             # and the client's reconnect replays from the database.
+            code = CLOSE_INTERNAL_ERROR
             if disk_full(exc):
                 logger.warning("catch-up on %s failed, the database's disk is full; closing the connection: %s",
                                self.slug, exc)
+                code = CLOSE_TRY_AGAIN_LATER
             else:
                 logger.exception("catch-up on %s failed; closing the connection", self.slug)
             self.runtime.hub.unsubscribe(self.slug, self)
-            self.close(CLOSE_INTERNAL_ERROR)
+            self.close(code)
 
     async def _catch_up_rounds(self, topic: TopicView, *, first_time: bool) -> None:
         self.topic = topic

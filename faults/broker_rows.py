@@ -76,9 +76,9 @@ async def broker(profile: Profile, backend: str, size: int = 1, policy: str = "c
     made = asyncio.create_task(asyncio.to_thread(manage, url, *new_topic(slug, *topic_args(policy))))
     outcomes = await asyncio.gather(*(asyncio.to_thread(start_server, url, **env) for _ in range(size)),
                                     return_exceptions=True)
-    await made
     servers = [outcome for outcome in outcomes if isinstance(outcome, ServerProcess)]
     try:
+        await made
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -100,10 +100,13 @@ async def flowing(producer: Producer, *consumers: ConsumerProcess,
         yield
     finally:
         producer.stopping.set()
-        await asyncio.wait_for(producing, PHASE_TIMEOUT_S)
-        await until(lambda: not producer.ledger.missing(), delivery_timeout_s)
-        for consumer in consumers:
-            await consumer.stop()
+        try:
+            await asyncio.wait_for(producing, PHASE_TIMEOUT_S)
+            await until(lambda: not producer.ledger.missing(), delivery_timeout_s)
+        finally:
+            # Also when the producer failed: a consumer process left running outlives the row.
+            for consumer in consumers:
+                await consumer.stop()
 
 
 async def acked_after(ledger: Ledger, moment: float, count: int) -> None:
@@ -214,8 +217,13 @@ async def consumer_crash(profile: Profile, policy: str = "cache",
                 raise TimeoutError(f"the consumer took {len(crashing.taken)} of {batch} messages")
             crashed_at = time.monotonic()
             await crashing.stop(signal.SIGKILL)
-            await successor.start()
-            await acked_after(ledger, crashed_at, batch)
+            try:
+                await successor.start()
+                await acked_after(ledger, crashed_at, batch)
+            except BaseException:
+                if successor.proc is not None:
+                    await successor.stop()
+                raise
         await successor.stop()
     taken = set(crashing.taken)
     redelivered = taken & {message_id for message_id, _ in ledger.arrivals}

@@ -37,7 +37,9 @@ async def consume(urls: list[str], withhold: bool) -> None:
                         continue
                     await ws.send(json.dumps({"messageId": message_id}))
                     print(f"ACK {message_id}", flush=True)
-        except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidStatus) as lost:
+        # InvalidHandshake: a server killed mid-handshake answers nothing (InvalidMessage), and one
+        # starting may refuse (InvalidStatus); both are a connection lost, to try again.
+        except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidHandshake) as lost:
             print(f"LOST {type(lost).__name__}: {lost}", flush=True)
         await asyncio.sleep(RECONNECT_S)  # back-off before the next attempt
 

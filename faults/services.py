@@ -14,6 +14,9 @@ REDIS_PORT = 6379
 POSTGRES_PORT = 5432
 AMQP_PORT = 5672
 SERVICE_TIMEOUT_S = 60.0
+# The ports of the services this process stopped and has not started again: services_up() restarts
+# only these, so a machine without one of the services (its tests skip) is not made to start it.
+STOPPED: set[int] = set()
 
 REDIS_START = ("redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(REDIS_PORT),
                "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log")
@@ -54,6 +57,7 @@ async def run(command: tuple[str, ...], check: bool = True) -> None:
 
 
 async def stop_redis() -> None:
+    STOPPED.add(REDIS_PORT)
     await run(REDIS_STOP, check=False)  # the server may drop the connection before it answers
     await wait_port(REDIS_PORT, open_=False)
 
@@ -62,9 +66,11 @@ async def start_redis() -> None:
     if not port_open(REDIS_PORT):
         await run(REDIS_START)
     await wait_port(REDIS_PORT, open_=True)
+    STOPPED.discard(REDIS_PORT)
 
 
 async def stop_postgres() -> None:
+    STOPPED.add(POSTGRES_PORT)
     await run(_pg_ctl("stop", "-m", "fast"))
     await wait_port(POSTGRES_PORT, open_=False)
 
@@ -73,10 +79,12 @@ async def start_postgres() -> None:
     if not port_open(POSTGRES_PORT):
         await run(_pg_ctl("start"))
     await wait_port(POSTGRES_PORT, open_=True)
+    STOPPED.discard(POSTGRES_PORT)
 
 
 async def stop_rabbitmq() -> None:
     """The broker application stops (the Erlang node stays: start_app is quick)."""
+    STOPPED.add(AMQP_PORT)
     await run(("rabbitmqctl", "stop_app"))
     await wait_port(AMQP_PORT, open_=False)
 
@@ -84,6 +92,7 @@ async def stop_rabbitmq() -> None:
 async def start_rabbitmq() -> None:
     await run(("rabbitmqctl", "start_app"))
     await wait_port(AMQP_PORT, open_=True)
+    STOPPED.discard(AMQP_PORT)
 
 
 @asynccontextmanager
@@ -116,13 +125,24 @@ async def rabbitmq_down() -> AsyncIterator[None]:
         await start_rabbitmq()
 
 
+def _start_command(port: int) -> tuple[str, ...]:
+    if port == REDIS_PORT:
+        return REDIS_START
+    if port == POSTGRES_PORT:
+        return _pg_ctl("start")
+    return ("rabbitmqctl", "start_app")
+
+
 def services_up() -> None:
-    """Last line of defence: a run that died mid-fault must not leave a service down."""
-    for port, start in ((REDIS_PORT, REDIS_START), (POSTGRES_PORT, _pg_ctl("start")),
-                        (AMQP_PORT, ("rabbitmqctl", "start_app"))):
+    """Last line of defence: a run that died mid-fault must not leave a service it stopped down."""
+    for port in sorted(STOPPED):
         if port_open(port):
+            STOPPED.discard(port)
             continue
+        start = _start_command(port)
         subprocess.run(start, check=False, timeout=SERVICE_TIMEOUT_S, capture_output=True)
         deadline = time.monotonic() + SERVICE_TIMEOUT_S
         while not port_open(port) and time.monotonic() < deadline:
             time.sleep(0.1)  # bounded-poll
+        if port_open(port):
+            STOPPED.discard(port)

@@ -83,7 +83,9 @@ class Producer:
                 async with websockets.connect(url, max_size=None, open_timeout=5) as ws:
                     self.connections += 1
                     await self._stream(ws)
-            except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidStatus):
+            # InvalidHandshake: a server killed mid-handshake answers nothing (InvalidMessage), and one
+            # starting may refuse (InvalidStatus); both are a connection lost, to try again.
+            except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidHandshake):
                 pass
             if not self.stopping.is_set():
                 await asyncio.sleep(RECONNECT_S)  # back-off before the next attempt

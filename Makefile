@@ -51,7 +51,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy app consumers relays settings client/switchyard_client
+	$(BIN)/mypy app consumers relays settings client/switchyard_client faults
 
 # pip-audit of the installed dependency set (.ci/audit.py): fails on a known vulnerability with a fix
 # available; a package pip-audit skips is audited from PyPI's per-project data when it is at the latest

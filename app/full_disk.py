@@ -25,5 +25,6 @@ def disk_full(exc: BaseException) -> bool:
             return True
         if getattr(error, "sqlstate", None) == POSTGRES_DISK_FULL:
             return True
-        error = error.__cause__ or error.__context__
+        # Only what it was raised from: an error raised while handling a full disk is another failure.
+        error = error.__cause__
     return False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from faults.row import Row
 from faults.scenario import Profile, Scenario
 from faults.services import postgres_down, redis_down
-from faults.traffic import ConsumerProcess, Ledger, Producer, until
+from faults.traffic import ConsumerProcess, Ledger, Producer, expect, until
 from tests.cluster import new_topic
 from tests.protocol import unique
 from tests.servers import ServerProcess, manage, migrated_database_url, start_server
@@ -191,7 +191,8 @@ async def postgres_restart(profile: Profile) -> Row:
             await acked_after(ledger, time.monotonic(), batch)
             async with postgres_down():
                 refused_before = ledger.refused
-                await until(lambda: ledger.refused > refused_before, PHASE_TIMEOUT_S)
+                await expect(lambda: ledger.refused > refused_before, PHASE_TIMEOUT_S,
+                             "a publish refused while PostgreSQL was down")
             back_at = time.monotonic()
             await acked_after(ledger, back_at, batch)
     return row("PostgreSQL restart", "postgres+redis", ledger, back_at,
@@ -243,17 +244,27 @@ async def consumer_sigstop(profile: Profile) -> Row:
         consumer = ConsumerProcess(b.consumer_urls(), ledger)
         async with flowing(producer, consumer):
             await acked_after(ledger, time.monotonic(), batch)
+            (server,) = b.servers
+            seen = len(server.output)
             consumer.send(signal.SIGSTOP)
             frozen_at = time.monotonic()
-            await until(lambda: time.monotonic() - frozen_at >= frozen_s, frozen_s + 1)  # traffic goes on
+            # Frozen at least frozen_s, and until the server gave up on it (traffic goes on meanwhile).
+            await expect(lambda: time.monotonic() - frozen_at >= frozen_s and closed_too_slow(server, seen),
+                         PHASE_TIMEOUT_S, "the server closing the frozen consumer with 4408")
+            frozen_for = time.monotonic() - frozen_at
             acked_while_frozen = ledger.acked_since(frozen_at)
             consumer.send(signal.SIGCONT)
             resumed_at = time.monotonic()
             await acked_after(ledger, resumed_at, batch)
     return row("consumer SIGSTOP", "sqlite", ledger, resumed_at,
-               f"frozen {frozen_s} s while {acked_while_frozen} were acked; consumer connections "
-               f"{consumer.connections} (more than one: the server closed the frozen one); recovery: SIGCONT to "
-               f"the first message sent after it delivered")
+               f"frozen {frozen_for:.1f} s while {acked_while_frozen} were acked, until the server closed it with "
+               f"4408; consumer connections {consumer.connections}; recovery: SIGCONT to the first message sent "
+               f"after it delivered")
+
+
+def closed_too_slow(server: ServerProcess, since: int) -> bool:
+    """Whether the server logged closing a connection with 4408 (consumers/base.py too_slow) after line ``since``."""
+    return any(" with 4408: " in line for line in server.output[since:])
 
 
 SCENARIOS: tuple[Scenario, ...] = (

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import websockets
 
 from faults.row import Counts, Row
 from faults.scenario import Profile, Scenario
-from faults.traffic import ConsumerProcess, Ledger, Producer, until
+from faults.traffic import ConsumerProcess, Ledger, Producer, expect, until
 from tests.api_client import call
 from tests.cluster import new_token, new_topic
 from tests.protocol import connect, recv_json, unique
@@ -100,11 +100,6 @@ def stored_ids(path: Path) -> set[str]:
         return {str(uuid.UUID(row[0])) for row in db.execute("SELECT message_id FROM broker_message")}
 
 
-async def within(condition: Callable[[], bool], what: str, timeout_s: float = PHASE_S) -> None:
-    if not await until(condition, timeout_s):
-        raise AssertionError(f"timed out ({timeout_s} s) waiting for {what}")
-
-
 async def disk_full(profile: Profile) -> Row:
     notes: list[str] = []
     with tmpfs(profile.workdir / "tmpfs") as directory:
@@ -125,12 +120,13 @@ async def disk_full(profile: Profile) -> Row:
         try:
             await consumer.start()  # subscribed before the first publish
             producing = asyncio.create_task(producer.run())
-            await within(lambda: len(ledger.acked) >= profile.size(50, 200) or producing.done(), "the first publishes")
+            first = profile.size(50, 200)
+            await expect(lambda: len(ledger.acked) >= first or producing.done(), PHASE_S, "the first publishes")
             room = used_bytes(directory) + HEADROOM_BYTES
             resize(directory, str(room))
             notes.append(f"tmpfs shrunk to {room // 1024} KiB ({os.stat(path).st_size // 1024} KiB database) "
                          f"after {len(ledger.acked)} acks")
-            await within(lambda: ledger.refused >= REFUSALS or producing.done(), "refusals on the full disk")
+            await expect(lambda: ledger.refused >= REFUSALS or producing.done(), PHASE_S, "refusals on the full disk")
             if not server.running:
                 raise AssertionError("the server died on the full disk")
             met = await newcomer(server, slug)
@@ -139,19 +135,29 @@ async def disk_full(profile: Profile) -> Row:
                 raise AssertionError(f"a consumer subscribing on the full disk was {met}, not 1013")
             notes.append(f"a consumer subscribing on the full disk: {met}")
             # A write over HTTP (a work request) meets the full disk too: refused, the server stays up.
-            notes.append(f"POST /work-requests on the full disk: {await asyncio.to_thread(submit_noop, server, admin)}")
+            status = await asyncio.to_thread(submit_noop, server, admin)
+            if status != 503:
+                raise AssertionError(f"POST /work-requests on the full disk answered {status}, not 503")
+            if not any("disk is full" in line and "WARNING" in line for line in server.output):
+                raise AssertionError("the server did not log the full disk as a WARNING: the refusals have "
+                                     "another cause")
             full = ledger.refused + profile.size(50, 500)
-            await within(lambda: ledger.refused >= full or producing.done(), "refusals while the disk stays full")
+            await expect(lambda: ledger.refused >= full or producing.done(), PHASE_S,
+                         "refusals while the disk stays full")
             resize(directory, ROOMY)
             grown_at = time.monotonic()
             after = profile.size(50, 200)
-            await within(lambda: ledger.acked_since(grown_at) >= after or producing.done(), "publishes once it grew")
-            notes.append(f"POST /work-requests once it grew: {await asyncio.to_thread(submit_noop, server, admin)}")
+            await expect(lambda: ledger.acked_since(grown_at) >= after or producing.done(), PHASE_S,
+                         "publishes once it grew")
+            status = await asyncio.to_thread(submit_noop, server, admin)
+            if status != 201:
+                raise AssertionError(f"POST /work-requests once the disk grew answered {status}, not 201")
+            notes.append("POST /work-requests: 503 on the full disk, 201 once it grew")
             producer.stopping.set()
             await producing
             if not server.running:
                 raise AssertionError("the server died after the disk grew")
-            await within(lambda: not ledger.missing(), "every acknowledged message delivered")
+            await until(lambda: not ledger.missing(), PHASE_S)  # what is still missing then counts as lost
         finally:
             producer.stopping.set()
             if producing is not None and not producing.done():

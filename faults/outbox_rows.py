@@ -181,12 +181,17 @@ async def rabbitmq_restart(profile: Profile) -> Row:
             # The outage's length (rabbitmqctl's own seconds come on top).
             await asyncio.sleep(profile.size(1, 5))
         during = len(emitter.emitted) - during
+        if during == 0:  # the outage met no traffic: the row would prove nothing
+            raise RuntimeError("no event was emitted while RabbitMQ was down")
         phase("started again")
         async with wire.depth() as depth:
             recovery_event, recovery_change = await asyncio.gather(
                 first_change(depth), first_change(lambda: replica_of(url)))
         await asyncio.sleep(profile.size(1, 10))
+        if emitter_task.done():  # it stopped before it was told to: its failure is the row's
+            emitter_task.result()
         emitter_task.cancel()
+        await asyncio.gather(emitter_task, return_exceptions=True)
         await asyncio.to_thread(writer.stop)
         writer.drain(5)
         phase("traffic stopped")

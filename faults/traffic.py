@@ -58,6 +58,13 @@ async def until(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+async def expect(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Wait (bounded) until ``condition()``; a scenario whose fault did not happen as planned proves
+    nothing, so it fails (``what`` says what was awaited)."""
+    if not await until(condition, timeout_s):
+        raise TimeoutError(f"not within {timeout_s} s: {what}")
+
+
 @dataclass
 class Producer:
     """Sends numbered messages to ``urls`` (the next one after a lost connection) at ``rate_per_s``, at

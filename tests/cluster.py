@@ -82,7 +82,7 @@ def pg_redis_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
     """A cluster on PostgreSQL + Redis (skipped, or failed under CI=true, when either is absent),
     stopped on leaving."""
     require_postgres()
-    cluster = start_cluster(tmp, require_redis(), **env)
+    cluster = start_cluster(tmp, require_redis(), 2, **env)
     try:
         yield cluster
     finally:

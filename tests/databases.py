@@ -68,4 +68,4 @@ def query(database_url: str, sql: str, params: tuple[object, ...] = ()) -> list[
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()

@@ -29,3 +29,14 @@ def test_other_operational_errors_are_not():
     """An unreachable or locked database is not a full disk."""
     for text in ("database is locked", "connection refused"):
         assert not disk_full(OperationalError(text))
+
+
+def test_a_failure_while_handling_a_full_disk_is_not_one():
+    """An error raised while a full disk was being handled (not from it) is a defect of its own, logged as such."""
+    try:
+        try:
+            fill_up()
+        except OperationalError:
+            raise AttributeError("a bug in the handler")  # noqa: B904 - the implicit context is the point
+    except AttributeError as exc:
+        assert exc.__context__ is not None and not disk_full(exc)

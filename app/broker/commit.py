@@ -191,4 +191,3 @@ class GroupCommitWriter:
             else:
                 logger.exception("group commit of %d ops failed", len(ops))
             return [exc] * len(ops)
-

@@ -33,9 +33,10 @@ def unstorable_reason(frame: ProducerFrame) -> str | None:
     """Why a message cannot be stored on every backend, or None. PostgreSQL's text and jsonb hold no
     NUL character (its insert failed, logging a traceback per frame, while SQLite took the message):
     refused on every backend, so a producer hears the same answer wherever it is served."""
-    if frame.payload is not None and "\x00" in frame.payload:
-        return f"payload: {codec.NUL_REFUSED}"
-    return codec.json_refusal(frame.properties, "properties") or codec.json_refusal(frame.context, "context")
+    for where, value in (("payload", frame.payload), ("properties", frame.properties), ("context", frame.context)):
+        if codec.contains_nul(value):
+            return f"{where}: {codec.NUL_REFUSED}"
+    return None
 
 
 class TopicProducer(AckingConsumer):

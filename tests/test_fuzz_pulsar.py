@@ -90,8 +90,7 @@ SUBSCRIPTIONS = ["/fuzz-sub?subscriptionType=Shared", "/fuzz-pull?subscriptionTy
 
 
 def test_consumer(state: Fuzzed) -> None:
-    """Generated frames on a Pulsar consumer socket (push and pull mode) each get an error frame or
-    their answer; an unsubscribe closes it with 1000."""
+    """Generated frames on a Pulsar consumer (push and pull mode) get an error, an answer or a 1000 close."""
     endpoints = [Endpoint(path(state, "consumer", sub), judge_error, ack_probe, refuses_probe,
                           closes=frozenset({CLOSE_TOO_BIG, CLOSE_NORMAL})) for sub in SUBSCRIPTIONS]
 
@@ -108,8 +107,7 @@ READER_FRAMES = st.one_of(shaped({"messageId": message_ids()}), shaped({"type": 
 
 
 def test_reader(state: Fuzzed) -> None:
-    """Generated frames on a Pulsar reader socket (from the earliest message or the latest) each get
-    an error frame, between the messages it reads."""
+    """Generated frames on a Pulsar reader (from earliest or latest) each get an error frame."""
     endpoints = [Endpoint(path(state, "reader", query), judge_error, ack_probe, refuses_probe)
                  for query in ("", "?messageId=earliest")]
 

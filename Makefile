@@ -55,7 +55,8 @@ lint: install-dev
 
 # The fuzzing's long profile: every websocket endpoint (tests/test_fuzz_*.py) and the HTTP API
 # (tests/test_api_fuzz.py) with FUZZ_EXAMPLES generated inputs per endpoint or operation (make test runs 10),
-# on a random seed printed first and on failure: `make fuzz FUZZ_SEED=N` replays a run.
+# on a random seed printed first and on failure: `make fuzz FUZZ_SEED=N` replays a run. The per-test timeout
+# grows with the examples (an API operation's 300 examples outlast the suite's 120 s on a loaded machine).
 FUZZ_EXAMPLES ?= 300
 FUZZ_SEED     ?=
 FUZZ_TESTS    := tests/test_fuzz_dasf.py tests/test_fuzz_pulsar.py tests/test_fuzz_status_work.py tests/test_api_fuzz.py
@@ -63,7 +64,7 @@ fuzz: install-dev
 	@seed=$(if $(FUZZ_SEED),$(FUZZ_SEED),$$(( (RANDOM << 15) | RANDOM ))); \
 	echo "make fuzz: seed $$seed, $(FUZZ_EXAMPLES) examples (replay: make fuzz FUZZ_SEED=$$seed)"; \
 	SWITCHYARD_FUZZ_SEED=$$seed SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n $(TEST_JOBS) \
-		--dist loadfile $(FUZZ_TESTS) $(PYTEST_ARGS) || { echo "make fuzz failed with seed $$seed"; exit 1; }
+		--dist loadfile --timeout $$(( 120 + 2 * $(FUZZ_EXAMPLES) )) $(FUZZ_TESTS) $(PYTEST_ARGS) || { echo "make fuzz failed with seed $$seed"; exit 1; }
 
 # Switchyard against a raw websockets relay, same run (benchmarks/run.py; --quick, --only W1,W3).
 # Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint audit install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults soak
+.PHONY: serve test lint audit install install-dev browser deploy-tools djcqrs-env clean bench bench-outbox bench-cqrs bench-work faults soak fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,19 @@ $(AUDIT_VENV)/.installed: Makefile
 
 audit: install-dev $(AUDIT_VENV)/.installed
 	$(BIN)/python .ci/audit.py --python $(BIN)/python --pip-audit $(AUDIT_VENV)/bin/pip-audit
+
+# The fuzzing's long profile: every websocket endpoint (tests/test_fuzz_*.py) and the HTTP API
+# (tests/test_api_fuzz.py) with FUZZ_EXAMPLES generated inputs per endpoint or operation (make test runs 10),
+# on a random seed printed first and on failure: `make fuzz FUZZ_SEED=N` replays a run. The per-test timeout
+# grows with the examples (an API operation's 300 examples outlast the suite's 120 s on a loaded machine).
+FUZZ_EXAMPLES ?= 300
+FUZZ_SEED     ?=
+FUZZ_TESTS    := tests/test_fuzz_dasf.py tests/test_fuzz_pulsar.py tests/test_fuzz_status_work.py tests/test_api_fuzz.py
+fuzz: install-dev
+	@seed=$(if $(FUZZ_SEED),$(FUZZ_SEED),$$(( (RANDOM << 15) | RANDOM ))); \
+	echo "make fuzz: seed $$seed, $(FUZZ_EXAMPLES) examples (replay: make fuzz FUZZ_SEED=$$seed)"; \
+	SWITCHYARD_FUZZ_SEED=$$seed SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n $(TEST_JOBS) \
+		--dist loadfile --timeout $$(( 120 + 2 * $(FUZZ_EXAMPLES) )) $(FUZZ_TESTS) $(PYTEST_ARGS) || { echo "make fuzz failed with seed $$seed"; exit 1; }
 
 # Switchyard against a raw websockets relay, same run (benchmarks/run.py; --quick, --only W1,W3).
 # Under 5 minutes; PostgreSQL + Redis configurations only when they answer on 127.0.0.1.

@@ -76,6 +76,23 @@ def raw_json(encoded: bytes) -> Any:
     return orjson.Fragment(encoded)
 
 
+def contains_nul(value: Any) -> bool:
+    """Whether a string in ``value`` (parsed JSON), a key of an object at any depth included, holds
+    the NUL character, which PostgreSQL's text and ``jsonb`` cannot hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def json_refusal(value: Any, where: str) -> str | None:
     """Why ``value`` (parsed from a frame or a body, so no larger than one) cannot be stored as JSON
     on every backend, naming ``where``; None when it can. PostgreSQL's ``jsonb`` holds no NUL in a

@@ -29,6 +29,16 @@ from consumers.base import AckingConsumer, context_echo, describe
 from consumers.frames import BROKER_FIELDS, ProducerAck, ProducerFrame
 
 
+def unstorable_reason(frame: ProducerFrame) -> str | None:
+    """Why a message cannot be stored on every backend, or None. PostgreSQL's text and jsonb hold no
+    NUL character (its insert failed, logging a traceback per frame, while SQLite took the message):
+    refused on every backend, so a producer hears the same answer wherever it is served."""
+    for where, value in (("payload", frame.payload), ("properties", frame.properties), ("context", frame.context)):
+        if codec.contains_nul(value):
+            return f"{where}: {codec.NUL_REFUSED}"
+    return None
+
+
 class TopicProducer(AckingConsumer):
     metrics_kind = "dasf_producer"
     topic: TopicView | None = None
@@ -98,6 +108,10 @@ class TopicProducer(AckingConsumer):
         error = self._pulsar_frame_error(topic, raw)
         if error is not None:
             self._refuse_publish(error, raw)
+            return
+        unstorable = unstorable_reason(frame) if topic.policy.stores else None
+        if unstorable is not None:
+            self.refuse(unstorable, raw)
             return
         response_topic_id: int | None = None
         response_slug = frame.properties.get("response_topic")

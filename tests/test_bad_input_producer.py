@@ -327,3 +327,19 @@ async def test_producer_non_canonical_message_id_can_be_acked_after_replay(serve
     assert [m.message_id for m in stored(slug)] == [uuid.UUID(marker["messageId"])]
 
 
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("payload", "a\x00b"),
+    ("properties", {"note": "x\x00"}),
+    ("properties", {"nested": [{"\x00key": 1}]}),
+    ("context", "c\x00"),
+], ids=["payload", "property-value", "nested-key", "context"])
+async def test_producer_nul_on_storing_topic(server: ServerProcess, sockets: Sockets, field: str, value: Any) -> None:
+    """A message to be stored holding a NUL character (PostgreSQL cannot store it) gets an error ack
+    naming the field on every backend; nothing is stored and the producer keeps publishing."""
+    slug = make_topic(policy="store")
+    producer = await sockets.connect(server.ws + slug)
+    assert_error(await send_raw(producer, json.dumps(frame(6) | {field: value})), field, "NUL")
+    assert stored(slug) == []
+    await assert_publishes(producer)

@@ -103,9 +103,13 @@ def test_old_entries_are_forgotten():
     (nested(codec.MAX_DEPTH), None),
     (nested(codec.MAX_DEPTH + 1), "nests deeper"),
     ('"' + "x" * 2000 + '"', "more than the 1024 allowed"),
+    ('{"functions": ["f\\u0000"]}', "NUL"),
+    ('{"classes": {"\\u0000": []}}', "NUL"),
+    ('{"functions": [1e20]}', "2**63"),
 ])
 def test_api_info_problem(text, problem):
-    """api_info is refused above the size limit or deeper than a frame may nest."""
+    """api_info is refused above the size limit, deeper than a frame may nest, or holding what
+    PostgreSQL's jsonb cannot hold or hand back writable (a NUL character, a number past 2**63)."""
     found = api_info_problem(text, codec.loads(text), max_bytes=1024)
     assert found == problem if problem is None else problem in found
 

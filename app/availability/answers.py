@@ -27,7 +27,8 @@ def api_info_problem(text: str, value: object, *, max_bytes: int) -> str | None:
         return f"api_info is {size} bytes, more than the {max_bytes} allowed"
     if codec.nests_too_deeply(text, value):
         return f"api_info nests deeper than {codec.MAX_DEPTH} levels"
-    return None
+    # What PostgreSQL's jsonb cannot hold (a NUL) failed the write there, logging a traceback.
+    return codec.json_refusal(value, "api_info")
 
 
 class ApiInfoWrite(enum.Enum):

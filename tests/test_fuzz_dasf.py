@@ -1,0 +1,111 @@
+"""Fuzzing the DASF websocket endpoints (producer, consumer, status-ping) with generated frames: each
+gets a well-formed refusal or a correct answer, the server stays up, a bystander pair on another topic
+keeps delivering, the server logs no ERROR and its memory stays bounded (tests/fuzz_sockets.py).
+tests/test_bad_input_*.py pin the individual refusals; this goes wide over generated input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.frame_strategies import CONTEXTS, JSON, PAYLOADS, TEXT, VALUES, Frame, batches, message_ids, shaped, uuids
+from tests.fuzz_sockets import (
+    FRAME_LIMIT,
+    HARD_LIMIT,
+    TEST_TIMEOUT_S,
+    Endpoint,
+    Fuzzed,
+    ack_probe,
+    acks_probe,
+    assert_memory_bounded,
+    fuzzed,
+    fuzzed_server,
+    judge_ack,
+    judge_error,
+    producer_probe,
+    refuses_probe,
+    run_example,
+)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    yield from fuzzed_server(tmp_path_factory, "fuzz-dasf")
+
+
+# Hypothesis warns of the reprs of large frames when it reports a failure: large frames are meant.
+pytestmark = [pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning"),
+              pytest.mark.timeout(TEST_TIMEOUT_S)]
+
+
+PROPERTIES = st.dictionaries(TEXT, JSON, max_size=4)
+PUBLISH = shaped({"payload": PAYLOADS, "properties": PROPERTIES, "context": CONTEXTS},
+                 {"messageId": uuids(), "key": TEXT, "deliverAt": st.integers(), "deliverAfterMs": st.integers()})
+
+
+def test_producer(state: Fuzzed) -> None:
+    """Generated frames on a DASF producer socket each get an ok or send-error ack."""
+    endpoint = Endpoint(f"{state.topics['dasf']}", judge_ack, producer_probe, acks_probe)
+
+    @fuzzed
+    @given(batches(PUBLISH, FRAME_LIMIT, HARD_LIMIT))
+    def example(frames: list[Frame]) -> None:
+        run_example(state, endpoint, frames)
+
+    example()
+
+
+CONTROL_TYPES = st.one_of(st.sampled_from(["permit", "negativeAcknowledge", "isEndOfTopic", "unsubscribe", "ping"]),
+                          TEXT, VALUES)
+CONSUMER_FRAMES = st.one_of(
+    shaped({"messageId": message_ids()}),
+    shaped({"type": CONTROL_TYPES}, {"messageId": message_ids(), "permitMessages": st.integers()}),
+)
+
+
+def test_consumer(state: Fuzzed) -> None:
+    """Generated frames on a DASF consumer socket each get an error frame (or leave it delivering)."""
+    endpoint = Endpoint(f"{state.topics['dasf']}/fuzz-sub", judge_error, ack_probe, refuses_probe)
+
+    @fuzzed
+    @given(batches(CONSUMER_FRAMES, FRAME_LIMIT, HARD_LIMIT))
+    def example(frames: list[Frame]) -> None:
+        run_example(state, endpoint, frames)
+
+    example()
+
+
+def answer_properties(state: Fuzzed) -> st.SearchStrategy[dict[str, Any]]:
+    """The properties of a pong or an api_info answer, for a topic of the server or any name."""
+    sources = st.one_of(st.sampled_from(sorted(state.topics.values())), TEXT, VALUES)
+    common = {"source_topic": sources, "requestContext": CONTEXTS}
+    pong = shaped({"messageType": st.just("pong"), "status": st.sampled_from(["success", "error"]), **common})
+    api_info = st.one_of(JSON, st.fixed_dictionaries({"functions": st.lists(TEXT, max_size=3),
+                                                      "classes": st.lists(JSON, max_size=2)}))
+    answer = shaped({"messageType": st.sampled_from(["response", "api_info"]),
+                     "api_info": st.one_of(api_info.map(json.dumps), TEXT), **common})
+    return st.one_of(pong, answer)
+
+
+def test_status_ping(state: Fuzzed) -> None:
+    """Generated pongs and api_info answers on /ws/status-ping each get an ok or send-error ack."""
+    endpoint = Endpoint("status-ping", judge_ack, producer_probe, acks_probe)
+    frames = shaped({"payload": st.one_of(st.just(""), PAYLOADS), "properties": answer_properties(state),
+                     "context": CONTEXTS}, {"messageId": uuids()})
+
+    @fuzzed
+    @given(batches(frames, FRAME_LIMIT, HARD_LIMIT))
+    def example(frames: list[Frame]) -> None:
+        run_example(state, endpoint, frames)
+
+    example()
+
+
+def test_memory_bounded(state: Fuzzed) -> None:
+    """The server's resident memory after the module's fuzzing stays within the bound of before it."""
+    assert_memory_bounded(state)

@@ -222,3 +222,20 @@ def test_deadlock_inside_a_callers_transaction_not_retried() -> None:
     with pytest.raises(OperationalError), transaction.atomic():
         retrying_deadlocks(body)
     assert len(runs) == 1
+
+
+def test_completion_of_a_request_deleted_right_after_is_no_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request deleted between its recorded completion and the read back: complete_own answers None, not an error."""
+    from app.work import reports, transitions
+
+    on = worker()
+    request = running(on=on)
+    recorded = transitions.complete
+
+    def complete_then_deleted(*args: object, **kwargs: object) -> bool:
+        done = recorded(*args, **kwargs)  # type: ignore[arg-type]
+        type(request).objects.filter(pk=request.pk).delete()  # an admin, right after
+        return done
+
+    monkeypatch.setattr(transitions, "complete", complete_then_deleted)
+    assert reports.complete_own(on.pk, request.pk, Result.SUCCESS, attempt=reload(request).attempts) is None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
@@ -96,7 +96,10 @@ def _storable(value: Any, where: str) -> None:
         raise HttpError(422, str(exc)) from None
 
 
-def _reported(report: Callable[[], WorkRequest]) -> WorkRequest:
+Reported = TypeVar("Reported")
+
+
+def _reported(report: Callable[[], Reported]) -> Reported:
     """Make a report on one request; its refusals as answers: not this worker's 404, ended 409."""
     try:
         return report()
@@ -125,9 +128,12 @@ def _next(worker: Worker) -> AssignmentOut | None:
 def _completed(worker: Worker, pk: int, body: CompletedIn) -> AssignmentOut:
     if body.output_data is not None:
         _storable(body.output_data, "output_data")
-    return assignment_out(_reported(
+    request = _reported(
         lambda: reports.complete_own(worker.pk, pk, body.result, body.output_data, attempt=body.attempt)
-    ))
+    )
+    if request is None:  # recorded, then deleted (by an admin) before it could be read back
+        raise HttpError(404, f"work request {pk} was deleted once its completion was recorded")
+    return assignment_out(request)
 
 
 def _metadata(worker: Worker, metadata: dict[str, Any]) -> WorkerOut:

@@ -115,12 +115,12 @@ def other_run(request_id: int, attempt: int | None, current: int) -> str:
 
 def complete_own(
     worker_id: int, request_id: int, result: Result | str, output_data: Any = None, *, attempt: int | None = None
-) -> WorkRequest:
-    """Complete the request ``worker_id`` runs (its run ``attempt``, when the worker says which).
-    Raises NotAssigned, NotRunning, or InvalidTaskData (app/work/tasks.py) for output data that
-    cannot be stored."""
+) -> WorkRequest | None:
+    """Complete the request ``worker_id`` runs (its run ``attempt``, when the worker says which): the
+    request as completed, or None when it was deleted right after its completion was recorded. Raises
+    NotAssigned, NotRunning, or InvalidTaskData (app/work/tasks.py) for output data that cannot be stored."""
     if transitions.complete(request_id, result, output_data, worker_id=worker_id, attempt=attempt):
-        return WorkRequest.objects.get(pk=request_id)
+        return WorkRequest.objects.filter(pk=request_id).first()
     request = own_running(worker_id, request_id)
     # Running on this worker, but not as the run this report names: given back to pending and to this
     # worker again in between, or a wrong attempt.

@@ -36,7 +36,9 @@ serve: install
 # are started first when possible. Each pass runs on TEST_JOBS pytest-xdist workers (each its own
 # session: database, static files, Redis names; tests/environment.py), then the few tests that stop
 # and start a shared service run alone. Three workers on two cores: most tests wait on servers and
-# timers, and a third worker took each pass 13 % (SQLite) and 10 % (PostgreSQL) less time.
+# timers, and a third worker took each pass 13 % (SQLite) and 10 % (PostgreSQL) less time. pytest's
+# status 5 (no test selected) passes the PostgreSQL pass's last step: today every test that restarts a
+# service starts servers of its own (pinned_backend), so that step may select none.
 TEST_JOBS ?= 3
 PG_PASS   := SWITCHYARD_TEST_DB=postgres SWITCHYARD_FUZZ_EXAMPLES=4 SWITCHYARD_FUZZ_COVERAGE=0 $(BIN)/python -m pytest
 PG_TESTS  := not pinned_backend and not database_agnostic and not wire_interop and not browser
@@ -46,7 +48,8 @@ test: install-dev
 	$(BIN)/python -m pytest -m "restarts_services" $(PYTEST_ARGS)
 	@if [ "$$CI" = true ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
 		$(PG_PASS) -n $(TEST_JOBS) --dist loadfile -m "$(PG_TESTS) and not restarts_services" $(PYTEST_ARGS) && \
-		$(PG_PASS) -m "$(PG_TESTS) and restarts_services" $(PYTEST_ARGS); \
+		{ $(PG_PASS) -m "$(PG_TESTS) and restarts_services" $(PYTEST_ARGS); status=$$?; \
+		  [ $$status -eq 0 ] || [ $$status -eq 5 ]; }; \
 	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; fi
 
 lint: install-dev

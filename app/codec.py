@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -76,21 +77,24 @@ def raw_json(encoded: bytes) -> Any:
     return orjson.Fragment(encoded)
 
 
-def contains_nul(value: Any) -> bool:
-    """Whether a string in ``value`` (parsed JSON), a key of an object at any depth included, holds
-    the NUL character, which PostgreSQL's text and ``jsonb`` cannot hold."""
+def _leaves(value: Any) -> Iterator[Any]:
+    """Every key, string and number in ``value`` (parsed JSON), at any depth."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
+        if isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+        else:
+            yield item
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a string in ``value`` (parsed JSON), a key of an object at any depth included, holds
+    the NUL character, which PostgreSQL's text and ``jsonb`` cannot hold."""
+    return any(isinstance(item, str) and "\x00" in item for item in _leaves(value))
 
 
 def json_refusal(value: Any, where: str) -> str | None:
@@ -100,18 +104,11 @@ def json_refusal(value: Any, where: str) -> str | None:
     reader takes ``NaN``; JSON has no such number), and hands a number as large as 1e20 back as an
     integer, which orjson cannot write (a frame carrying it could never be sent): refused everywhere,
     so SQLite answers alike."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
+    for item in _leaves(value):
         if isinstance(item, str) and "\x00" in item:
             return f"{where}: {NUL_REFUSED}"
         if isinstance(item, float) and not math.isfinite(item):
             return f"{where}: numbers must be finite (JSON has no NaN or Infinity)"
         if isinstance(item, int | float) and not isinstance(item, bool) and abs(item) >= NUMBER_LIMIT:
             return f"{where}: numbers must lie within ±2**63 (a larger one cannot be written back as JSON here)"
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
     return None

@@ -62,6 +62,16 @@ def test_list_shows_connection_and_running_requests() -> None:
     assert (item["connection"], [r["id"] for r in item["running"]]) == ("connected", [given.pk])
 
 
+def test_list_shows_metadata_written_around_the_checks_as_none() -> None:
+    """A worker whose stored metadata is not an object (a shell, an old version) is listed with none."""
+    odd, _ = worker_key()
+    Worker.objects.filter(pk=odd.pk).update(static_metadata=["gpu"], dynamic_metadata="amd64")
+    status, page = call(f"/workers?prefix={quote(odd.name)}", key=caller("view_worker")[1])
+    assert status == 200
+    item = page["items"][0]
+    assert (item["static_metadata"], item["dynamic_metadata"], item["metadata"]) == ({}, {}, {})
+
+
 def test_list_filters_by_connection() -> None:
     """connection=lost keeps workers connected but silent for WORKER_LOST_AFTER_S; connected the others."""
     prefix = unique("fleet")

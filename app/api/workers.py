@@ -105,8 +105,8 @@ def worker_out(worker: Worker, now: datetime) -> WorkerOut:
         id=worker.pk, name=worker.name, enabled=worker.token.enabled, connection=connection_of(worker, now),
         connected_via=Via(worker.connected_via) if worker.connected_at is not None and worker.connected_via else None,
         registered_at=worker.registered_at, connected_at=worker.connected_at, last_seen_at=worker.last_seen_at,
-        concurrency=worker.concurrency, static_metadata=worker.static_metadata or {},
-        dynamic_metadata=worker.dynamic_metadata or {}, metadata=worker.metadata(),
+        concurrency=worker.concurrency, static_metadata=worker.static(),
+        dynamic_metadata=worker.dynamic(), metadata=worker.metadata(),
         running=[RunningOut(id=r.pk, task_name=r.task_name, started_at=r.started_at) for r in running],
     )
 

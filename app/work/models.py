@@ -82,9 +82,15 @@ class Worker(models.Model):
         # Both are checked to be objects where they are written (app/work/workers.py, the admin); a
         # row written otherwise (a shell, an old version) counts as no metadata, so it matches nothing
         # that requires something rather than failing every get-next of the worker.
-        dynamic = self.dynamic_metadata if isinstance(self.dynamic_metadata, dict) else {}
-        static = self.static_metadata if isinstance(self.static_metadata, dict) else {}
-        return {**dynamic, **static}
+        return {**self.dynamic(), **self.static()}
+
+    def static(self) -> dict[str, Any]:
+        """Admins' metadata as an object; a row written around the checks reads as none."""
+        return self.static_metadata if isinstance(self.static_metadata, dict) else {}
+
+    def dynamic(self) -> dict[str, Any]:
+        """The worker's reported metadata as an object; a row written around the checks reads as none."""
+        return self.dynamic_metadata if isinstance(self.dynamic_metadata, dict) else {}
 
 
 class Status(models.TextChoices):

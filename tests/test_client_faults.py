@@ -82,7 +82,9 @@ async def test_send_many_across_a_kill_delivers_each_message_once(killable: Serv
         killing = asyncio.create_task(asyncio.to_thread(kill_after_deliveries))
         sending = asyncio.create_task(producer.send_many([f"m{n}" for n in range(count)]))
         unacked = await killing
-        assert 0 < unacked < count, f"{unacked} sends unacked at the kill: nothing was tested"
+        # All of them may still be unacked (send_many writes faster than the acks come back): the server
+        # may have stored any of them, so the resend is tested either way.
+        assert unacked > 0, "no send unacked at the kill: nothing was tested"
         await asyncio.to_thread(killable.restart)
         ids = await asyncio.wait_for(sending, 60)
         assert len(set(ids)) == count

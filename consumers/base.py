@@ -39,7 +39,8 @@ CLOSE_FORBIDDEN = 4403  # may not consume this topic
 CLOSE_NOT_FOUND = 4404  # no such websocket endpoint / reserved name
 CLOSE_TOO_SLOW = 4408  # the send queue overflowed; unacked stored messages come back on reconnect
 CLOSE_INTERNAL_ERROR = 1011  # the server failed on this connection; reconnect
-CLOSE_TRY_AGAIN_LATER = 1013  # the server cannot serve it now (its database's disk is full); reconnect later
+# The server cannot serve it now (its database is unreachable or its disk full); reconnect later.
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_REVOKED = 4401  # the token was disabled or deleted, or the user deactivated
 CLOSE_NAME_TAKEN = 4409  # a Pulsar producer's producerName lease was taken over (it could not renew it)
 

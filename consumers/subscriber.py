@@ -29,7 +29,7 @@ from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from app.broker.services import Ack, ReplayRequest
 from app.broker.topics import TopicView
-from app.full_disk import disk_full
+from app.outages import outage
 from app.pulsar.semantics import PathShape
 from consumers.base import (
     CLOSE_FORBIDDEN,
@@ -145,10 +145,11 @@ class TopicConsumer(FrameConsumer):
         except Exception as exc:
             # Left as it is, the connection would hold live messages back for ever: close it,
             # and the client's reconnect replays from the database.
+            # An outage (a full disk, the database unreachable) is "try again later", not a defect.
             code = CLOSE_INTERNAL_ERROR
-            if disk_full(exc):
-                logger.warning("catch-up on %s failed, the database's disk is full; closing the connection: %s",
-                               self.slug, exc)
+            found = outage(exc)
+            if found is not None:
+                logger.warning("catch-up on %s failed, %s; closing the connection: %s", self.slug, found.value, exc)
                 code = CLOSE_TRY_AGAIN_LATER
             else:
                 logger.exception("catch-up on %s failed; closing the connection", self.slug)

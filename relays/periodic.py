@@ -1,5 +1,6 @@
 """The loop every relay runs: a step every interval; failures are logged and backed off, with
-jitter, and cancellation always goes through."""
+jitter, and cancellation always goes through. An outage (the database unreachable, its disk full)
+is logged as it starts and as it ends, not once per failed step (app/outages.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from app.full_disk import disk_full
+from app.outages import OutageLog
 
 logger = logging.getLogger(__name__)
 
@@ -22,20 +23,16 @@ def backoff_s(interval_s: float, failures: int) -> float:
 
 async def every(interval_s: float, step: Callable[[], Awaitable[None]], name: str, *, first_wait: bool = False) -> None:
     """Run ``step`` every ``interval_s`` seconds until cancelled; never returns."""
-    failures = 0
+    outages = OutageLog(logger, name)
     if first_wait:
         await asyncio.sleep(interval_s)
     while True:
         try:
             await step()
-            failures = 0
+            outages.succeeded()
             await asyncio.sleep(interval_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failures += 1
-            if disk_full(exc):
-                logger.warning("%s failed (%d in a row), the database's disk is full: %s", name, failures, exc)
-            else:
-                logger.exception("%s failed (%d in a row)", name, failures)
-            await asyncio.sleep(backoff_s(interval_s, failures))
+            outages.failed(exc)
+            await asyncio.sleep(backoff_s(interval_s, outages.failures))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import psycopg
 import pytest
 from django.db import OperationalError
 
@@ -56,6 +57,41 @@ async def test_full_disk_is_a_warning_line(caplog: pytest.LogCaptureFixture):
     assert isinstance(result, OperationalError) and "full" in str(result)
     assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
     assert "disk is full" in caplog.records[0].getMessage()
+
+
+async def test_unreachable_database_is_a_line_as_it_starts_and_as_it_ends(caplog: pytest.LogCaptureFixture):
+    """Commits failing while the database is unreachable refuse their ops and log one WARNING as the
+    outage starts and one as it ends, no traceback, not one line per batch."""
+    failing = 3
+
+    def apply(ops):
+        nonlocal failing
+        if failing:
+            failing -= 1
+            raise OperationalError("the connection is closed") from psycopg.OperationalError("the connection is closed")
+        return list(ops)
+
+    writer = GroupCommitWriter(apply=apply)
+    with caplog.at_level(logging.WARNING, logger="app.broker.commit"):
+        results = [await writer.write(n) for n in range(4)]
+    await writer.stop()
+    assert [isinstance(result, OperationalError) for result in results] == [True, True, True, False]
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None), ("WARNING", None)]
+    assert "group commit of 1 ops failed, the database is unreachable" in caplog.records[0].getMessage()
+    assert "group commit: the database is reachable again after 3 failures" in caplog.records[1].getMessage()
+
+
+async def test_unknown_failure_is_an_error_with_traceback(caplog: pytest.LogCaptureFixture):
+    """A commit failing with no known outage is logged as an ERROR with its traceback: a defect."""
+
+    def apply(ops):
+        raise RuntimeError("a bug")
+
+    writer = GroupCommitWriter(apply=apply)
+    with caplog.at_level(logging.WARNING, logger="app.broker.commit"):
+        await writer.write(1)
+    await writer.stop()
+    assert [(r.levelname, r.exc_info is not None) for r in caplog.records] == [("ERROR", True)]
 
 
 async def test_stop_flushes_then_refuses():

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import websockets
 
+from faults.broker_rows import POSTGRES_DOWN_ERRORS, REDIS_DOWN_ERRORS
 from faults.services import postgres_down, redis_down, services_up
 from tests.cluster import Cluster, start_cluster
 from tests.databases import query
@@ -153,11 +154,6 @@ async def test_sigkill_of_producer_process_mid_stream(cluster: Cluster) -> None:
 # --- 2. Redis restart --------------------------------------------------------------------------
 
 DURING_OUTAGE = 20
-# While Redis is away the backplane's loops and channels_redis's receive task log each failure.
-REDIS_DOWN_ERRORS = (
-    r"ERROR app\.broker\.backplane: backplane (send|receive) failed \(\d+ in a row\)(?s:.*)redis\.exceptions\.",
-    r"ERROR channels_redis\.pubsub: Unexpected exception in receive task(?s:.*)redis\.exceptions\.",
-)
 # Below the resync interval (0.5 s): only the backplane delivers this fast.
 LIVE_S = 0.4
 
@@ -222,14 +218,6 @@ async def test_redis_restart_loses_nothing(cluster: Cluster) -> None:
 
 DURING_DB_OUTAGE = 10
 AFTER_DB_OUTAGE = 5
-# While PostgreSQL is away the group commit (each refused publish) and the resync loop log their
-# failure to reach it. (The producer's topic was looked up at connect: its frames read nothing.)
-_DB_ERROR = r"(?s:.*)\b(OperationalError|InterfaceError)\b"
-POSTGRES_DOWN_ERRORS = (
-    r"ERROR app\.broker\.commit: group commit of \d+ ops failed" + _DB_ERROR,
-    r"ERROR relays\.periodic: resync failed \(\d+ in a row\)" + _DB_ERROR,
-    r"ERROR relays\.periodic: announcements failed \(\d+ in a row\)" + _DB_ERROR,
-)
 
 
 @pytest.mark.restarts_services

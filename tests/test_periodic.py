@@ -4,7 +4,9 @@ import asyncio
 import contextlib
 import logging
 
+import psycopg
 import pytest
+from django.db import OperationalError
 
 from relays.periodic import MAX_BACKOFF_S, backoff_s, every
 from tests.full_disk import fill_up
@@ -34,5 +36,52 @@ async def test_full_disk_is_a_warning_line(caplog: pytest.LogCaptureFixture):
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
-    assert {(r.levelname, r.exc_info) for r in caplog.records} == {("WARNING", None)}
-    assert "filling failed (1 in a row), the database's disk is full" in caplog.records[0].getMessage()
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+    assert "filling failed, the database's disk is full" in caplog.records[0].getMessage()
+
+
+async def test_unreachable_database_is_a_line_as_it_starts_and_as_it_ends(caplog: pytest.LogCaptureFixture):
+    """Steps failing while the database is unreachable log one WARNING as it starts and one as it ends, no traceback."""
+    steps = 0
+    recovered = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps <= 3:
+            raise OperationalError("server closed the connection unexpectedly") from psycopg.OperationalError(
+                "server closed the connection unexpectedly")
+        recovered.set()
+
+    with caplog.at_level(logging.WARNING, logger="relays.periodic"):
+        loop = asyncio.create_task(every(0.001, step, "resync"))
+        await asyncio.wait_for(recovered.wait(), 10)
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None), ("WARNING", None)]
+    assert "resync failed, the database is unreachable" in caplog.records[0].getMessage()
+    assert "resync: the database is reachable again after 3 failures over" in caplog.records[1].getMessage()
+
+
+async def test_unknown_failure_is_an_error_each_time(caplog: pytest.LogCaptureFixture):
+    """A step failing with no known outage is an ERROR with its traceback every time: a defect."""
+    steps = 0
+    second = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps >= 2:
+            second.set()
+        raise KeyError("a bug")
+
+    with caplog.at_level(logging.WARNING, logger="relays.periodic"):
+        loop = asyncio.create_task(every(0.001, step, "broken"))
+        await asyncio.wait_for(second.wait(), 10)
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    # Each failure (a third may come before the cancellation).
+    assert {(r.levelname, r.exc_info is not None) for r in caplog.records} == {("ERROR", True)}
+    assert [r.getMessage() for r in caplog.records[:2]] == ["broken failed (1 in a row)", "broken failed (2 in a row)"]

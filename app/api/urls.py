@@ -3,9 +3,9 @@ from ninja import NinjaAPI
 from app.api.auth import Caller
 from app.api.bulk import router as bulk_router
 from app.api.contracts import router as contracts_router
-from app.api.disk_full import refuse_when_disk_full
 from app.api.grants import router as grants_router
 from app.api.messages import router as messages_router
+from app.api.outages import refuse_during_outages
 from app.api.outbox import router as outbox_router
 from app.api.tokens import router as tokens_router
 from app.api.topic_resources import router as topic_resources_router
@@ -31,4 +31,4 @@ api.add_router("/", workers_router)
 # Its own auth (app/api/worker_auth.py): a worker's token, which Caller refuses.
 api.add_router("/", worker_polling_router)
 refuse_nul(api)
-refuse_when_disk_full(api)
+refuse_during_outages(api)

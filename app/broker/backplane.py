@@ -25,6 +25,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from app.broker.hub import Delivered
+from app.outages import OutageLog
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class LayerBackplane(LocalBackplane):
                 logger.warning("backplane backlog full: %d messages dropped so far", self.dropped)
 
     async def _send_loop(self) -> None:
-        failures = 0
+        outages = OutageLog(logger, "backplane send")
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -232,15 +233,14 @@ class LayerBackplane(LocalBackplane):
                         self._trim()
                         raise
                     self.sent += len(batch)
-                failures = 0
+                outages.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Redis is away: keep what is unsent (bounded) and retry; stored messages are
                 # also repaired from the database, so dropping the oldest is safe.
-                failures += 1
-                logger.exception("backplane send failed (%d in a row)", failures)
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                outages.failed(exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**outages.failures))
                 self._wakeup.set()
 
     def _next_batch(self) -> list[tuple[str, dict[str, Any], int]]:
@@ -291,17 +291,16 @@ class LayerBackplane(LocalBackplane):
             "work.aborted": lambda m: receiver.remote_work_aborted(m["request_id"], m["worker_id"]),
             "work.connected": lambda m: receiver.remote_worker_connected(m["worker_id"], m["connected_at"]),
         }
-        failures = 0
+        outages = OutageLog(logger, "backplane receive")
         while True:
             try:
                 message = await self.layer.receive(self.channel)
-                failures = 0
+                outages.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                failures += 1
-                logger.exception("backplane receive failed (%d in a row)", failures)
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+            except Exception as exc:
+                outages.failed(exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**outages.failures))
                 continue
             if message.get("origin") == self.origin:
                 continue

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import InterfaceError, OperationalError, connection
 
 from app.broker.services import Op, OpResult, write_batch
-from app.full_disk import disk_full
+from app.outages import OutageLog, outage
 from app.server.metrics import TALLY
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class GroupCommitWriter:
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self.batches = 0
         self.rows = 0
+        # An outage of the database is one line as it starts and one as it ends, not one per batch.
+        self._outages = OutageLog(logger, "group commit")
 
     def submit(self, op: Op, done: Done | None = None, size: int = 0) -> None:
         """Queue ``op``; ``done`` gets its result after the commit. Never blocks. ``size``: the
@@ -152,7 +154,8 @@ class GroupCommitWriter:
             self.pending_bytes -= sum(size for _, _, size, _ in batch)
             for (_, done, _, submitted), result in zip(batch, results, strict=True):
                 if done is None:
-                    if isinstance(result, Exception):
+                    # One of an outage's failures was logged as the outage started.
+                    if isinstance(result, Exception) and outage(result) is None:
                         logger.warning("unacknowledged write failed: %s", result)
                     continue
                 TALLY.producer_ack_seconds.observe(committed - submitted)
@@ -180,14 +183,13 @@ class GroupCommitWriter:
 
     async def _commit(self, ops: list[Op]) -> list[OpResult]:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, ops)
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, ops)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # The database is unreachable or broken: every op of the batch fails, and each
             # producer hears so (an error ack, never a false ok).
-            if disk_full(exc):
-                logger.warning("group commit of %d ops failed, the database's disk is full: %s", len(ops), exc)
-            else:
-                logger.exception("group commit of %d ops failed", len(ops))
+            self._outages.failed(exc, f" of {len(ops)} ops")
             return [exc] * len(ops)
+        self._outages.succeeded()
+        return results

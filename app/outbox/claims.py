@@ -98,7 +98,7 @@ WHERE id IN (
       {{skip_targets}}
       AND NOT EXISTS (
           SELECT 1 FROM {_TABLE} e WHERE e.key = o.key AND e.id < o.id AND e.status NOT IN ({{settled}})
-            {{not_own}})
+            {{open_by_key}} {{not_own}})
     ORDER BY o.id LIMIT %s {{lock}}
 ) RETURNING {_COLUMNS}
 """
@@ -107,9 +107,19 @@ WHERE id IN (
 # decided in Python (a NOT EXISTS per candidate would be quadratic in a key's backlog).
 _QUEUED = f"""
 SELECT id, key, status, claimed_until FROM {_TABLE}
-WHERE key IN ({{keys}}) AND id > %s AND status NOT IN ({{settled}})
+WHERE key IN ({{keys}}) AND id > %s AND status NOT IN ({{settled}}) {{open_by_key}}
 ORDER BY id LIMIT %s {{lock}}
 """
+
+
+def _open_by_key(alias: str = "") -> str:
+    """The condition of the ``outbox_open_by_key`` index, repeated word for word on SQLite: its
+    planner uses a partial index only when the query states the index's condition itself (it does
+    not infer it from ``NOT IN``), and without it each claim walked every earlier row of the table,
+    a cost that grew with the published rows (in a soak, the claims' share of the server's time tripled
+    within four minutes).
+    PostgreSQL proves the implication itself; the redundant term would only skew its estimates."""
+    return f"AND NOT ({alias}status = 'published')" if connection.vendor == "sqlite" else ""
 
 
 def _moment(value: Any) -> datetime:
@@ -169,6 +179,7 @@ def _claim(
         settled=_settled_statuses(),
         lock="FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
         not_own="AND NOT (e.status = 'processing' AND e.claimed_by = %s)" if behind_own else "",
+        open_by_key=_open_by_key("e."),
     )
     first: list[tuple[str, list[Any]]] = []
     if published:
@@ -195,7 +206,7 @@ def _claim(
         room = limit - len(rows)
         if head_of and room > 0 and successors:
             queued_sql = _QUEUED.format(
-                keys=", ".join(["%s"] * len(head_of)), settled=_settled_statuses(),
+                keys=", ".join(["%s"] * len(head_of)), settled=_settled_statuses(), open_by_key=_open_by_key(),
                 lock="FOR UPDATE" if connection.features.has_select_for_update else "",
             )
             # Twice the room: events behind a key's first blocker are read and left.

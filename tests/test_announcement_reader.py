@@ -153,3 +153,12 @@ async def test_change_committed_late_below_the_start_is_applied(reader: Announce
         reader.runtime.topic_view(outcome["slug"], AnonymousUser(), "anonymous"), TIMEOUT_S
     )
     assert view is not None and view.slug == outcome["slug"]
+
+
+def test_read_gives_rows_after_the_cursor_and_committed_holes_in_id_order() -> None:
+    """``read`` answers the rows beyond its cursor and those of its holes, each once, by id."""
+    for _ in range(4):
+        announcements.record_rights(make_topic(), exists=True, response=False, origin="")
+    newest = sorted(announcements.newest_ids()[:4])
+    rows = announcements.read(newest[2], [newest[0], newest[2] + 1])
+    assert [row.id for row in rows] == [newest[0], newest[3]]

@@ -20,7 +20,7 @@ from django.db.models import BinaryField, Case, Q, When
 from pydantic import ValidationError
 
 from app import codec
-from app.broker.announcements import START_HOLES
+from app.broker.announcements import START_HOLES, past_cursor
 from app.outbox.models import OutboxEvent
 from app.work.events import SOURCE, WorkRequestEvent, WorkRequestState, state_fields
 from app.work.models import FINAL, WorkRequest
@@ -45,15 +45,13 @@ def newest_ids() -> list[int]:
 def read_changes(after: int, holes: list[int], limit: int) -> list[OutboxRow]:
     """The outbox rows after ``after`` and those of ``holes`` that committed meanwhile, by id, at
     most ``limit``; only work request events carry their data."""
-    where = Q(id__gt=after)
-    if holes:
-        where |= Q(id__in=holes)
     rows = (
-        OutboxEvent.objects.filter(where).order_by("id")
+        OutboxEvent.objects.order_by()
         .annotate(work_data=Case(When(source=SOURCE, then="data"), output_field=BinaryField()))
-        .values_list("id", "work_data")[:limit]
+        .values_list("id", "work_data")
     )
-    return [OutboxRow(pk, None if data is None else _event(pk, bytes(data))) for pk, data in rows]
+    read = past_cursor(rows, after, holes)[:limit]
+    return [OutboxRow(pk, None if data is None else _event(pk, bytes(data))) for pk, data in read]
 
 
 def _event(pk: int, data: bytes) -> WorkRequestEvent | None:

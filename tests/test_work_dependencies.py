@@ -38,6 +38,15 @@ def test_failure_cascades_transitively() -> None:
     assert (grandchild.status, grandchild.cascaded_from_id) == (Status.COMPLETED, child.pk)
 
 
+def test_failure_reaches_dependents_beyond_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dependents are read in chunks of ids; a failure ends those of every chunk."""
+    monkeypatch.setattr("app.work.transitions.DEPENDENTS_CHUNK", 2)
+    parent = running()
+    children = [pending(dependencies=[parent.pk]) for _ in range(5)]
+    complete(parent.pk, Result.FAILURE)
+    assert {reload(child).status for child in children} == {Status.COMPLETED}
+
+
 def test_successful_parent_leaves_its_dependent_pending() -> None:
     """Success ends nothing: the dependent becomes runnable."""
     parent = running()

@@ -22,6 +22,7 @@ from tests.handshake_strategies import (
     JAVA_BOOLEANS,
     JAVA_INTEGERS,
     MESSAGE_IDS,
+    NUL,
     PULSAR_SEGMENTS,
     RAW_TEXT,
     SUBSCRIPTION_TYPES,
@@ -48,7 +49,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
 
 
 def texts() -> st.SearchStrategy[str]:
-    return TEXT.map(encoded)
+    return st.one_of(TEXT.map(encoded), NUL)
 
 
 def topic_names(state: Fuzzed) -> list[str]:

@@ -69,13 +69,14 @@ $(AUDIT_VENV)/.installed: Makefile
 audit: install-dev $(AUDIT_VENV)/.installed
 	$(BIN)/python .ci/audit.py --python $(BIN)/python --pip-audit $(AUDIT_VENV)/bin/pip-audit
 
-# The fuzzing's long profile: every websocket endpoint (tests/test_fuzz_*.py) and the HTTP API
+# The fuzzing's long profile: every websocket endpoint and handshake (tests/test_fuzz_*.py) and the HTTP API
 # (tests/test_api_fuzz.py) with FUZZ_EXAMPLES generated inputs per endpoint or operation (make test runs 10),
 # on a random seed printed first and on failure: `make fuzz FUZZ_SEED=N` replays a run. The per-test timeout
 # grows with the examples (an API operation's 300 examples outlast the suite's 120 s on a loaded machine).
 FUZZ_EXAMPLES ?= 300
 FUZZ_SEED     ?=
-FUZZ_TESTS    := tests/test_fuzz_dasf.py tests/test_fuzz_pulsar.py tests/test_fuzz_status_work.py tests/test_api_fuzz.py
+FUZZ_TESTS    := tests/test_fuzz_dasf.py tests/test_fuzz_pulsar.py tests/test_fuzz_status_work.py \
+                 tests/test_fuzz_handshakes.py tests/test_api_fuzz.py
 fuzz: install-dev
 	@seed=$(if $(FUZZ_SEED),$(FUZZ_SEED),$$(( (RANDOM << 15) | RANDOM ))); \
 	echo "make fuzz: seed $$seed, $(FUZZ_EXAMPLES) examples (replay: make fuzz FUZZ_SEED=$$seed)"; \

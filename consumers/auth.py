@@ -153,7 +153,11 @@ def same_origin(scope: dict[str, Any]) -> bool:
     origin = headers.get(b"origin")
     if origin is None:
         return True
-    return urlsplit(origin.decode("latin-1")).netloc == headers.get(b"host", b"").decode("latin-1")
+    try:
+        netloc = urlsplit(origin.decode("latin-1")).netloc
+    except ValueError:
+        return False  # no URL ("http://[::1": an IPv6 bracket left open): no page of this host sent it
+    return netloc == headers.get(b"host", b"").decode("latin-1")
 
 
 def token_auth_stack(inner: Any) -> Any:

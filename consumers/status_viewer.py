@@ -14,6 +14,7 @@ from app import codec
 from app.availability.board import SentApis
 from app.availability.services import TopicStatus, statuses
 from app.broker.hub import ANY_TOPIC
+from app.broker.naming import topic_name_error
 from app.broker.runtime import get_runtime
 from consumers.base import FrameConsumer
 from consumers.frames import StatusGoneFrame, StatusSyncedFrame, status_frame
@@ -28,7 +29,9 @@ class StatusViewerConsumer(FrameConsumer):
     metrics_kind = "status_viewer"
     async def on_connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        names = [s for s in query.get("topics", [""])[0].split(",") if s]
+        # A name no topic may have is never visible: not looked up (PostgreSQL's text holds no NUL, so
+        # one with a NUL failed the lookup and closed the socket with 1011, logging a traceback).
+        names = [s for s in query.get("topics", [""])[0].split(",") if topic_name_error(s) is None]
         if len(names) > MAX_TOPICS:
             self.refuse(f"at most {MAX_TOPICS} topics per status socket; showing the first {MAX_TOPICS}", None)
             del names[MAX_TOPICS:]

@@ -1,5 +1,6 @@
 """Harness of the websocket fuzz tests (tests/test_fuzz_*.py): a throwaway server, the endpoints'
-judges of what they answer, a bystander pair that must keep delivering, and the run of one example.
+judges of what they answer, a bystander pair that must keep delivering, and the run of one example
+(of frames on an open socket, or of one handshake: tests/test_fuzz_handshakes.py).
 
 One example is one connection: it sends a batch of generated frames, then a probe whose answer is
 recognisable, and reads until that answer. Every frame read on the way must be a well-formed refusal
@@ -14,6 +15,7 @@ SWITCHYARD_FUZZ_EXAMPLES sets the examples per endpoint, SWITCHYARD_FUZZ_SEED an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -24,7 +26,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Response
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -80,9 +83,9 @@ class Fuzzed:
         return f"ws://127.0.0.1:{self.server.port}/ws/"
 
 
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Fuzzed]:
-    """Start the server and make its topics (a DASF one, a Pulsar one, the bystanders') and keys (a
-    superuser's, a worker's) in one management process."""
+def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[Fuzzed]:
+    """Start the server (``env``: settings of its own) and make its topics (a DASF one, a Pulsar one,
+    the bystanders') and keys (a superuser's, a worker's) in one management process."""
     url = migrated_database_url(tmp_path_factory.mktemp(name), name)
     topics = {"dasf": "fuzz-dasf", "pulsar": "fuzz-pulsar", "bystander": "fuzz-bystander"}
     admin, worker = manage_many(
@@ -93,7 +96,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterat
         ("createtoken", "fuzz-admin", "--create-user", "--superuser"),
         ("createworker", "fuzz-worker"),
     )[3:]
-    server = start_server(url, MAX_FRAME_BYTES=str(FRAME_LIMIT))
+    server = start_server(url, MAX_FRAME_BYTES=str(FRAME_LIMIT), **env)
     base = f"ws://127.0.0.1:{server.port}/ws/"
     bystander = Bystander(base, topics["bystander"])
     try:
@@ -276,3 +279,98 @@ def read_until_probe(ws: ClientConnection, endpoint: Endpoint, number: int, sent
                 return
         elif endpoint.answers(reply, number):
             return
+
+
+# --- one handshake ----------------------------------------------------------------------------
+
+# What a refused handshake may answer: a client error. A 5xx is a defect (503 is documented for an
+# unreachable database or a connection closed while connecting, neither of which a fuzzed request
+# causes), and so is a handshake closed unanswered (the ASGI server's bare 403 has no body).
+REFUSAL_STATUSES = range(400, 500)
+# The close codes of a socket accepted and then refused by the DASF paths, each after an error frame
+# saying why (README "Close codes"): a worker's rejected token, no right to consume, no such endpoint
+# or a name no topic may have.
+REFUSED_AFTER_ACCEPT = frozenset({4401, 4403, 4404})
+# The probe of an accepted socket: every endpoint refuses a frame that is no JSON object, saying so.
+NOT_AN_OBJECT = "frame must be a JSON object"
+
+
+def target_connection(target: str) -> type[ClientConnection]:
+    """A client connection whose handshake asks for ``target`` (path and query) as given: websockets
+    would parse a URI, and so normalise it, and refuses one it cannot parse."""
+
+    class TargetConnection(ClientConnection):
+        def handshake(self, *args: Any, **kwargs: Any) -> None:
+            self.protocol.uri = dataclasses.replace(self.protocol.uri, path=target, query="")  # type: ignore[attr-defined]
+            super().handshake(*args, **kwargs)
+
+    return TargetConnection
+
+
+def run_handshake(state: Fuzzed, target: str, headers: dict[str, str]) -> None:
+    """Open a socket at ``target`` with ``headers``: refused with a 4xx and a clear body, or accepted
+    and then answering a probe (or refusing with an error frame and a documented close)."""
+    try:
+        ws = ws_connect(f"ws://127.0.0.1:{state.server.port}", additional_headers=headers, open_timeout=TIMEOUT_S,
+                        max_size=None, create_connection=target_connection(target))
+    except InvalidStatus as refused:
+        judge_refusal(refused.response)
+    else:
+        with ws:
+            probe_accepted(ws)
+    assert state.server.running, "server died:\n" + "".join(state.server.output[-50:])
+    state.bystander.check()
+
+
+def judge_refusal(response: Response) -> None:
+    """A refused handshake: a 4xx whose body says why (JSON ``error`` from the consumers, ``detail``
+    from the HTTP bounds, plain text from uvicorn's and websockets' parsers)."""
+    status, body = response.status_code, response.body
+    assert status in REFUSAL_STATUSES, f"handshake answered {status}: {body[:300]!r}"
+    assert body.strip(), f"handshake refused with {status} and no body"
+    if response.headers.get("content-type") == "application/json":
+        refusal = json.loads(body)
+        reason = refusal.get("error", refusal.get("detail")) if isinstance(refusal, dict) else None
+        assert isinstance(reason, str) and reason, f"a refusal without error or detail: {body[:300]!r}"
+
+
+def probe_accepted(ws: ClientConnection) -> None:
+    """Send the probe; read, judging each frame, until its refusal or a documented close after an
+    error frame."""
+    with contextlib.suppress(ConnectionClosed):
+        ws.send("[]")  # closed already: judged below, from its frames and close code
+    refused = False
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            raw = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"no answer to the probe within {TIMEOUT_S} s") from None
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd is not None else 1006
+            assert code in REFUSED_AFTER_ACCEPT, f"closed with {code} ({closed.rcvd}) before answering the probe"
+            assert refused, f"closed with {code} without an error frame first"
+            return
+        assert isinstance(raw, str), f"a binary frame from the server: {raw!r}"
+        reply = json.loads(raw)
+        assert isinstance(reply, dict), reply
+        reason = reply.get("errorMsg", reply.get("error", reply.get("reason")))
+        if reason == NOT_AN_OBJECT:
+            return
+        judge_any(reply)
+        refused = refused or reason is not None
+
+
+def judge_any(reply: dict[str, Any]) -> None:
+    """A frame of any endpoint: what one of the judges above takes, or a worker's rejection."""
+    if reply.get("type") == "connection_rejected":
+        assert isinstance(reply.get("reason"), str) and reply["reason"], reply
+        return
+    failures = []
+    for judge in (judge_error, judge_ack, judge_worker):
+        try:
+            judge(reply)
+            return
+        except AssertionError as failed:
+            failures.append(str(failed))
+    raise AssertionError(f"no endpoint sends {reply}: {failures}")

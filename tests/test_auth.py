@@ -65,3 +65,15 @@ async def test_session_from_another_origin_is_ignored(server):
     headers = {"Cookie": f"sessionid={client.cookies['sessionid'].value}", "Origin": "http://evil.example"}
     ws = await connect(f"{server.ws}{slug}/s", headers)
     assert "error" in (await recv_json(ws))["result"]
+
+
+async def test_session_with_unparsable_origin_is_ignored(server):
+    """An Origin that is no URL (an IPv6 bracket left open) ignores the session, as another origin's
+    does, instead of failing the handshake with 500."""
+    user = make_user()
+    slug = private_topic_for(user)
+    client = Client()
+    client.force_login(user)
+    headers = {"Cookie": f"sessionid={client.cookies['sessionid'].value}", "Origin": "http://[::1"}
+    ws = await connect(f"{server.ws}{slug}/s", headers)
+    assert "error" in (await recv_json(ws))["result"]

@@ -38,6 +38,13 @@ async def test_second_producer_with_same_name_is_409(server: ServerProcess) -> N
     assert status == 409 and "twin" in error, error
 
 
+async def test_name_with_nul_is_400(server: ServerProcess) -> None:
+    """A producerName holding NUL is refused with 400 on every backend (on PostgreSQL its lease's insert
+    failed: 503 and a logged traceback)."""
+    status, error = await refusal(producer_url(server, make_topic(dasf=False), "?producerName=a%00b"))
+    assert status == 400 and "NUL" in error, error
+
+
 async def test_name_free_again_after_first_closes(server: ServerProcess) -> None:
     """Once the first producer closes, a producer with its name is accepted."""
     url = producer_url(server, make_topic(dasf=False), "?producerName=again")

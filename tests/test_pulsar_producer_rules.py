@@ -123,3 +123,9 @@ def test_missing_topic_decision(need: Need, allow_auto: bool, may_add: bool, exp
 def test_response_shaped_names_never_auto_created(need: Need, allow_auto: bool, expected: MissingTopic) -> None:
     """A missing name shaped like a response topic of an existing topic is never auto-created (its request makes it)."""
     assert missing_topic(need, allow_auto=allow_auto, may_add_topics=False, response_shaped=True) is expected
+
+
+def test_producer_name_with_nul_refused() -> None:
+    """A producerName holding NUL is a ValidationError (its lease row could not be stored on PostgreSQL)."""
+    with pytest.raises(ValidationError, match="NUL"):
+        ProducerParams.from_query(b"producerName=a%00b")

@@ -222,6 +222,15 @@ async def test_viewer_sees_only_visible_topics(server):
     assert (await recv_json(mine))["topic"] == private
 
 
+async def test_viewer_skips_names_no_topic_may_have(server):
+    """Names no topic may have (a NUL, a space) are not looked up: the viewer shows the valid one's status
+    (on PostgreSQL a NUL failed the lookup, closing the socket with 1011)."""
+    slug = make_topic()
+    viewer = await connect(f"{server.ws}status/?topics=a%00b,{slug},a%20b")
+    assert (await recv_json(viewer))["topic"] == slug
+    assert (await recv_json(viewer)) == {"type": "synced", "topics": 1}
+
+
 async def test_viewer_asking_for_too_many_topics(server):
     """A status socket asking for more than 500 topics gets an error frame and the first 500."""
     slug = make_topic()

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from app import codec
 from app.broker.announcements import PROCESS_ID
 from app.leases.models import Lease
 from app.pulsar.params import JavaBool, JavaInt, QueryParams
@@ -47,6 +48,15 @@ class ProducerParams(QueryParams):
     @classmethod
     def _blank_is_no_name(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("producerName")
+    @classmethod
+    def _storable_name(cls, value: str | None) -> str | None:
+        # The name is held in a lease row, and PostgreSQL's text holds no NUL (the lease's insert failed:
+        # a 503 and a traceback per handshake): refused with 400 on every backend.
+        if value is not None and "\x00" in value:
+            raise ValueError(codec.NUL_REFUSED)
+        return value
 
 
 def producer_lease_name(topic_id: int, producer_name: str) -> str:

@@ -10,10 +10,10 @@ tests/test_fuzz_dasf.py and its siblings fuzz the frames on sockets whose handsh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.frame_strategies import TEXT
@@ -61,15 +61,17 @@ def tokens(state: Fuzzed) -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(sorted(state.keys.values())), texts())
 
 
-def check(state: Fuzzed, paths: st.SearchStrategy[str]) -> None:
-    """Handshakes at ``paths`` (targets with their queries) with generated headers."""
+def check(state: Fuzzed, paths: st.SearchStrategy[str], pinned: Sequence[str] = ()) -> None:
+    """Handshakes at ``paths`` (targets with their queries) with generated headers; the ``pinned``
+    targets (defects found before, which generation reaches only now and then) first, without headers."""
 
-    @fuzzed
-    @given(paths, header_sets(state.keys, state.server.port))
-    def example(target: str, headers: dict[str, str]) -> None:
+    def handshake(target: str, headers: dict[str, str]) -> None:
         run_handshake(state, target, headers)
 
-    example()
+    test = given(paths, header_sets(state.keys, state.server.port))(handshake)
+    for target in pinned:
+        test = example(target, {})(test)
+    fuzzed(test)()
 
 
 def test_status_work_workers(state: Fuzzed) -> None:
@@ -112,7 +114,8 @@ def test_pulsar_producer(state: Fuzzed) -> None:
               "maxPendingMessages": JAVA_INTEGERS, "messageRoutingMode": enums, "compressionType": enums,
               "hashingScheme": enums, "initialSequenceId": JAVA_INTEGERS, "encryptionKeys": texts(),
               "token": tokens(state)}
-    check(state, targets(pulsar_path("producer", state), params))
+    pinned = [f"/ws/v2/producer/persistent/public/default/{state.topics['pulsar']}?producerName=a%00b"]
+    check(state, targets(pulsar_path("producer", state), params), pinned)
 
 
 def test_pulsar_consumer(state: Fuzzed) -> None:

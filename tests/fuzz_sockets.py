@@ -257,28 +257,39 @@ def run_example(state: Fuzzed, endpoint: Endpoint, frames: list[Frame]) -> None:
     state.bystander.check()
 
 
-def read_until_probe(ws: ClientConnection, endpoint: Endpoint, number: int, sent: int) -> None:
-    refusals = 0
+def replies(ws: ClientConnection, awaited: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects the server sends, each within what is left of TIMEOUT_S (``awaited`` names
+    what the test waits for); a close raises ``ConnectionClosed`` for the caller to judge."""
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         try:
             raw = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            raise AssertionError(f"no answer to probe {number} within {TIMEOUT_S} s") from None
-        except ConnectionClosed as closed:
-            code = closed.rcvd.code if closed.rcvd is not None else 1006
-            assert code in endpoint.closes, f"closed with {code} ({closed.rcvd}), not one of {set(endpoint.closes)}"
-            return
+            raise AssertionError(f"no answer to {awaited} within {TIMEOUT_S} s") from None
         assert isinstance(raw, str), f"a binary frame from the server: {raw!r}"
         reply = json.loads(raw)
         assert isinstance(reply, dict), reply
-        endpoint.judge(reply)
-        if endpoint.probe is None:
-            refusals += "errorMsg" in reply
-            if refusals == sent:
+        yield reply
+
+
+def close_code(closed: ConnectionClosed) -> int:
+    return closed.rcvd.code if closed.rcvd is not None else 1006
+
+
+def read_until_probe(ws: ClientConnection, endpoint: Endpoint, number: int, sent: int) -> None:
+    refusals = 0
+    try:
+        for reply in replies(ws, f"probe {number}"):
+            endpoint.judge(reply)
+            if endpoint.probe is None:
+                refusals += "errorMsg" in reply
+                if refusals == sent:
+                    return
+            elif endpoint.answers(reply, number):
                 return
-        elif endpoint.answers(reply, number):
-            return
+    except ConnectionClosed as closed:
+        code = close_code(closed)
+        assert code in endpoint.closes, f"closed with {code} ({closed.rcvd}), not one of {set(endpoint.closes)}"
 
 
 # --- one handshake ----------------------------------------------------------------------------
@@ -340,25 +351,17 @@ def probe_accepted(ws: ClientConnection) -> None:
     with contextlib.suppress(ConnectionClosed):
         ws.send("[]")  # closed already: judged below, from its frames and close code
     refused = False
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        try:
-            raw = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise AssertionError(f"no answer to the probe within {TIMEOUT_S} s") from None
-        except ConnectionClosed as closed:
-            code = closed.rcvd.code if closed.rcvd is not None else 1006
-            assert code in REFUSED_AFTER_ACCEPT, f"closed with {code} ({closed.rcvd}) before answering the probe"
-            assert refused, f"closed with {code} without an error frame first"
-            return
-        assert isinstance(raw, str), f"a binary frame from the server: {raw!r}"
-        reply = json.loads(raw)
-        assert isinstance(reply, dict), reply
-        reason = reply.get("errorMsg", reply.get("error", reply.get("reason")))
-        if reason == NOT_AN_OBJECT:
-            return
-        judge_any(reply)
-        refused = refused or reason is not None
+    try:
+        for reply in replies(ws, "the probe"):
+            reason = reply.get("errorMsg", reply.get("error", reply.get("reason")))
+            if reason == NOT_AN_OBJECT:
+                return
+            judge_any(reply)
+            refused = refused or reason is not None
+    except ConnectionClosed as closed:
+        code = close_code(closed)
+        assert code in REFUSED_AFTER_ACCEPT, f"closed with {code} ({closed.rcvd}) before answering the probe"
+        assert refused, f"closed with {code} without an error frame first"
 
 
 def judge_any(reply: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
@@ -10,6 +11,15 @@ from django.db import OperationalError
 
 from relays.periodic import MAX_BACKOFF_S, backoff_s, every
 from tests.full_disk import fill_up
+
+
+async def run_until(step: Callable[[], Awaitable[None]], name: str, done: asyncio.Event) -> None:
+    """Run ``every`` on ``step`` (a millisecond apart) until ``done`` is set, then cancel it."""
+    loop = asyncio.create_task(every(0.001, step, name))
+    await asyncio.wait_for(done.wait(), 10)
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
 
 
 def test_backoff_grows_and_is_capped():
@@ -31,11 +41,7 @@ async def test_full_disk_is_a_warning_line(caplog: pytest.LogCaptureFixture):
         fill_up()
 
     with caplog.at_level(logging.WARNING, logger="relays.periodic"):
-        loop = asyncio.create_task(every(0.001, step, "filling"))
-        await asyncio.wait_for(third.wait(), 10)
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
+        await run_until(step, "filling", third)
     assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
     assert "filling failed, the database's disk is full" in caplog.records[0].getMessage()
 
@@ -54,11 +60,7 @@ async def test_unreachable_database_is_a_line_as_it_starts_and_as_it_ends(caplog
         recovered.set()
 
     with caplog.at_level(logging.WARNING, logger="relays.periodic"):
-        loop = asyncio.create_task(every(0.001, step, "resync"))
-        await asyncio.wait_for(recovered.wait(), 10)
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
+        await run_until(step, "resync", recovered)
     assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None), ("WARNING", None)]
     assert "resync failed, the database is unreachable" in caplog.records[0].getMessage()
     assert "resync: the database is reachable again after 3 failures over" in caplog.records[1].getMessage()
@@ -77,11 +79,7 @@ async def test_unknown_failure_is_an_error_each_time(caplog: pytest.LogCaptureFi
         raise KeyError("a bug")
 
     with caplog.at_level(logging.WARNING, logger="relays.periodic"):
-        loop = asyncio.create_task(every(0.001, step, "broken"))
-        await asyncio.wait_for(second.wait(), 10)
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
+        await run_until(step, "broken", second)
     # Each failure (a third may come before the cancellation).
     assert {(r.levelname, r.exc_info is not None) for r in caplog.records} == {("ERROR", True)}
     assert [r.getMessage() for r in caplog.records[:2]] == ["broken failed (1 in a row)", "broken failed (2 in a row)"]

@@ -29,13 +29,15 @@ class StatusViewerConsumer(FrameConsumer):
     metrics_kind = "status_viewer"
     async def on_connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        asked = [s for s in query.get("topics", [""])[0].split(",") if s]
         # A name no topic may have is never visible: not looked up (PostgreSQL's text holds no NUL, so
         # one with a NUL failed the lookup and closed the socket with 1011, logging a traceback).
-        names = [s for s in query.get("topics", [""])[0].split(",") if topic_name_error(s) is None]
+        names = [s for s in asked if topic_name_error(s) is None]
         if len(names) > MAX_TOPICS:
             self.refuse(f"at most {MAX_TOPICS} topics per status socket; showing the first {MAX_TOPICS}", None)
             del names[MAX_TOPICS:]
-        self.only = set(names) or None
+        # Only invalid names asked for: none is shown (as for missing ones), not every topic.
+        self.only = set(names) if asked else None
         self.runtime = get_runtime()
         self.visible: set[str] = set()
         self.apis_sent = SentApis()

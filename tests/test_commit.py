@@ -113,3 +113,35 @@ async def test_flush_waits_for_lingering_acks():
     await asyncio.wait_for(writer.flush(), 5)
     assert written == [1, 2]
     await writer.stop()
+
+
+def failing_op_by_op(ops):
+    """What write_batch returns when a batch fell back to one op at a time (after a duplicate) and
+    each op then met a full disk: the errors as results, nothing raised."""
+    try:
+        fill_up()
+    except OperationalError as exc:
+        return [exc] * len(ops)
+
+
+async def test_an_outage_met_op_by_op_is_logged(caplog: pytest.LogCaptureFixture):
+    """Ops failing one at a time on an outage (no commit raised) log its start: an unacked one is not lost unlogged."""
+    writer = GroupCommitWriter(apply=failing_op_by_op)
+    with caplog.at_level(logging.WARNING, logger="app.broker.commit"):
+        writer.submit(1)
+        await writer.flush()
+    await writer.stop()
+    assert [(r.levelname, "disk is full" in r.getMessage()) for r in caplog.records] == [("WARNING", True)]
+
+
+async def test_an_outage_met_op_by_op_is_no_end_of_it(caplog: pytest.LogCaptureFixture):
+    """A batch whose ops all failed on the outage under way does not log that outage as ended; the next commit does."""
+    batches = iter([lambda ops: fill_up(), failing_op_by_op, list])
+    writer = GroupCommitWriter(apply=lambda ops: next(batches)(ops))
+    with caplog.at_level(logging.WARNING, logger="app.broker.commit"):
+        results = [await writer.write(n) for n in range(3)]
+    await writer.stop()
+    assert [isinstance(result, OperationalError) for result in results] == [True, True, False]
+    assert [r.getMessage().split(" (")[0].split(" over ")[0] for r in caplog.records] == [
+        "group commit of 1 ops failed, the database's disk is full",
+        "group commit: the database's disk has room again after 2 failures"]

@@ -231,6 +231,13 @@ async def test_viewer_skips_names_no_topic_may_have(server):
     assert (await recv_json(viewer)) == {"type": "synced", "topics": 1}
 
 
+async def test_viewer_asking_only_for_names_no_topic_may_have_sees_none(server):
+    """A viewer that named only topics no topic may have is shown none, as for missing ones, not every topic."""
+    make_topic()
+    viewer = await connect(f"{server.ws}status/?topics=a%00b,a%20b")
+    assert (await recv_json(viewer)) == {"type": "synced", "topics": 0}
+
+
 async def test_viewer_asking_for_too_many_topics(server):
     """A status socket asking for more than 500 topics gets an error frame and the first 500."""
     slug = make_topic()

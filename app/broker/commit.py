@@ -191,5 +191,12 @@ class GroupCommitWriter:
             # producer hears so (an error ack, never a false ok).
             self._outages.failed(exc, f" of {len(ops)} ops")
             return [exc] * len(ops)
-        self._outages.succeeded()
+        # A batch retried op by op (write_batch, after a duplicate) returns its ops' failures: one of
+        # an outage is that outage going on, not its end, and it is logged as it starts (the results
+        # of unacknowledged ops are not logged one by one).
+        met = next((r for r in results if isinstance(r, Exception) and outage(r) is not None), None)
+        if met is None:
+            self._outages.succeeded()
+        else:
+            self._outages.failed(met, f" of {len(ops)} ops")
         return results

@@ -83,9 +83,11 @@ class Fuzzed:
         return f"ws://127.0.0.1:{self.server.port}/ws/"
 
 
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[Fuzzed]:
+def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str,
+                  extra: tuple[tuple[str, ...], ...] = (), **env: str) -> Iterator[Fuzzed]:
     """Start the server (``env``: settings of its own) and make its topics (a DASF one, a Pulsar one,
-    the bystanders') and keys (a superuser's, a worker's) in one management process."""
+    the bystanders') and keys (a superuser's, a worker's) in one management process, running the
+    module's ``extra`` management commands there too (topics of its own)."""
     url = migrated_database_url(tmp_path_factory.mktemp(name), name)
     topics = {"dasf": "fuzz-dasf", "pulsar": "fuzz-pulsar", "bystander": "fuzz-bystander"}
     admin, worker = manage_many(
@@ -95,7 +97,8 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: st
         ("dasf_topic", topics["bystander"], "--new", "--anonymous"),
         ("createtoken", "fuzz-admin", "--create-user", "--superuser"),
         ("createworker", "fuzz-worker"),
-    )[3:]
+        *extra,
+    )[3:5]
     server = start_server(url, MAX_FRAME_BYTES=str(FRAME_LIMIT), **env)
     base = f"ws://127.0.0.1:{server.port}/ws/"
     bystander = Bystander(base, topics["bystander"])

@@ -5,15 +5,31 @@ tests/test_bad_input_*.py pin the individual refusals; this goes wide over gener
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from tests.frame_strategies import CONTEXTS, JSON, PAYLOADS, TEXT, VALUES, Frame, batches, message_ids, shaped, uuids
+from tests.fuzz_acks import (
+    ACTIONS,
+    MESSAGES,
+    Action,
+    Ledger,
+    Rules,
+    Side,
+    assert_owed_redelivered,
+    await_deliveries,
+    check_server,
+    consumer,
+    fuzz_consumer,
+    open_ws,
+    publish,
+)
 from tests.fuzz_sockets import (
     FRAME_LIMIT,
     HARD_LIMIT,
@@ -32,10 +48,15 @@ from tests.fuzz_sockets import (
     run_example,
 )
 
+# The storing topics of the ack fuzzing (the topics above fill with what the other tests send).
+ACK_TOPICS = {"cache": "fuzz-acks-cache", "store": "fuzz-acks-store"}
+
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    yield from fuzzed_server(tmp_path_factory, "fuzz-dasf")
+    extra = tuple(("dasf_topic", slug, "--new", "--store-messages", policy) for policy, slug in ACK_TOPICS.items())
+    # The ack fuzzing opens several sockets an example, faster than the default connect rate.
+    yield from fuzzed_server(tmp_path_factory, "fuzz-dasf", extra=extra, CONNECT_RATE_PER_PRINCIPAL_PER_S="0")
 
 
 # Hypothesis warns of the reprs of large frames when it reports a failure: large frames are meant.
@@ -78,6 +99,35 @@ def test_consumer(state: Fuzzed) -> None:
         run_example(state, endpoint, frames)
 
     example()
+
+
+def test_consumer_acks(state: Fuzzed) -> None:
+    """Acks, refusals and reconnects built from a DASF consumer's real deliveries: each frame taken or
+    refused as it must be; then the principal is sent again exactly what it did not ack (delivery state
+    is per principal, the same under cache and store), and another topic's consumer still gets the
+    message whose id was acked here."""
+    with contextlib.ExitStack() as sockets:
+        producers = {policy: sockets.enter_context(open_ws(state, slug)) for policy, slug in ACK_TOPICS.items()}
+
+        @fuzzed
+        @given(st.sampled_from(sorted(ACK_TOPICS)), MESSAGES, st.lists(ACTIONS, max_size=16))
+        def example(policy: str, count: int, actions: list[Action]) -> None:
+            note(f"{policy=} {count=} {actions=}")
+            other = "store" if policy == "cache" else "cache"
+            side = Side(f"{ACK_TOPICS[policy]}/acks", Rules())
+            foreign_side = Side(f"{ACK_TOPICS[other]}/acks", Rules())
+            with consumer(state, foreign_side) as foreign_ws:
+                foreign = publish(producers[other], f"foreign-{next(state.probes)}")
+                await_deliveries(foreign_ws, {foreign})
+                with consumer(state, side) as ws:
+                    ledger = Ledger([publish(producers[policy], f"acked-{next(state.probes)}")
+                                     for _ in range(count)], side.rules)
+                    fuzz_consumer(state, side, ws, ledger, [foreign], actions)
+            assert_owed_redelivered(state, side, producers[policy], ledger)
+            assert_owed_redelivered(state, foreign_side, producers[other], Ledger([foreign], foreign_side.rules))
+            check_server(state)
+
+        example()
 
 
 def answer_properties(state: Fuzzed) -> st.SearchStrategy[dict[str, Any]]:

@@ -6,11 +6,14 @@ keeps delivering, the server logs no ERROR and its memory stays bounded (tests/f
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import given, note
 from hypothesis import strategies as st
+from websockets.sync.client import ClientConnection
 
 from tests.frame_strategies import (
     CONTEXTS,
@@ -23,6 +26,21 @@ from tests.frame_strategies import (
     batches,
     message_ids,
     shaped,
+)
+from tests.fuzz_acks import (
+    ACTIONS,
+    MESSAGES,
+    Action,
+    Ledger,
+    Rules,
+    Side,
+    assert_owed_redelivered,
+    await_deliveries,
+    check_server,
+    consumer,
+    fuzz_consumer,
+    open_ws,
+    publish,
 )
 from tests.fuzz_sockets import (
     CLOSE_TOO_BIG,
@@ -51,9 +69,16 @@ PREFIX = "v2/{kind}/persistent/public/default"
 CLOSE_NORMAL = 1000  # after an unsubscribe that was taken
 
 
+# The storing topics (Pulsar semantics) of the ack fuzzing.
+ACK_TOPICS = {"cache": "fuzz-acks-cache", "store": "fuzz-acks-store"}
+
+
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    yield from fuzzed_server(tmp_path_factory, "fuzz-pulsar")
+    extra = tuple(("dasf_topic", slug, "--new", "--no-dasf", "--store-messages", policy)
+                  for policy, slug in ACK_TOPICS.items())
+    # The ack fuzzing opens several sockets an example, faster than the default connect rate.
+    yield from fuzzed_server(tmp_path_factory, "fuzz-pulsar", extra=extra, CONNECT_RATE_PER_PRINCIPAL_PER_S="0")
 
 
 def path(state: Fuzzed, kind: str, rest: str = "") -> str:
@@ -117,6 +142,47 @@ def test_reader(state: Fuzzed) -> None:
         run_example(state, endpoint, frames)
 
     example()
+
+
+def permits(ws: ClientConnection) -> None:
+    """A pull consumer's credit for everything an example publishes (more comes from the fuzzing)."""
+    ws.send(json.dumps({"type": "permit", "permitMessages": 100}))
+
+
+SUBSCRIPTION_TYPES = ["Exclusive", "Shared", "Failover", "Key_Shared"]
+
+
+def test_consumer_acks(state: Fuzzed) -> None:
+    """Acks, negative acks, permits and reconnects built from a Pulsar consumer's real deliveries
+    (push or pull mode, every subscription type): each frame taken or refused as it must be; then the
+    subscription is sent again exactly what it did not ack (its cursor, the same under cache and store,
+    nacked messages included), and another subscription of the topic still gets every message."""
+    with contextlib.ExitStack() as sockets:
+        producers = {policy: sockets.enter_context(open_ws(state, f"{PREFIX.format(kind='producer')}/{slug}"))
+                     for policy, slug in ACK_TOPICS.items()}
+
+        @fuzzed
+        @given(st.sampled_from(sorted(ACK_TOPICS)), st.sampled_from(SUBSCRIPTION_TYPES), st.booleans(), MESSAGES,
+               st.lists(ACTIONS, max_size=16))
+        def example(policy: str, kind: str, pull: bool, count: int, actions: list[Action]) -> None:
+            note(f"{policy=} {kind=} {pull=} {count=} {actions=}")
+            other = "store" if policy == "cache" else "cache"
+            subscription = f"{PREFIX.format(kind='consumer')}/{ACK_TOPICS[policy]}/acks-{next(state.probes)}"
+            query = f"?subscriptionType={kind}" + ("&pullMode=true" if pull else "")
+            rules = Rules(pulsar=True, pull=pull)
+            side = Side(subscription + query, rules, permits if pull else lambda ws: None)
+            other_side = Side(f"{subscription}-other?subscriptionType=Shared", Rules(pulsar=True))
+            foreign = publish(producers[other], f"foreign-{next(state.probes)}")
+            with consumer(state, other_side) as other_ws, consumer(state, side) as ws:
+                ledger = Ledger([publish(producers[policy], f"acked-{next(state.probes)}") for _ in range(count)],
+                                rules)
+                await_deliveries(other_ws, set(ledger.published))
+                fuzz_consumer(state, side, ws, ledger, [foreign], actions)
+            assert_owed_redelivered(state, side, producers[policy], ledger)
+            assert_owed_redelivered(state, other_side, producers[policy], Ledger(ledger.published, other_side.rules))
+            check_server(state)
+
+        example()
 
 
 def test_memory_bounded(state: Fuzzed) -> None:

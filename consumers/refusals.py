@@ -7,10 +7,11 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError
 
 from app import codec
 from app.broker.admission import Refusal
+from app.outages import outage
 from consumers.frames import HandshakeRefusal
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,12 @@ DATABASE_ERRORS = (DatabaseError, InterfaceError)
 
 def database_failed(exc: Exception) -> Refusal:
     """The 503 answering a handshake whose lookups failed in the database (the client retries),
-    rather than the ASGI server's bare 403 for a handshake closed unanswered. An unreachable
-    database is logged without a traceback: during an outage every handshake meets it."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.warning("handshake refused with 503, the database is unreachable: %s", exc)
-    else:
+    rather than the ASGI server's bare 403 for a handshake closed unanswered. An outage (the
+    database unreachable, its disk full: app/outages.py) is logged without a traceback, since
+    during one every handshake meets it; any other failure is a defect, logged with its traceback."""
+    found = outage(exc)
+    if found is None:
         logger.error("handshake refused with 503, the database failed", exc_info=exc)
-    return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unreachable; try again")
+        return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the database failed; try again")
+    logger.warning("handshake refused with 503, %s: %s", found.value, exc)
+    return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, f"{found.value}; try again")

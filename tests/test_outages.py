@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.outages import Outage, OutageLog, outage
+from consumers.refusals import database_failed
 from tests.full_disk import fill_up
 
 pytestmark = pytest.mark.database_agnostic
@@ -216,3 +217,23 @@ def test_failures_in_a_row_count_for_back_off():
     assert log.failures == 2
     log.succeeded()
     assert (log.failures, log.current) == (0, None)
+
+
+# --- handshakes ---------------------------------------------------------------------------------
+
+
+def test_handshake_meeting_an_unreachable_database_is_a_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A handshake refused because the database is unreachable: 503 naming it, one WARNING, no traceback."""
+    with caplog.at_level(logging.WARNING, logger="consumers.refusals"):
+        refusal = database_failed(wrapped(refused_by_postgres()))
+    assert (refusal.status, refusal.reason) == (503, "the database is unreachable; try again")
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+
+
+def test_handshake_meeting_a_database_defect_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A handshake whose query fails for another reason (a table gone) is still a 503, logged as an ERROR
+    with its traceback: an OperationalError is no outage by itself."""
+    with caplog.at_level(logging.WARNING, logger="consumers.refusals"):
+        refusal = database_failed(wrapped(sqlite3.OperationalError("no such table: broker_topic")))
+    assert (refusal.status, refusal.reason) == (503, "the database failed; try again")
+    assert [r.levelname for r in caplog.records] == ["ERROR"] and caplog.records[0].exc_info is not None

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from tests.frame_strategies import Frame, b64
+from tests.frame_strategies import Frame, b64, batches
 from tests.servers import ServerProcess, manage_many, memory_kib, migrated_database_url, server_env, start_server
 
 EXAMPLES = int(os.environ.get("SWITCHYARD_FUZZ_EXAMPLES", "10"))
@@ -239,6 +240,19 @@ class Endpoint:
 def open_socket(state: Fuzzed, endpoint: Endpoint) -> ClientConnection:
     headers = {"Authorization": f"Token {state.keys[endpoint.key]}"}
     return ws_connect(state.base + endpoint.path, additional_headers=headers, open_timeout=TIMEOUT_S, max_size=None)
+
+
+def fuzz_frames(state: Fuzzed, endpoints: Endpoint | list[Endpoint], valid: st.SearchStrategy[dict[str, Any]]) -> None:
+    """The fuzzing of one endpoint (or of one drawn per example): batches of ``valid`` frames and
+    their hostile variants, each run as one example (``run_example``)."""
+    drawn = st.just(endpoints) if isinstance(endpoints, Endpoint) else st.sampled_from(endpoints)
+
+    @fuzzed
+    @given(drawn, batches(valid, FRAME_LIMIT, HARD_LIMIT))
+    def example(endpoint: Endpoint, frames: list[Frame]) -> None:
+        run_example(state, endpoint, frames)
+
+    example()
 
 
 def run_example(state: Fuzzed, endpoint: Endpoint, frames: list[Frame]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from tests.frame_strategies import CONTEXTS, JSON, PAYLOADS, TEXT, VALUES, Frame, batches, message_ids, shaped, uuids
+from tests.frame_strategies import CONTEXTS, JSON, PAYLOADS, TEXT, VALUES, message_ids, shaped, uuids
 from tests.fuzz_acks import (
     ACTIONS,
     MESSAGES,
@@ -31,21 +31,19 @@ from tests.fuzz_acks import (
     publish,
 )
 from tests.fuzz_sockets import (
-    FRAME_LIMIT,
-    HARD_LIMIT,
     TEST_TIMEOUT_S,
     Endpoint,
     Fuzzed,
     ack_probe,
     acks_probe,
     assert_memory_bounded,
+    fuzz_frames,
     fuzzed,
     fuzzed_server,
     judge_ack,
     judge_error,
     producer_probe,
     refuses_probe,
-    run_example,
 )
 
 # The storing topics of the ack fuzzing (the topics above fill with what the other tests send).
@@ -72,13 +70,7 @@ PUBLISH = shaped({"payload": PAYLOADS, "properties": PROPERTIES, "context": CONT
 def test_producer(state: Fuzzed) -> None:
     """Generated frames on a DASF producer socket each get an ok or send-error ack."""
     endpoint = Endpoint(f"{state.topics['dasf']}", judge_ack, producer_probe, acks_probe)
-
-    @fuzzed
-    @given(batches(PUBLISH, FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, PUBLISH)
 
 
 CONTROL_TYPES = st.one_of(st.sampled_from(["permit", "negativeAcknowledge", "isEndOfTopic", "unsubscribe", "ping"]),
@@ -92,13 +84,7 @@ CONSUMER_FRAMES = st.one_of(
 def test_consumer(state: Fuzzed) -> None:
     """Generated frames on a DASF consumer socket each get an error frame (or leave it delivering)."""
     endpoint = Endpoint(f"{state.topics['dasf']}/fuzz-sub", judge_error, ack_probe, refuses_probe)
-
-    @fuzzed
-    @given(batches(CONSUMER_FRAMES, FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, CONSUMER_FRAMES)
 
 
 def test_consumer_acks(state: Fuzzed) -> None:
@@ -147,13 +133,7 @@ def test_status_ping(state: Fuzzed) -> None:
     endpoint = Endpoint("status-ping", judge_ack, producer_probe, acks_probe)
     frames = shaped({"payload": st.one_of(st.just(""), PAYLOADS), "properties": answer_properties(state),
                      "context": CONTEXTS}, {"messageId": uuids()})
-
-    @fuzzed
-    @given(batches(frames, FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, frames)
 
 
 def test_memory_bounded(state: Fuzzed) -> None:

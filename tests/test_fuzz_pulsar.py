@@ -22,8 +22,6 @@ from tests.frame_strategies import (
     PAYLOADS,
     TEXT,
     VALUES,
-    Frame,
-    batches,
     message_ids,
     shaped,
 )
@@ -44,21 +42,19 @@ from tests.fuzz_acks import (
 )
 from tests.fuzz_sockets import (
     CLOSE_TOO_BIG,
-    FRAME_LIMIT,
-    HARD_LIMIT,
     TEST_TIMEOUT_S,
     Endpoint,
     Fuzzed,
     ack_probe,
     acks_probe,
     assert_memory_bounded,
+    fuzz_frames,
     fuzzed,
     fuzzed_server,
     judge_ack,
     judge_error,
     producer_probe,
     refuses_probe,
-    run_example,
 )
 
 # Hypothesis warns of the reprs of large frames when it reports a failure: large frames are meant.
@@ -94,13 +90,7 @@ PUBLISH = shaped({"payload": PAYLOADS}, {
 def test_producer(state: Fuzzed) -> None:
     """Generated frames on a Pulsar producer socket each get an ok or send-error ack."""
     endpoint = Endpoint(path(state, "producer"), judge_ack, producer_probe, acks_probe)
-
-    @fuzzed
-    @given(batches(PUBLISH, FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, PUBLISH)
 
 
 CONSUMER_FRAMES = st.one_of(
@@ -118,13 +108,7 @@ def test_consumer(state: Fuzzed) -> None:
     """Generated frames on a Pulsar consumer (push and pull mode) get an error, an answer or a 1000 close."""
     endpoints = [Endpoint(path(state, "consumer", sub), judge_error, ack_probe, refuses_probe,
                           closes=frozenset({CLOSE_TOO_BIG, CLOSE_NORMAL})) for sub in SUBSCRIPTIONS]
-
-    @fuzzed
-    @given(st.sampled_from(endpoints), batches(CONSUMER_FRAMES, FRAME_LIMIT, HARD_LIMIT))
-    def example(endpoint: Endpoint, frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoints, CONSUMER_FRAMES)
 
 
 READER_FRAMES = st.one_of(shaped({"messageId": message_ids()}), shaped({"type": st.one_of(TEXT, VALUES)},
@@ -135,13 +119,7 @@ def test_reader(state: Fuzzed) -> None:
     """Generated frames on a Pulsar reader (from earliest or latest) each get an error frame."""
     endpoints = [Endpoint(path(state, "reader", query), judge_error, ack_probe, refuses_probe)
                  for query in ("", "?messageId=earliest")]
-
-    @fuzzed
-    @given(st.sampled_from(endpoints), batches(READER_FRAMES, FRAME_LIMIT, HARD_LIMIT))
-    def example(endpoint: Endpoint, frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoints, READER_FRAMES)
 
 
 def permits(ws: ClientConnection) -> None:

@@ -10,22 +10,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.frame_strategies import INTEGERS, JSON, TEXT, VALUES, Frame, any_object, batches, shaped
+from tests.frame_strategies import INTEGERS, JSON, TEXT, VALUES, any_object, shaped
 from tests.fuzz_sockets import (
-    FRAME_LIMIT,
-    HARD_LIMIT,
     TEST_TIMEOUT_S,
     Endpoint,
     Fuzzed,
     assert_memory_bounded,
-    fuzzed,
+    fuzz_frames,
     fuzzed_server,
     judge_error,
     judge_worker,
-    run_example,
 )
 
 # Hypothesis warns of the reprs of large frames when it reports a failure: large frames are meant.
@@ -42,25 +38,13 @@ def test_status_viewer(state: Fuzzed) -> None:
     """Generated frames on /ws/status (all topics, or some) each get an error frame."""
     endpoints = [Endpoint(path, judge_error) for path in
                  ("status", f"status/?topics={state.topics['dasf']},{state.topics['pulsar']},missing")]
-
-    @fuzzed
-    @given(st.sampled_from(endpoints), batches(any_object(), FRAME_LIMIT, HARD_LIMIT))
-    def example(endpoint: Endpoint, frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoints, any_object())
 
 
 def test_work_requests(state: Fuzzed) -> None:
     """Generated frames on /ws/work-requests/ each get an error frame."""
     endpoint = Endpoint("work-requests/?completed_since=2000-01-01T00:00:00Z", judge_error)
-
-    @fuzzed
-    @given(batches(any_object(), FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, any_object())
 
 
 def progress_probe(number: int) -> dict[str, Any]:
@@ -88,13 +72,7 @@ WORKER_FRAMES = st.one_of(
 def test_worker(state: Fuzzed) -> None:
     """Generated frames on a worker's socket each get an error frame or are taken silently."""
     endpoint = Endpoint("workers/", judge_worker, progress_probe, refuses_progress, key="worker")
-
-    @fuzzed
-    @given(batches(WORKER_FRAMES, FRAME_LIMIT, HARD_LIMIT))
-    def example(frames: list[Frame]) -> None:
-        run_example(state, endpoint, frames)
-
-    example()
+    fuzz_frames(state, endpoint, WORKER_FRAMES)
 
 
 def test_memory_bounded(state: Fuzzed) -> None:

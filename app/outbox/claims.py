@@ -113,12 +113,10 @@ ORDER BY id LIMIT %s {{lock}}
 
 
 def _open_by_key(alias: str = "") -> str:
-    """The condition of the ``outbox_open_by_key`` index, repeated word for word on SQLite: its
-    planner uses a partial index only when the query states the index's condition itself (it does
-    not infer it from ``NOT IN``), and without it each claim walked every earlier row of the table,
-    a cost that grew with the published rows (in a soak, the claims' share of the server's time tripled
-    within four minutes).
-    PostgreSQL proves the implication itself; the redundant term would only skew its estimates."""
+    """The ``outbox_open_by_key`` index's condition, repeated on SQLite, whose planner uses a partial
+    index only when the query states its condition (it infers nothing from ``NOT IN``): without it each
+    claim walked every earlier row, a cost growing with the published ones. PostgreSQL proves the
+    implication itself; the redundant term would only skew its estimates."""
     return f"AND NOT ({alias}status = 'published')" if connection.vendor == "sqlite" else ""
 
 
